@@ -1,0 +1,1 @@
+"""Agency adapters: five agencies' native data behind one contract (see adapters.contract)."""

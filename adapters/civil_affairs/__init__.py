@@ -1,0 +1,1 @@
+"""Civil Affairs (民政局): subsistence allowance, hardship households, disability subsidies."""

@@ -1,0 +1,1 @@
+"""Education (教育委员会): higher-education graduation records."""

@@ -1,0 +1,1 @@
+"""Market Regulation (市场监管委): business registration."""

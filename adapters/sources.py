@@ -1,0 +1,86 @@
+"""Where an agency's source lives, and how to reach it: one URL per agency.
+
+Embedded default: one SQLite file per agency in a data directory (``DIR/hrss.sqlite``, ...), plus
+``DIR/truth.sqlite``. Production: any SQLAlchemy database URL; on a server database such as
+PostgreSQL each agency lives in its own schema (``<prefix>hrss``, ...), so that one server holds
+the five sources side by side as five agencies' systems would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.engine import make_url
+
+from adapters.agencies import Agency
+
+TRUTH = "truth"
+
+
+class SourceConfig(BaseModel):
+    """One agency's source: a database URL and, on server databases, the schema holding its tables."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(description="SQLAlchemy URL, e.g. sqlite:////data/hrss.sqlite or postgresql://host/db")
+    db_schema: str | None = Field(default=None, description="schema of the agency's tables (server DBs)")
+    connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    call_timeout_s: float = Field(default=2.0, gt=0, le=300)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.url).get_backend_name() == "sqlite"
+
+
+def sqlite_sources(data_dir: Path) -> dict[str, SourceConfig]:
+    """The embedded default: ``DIR/<agency>.sqlite`` for each agency and ``DIR/truth.sqlite``."""
+    names = [a.value for a in Agency] + [TRUTH]
+    return {n: SourceConfig(url=f"sqlite:///{(data_dir / f'{n}.sqlite').resolve()}") for n in names}
+
+
+def server_sources(url: str, schema_prefix: str = "") -> dict[str, SourceConfig]:
+    """Every agency (and the truth) in its own schema of one server database."""
+    names = [a.value for a in Agency] + [TRUTH]
+    return {n: SourceConfig(url=url, db_schema=f"{schema_prefix}{n}") for n in names}
+
+
+def make_engine(source: SourceConfig, **kw: Any) -> Engine:
+    """An engine for ``source`` whose connections give up after ``connect_timeout_s``.
+
+    On SQLite the file must exist unless ``create=True`` is passed (a missing agency database is
+    a configuration error, not an empty agency)."""
+    create = bool(kw.pop("create", False))
+    url = make_url(source.url)
+    backend = url.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "sqlite":
+        path = url.database or ""
+        if not create and path not in ("", ":memory:") and not Path(path).exists():
+            raise FileNotFoundError(f"no database file at {path}")
+        if not create and path not in ("", ":memory:"):
+            url = url.set(database=f"file:{path}?mode=rw", query={"uri": "true"})
+        connect_args["timeout"] = source.connect_timeout_s
+        connect_args["check_same_thread"] = False
+    elif backend == "postgresql":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        connect_args["connect_timeout"] = max(1, round(source.connect_timeout_s))
+    engine = create_engine(url, connect_args=connect_args, **kw)
+    if source.db_schema and backend != "sqlite":
+        engine = engine.execution_options(schema_translate_map={None: source.db_schema})
+    if backend == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    return engine
+
+
+def tables_of(metadata: MetaData) -> list[str]:
+    return sorted(metadata.tables)

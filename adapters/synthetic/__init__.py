@@ -1,0 +1,1 @@
+"""Synthetic agency sources: a latent city population, five agencies' native databases, ground truth."""

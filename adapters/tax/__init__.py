@@ -1,0 +1,1 @@
+"""Taxation (税务局): employer bands and individual income tax withholding."""

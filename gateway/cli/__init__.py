@@ -1,0 +1,62 @@
+"""The ``dsgw`` command line: one module per verb group, each registering its sub-commands.
+
+Exit codes (../shared/CONTRACT.md): 0 success, 1 a check failed, 2 usage, configuration or input
+error with a one-line reason on stderr and no traceback. Every command takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway import __version__
+from gateway.errors import CheckFailed, DsgwError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def emit(args: argparse.Namespace, payload: Any, human: str | None = None) -> None:
+    """Print ``payload`` as one JSON document with --json, else ``human`` (or the JSON pretty)."""
+    if getattr(args, "json", False) or human is None:
+        print(json.dumps(payload, ensure_ascii=False, default=str, indent=None if args.json else 2))
+    else:
+        print(human)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway.cli import data, demo, ident
+
+    parser = argparse.ArgumentParser(prog="dsgw", description="Cross-department data-sharing gateway")
+    parser.add_argument("--version", action="version", version=f"dsgw {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (demo, data, ident):
+        module.register(sub)
+    return parser
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"dsgw: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CheckFailed as exc:
+        return fail(str(exc), 1)
+    except DsgwError as exc:
+        return fail(str(exc), 2)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0

@@ -47,6 +47,9 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gateway import logs
+
+    logs.configure()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

@@ -1,0 +1,42 @@
+"""structlog configuration: JSON lines on stderr in production, readable console lines in development.
+
+Bind ``request_id``, ``caller`` and ``purpose`` with structlog.contextvars in request handlers.
+Never log identity numbers, names or fetched values: log counts, dataset and field *names*, and
+redacted subject references (gateway.logs.redact).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure(*, json: bool | None = None, level: str | None = None) -> None:
+    """Configure structlog once per process. ``DSGW_LOG_FORMAT=json|console`` and ``DSGW_LOG_LEVEL``
+    override the defaults (JSON unless stderr is a terminal)."""
+    fmt = os.environ.get("DSGW_LOG_FORMAT")
+    use_json = json if json is not None else (fmt == "json" if fmt else not sys.stderr.isatty())
+    lvl = getattr(logging, (level or os.environ.get("DSGW_LOG_LEVEL", "WARNING")).upper(), logging.WARNING)
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def redact(identifier: str) -> str:
+    """A subject reference safe for logs: the last two characters only."""
+    return f"***{identifier[-2:]}" if identifier else ""

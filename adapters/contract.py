@@ -21,7 +21,8 @@ import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, Protocol, runtime_checkable
+from types import UnionType
+from typing import Any, Literal, Protocol, Union, get_args, get_origin, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,7 +39,7 @@ class AdapterError(Exception):
     reason: str = "ADAPTER_ERROR"
 
 
-class SubjectNotFound(AdapterError):  # noqa: N818 - the contract's name
+class SubjectNotFound(AdapterError):
     """The agency holds no record of this subject for this dataset."""
 
     reason = "SUBJECT_NOT_FOUND"
@@ -49,12 +50,14 @@ class SubjectNotFound(AdapterError):  # noqa: N818 - the contract's name
         self.dataset = dataset
 
 
-class ProviderUnavailable(AdapterError):  # noqa: N818 - the contract's name
+class ProviderUnavailable(AdapterError):
     """The agency's source cannot be reached or did not answer in time. ``cause`` says why."""
 
     reason = "PROVIDER_UNAVAILABLE"
 
-    def __init__(self, agency: Agency, cause: str, *, circuit_open: bool = False, timed_out: bool = False) -> None:
+    def __init__(
+        self, agency: Agency, cause: str, *, circuit_open: bool = False, timed_out: bool = False
+    ) -> None:
         super().__init__(f"{agency.value} unavailable: {cause}")
         self.agency = agency
         self.cause = cause
@@ -62,7 +65,7 @@ class ProviderUnavailable(AdapterError):  # noqa: N818 - the contract's name
         self.timed_out = timed_out
 
 
-class InvalidRequest(AdapterError):  # noqa: N818 - the contract's name
+class InvalidRequest(AdapterError):
     """The request names an unknown dataset, field or predicate, or carries bad parameters."""
 
     reason = "INVALID_REQUEST"
@@ -277,8 +280,17 @@ class PredicateDescriptor:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return str(text).replace("datetime.", "").replace("typing.", "")
+    """A reader's name for a field type: ``str``, ``date``, ``list[str]``, ``str?`` (nullable),
+    ``enum(a|b)`` (a closed code list)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return "enum(" + "|".join(str(a) for a in args) + ")"
+    if origin in (Union, UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return _type_name(rest[0]) + "?" if len(rest) == 1 else "|".join(_type_name(a) for a in rest) + "?"
+    if origin is list:
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    return str(getattr(annotation, "__name__", annotation))
 
 
 def dataset(

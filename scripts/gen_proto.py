@@ -63,7 +63,9 @@ def main() -> int:
         if args.check:
             want, have = _files(generated), _files(OUT_PACKAGE) if OUT_PACKAGE.exists() else set()
             stale = sorted(want ^ have)
-            stale += sorted(f for f in want & have if not filecmp.cmp(generated / f, OUT_PACKAGE / f, shallow=False))
+            stale += sorted(
+                f for f in want & have if not filecmp.cmp(generated / f, OUT_PACKAGE / f, shallow=False)
+            )
             if stale:
                 print("generated protobuf code is stale; run python scripts/gen_proto.py:", ", ".join(stale))
                 return 1

@@ -39,4 +39,4 @@ def test_agency_codes_match_the_contract() -> None:
 def test_error_reasons_are_unique_and_named() -> None:
     values = common_pb2.ErrorReason.values()
     assert len(values) == len(set(values))
-    assert "CONSENT_REVOKED" in common_pb2.ErrorReason.keys()
+    assert "CONSENT_REVOKED" in common_pb2.ErrorReason.keys()  # noqa: SIM118 - an enum wrapper, not a dict

@@ -34,7 +34,9 @@ T_JZ_CY = Table(
     Column("JTBH", String(20), nullable=False),
     Column("XM", String(64), nullable=False, comment="name"),
     Column("SFZH", String(32), nullable=True, comment="identity number as entered"),
-    Column("YHZGX", String(2), nullable=False, comment="relation to head: 01 head, 02 spouse, 03 child, 09 other"),
+    Column(
+        "YHZGX", String(2), nullable=False, comment="relation to head: 01 head, 02 spouse, 03 child, 09 other"
+    ),
     Column("GXSJ", String(19), nullable=False),
     Index("ix_T_JZ_CY_SFZH", "SFZH"),
     Index("ix_T_JZ_CY_JTBH", "JTBH"),

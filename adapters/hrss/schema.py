@@ -24,7 +24,12 @@ ac01 = Table(
     Column("aac006", String(8), nullable=False, comment="birth date YYYYMMDD"),
     Column("aab301", String(6), nullable=False, comment="administrative division of residence"),
     Column("aae006", String(200), nullable=False, comment="address (may be stale)"),
-    Column("aac008", String(1), nullable=False, comment="insured status: 1 contributing, 2 suspended, 4 terminated"),
+    Column(
+        "aac008",
+        String(1),
+        nullable=False,
+        comment="insured status: 1 contributing, 2 suspended, 4 terminated",
+    ),
     Column("aae036", String(19), nullable=False, comment="handled at, YYYY-MM-DD HH:MM:SS"),
     Index("ix_ac01_aac002", "aac002"),
     Index("ix_ac01_aae036", "aae036"),

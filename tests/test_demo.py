@@ -12,7 +12,9 @@ from gateway.cli import main
 
 def test_demo_runs_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
-    code = main(["demo", "--home", str(home), "--json", "--persons", "600", "--employers", "60", "--sample", "40"])
+    code = main(
+        ["demo", "--home", str(home), "--json", "--persons", "600", "--employers", "60", "--sample", "40"]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["data"]["persons"] == 600

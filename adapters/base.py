@@ -275,6 +275,28 @@ def rows_of_group(by_key: Mapping[Key, Sequence[Any]], keys: Iterable[Key]) -> l
     return [row for k in keys for row in by_key.get(k, ())]
 
 
+def all_keys(groups: Mapping[GroupKey, Sequence[Key]]) -> list[Key]:
+    """Every anchor key of every subject group."""
+    return [k for keys in groups.values() for k in keys]
+
+
+def records_by_group(
+    conn: Connection,
+    statement: Select[Any],
+    groups: Mapping[GroupKey, Sequence[Key]],
+    make: Callable[[list[Any]], R | None],
+) -> dict[GroupKey, R]:
+    """For each subject group, ``make`` over the group's rows of ``statement`` (written with
+    ``in_keys``, the anchor key first); groups for which ``make`` gives None are left out."""
+    by_key = group_rows(rows_for_keys(conn, statement, all_keys(groups)))
+    out: dict[GroupKey, R] = {}
+    for group, keys in groups.items():
+        record = make(rows_of_group(by_key, keys))
+        if record is not None:
+            out[group] = record
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Specs
 # --------------------------------------------------------------------------------------------

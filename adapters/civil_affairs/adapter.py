@@ -26,12 +26,14 @@ from adapters.base import (
     PredicateSpec,
     Since,
     SqlAdapter,
+    all_keys,
     decode,
     group_rows,
     in_keys,
     parse_slash_date,
     parse_yn,
     predicate,
+    records_by_group,
     rows_for_keys,
     rows_of_group,
 )
@@ -122,7 +124,7 @@ SUBSIDY_ROWS = select(BT.BTBH, BT.BTBH, BT.CJLB, BT.CJDJ, BT.KSRQ).where(in_keys
 def build_assistance(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, Assistance]:
-    rows = rows_for_keys(conn, MEMBER_HOUSEHOLDS, [k for keys in groups.values() for k in keys])
+    rows = rows_for_keys(conn, MEMBER_HOUSEHOLDS, all_keys(groups))
     numbers = sorted({r.JTBH for r in rows})
     sizes: dict[str, int] = {}
     sizes.update({n: int(c) for n, c in rows_for_keys(conn, HOUSEHOLD_SIZES, numbers)})
@@ -142,14 +144,9 @@ def build_assistance(
 def build_disability(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, Disability]:
-    rows = rows_for_keys(conn, SUBSIDY_ROWS, [k for keys in groups.values() for k in keys])
-    by_key = group_rows(rows)
-    out: dict[GroupKey, Disability] = {}
-    for group, keys in groups.items():
-        record = disability([Subsidy(*r[1:]) for r in rows_of_group(by_key, keys)])
-        if record is not None:
-            out[group] = record
-    return out
+    return records_by_group(
+        conn, SUBSIDY_ROWS, groups, lambda rows: disability([Subsidy(*r[1:]) for r in rows])
+    )
 
 
 def _assistance_changed(since: Since) -> ColumnElement[bool]:

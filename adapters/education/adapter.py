@@ -26,12 +26,10 @@ from adapters.base import (
     Since,
     SqlAdapter,
     decode,
-    group_rows,
     in_keys,
     parse_iso_date,
     predicate,
-    rows_for_keys,
-    rows_of_group,
+    records_by_group,
     years_before,
 )
 from adapters.contract import EducationLevel, Graduation, SubjectKind, dataset
@@ -98,14 +96,9 @@ GRADUATE_ROWS = select(
 def build_graduation(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, Graduation]:
-    rows = rows_for_keys(conn, GRADUATE_ROWS, [k for keys in groups.values() for k in keys])
-    by_key = group_rows(rows)
-    out: dict[GroupKey, Graduation] = {}
-    for group, keys in groups.items():
-        record = graduation([GraduateRow(*r[1:]) for r in rows_of_group(by_key, keys)])
-        if record is not None:
-            out[group] = record
-    return out
+    return records_by_group(
+        conn, GRADUATE_ROWS, groups, lambda rows: graduation([GraduateRow(*r[1:]) for r in rows])
+    )
 
 
 def _changed(since: Since) -> ColumnElement[bool]:

@@ -27,6 +27,7 @@ from adapters.base import (
     PredicateSpec,
     Since,
     SqlAdapter,
+    all_keys,
     decode,
     group_rows,
     in_keys,
@@ -38,6 +39,7 @@ from adapters.base import (
     parse_yyyymm,
     parse_yyyymmdd,
     predicate,
+    records_by_group,
     rows_for_keys,
     rows_of_group,
 )
@@ -203,10 +205,6 @@ PERSON = Anchor(
 EMPLOYER = Anchor(source=ab01, key=ab01.c.aab001, stored_id=ab01.c.aab003, name=ab01.c.aab004)
 
 
-def _all_keys(groups: Mapping[GroupKey, Sequence[Key]]) -> list[Key]:
-    return [k for keys in groups.values() for k in keys]
-
-
 def _spells_by(by: ColumnElement[Any]) -> Select[Any]:
     return (
         select(by, ac02.c.id, ac02.c.aae030, ac02.c.aae031, ac02.c.aac040, ab01.c.aab003)
@@ -230,27 +228,29 @@ CATEGORIES = select(jy_rylb.c.aac001, jy_rylb.c.rylb).where(in_keys(jy_rylb.c.aa
 def build_person_insurance(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, PersonInsurance]:
-    by_key = group_rows(rows_for_keys(conn, SPELLS_OF_PERSONS, _all_keys(groups)))
-    return {
-        g: person_insurance([spell_from_row(*r[1:]) for r in rows_of_group(by_key, keys)], as_of)
-        for g, keys in groups.items()
-    }
+    return records_by_group(
+        conn,
+        SPELLS_OF_PERSONS,
+        groups,
+        lambda rows: person_insurance([spell_from_row(*r[1:]) for r in rows], as_of),
+    )
 
 
 def build_employer_insurance(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, EmployerInsurance]:
-    by_key = group_rows(rows_for_keys(conn, SPELLS_OF_UNITS, _all_keys(groups)))
-    return {
-        g: employer_insurance([spell_from_row(*r[1:]) for r in rows_of_group(by_key, keys)], as_of)
-        for g, keys in groups.items()
-    }
+    return records_by_group(
+        conn,
+        SPELLS_OF_UNITS,
+        groups,
+        lambda rows: employer_insurance([spell_from_row(*r[1:]) for r in rows], as_of),
+    )
 
 
 def build_employment_status(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, EmploymentStatus]:
-    keys = _all_keys(groups)
+    keys = all_keys(groups)
     regs = group_rows(rows_for_keys(conn, REGISTRATIONS, keys))
     certs = group_rows(rows_for_keys(conn, CERTIFICATIONS, keys))
     pays = group_rows(rows_for_keys(conn, BENEFITS, keys))
@@ -275,8 +275,7 @@ def build_employment_status(
 def build_person_category(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, PersonCategory]:
-    by_key = group_rows(rows_for_keys(conn, CATEGORIES, _all_keys(groups)))
-    return {g: person_category(r.rylb for r in rows_of_group(by_key, keys)) for g, keys in groups.items()}
+    return records_by_group(conn, CATEGORIES, groups, lambda rows: person_category(r.rylb for r in rows))
 
 
 # ---- incremental extracts: which anchor rows changed after ``since`` ------------------------

@@ -26,13 +26,11 @@ from adapters.base import (
     Since,
     SqlAdapter,
     decode,
-    group_rows,
     in_keys,
     normalize_employer_id,
     parse_int_yyyymmdd,
     predicate,
-    rows_for_keys,
-    rows_of_group,
+    records_by_group,
     years_before,
 )
 from adapters.contract import BusinessRegistration, PersonBusiness, SubjectKind, dataset
@@ -112,10 +110,6 @@ OPERATOR = Anchor(
 )
 
 
-def _keys(groups: Mapping[GroupKey, Sequence[Key]]) -> list[Key]:
-    return [k for keys in groups.values() for k in keys]
-
-
 ENTITY_ROWS = select(
     E.PRIPID,
     E.PRIPID,
@@ -135,27 +129,17 @@ OPERATED_ROWS = select(E.PRIPID, E.UNISCID, E.ENTTYPE, E.REGSTATE).where(in_keys
 def build_business_registration(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, BusinessRegistration]:
-    rows = rows_for_keys(conn, ENTITY_ROWS, _keys(groups))
-    by_key = group_rows(rows)
-    out: dict[GroupKey, BusinessRegistration] = {}
-    for group, keys in groups.items():
-        record = business_registration([Entity(*r[1:]) for r in rows_of_group(by_key, keys)])
-        if record is not None:
-            out[group] = record
-    return out
+    return records_by_group(
+        conn, ENTITY_ROWS, groups, lambda rows: business_registration([Entity(*r[1:]) for r in rows])
+    )
 
 
 def build_person_business(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, PersonBusiness]:
-    rows = rows_for_keys(conn, OPERATED_ROWS, _keys(groups))
-    by_key = group_rows(rows)
-    out: dict[GroupKey, PersonBusiness] = {}
-    for group, keys in groups.items():
-        record = person_business([(r[1], r[2], r[3]) for r in rows_of_group(by_key, keys)])
-        if record is not None:
-            out[group] = record
-    return out
+    return records_by_group(
+        conn, OPERATED_ROWS, groups, lambda rows: person_business([(r[1], r[2], r[3]) for r in rows])
+    )
 
 
 def _changed(since: Since) -> ColumnElement[bool]:

@@ -28,15 +28,13 @@ from adapters.base import (
     SqlAdapter,
     band_label,
     band_upper,
-    group_rows,
     in_keys,
     month_of,
     months_covered,
     normalize_employer_id,
     parse_dash_month,
     predicate,
-    rows_for_keys,
-    rows_of_group,
+    records_by_group,
 )
 from adapters.contract import EmployerTax, IncomeWithholding, SubjectKind, dataset
 from adapters.tax.schema import CYRS_DM, YYSR_DM, ZZLX_RESIDENT_ID, dj_nsrxx, gs_kjmx
@@ -103,35 +101,26 @@ WITHHOLDING_ROWS = select(KJ.id, KJ.kjywr_nsrsbh, KJ.sssq_q, KJ.sssq_z).where(in
 def build_employer_tax(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, EmployerTax]:
-    rows = rows_for_keys(conn, TAXPAYER_ROWS, [k for keys in groups.values() for k in keys])
-    by_key = group_rows(rows)
-    out: dict[GroupKey, EmployerTax] = {}
-    for group, keys in groups.items():
-        record = employer_tax([Taxpayer(*r[1:]) for r in rows_of_group(by_key, keys)])
-        if record is not None:
-            out[group] = record
-    return out
+    return records_by_group(
+        conn, TAXPAYER_ROWS, groups, lambda rows: employer_tax([Taxpayer(*r[1:]) for r in rows])
+    )
 
 
 def build_income_withholding(
     conn: Connection, groups: Mapping[GroupKey, Sequence[Key]], as_of: dt.date
 ) -> dict[GroupKey, IncomeWithholding]:
-    rows = rows_for_keys(conn, WITHHOLDING_ROWS, [k for keys in groups.values() for k in keys])
-    by_key = group_rows(rows)
-    out: dict[GroupKey, IncomeWithholding] = {}
-    for group, keys in groups.items():
+    def make(rows: list[Any]) -> IncomeWithholding | None:
         items = [
             Withholding(
                 normalize_employer_id(r.kjywr_nsrsbh),
                 parse_dash_month(r.sssq_q, "gs_kjmx.sssq_q"),
                 parse_dash_month(r.sssq_z, "gs_kjmx.sssq_z"),
             )
-            for r in rows_of_group(by_key, keys)
+            for r in rows
         ]
-        record = income_withholding(items, as_of)
-        if record is not None:
-            out[group] = record
-    return out
+        return income_withholding(items, as_of)
+
+    return records_by_group(conn, WITHHOLDING_ROWS, groups, make)
 
 
 def _taxpayer_changed(since: Since) -> ColumnElement[bool]:

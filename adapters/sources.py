@@ -27,6 +27,8 @@ class SourceConfig(BaseModel):
 
     url: str = Field(description="SQLAlchemy URL, e.g. sqlite:////data/hrss.sqlite or postgresql://host/db")
     db_schema: str | None = Field(default=None, description="schema of the agency's tables (server DBs)")
+    #: PostgreSQL drivers (libpq, psycopg) never wait less than 2 s to connect: a smaller value
+    #: behaves as 2 s there.
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     call_timeout_s: float = Field(default=2.0, gt=0, le=300)
 

@@ -130,7 +130,7 @@ def _outage() -> dict[str, Any]:
     listener.listen(8)  # accepts connections and never answers
     port = listener.getsockname()[1]
     source = SourceConfig(
-        url=f"postgresql://dsgw@127.0.0.1:{port}/none", connect_timeout_s=1, call_timeout_s=1
+        url=f"postgresql://dsgw@127.0.0.1:{port}/none", connect_timeout_s=2, call_timeout_s=2
     )
     policy = ResiliencePolicy(attempts=1, fail_max=2, reset_timeout_s=60)
     adapter = open_adapter(Agency.TAX, source, policy)

@@ -1,0 +1,393 @@
+"""``dsgw consent``: grant, revoke, check, list, verify-receipt, receipt-key, opt-out, expire.
+
+Every verb takes ``--home DIR`` (default ``$DSGW_HOME``, else ``~/.dsgw``): the store is
+``DIR/consent.sqlite`` unless ``--store URL`` names another (e.g. ``postgresql://host/db``, with
+``--store-schema``), the receipt signing key is ``DIR/keys/receipt-ed25519.pem`` (made on first
+use), receipts go to ``DIR/receipts/<consent id>.<grant|revoke>.json`` unless ``--receipt-out``.
+
+Times: ISO 8601 (``2025-07-01``, ``2025-07-01T09:30``, ``2025-07-01T09:30+08:00``); without a
+zone they are Beijing time (UTC+8). A date alone as ``--valid-to`` means to the end of that day.
+
+Exit codes: 0 done / allowed / receipt valid; 1 ``check`` denied or a receipt that does not
+verify; 2 bad input (nothing stored), with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from gateway.cli import add_json_flag, emit
+from gateway.consent.decision import CONSENT_REQUIRED, Basis
+from gateway.consent.errors import InvalidReceipt
+from gateway.consent.model import CaptureChannel, PushChannel
+from gateway.consent.receipts import (
+    ReceiptSigner,
+    load_or_create_signing_key,
+    load_public_key,
+    verify_receipt_bytes,
+    write_receipt,
+)
+from gateway.consent.service import ConsentService, GrantRequest, ScopeRequest
+from gateway.consent.store import ConsentStore
+from gateway.errors import UsageError
+from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue, load_catalogue
+
+BEIJING = timezone(timedelta(hours=8), "UTC+08:00")
+KEY_PATH = Path("keys") / "receipt-ed25519.pem"
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser("consent", help="consent records and signed receipts")
+    csub = parser.add_subparsers(dest="consent_command", required=True, metavar="VERB")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", type=Path, help="gateway home (default $DSGW_HOME or ~/.dsgw)")
+    common.add_argument("--store", metavar="URL", help="consent store URL (default HOME/consent.sqlite)")
+    common.add_argument("--store-schema", metavar="SCHEMA", help="schema of the tables on PostgreSQL")
+    common.add_argument("--purposes", type=Path, metavar="FILE", help="purpose catalogue (JSON or TOML)")
+    add_json_flag(common)
+
+    g = csub.add_parser("grant", parents=[common], help="record a consent and write its signed receipt")
+    g.add_argument("--subject", required=True, help="resident identity number or credit code")
+    g.add_argument(
+        "--kind", choices=("person", "employer"), help="subject kind (default: from the identifier)"
+    )
+    g.add_argument("--consumer", action="append", required=True, help="consumer agency code (repeat)")
+    g.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        metavar="PROVIDER.DATASET[:FIELD,...]",
+        help="provider dataset and fields (all fields if none) (repeat)",
+    )
+    g.add_argument("--purpose", action="append", required=True, help="purpose code (repeat)")
+    g.add_argument("--valid-from", help="start of validity (default now)")
+    g.add_argument("--valid-to", help="end of validity (exclusive; a date means through that day)")
+    g.add_argument("--days", type=int, help="validity of N days from the start (instead of --valid-to)")
+    g.add_argument("--use-limit", type=int, help="maximum number of disclosures")
+    g.add_argument(
+        "--separate", action="store_true", help="the subject consented separately (sensitive data)"
+    )
+    g.add_argument("--channel", choices=[c.value for c in CaptureChannel], default="counter")
+    g.add_argument("--evidence", required=True, metavar="REF", help="evidence reference (form no., session)")
+    g.add_argument("--notice-version", required=True, metavar="V", help="version of the notice text shown")
+    g.add_argument("--consent-id", help="use this consent id (default: a new random one)")
+    g.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file")
+    g.set_defaults(handler=_grant)
+
+    r = csub.add_parser("revoke", parents=[common], help="revoke a consent and write its signed receipt")
+    r.add_argument("consent_id", metavar="CONSENT_ID")
+    r.add_argument("--subject", help="refuse unless the consent is this subject's")
+    r.add_argument("--channel", choices=[c.value for c in CaptureChannel], help="how it was requested")
+    r.add_argument("--evidence", default="", metavar="REF", help="evidence reference")
+    r.add_argument("--note", default="subject_request", help="machine-readable reason")
+    r.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file")
+    r.set_defaults(handler=_revoke)
+
+    c = csub.add_parser("check", parents=[common], help="decide one disclosure (exit 1 when denied)")
+    c.add_argument("--subject", required=True)
+    c.add_argument("--kind", choices=("person", "employer"))
+    c.add_argument("--consumer", required=True, help="consumer agency code")
+    c.add_argument("--dataset", required=True, metavar="PROVIDER.DATASET")
+    c.add_argument("--fields", metavar="F1,F2", help="requested fields (default: all)")
+    c.add_argument("--purpose", required=True)
+    c.add_argument("--at", help="decide as of this time (default now)")
+    c.add_argument("--statutory-duty", metavar="REF", help="the agreement is a statutory duty (reference)")
+    c.add_argument("--consume", action="store_true", help="count a use when allowed")
+    c.set_defaults(handler=_check)
+
+    ls = csub.add_parser("list", parents=[common], help="list consents, newest first")
+    ls.add_argument("--subject")
+    ls.add_argument("--kind", choices=("person", "employer"))
+    ls.add_argument("--status", choices=("granted", "revoked", "expired"))
+    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--offset", type=int, default=0)
+    ls.set_defaults(handler=_list)
+
+    v = csub.add_parser(
+        "verify-receipt", parents=[common], help="verify a receipt offline (exit 1 if altered)"
+    )
+    v.add_argument("file", type=Path, metavar="FILE")
+    v.add_argument("--key", type=Path, metavar="PEM", help="public key PEM (default: the home's receipt key)")
+    v.set_defaults(handler=_verify)
+
+    k = csub.add_parser("receipt-key", parents=[common], help="print the receipt public key (PEM)")
+    k.set_defaults(handler=_receipt_key)
+
+    o = csub.add_parser("opt-out", parents=[common], help="refuse proactive contact by channel or category")
+    o.add_argument("--subject", required=True)
+    o.add_argument("--kind", choices=("person", "employer"))
+    o.add_argument("--channel", choices=[p.value for p in PushChannel], help="push channel refused")
+    o.add_argument("--category", help="policy category refused (purpose catalogue)")
+    o.add_argument("--undo", action="store_true", help="lift the refusal")
+    o.add_argument("--list", action="store_true", help="show the current refusals and their history")
+    o.add_argument("--capture-channel", choices=[c.value for c in CaptureChannel])
+    o.add_argument("--evidence", default="", metavar="REF")
+    o.set_defaults(handler=_opt_out)
+
+    e = csub.add_parser("expire", parents=[common], help="record expiry of consents past their validity")
+    e.add_argument("--at", help="as of this time (default now)")
+    e.set_defaults(handler=_expire)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def home_of(args: argparse.Namespace) -> Path:
+    if args.home is not None:
+        return Path(args.home).expanduser()
+    env = os.environ.get("DSGW_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".dsgw"
+
+
+def parse_time(text: str, *, end_of_day: bool = False, what: str = "time") -> datetime:
+    """ISO date or datetime; naive means Beijing time; a date is its start (or, with
+    ``end_of_day``, the start of the next day)."""
+    value = text.strip()
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            start = datetime.combine(day, time(0), BEIJING)
+            return (start + timedelta(days=1) if end_of_day else start).astimezone(UTC)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{what} {text!r} is not an ISO 8601 date or time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=BEIJING)
+    return moment.astimezone(UTC)
+
+
+def _catalogue(args: argparse.Namespace) -> PurposeCatalogue:
+    return load_catalogue(args.purposes) if args.purposes else DEFAULT_CATALOGUE
+
+
+@contextmanager
+def _store(args: argparse.Namespace) -> Iterator[ConsentStore]:
+    store = (
+        ConsentStore(args.store, schema=args.store_schema)
+        if args.store
+        else ConsentStore.for_home(home_of(args))
+    )
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _signer(args: argparse.Namespace) -> ReceiptSigner:
+    return ReceiptSigner(load_or_create_signing_key(home_of(args) / KEY_PATH))
+
+
+@contextmanager
+def _service(args: argparse.Namespace, *, signer: bool = False) -> Iterator[ConsentService]:
+    catalogue = _catalogue(args)
+    sign = _signer(args) if signer else None
+    with _store(args) as store:
+        yield ConsentService(store, catalogue=catalogue, signer=sign)
+
+
+def _split_dataset(text: str) -> tuple[str, str]:
+    provider, dot, dataset = text.partition(".")
+    if not dot or not provider or not dataset:
+        raise UsageError(f"dataset {text!r} is not PROVIDER.DATASET")
+    return provider, dataset
+
+
+# --- verbs ------------------------------------------------------------------------------------
+
+
+def _grant(args: argparse.Namespace) -> int:
+    valid_from = parse_time(args.valid_from, what="--valid-from") if args.valid_from else None
+    if (args.valid_to is None) == (args.days is None):
+        raise UsageError("give exactly one of --valid-to or --days")
+    if args.valid_to is not None:
+        valid_to = parse_time(args.valid_to, end_of_day=True, what="--valid-to")
+    else:
+        if args.days < 1:
+            raise UsageError("--days must be at least 1")
+        valid_to = (valid_from or datetime.now(UTC)) + timedelta(days=args.days)
+    request = GrantRequest(
+        subject=args.subject,
+        subject_kind=args.kind,
+        consumers=args.consumer,
+        scope=[ScopeRequest.parse(s) for s in args.scope],
+        purposes=args.purpose,
+        valid_from=valid_from,
+        valid_to=valid_to,
+        use_limit=args.use_limit,
+        separate=args.separate,
+        channel=args.channel,
+        evidence_ref=args.evidence,
+        notice_version=args.notice_version,
+        consent_id=args.consent_id,
+    )
+    with _service(args) as service:
+        # validate before the receipt key is made: bad input stores nothing, makes nothing
+        service.validate_grant(request, service.clock())
+        service.signer = _signer(args)
+        granted = service.grant(request)
+    out = args.receipt_out or home_of(args) / "receipts" / f"{granted.record.consent_id}.grant.json"
+    assert granted.receipt is not None
+    write_receipt(granted.receipt, out)
+    payload = {
+        "consent": granted.record.to_json(),
+        "receipt_file": str(out),
+        "receipt": granted.receipt,
+    }
+    emit(args, payload, f"granted {granted.record.consent_id}\nreceipt {out}")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    with _service(args, signer=True) as service:
+        revoked = service.revoke(
+            args.consent_id,
+            subject=args.subject,
+            channel=args.channel,
+            evidence_ref=args.evidence,
+            note=args.note,
+        )
+    out = args.receipt_out or home_of(args) / "receipts" / f"{revoked.record.consent_id}.revoke.json"
+    assert revoked.receipt is not None
+    write_receipt(revoked.receipt, out)
+    payload = {"consent": revoked.record.to_json(), "receipt_file": str(out), "receipt": revoked.receipt}
+    emit(
+        args, payload, f"revoked {revoked.record.consent_id} at {revoked.event.at.isoformat()}\nreceipt {out}"
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    provider, dataset = _split_dataset(args.dataset)
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
+    basis = (
+        Basis(statutory_duty=True, reference=args.statutory_duty) if args.statutory_duty else CONSENT_REQUIRED
+    )
+    now = parse_time(args.at, what="--at") if args.at else None
+    with _service(args) as service:
+        decision = service.check(
+            subject=args.subject,
+            subject_kind=args.kind,
+            consumer=args.consumer,
+            provider=provider,
+            dataset=dataset,
+            fields=fields,
+            purpose=args.purpose,
+            basis=basis,
+            now=now,
+            consume=args.consume,
+        )
+    if decision.allowed:
+        human = f"allowed ({decision.basis.value} {decision.legal_basis_reference})"
+    else:
+        human = f"denied: {decision.reason.value if decision.reason else ''}: {decision.detail}"
+    emit(args, decision.to_json(), human)
+    return 0 if decision.allowed else 1
+
+
+def _list(args: argparse.Namespace) -> int:
+    if args.kind and not args.subject:
+        raise UsageError("--kind needs --subject")
+    with _service(args) as service:
+        now = service.clock()
+        records = service.list(
+            subject=args.subject,
+            subject_kind=args.kind,
+            status=args.status,
+            limit=args.limit,
+            offset=args.offset,
+        )
+    items = [r.to_json(now) for r in records]
+    lines = [
+        f"{i['consent_id']}  {i['status_now'] or i['status']:<8} {i['subject']['kind']:<8} "
+        f"{','.join(i['consumers'])} <- {','.join(s['provider'] + '.' + s['dataset'] for s in i['scope'])} "
+        f"for {','.join(i['purposes'])} until {i['valid_to']}"
+        for i in items
+    ]
+    emit(args, {"consents": items, "count": len(items)}, "\n".join(lines) if lines else "no consents")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    key = load_public_key(args.key) if args.key else _home_public_key(args)
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    try:
+        verified = verify_receipt_bytes(data, key)
+    except InvalidReceipt as exc:
+        if args.json:
+            emit(args, {"valid": False, "reason": exc.reason, "message": str(exc)})
+        raise
+    payload = {
+        "valid": True,
+        "key_id": verified.key_id,
+        "action": verified.action,
+        "consent_id": verified.consent_id,
+        "receipt_id": verified.receipt_id,
+        "payload": verified.payload,
+    }
+    emit(args, payload, f"valid: {verified.action} {verified.consent_id} (key {verified.key_id})")
+    return 0
+
+
+def _home_public_key(args: argparse.Namespace) -> Any:
+    path = home_of(args) / KEY_PATH
+    if not path.exists():
+        raise UsageError(f"no receipt key at {path}; pass --key PUBLIC_KEY.pem")
+    return load_public_key(path)
+
+
+def _receipt_key(args: argparse.Namespace) -> int:
+    signer = _signer(args)
+    pem = signer.public_pem()
+    emit(args, {"key_id": signer.key_id, "alg": "Ed25519", "public_key_pem": pem}, pem.rstrip("\n"))
+    return 0
+
+
+def _opt_out(args: argparse.Namespace) -> int:
+    with _service(args) as service:
+        if args.list:
+            if args.channel or args.category or args.undo:
+                raise UsageError("--list takes no --channel, --category or --undo")
+            prefs = service.preferences(args.subject, subject_kind=args.kind)
+            history = service.opt_outs(args.subject, subject_kind=args.kind)
+            payload = {
+                "refused_channels": sorted(prefs.refused_channels),
+                "refused_categories": sorted(prefs.refused_categories),
+                "history": [o.to_json() for o in history],
+            }
+            human = (
+                f"refused channels: {', '.join(sorted(prefs.refused_channels)) or '-'}\n"
+                f"refused categories: {', '.join(sorted(prefs.refused_categories)) or '-'}"
+            )
+            emit(args, payload, human)
+            return 0
+        item = service.opt_out(
+            args.subject,
+            subject_kind=args.kind,
+            channel=args.channel,
+            category=args.category,
+            refused=not args.undo,
+            capture_channel=args.capture_channel,
+            evidence_ref=args.evidence,
+        )
+    verb = "refused" if item.refused else "accepted again"
+    emit(args, item.to_json(), f"{item.target.value} {item.value}: {verb}")
+    return 0
+
+
+def _expire(args: argparse.Namespace) -> int:
+    now = parse_time(args.at, what="--at") if args.at else None
+    with _service(args) as service:
+        done = service.expire(now=now)
+    ids = [record.consent_id for record, _ in done]
+    emit(args, {"expired": ids, "count": len(ids)}, f"expired {len(ids)} consent(s)")
+    return 0

@@ -1,0 +1,195 @@
+"""Validation before storing: bad input is refused with a reason and nothing is stored."""
+
+# ruff: noqa: F811 - the shared fixtures are imported from tests.consent
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.consent import ConsentExists, ConsentNotFound, InvalidConsentRequest, ScopeRequest
+from gateway.consent.service import dataset_infos, parse_subject
+from gateway.consent.store import ConsentStore
+from gateway.errors import UsageError
+from tests.consent import (  # noqa: F401 - fixtures
+    T0,
+    Backend,
+    Clock,
+    backend,
+    check_args,
+    employer,
+    grant_request,
+    person,
+    service_for,
+    store,
+)
+
+BAD_GRANTS: list[tuple[str, dict[str, Any]]] = [
+    ("UNKNOWN_PURPOSE", {"purposes": ["no_such_purpose"]}),
+    ("UNKNOWN_PURPOSE", {"purposes": []}),
+    ("INVALID_IDENTITY_NUMBER", {"subject": "120101198001011230"}),  # wrong check digit
+    ("INVALID_IDENTITY_NUMBER", {"subject": "12345"}),
+    ("INVALID_IDENTITY_NUMBER", {"subject": "120101198001011230", "subject_kind": "person"}),
+    ("INVALID_CREDIT_CODE", {"subject": "91120101MA05XXXX0X", "subject_kind": "employer"}),
+    ("INVALID_VALIDITY", {"valid_from": T0 + timedelta(days=40)}),  # end before start
+    ("INVALID_VALIDITY", {"valid_from": T0 + timedelta(days=30)}),  # empty window
+    ("INVALID_VALIDITY", {"valid_to": T0 - timedelta(days=1), "valid_from": T0 - timedelta(days=2)}),
+    ("INVALID_VALIDITY", {"valid_to": datetime(2025, 7, 1)}),  # naive time
+    ("UNKNOWN_AGENCY", {"consumers": ["police"]}),
+    ("UNKNOWN_AGENCY", {"consumers": []}),
+    ("UNKNOWN_AGENCY", {"scope": [ScopeRequest("police", "register")]}),
+    ("UNKNOWN_DATASET", {"scope": [ScopeRequest("hrss", "salaries")]}),
+    ("UNKNOWN_DATASET", {"scope": []}),
+    ("UNKNOWN_FIELD", {"scope": [ScopeRequest("hrss", "employment_status", ("salary",))]}),
+    ("UNKNOWN_FIELD", {"scope": [ScopeRequest("hrss", "employment_status", ())]}),
+    ("SUBJECT_KIND_MISMATCH", {"scope": [ScopeRequest("tax", "employer_tax")]}),
+    ("UNKNOWN_DATASET", {"scope": [ScopeRequest("hrss", "graduation")]}),  # education's, not hrss's
+    ("INVALID_USE_LIMIT", {"use_limit": 0}),
+    ("INVALID_USE_LIMIT", {"use_limit": 2**53}),
+    ("INVALID_CHANNEL", {"channel": "fax"}),
+    ("INVALID_REQUEST", {"evidence_ref": ""}),
+    ("INVALID_REQUEST", {"notice_version": "v1\n"}),
+    ("INVALID_REQUEST", {"consent_id": "has space"}),
+    (
+        "INVALID_REQUEST",
+        {"scope": [ScopeRequest("hrss", "employment_status"), ScopeRequest("hrss", "employment_status")]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("reason", "change"), BAD_GRANTS)
+def test_bad_grant_refused_with_a_reason_and_nothing_stored(
+    store: ConsentStore, reason: str, change: dict[str, Any]
+) -> None:
+    events: list[Any] = []
+    svc = service_for(store, on_event=lambda r, e: events.append(e))
+    with pytest.raises(InvalidConsentRequest) as info:
+        svc.grant(grant_request(**change))
+    assert info.value.reason == reason
+    assert isinstance(info.value, UsageError)
+    assert "\n" not in str(info.value)
+    assert store.count() == 0 and events == []
+
+
+def test_error_messages_carry_no_identity_number(store: ConsentStore) -> None:
+    svc = service_for(store)
+    bad = "120101198001011230"
+    with pytest.raises(InvalidConsentRequest) as info:
+        svc.grant(grant_request(bad))
+    assert bad not in str(info.value) and bad[:10] not in str(info.value)
+
+
+def test_bad_checks_refused(store: ConsentStore) -> None:
+    svc = service_for(store)
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("UNKNOWN_PURPOSE", {"purpose": "nope"}),
+        ("INVALID_IDENTITY_NUMBER", {"subject": "1"}),
+        ("UNKNOWN_AGENCY", {"consumer": "army"}),
+        ("UNKNOWN_DATASET", {"dataset": "nope"}),
+        ("UNKNOWN_FIELD", {"fields": ["nope"]}),
+        ("SUBJECT_KIND_MISMATCH", {"provider": "market_regulation", "dataset": "business_registration"}),
+    ]
+    for reason, change in cases:
+        with pytest.raises(InvalidConsentRequest) as info:
+            svc.check(**check_args(**change))
+        assert info.value.reason == reason
+
+
+def test_identifiers_are_stored_canonical(store: ConsentStore) -> None:
+    svc = service_for(store)
+    pid = person(4)
+    record = svc.grant(grant_request(" " + pid.lower() + " ")).record
+    assert record.terms.subject_id == pid
+    assert parse_subject(employer(2).lower()).id == employer(2)
+    assert svc.check(**check_args(pid)).allowed
+
+
+def test_defaults_and_dedup(store: ConsentStore) -> None:
+    clock = Clock()
+    svc = service_for(store, clock)
+    record = svc.grant(
+        grant_request(
+            consumers=["education", "education", "tax"],
+            purposes=["startup_loan", "employment_subsidy_review", "startup_loan"],
+            scope=[ScopeRequest("hrss", "person_insurance")],
+        )
+    ).record
+    t = record.terms
+    assert t.valid_from == clock.now and t.granted_at == clock.now
+    assert [c.value for c in t.consumers] == ["education", "tax"]
+    assert t.purposes == ("employment_subsidy_review", "startup_loan")
+    assert t.scope.items[0].fields == tuple(
+        sorted(dataset_infos()[(t.scope.items[0].provider, "person_insurance")].fields)
+    )
+    assert not t.separate
+
+
+def test_duplicate_consent_id_and_unknown_ids(store: ConsentStore) -> None:
+    svc = service_for(store)
+    svc.grant(grant_request(consent_id="fixed-1"))
+    with pytest.raises(ConsentExists):
+        svc.grant(grant_request(person(2), consent_id="fixed-1"))
+    assert store.count() == 1
+    with pytest.raises(ConsentNotFound):
+        svc.revoke("nope")
+    # a revocation naming another subject does not reveal the consent
+    with pytest.raises(ConsentNotFound):
+        svc.revoke("fixed-1", subject=person(2))
+
+
+def test_bulk_grant(store: ConsentStore) -> None:
+    calls: list[str] = []
+    svc = service_for(store, on_event=lambda r, e: calls.append(r.consent_id))
+    records = svc.grant_many([grant_request(person(i)) for i in range(20)])
+    assert store.count() == 20 and len(calls) == 20
+    assert svc.check(**check_args(person(13))).allowed
+    with pytest.raises(InvalidConsentRequest):
+        svc.grant_many([grant_request(person(30)), grant_request(person(31), purposes=["x"])])
+    assert store.count() == 20
+    assert {r.consent_id for r in records} == set(calls)
+
+
+def test_opt_out_validation(store: ConsentStore) -> None:
+    svc = service_for(store)
+    opt_cases: list[tuple[str, dict[str, Any]]] = [
+        ("INVALID_CHANNEL", {"channel": "pigeon"}),
+        ("UNKNOWN_CATEGORY", {"category": "lottery"}),
+        ("INVALID_REQUEST", {}),
+        ("INVALID_REQUEST", {"channel": "sms", "category": "training"}),
+    ]
+    for reason, kw in opt_cases:
+        with pytest.raises(InvalidConsentRequest) as info:
+            svc.opt_out(person(), **kw)
+        assert info.value.reason == reason
+    assert svc.opt_outs(person()) == []
+
+
+def test_on_event_maps_onto_audit_entries(store: ConsentStore) -> None:
+    from audit.entry import AuditEntry, ConsentAction, ConsentChange, decode, encode
+    from gateway.consent.service import audit_fields
+
+    entries: list[AuditEntry] = []
+
+    def hook(record: Any, event: Any) -> None:
+        f = audit_fields(record, event)
+        entries.append(
+            AuditEntry(time=f["time"], node="gw-1", subject=f["subject"], body=ConsentChange(**f["change"]))
+        )
+
+    clock = Clock()
+    svc = service_for(store, clock, on_event=hook)
+    short = svc.grant(grant_request(valid_to=T0 + timedelta(hours=1))).record
+    other = svc.grant(grant_request(person(2))).record
+    svc.revoke(other.consent_id)
+    clock.advance(hours=2)
+    svc.expire()
+    actions = [(e.body.consent_id, e.body.action) for e in entries if isinstance(e.body, ConsentChange)]
+    assert actions == [
+        (short.consent_id, ConsentAction.GRANTED),
+        (other.consent_id, ConsentAction.GRANTED),
+        (other.consent_id, ConsentAction.REVOKED),
+        (short.consent_id, ConsentAction.EXPIRED),
+    ]
+    assert all(decode(encode(e)) == e for e in entries)

@@ -1,0 +1,423 @@
+"""The audit log's directory layout, its metadata (``log.json``) and the gateway's key files.
+
+A log directory holds no secret and no clear personal data::
+
+    <log>/
+      log.json                  metadata: format, log id (= checkpoint origin), node, suite,
+                                checkpoint verifier key, auditor KEK id, blind-index key id
+      keyring.jsonl             data keys, each wrapped under the auditor PUBLIC key (audit.keys)
+      segments/<first index, 20 digits>.seg     append-only frames (audit.segment)
+      checkpoints/<tree size, 20 digits>.note   signed checkpoints (audit.checkpoints)
+      checkpoints/latest                        the newest one (a hard link to its file)
+      index.sqlite              derived search index (audit.index), rebuildable from the segments
+      log.lock                  advisory lock held by the one writer
+
+The secrets live in the gateway's home, never in the log directory (:class:`HomeKeys`)::
+
+    <home>/keys/checkpoint.key      Ed25519 checkpoint signing key (signed-note key string)
+    <home>/keys/blind-index.key     32-byte blind-index key (audit.blind_index)
+    <home>/keys/auditor.key         the auditor's X25519 PRIVATE key: in real life it goes to
+                                    the auditors, and the gateway keeps only auditor.key.pub
+    <home>/keys/auditor.key.pub     the auditor's public key (wraps the data keys)
+
+The checkpoint key's name is re-bound to each log: a checkpoint of a log is signed under the key
+name = the log id = the checkpoint origin (as C2SP tlog-checkpoint recommends), with the key
+material of ``checkpoint.key``. Every file with a secret is mode 0600 in a 0700 directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit.checkpoint import Signer, Verifier
+from audit.errors import AuditError, KeyFormatError
+from audit.keys import (
+    FileKeyProvider,
+    KeyProvider,
+    blind_index_key_id,
+    generate_auditor_key,
+    generate_blind_index_key,
+    load_blind_index_key,
+)
+from audit.suites import SUITES
+
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "DEFAULT_SEGMENT_BYTES",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INDEX_FILE",
+    "KEYRING_FILE",
+    "LOCK_FILE",
+    "LOG_JSON",
+    "SEGMENTS_DIR",
+    "HomeKeys",
+    "LogKeys",
+    "LogLayoutError",
+    "LogMeta",
+    "LogPaths",
+    "atomic_write",
+    "fsync_dir",
+    "new_log_id",
+    "signer_for",
+    "validate_node",
+]
+
+FORMAT = "dsgw-audit-log"
+FORMAT_VERSION = 1
+LOG_JSON = "log.json"
+KEYRING_FILE = "keyring.jsonl"
+SEGMENTS_DIR = "segments"
+CHECKPOINTS_DIR = "checkpoints"
+INDEX_FILE = "index.sqlite"
+LOCK_FILE = "log.lock"
+DEFAULT_SEGMENT_BYTES = 64 * 2**20
+MIN_SEGMENT_BYTES = 4096
+CHECKPOINT_KEY_NAME = "dsgw-audit-checkpoint"
+"""The key name written by keygen; each log re-binds the key material to its own origin."""
+
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_LOG_ID = re.compile(r"dsgw\.audit/[A-Za-z0-9][A-Za-z0-9._-]{0,62}/[0-9a-f-]{36}")
+
+
+class LogLayoutError(AuditError):
+    """Not an audit log directory, a malformed ``log.json``, or missing / mismatched key files."""
+
+    reason = "LOG_LAYOUT"
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory, so that a file created, renamed or removed in it survives a crash."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably: temporary file in the same directory,
+    write, fsync, rename, directory fsync. A crash leaves the old or the new content, never a mix."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+        fsync_dir(directory)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class LogPaths:
+    """The paths inside one log directory."""
+
+    root: Path
+
+    @property
+    def log_json(self) -> Path:
+        return self.root / LOG_JSON
+
+    @property
+    def keyring(self) -> Path:
+        return self.root / KEYRING_FILE
+
+    @property
+    def segments(self) -> Path:
+        return self.root / SEGMENTS_DIR
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    @property
+    def index(self) -> Path:
+        return self.root / INDEX_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+
+# --- log.json ---------------------------------------------------------------------------------
+
+
+def validate_node(node: str) -> str:
+    """A node name: 1-63 characters of ``[A-Za-z0-9._-]``, starting with a letter or digit (it
+    becomes part of the log id, which is the checkpoint origin and key name)."""
+    if not isinstance(node, str) or not _NODE.fullmatch(node):
+        raise LogLayoutError(
+            f"node name {node!r} is invalid: 1-63 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return node
+
+
+def new_log_id(node: str) -> str:
+    """A fresh log id ``dsgw.audit/<node>/<uuid4>``: the checkpoint origin and signing key name."""
+    return f"dsgw.audit/{validate_node(node)}/{uuid.uuid4()}"
+
+
+@dataclass(frozen=True)
+class LogMeta:
+    """The content of ``log.json``. ``vkey`` is the verifier key of the log's checkpoints;
+    ``kek_id`` the auditor key that wraps the data keys; ``blind_index_key_id`` the key check
+    value of the blind-index key (:func:`audit.keys.blind_index_key_id`, hex)."""
+
+    log_id: str
+    node: str
+    suite: str
+    vkey: str
+    kek_id: str
+    blind_index_key_id: str
+    created: str
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not _LOG_ID.fullmatch(self.log_id):
+            raise LogLayoutError("log.json: log_id is not dsgw.audit/<node>/<uuid>")
+        validate_node(self.node)
+        if self.suite not in SUITES:
+            raise LogLayoutError(f"log.json: unknown suite {self.suite!r}")
+        try:
+            verifier = Verifier.from_vkey(self.vkey)
+        except KeyFormatError as exc:
+            raise LogLayoutError(f"log.json: vkey is malformed ({exc})") from None
+        if verifier.name != self.log_id:
+            raise LogLayoutError("log.json: the vkey's name is not the log id")
+        if not re.fullmatch(r"[0-9a-f]{16}", self.kek_id):
+            raise LogLayoutError("log.json: kek_id is not 16 hex digits")
+        if not re.fullmatch(r"[0-9a-f]{16}", self.blind_index_key_id):
+            raise LogLayoutError("log.json: blind_index_key_id is not 16 hex digits")
+        if isinstance(self.segment_bytes, bool) or not isinstance(self.segment_bytes, int):
+            raise LogLayoutError("log.json: segment_bytes is not an integer")
+        if self.segment_bytes < MIN_SEGMENT_BYTES:
+            raise LogLayoutError(f"log.json: segment_bytes is below {MIN_SEGMENT_BYTES}")
+        if self.version != FORMAT_VERSION:
+            raise LogLayoutError(f"log.json: format version {self.version} is not supported")
+
+    @property
+    def verifier(self) -> Verifier:
+        return Verifier.from_vkey(self.vkey)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "log_id": self.log_id,
+            "origin": self.log_id,
+            "node": self.node,
+            "suite": self.suite,
+            "vkey": self.vkey,
+            "kek_id": self.kek_id,
+            "blind_index_key_id": self.blind_index_key_id,
+            "segment_bytes": self.segment_bytes,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> LogMeta:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise LogLayoutError(f"log.json: not a {FORMAT} metadata file")
+        try:
+            return cls(
+                log_id=_field(data, "log_id", str),
+                node=_field(data, "node", str),
+                suite=_field(data, "suite", str),
+                vkey=_field(data, "vkey", str),
+                kek_id=_field(data, "kek_id", str),
+                blind_index_key_id=_field(data, "blind_index_key_id", str),
+                created=_field(data, "created", str),
+                segment_bytes=_field(data, "segment_bytes", int),
+                version=_field(data, "version", int),
+            )
+        except LogLayoutError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise LogLayoutError(f"log.json: malformed ({type(exc).__name__})") from None
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> LogMeta:
+        """The metadata of the log in ``directory``; :class:`LogLayoutError` if there is none."""
+        paths = LogPaths(Path(directory))
+        if not paths.root.is_dir():
+            raise LogLayoutError(f"{paths.root} is not a directory")
+        try:
+            raw = paths.log_json.read_bytes()
+        except FileNotFoundError:
+            raise LogLayoutError(f"{paths.root} is not an audit log (no {LOG_JSON})") from None
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise LogLayoutError(f"{paths.log_json} is not valid JSON") from None
+        return cls.from_json(data)
+
+    def save(self, directory: Path) -> None:
+        text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+        atomic_write(LogPaths(directory).log_json, text.encode("ascii"))
+
+
+def _field(data: dict[str, Any], name: str, kind: type) -> Any:
+    value = data.get(name)
+    if kind is int and isinstance(value, bool):
+        raise LogLayoutError(f"log.json: {name} is not an integer")
+    if not isinstance(value, kind):
+        raise LogLayoutError(f"log.json: {name} is missing or not a {kind.__name__}")
+    return value
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def _private_key_from_key_string(skey: str) -> Ed25519PrivateKey:
+    Signer.from_key_string(skey)  # validates format, name, key id (messages never show the key)
+    seed = base64.b64decode(skey.split("+", 4)[4], validate=True)[1:]
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def signer_for(log_id: str, private_key: Ed25519PrivateKey) -> Signer:
+    """The checkpoint signer of log ``log_id``: key name = log id = checkpoint origin."""
+    return Signer(log_id, private_key)
+
+
+@dataclass(frozen=True)
+class LogKeys:
+    """What a writer needs: the checkpoint signing key, the blind-index key and the auditor key
+    provider (public key only on a gateway)."""
+
+    checkpoint_key: Ed25519PrivateKey
+    blind_index_key: bytes
+    provider: KeyProvider
+
+    def signer(self, log_id: str) -> Signer:
+        return signer_for(log_id, self.checkpoint_key)
+
+    def __repr__(self) -> str:
+        return f"LogKeys(kek_id={self.provider.kek_id!r})"
+
+
+@dataclass(frozen=True)
+class HomeKeys:
+    """The key files in a gateway home (see the module docstring)."""
+
+    home: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def checkpoint_key(self) -> Path:
+        return self.directory / "checkpoint.key"
+
+    @property
+    def blind_index_key(self) -> Path:
+        return self.directory / "blind-index.key"
+
+    @property
+    def auditor_key(self) -> Path:
+        return self.directory / "auditor.key"
+
+    @property
+    def auditor_public_key(self) -> Path:
+        return self.directory / "auditor.key.pub"
+
+    def files(self) -> tuple[Path, ...]:
+        return (self.checkpoint_key, self.blind_index_key, self.auditor_key, self.auditor_public_key)
+
+    def generate(self) -> str:
+        """Write a new checkpoint signing key, blind-index key and auditor key pair (all 0600, in
+        a 0700 ``keys`` directory); refuses to replace any existing file. Returns the auditor
+        KEK id."""
+        existing = [p for p in self.files() if p.exists()]
+        if existing:
+            raise LogLayoutError(f"{existing[0]} exists: refusing to replace a key")
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        signer = Signer.generate(CHECKPOINT_KEY_NAME)
+        _write_new_secret(self.checkpoint_key, (signer.to_key_string() + "\n").encode("ascii"))
+        generate_blind_index_key(self.blind_index_key)
+        files = generate_auditor_key(self.auditor_key)
+        fsync_dir(self.directory)
+        return files.kek_id
+
+    def load(self, *, check_permissions: bool = True) -> LogKeys:
+        """The writer's keys: checkpoint key, blind-index key and the auditor PUBLIC key (the
+        private key is never loaded here)."""
+        try:
+            text = _read_secret_text(self.checkpoint_key, check_permissions)
+            checkpoint_key = _private_key_from_key_string(text.strip())
+            blind = load_blind_index_key(self.blind_index_key, check_permissions=check_permissions)
+            provider = FileKeyProvider.from_public_key_file(self.auditor_public_key)
+        except FileNotFoundError as exc:
+            raise LogLayoutError(
+                f"missing key file {exc.filename} (run: dsgw audit keygen --home {self.home})"
+            ) from None
+        except KeyFormatError as exc:
+            raise LogLayoutError(f"bad key file in {self.directory}: {exc}") from None
+        return LogKeys(checkpoint_key, blind, provider)
+
+
+def _write_new_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_secret_text(path: Path, check_permissions: bool) -> str:
+    with open(path, "rb") as handle:
+        if check_permissions and os.fstat(handle.fileno()).st_mode & 0o077:
+            raise LogLayoutError(f"{path}: group or others may access this secret key; want mode 0600")
+        data = handle.read()
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise LogLayoutError(f"{path}: not a signed-note private key string") from None
+
+
+def check_keys(meta: LogMeta, keys: LogKeys) -> None:
+    """:class:`LogLayoutError` unless ``keys`` are this log's: the signing key matches the vkey,
+    the blind-index key its key check value, the auditor key the KEK id."""
+    if keys.signer(meta.log_id).verifier().vkey() != meta.vkey:
+        raise LogLayoutError(f"the checkpoint signing key is not the key of log {meta.log_id}")
+    if blind_index_key_id(keys.blind_index_key).hex() != meta.blind_index_key_id:
+        raise LogLayoutError(f"the blind-index key is not the key of log {meta.log_id}")
+    if keys.provider.kek_id != meta.kek_id:
+        raise LogLayoutError(
+            f"the auditor key {keys.provider.kek_id} is not the key of log {meta.log_id} ({meta.kek_id})"
+        )

@@ -1,0 +1,566 @@
+"""Signed export bundles: selected audit entries with inclusion proofs, verifiable offline.
+
+An inspector who receives a bundle and trusts a few verifier keys (the logs' checkpoint keys, as
+``dsgw audit vkey`` prints them, and the exporter's key) checks with :func:`verify_export`,
+without the logs and without network, that every entry in the bundle is in its log at the index
+stated, under a checkpoint the log signed, and that the exporter signed the whole bundle.
+
+Bundle format (version ``dsgw-audit-export/1``), one JSON object::
+
+    {
+      "format": "dsgw-audit-export/1",
+      "created": "2026-11-03T12:00:00Z",            # UTC, when the bundle was made
+      "note": "...",                                  # optional free text from the exporter
+      "logs": [                                       # one section per log, origins distinct
+        {
+          "origin": "<log origin>",                   # the checkpoint's origin line
+          "log_id": "<log id>",                       # bound into each sealed entry's AEAD
+          "suite": "default",                         # algorithm suite: default | gm
+          "vkey": "<name>+<hex id>+<base64 key>",     # the log's checkpoint key (informative)
+          "checkpoint": "<signed note text>",         # C2SP signed checkpoint, byte for byte
+          "keys": [ {"key_id": hex, "period": ..., "kek_id": ..., "alg": ..., "wrapped": b64} ],
+          "entries": [                                # ascending index, each index once
+            {
+              "index": 17,
+              "sealed": "<base64 sealed entry>",      # the leaf data as stored in the log
+              "leaf_hash": "<base64>",                # H(0x00 || sealed), RFC 9162
+              "proof": ["<base64>", ...],             # inclusion proof at the checkpoint's size
+              "payload": "<base64>",                  # only with --decrypt: the opened plaintext
+              "entry": { ... }                        # only with --decrypt: the decoded entry
+            }
+          ]
+        }
+      ],
+      "signatures": ["— <key name> <base64(key id || Ed25519 signature)>"]
+    }
+
+Signature: the bundle without its ``signatures`` member is serialised as canonical JSON (RFC 8785
+JCS, by the ``rfc8785`` package), followed by a newline; that text is
+signed as a C2SP signed note (:func:`audit.checkpoint.sign_note`) and ``signatures`` holds the
+note's signature lines. So any signed-note verifier checks a bundle: rebuild the note as
+``JCS(bundle - signatures) + "\\n" + "\\n" + line + "\\n" ...``.
+
+What a verification proves, and what it does not:
+
+* the bundle signature verifies under a trusted key (:class:`BundleSignatureError`);
+* each checkpoint is well formed and signed by a trusted key, which is the key the section names
+  in ``vkey`` (:class:`BundleCheckpointError`);
+* each entry's leaf hash is the hash of its sealed bytes, and its inclusion proof leads to the
+  checkpoint's root (:class:`EntryInclusionError`);
+* for a decrypted entry, ``payload`` decodes to a valid entry equal to ``entry``; and when the
+  verifier holds the auditor private key, the sealed bytes open (with the data key in ``keys``,
+  under the log id and index) to exactly ``payload`` (:class:`EntryContentError`). Without the
+  auditor key, that the plaintext is what the sealed bytes contain rests on the exporter's
+  signature alone: AEAD ciphertext cannot be checked against a plaintext without its key.
+
+Every failure is a :class:`ExportError` (a :class:`~audit.errors.VerificationError`) naming the log
+and entry index, never an entry's content.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from audit.checkpoint import SIGNATURE_PREFIX, Signer, Verifier, open_note, sign_note, verify_note
+from audit.entry import InvalidEntry, decode
+from audit.errors import AuditError, KeyFormatError, UnsupportedSuite, VerificationError
+from audit.keys import KeyProvider, KeyProviderError, KeyRecord, WrappedKey, dek_context
+from audit.merkle import leaf_hash, verify_inclusion
+from audit.review import LocatedEntry
+from audit.seal import SealError, key_id_for, open_sealed, parse_header
+from audit.suites import Suite, get_suite
+
+__all__ = [
+    "FORMAT",
+    "BundleCheckpointError",
+    "BundleFormatError",
+    "BundleSignatureError",
+    "EntryContentError",
+    "EntryInclusionError",
+    "ExportEntry",
+    "ExportError",
+    "ExportLog",
+    "VerifiedExport",
+    "VerifiedLog",
+    "build_bundle",
+    "canonical_json",
+    "dump_bundle",
+    "load_bundle",
+    "verify_export",
+]
+
+FORMAT = "dsgw-audit-export/1"
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class ExportError(VerificationError):
+    """A bundle that does not verify. ``origin`` and ``index`` name the log and entry when the
+    failure is about one."""
+
+    reason = "EXPORT"
+
+    def __init__(self, message: str, *, origin: str | None = None, index: int | None = None) -> None:
+        where = ""
+        if origin is not None:
+            where = f"log {origin!r}" + (f" entry {index}" if index is not None else "") + ": "
+        super().__init__(where + message)
+        self.origin = origin
+        self.index = index
+
+
+class BundleFormatError(ExportError):
+    """Not a bundle of this format: bad JSON, a missing or mistyped member, bad base64, duplicates."""
+
+    reason = "EXPORT_FORMAT"
+
+
+class BundleSignatureError(ExportError):
+    """The bundle's signature is missing, malformed, from no trusted key, or does not verify."""
+
+    reason = "EXPORT_SIGNATURE"
+
+
+class BundleCheckpointError(ExportError):
+    """A log's checkpoint is malformed, not signed by a trusted key, not signed by the key the
+    section names, or of another origin than the section."""
+
+    reason = "EXPORT_CHECKPOINT"
+
+
+class EntryInclusionError(ExportError):
+    """An entry's leaf hash is not the hash of its sealed bytes, or its inclusion proof fails."""
+
+    reason = "EXPORT_INCLUSION"
+
+
+class EntryContentError(ExportError):
+    """A decrypted entry that does not match: its payload does not decode, differs from the entry
+    shown, or is not what the sealed bytes contain."""
+
+    reason = "EXPORT_CONTENT"
+
+
+# --- canonical JSON ---------------------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) serialisation, by the ``rfc8785`` package."""
+    return rfc8785.dumps(value)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportEntry:
+    """One entry to export: its index, sealed bytes, leaf hash and inclusion proof at the
+    checkpoint's tree size; ``payload`` (the opened plaintext) only when exporting decrypted."""
+
+    index: int
+    sealed: bytes
+    leaf_hash: bytes
+    proof: tuple[bytes, ...]
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ExportLog:
+    """One log's section: identity, signed checkpoint, the data-key records of decrypted entries
+    (wrapped for the auditors, so an auditor can re-check them), and the entries."""
+
+    origin: str
+    log_id: str
+    suite: str
+    vkey: str
+    checkpoint: bytes
+    entries: tuple[ExportEntry, ...]
+    keys: tuple[KeyRecord, ...] = ()
+
+
+def _entry_json(item: ExportEntry) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "index": item.index,
+        "sealed": _b64(item.sealed),
+        "leaf_hash": _b64(item.leaf_hash),
+        "proof": [_b64(p) for p in item.proof],
+    }
+    if item.payload is not None:
+        data["payload"] = _b64(item.payload)
+        data["entry"] = decode(item.payload).model_dump(mode="json")
+    return data
+
+
+def _key_json(record: KeyRecord) -> dict[str, Any]:
+    return {"key_id": record.key_id.hex(), "period": record.period, **record.wrapped.to_json()}
+
+
+def _unsigned(logs: Sequence[ExportLog], created: datetime, note: str) -> dict[str, Any]:
+    if created.tzinfo is None:
+        raise ValueError("created must be time-zone aware")
+    origins = [log.origin for log in logs]
+    if len(set(origins)) != len(origins):
+        raise ValueError("each log appears once in a bundle")
+    unsigned: dict[str, Any] = {
+        "format": FORMAT,
+        "created": created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "logs": [
+            {
+                "origin": log.origin,
+                "log_id": log.log_id,
+                "suite": log.suite,
+                "vkey": log.vkey,
+                "checkpoint": log.checkpoint.decode("utf-8"),
+                "keys": [_key_json(k) for k in log.keys],
+                "entries": [_entry_json(e) for e in sorted(log.entries, key=lambda e: e.index)],
+            }
+            for log in logs
+        ],
+    }
+    if note:
+        unsigned["note"] = note
+    return unsigned
+
+
+def build_bundle(
+    logs: Sequence[ExportLog],
+    signer: Signer,
+    *,
+    created: datetime | None = None,
+    note: str = "",
+    trusted: Sequence[Verifier] | None = None,
+) -> dict[str, Any]:
+    """The signed bundle of ``logs``, signed by ``signer``.
+
+    The bundle is verified before it is returned (with ``trusted``, default: each section's own
+    ``vkey`` and the signer's verifier), so a bundle that would not verify is never handed out."""
+    unsigned = _unsigned(logs, created or datetime.now(UTC), note)
+    note_text = canonical_json(unsigned) + b"\n"
+    signed = sign_note(note_text, [signer])
+    lines = signed[len(note_text) + 1 :].decode("utf-8").splitlines()
+    bundle = dict(unsigned, signatures=lines)
+    if trusted is None:
+        trusted = [signer.verifier(), *(Verifier.from_vkey(log.vkey) for log in logs)]
+    verify_export(bundle, trusted)
+    return bundle
+
+
+def dump_bundle(bundle: Mapping[str, Any]) -> bytes:
+    """The bundle file's bytes: indented JSON (the signature is over the canonical form, so the
+    file's layout does not matter)."""
+    return json.dumps(bundle, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def load_bundle(data: bytes | str) -> dict[str, Any]:
+    """Parse a bundle file; :class:`BundleFormatError` if it is not a JSON object."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise BundleFormatError("the bundle is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BundleFormatError("the bundle is not a JSON object")
+    return value
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifiedLog:
+    origin: str
+    tree_size: int
+    root_hash: bytes
+    entries: int
+    decrypted: int
+    content_checked: int
+    """Decrypted entries whose sealed bytes were opened and compared (needs the auditor key)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "tree_size": self.tree_size,
+            "root_hash": _b64(self.root_hash),
+            "entries": self.entries,
+            "decrypted": self.decrypted,
+            "content_checked": self.content_checked,
+        }
+
+
+@dataclass(frozen=True)
+class VerifiedExport:
+    """A bundle that verified: who signed it, when it was made, each log's checkpoint and counts,
+    and the decrypted entries it carries."""
+
+    signed_by: tuple[str, ...]
+    created: str
+    note: str
+    logs: tuple[VerifiedLog, ...]
+    entries: tuple[LocatedEntry, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verified": True,
+            "signed_by": list(self.signed_by),
+            "created": self.created,
+            "note": self.note,
+            "logs": [log.to_json() for log in self.logs],
+            "entries": sum(log.entries for log in self.logs),
+            "decrypted": sum(log.decrypted for log in self.logs),
+            "content_checked": sum(log.content_checked for log in self.logs),
+        }
+
+
+def _need(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: dict[str, Any]) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BundleFormatError(f"member {key!r} is missing or of the wrong type", **where)
+    return value
+
+
+def _b64d(text: Any, what: str, where: dict[str, Any]) -> bytes:
+    if not isinstance(text, str):
+        raise BundleFormatError(f"{what} is not a base64 string", **where)
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise BundleFormatError(f"{what} is not valid base64", **where) from None
+    if _b64(raw) != text:
+        raise BundleFormatError(f"{what} is not canonical base64", **where)
+    return raw
+
+
+def _verifiers(trusted: Sequence[str | Verifier]) -> list[Verifier]:
+    out = []
+    for key in trusted:
+        if isinstance(key, Verifier):
+            out.append(key)
+        else:
+            try:
+                out.append(Verifier.from_vkey(key.strip()))
+            except KeyFormatError as exc:
+                raise KeyFormatError(f"trusted key: {exc}") from None
+    if not out:
+        raise KeyFormatError("no trusted verifier key given")
+    return out
+
+
+def _check_signature(bundle: Mapping[str, Any], verifiers: Sequence[Verifier]) -> tuple[str, ...]:
+    lines = bundle.get("signatures")
+    if not isinstance(lines, list) or not lines or not all(isinstance(line, str) for line in lines):
+        raise BundleSignatureError("the bundle has no signature lines")
+    prefix = SIGNATURE_PREFIX.decode("utf-8")
+    if not all(line.startswith(prefix) and "\n" not in line for line in lines):
+        raise BundleSignatureError("a bundle signature line is malformed")
+    unsigned = {key: value for key, value in bundle.items() if key != "signatures"}
+    try:
+        text = canonical_json(unsigned) + b"\n"
+    except ValueError as exc:
+        raise BundleFormatError(str(exc)) from None
+    note = text + b"\n" + "".join(line + "\n" for line in lines).encode("utf-8")
+    try:
+        _, names = verify_note(note, verifiers)
+    except (VerificationError, KeyFormatError) as exc:
+        raise BundleSignatureError(f"the bundle signature does not verify ({exc})") from None
+    return tuple(names)
+
+
+def _suite(name: Any, where: dict[str, Any]) -> Suite:
+    if not isinstance(name, str):
+        raise BundleFormatError("member 'suite' is missing or of the wrong type", **where)
+    try:
+        return get_suite(name)
+    except UnsupportedSuite:
+        raise BundleFormatError(f"unknown algorithm suite {name!r}", **where) from None
+
+
+def _keys(section: Mapping[str, Any], where: dict[str, Any]) -> dict[bytes, KeyRecord]:
+    raw = section.get("keys", [])
+    if not isinstance(raw, list):
+        raise BundleFormatError("member 'keys' is not a list", **where)
+    out: dict[bytes, KeyRecord] = {}
+    for item in raw:
+        if not isinstance(item, dict):
+            raise BundleFormatError("a key record is not an object", **where)
+        try:
+            key_id = bytes.fromhex(_need(item, "key_id", str, where))
+            record = KeyRecord(key_id, _need(item, "period", str, where), "", WrappedKey.from_json(item))
+        except (ValueError, AuditError) as exc:
+            if isinstance(exc, BundleFormatError):
+                raise
+            raise BundleFormatError("a key record is malformed", **where) from None
+        if len(key_id) != 8 or key_id in out:
+            raise BundleFormatError("a key record has a bad or duplicate key id", **where)
+        out[key_id] = record
+    return out
+
+
+def _check_content(
+    item: Mapping[str, Any],
+    *,
+    sealed: bytes,
+    index: int,
+    section: Mapping[str, Any],
+    suite: Suite,
+    keys: Mapping[bytes, KeyRecord],
+    auditor: KeyProvider | None,
+    where: dict[str, Any],
+) -> tuple[LocatedEntry, bool]:
+    payload = _b64d(item.get("payload"), "payload", where)
+    shown = item.get("entry")
+    if not isinstance(shown, dict):
+        raise BundleFormatError("a decrypted entry lacks its 'entry' object", **where)
+    try:
+        entry = decode(payload)
+    except InvalidEntry:
+        raise EntryContentError("the decrypted payload is not a valid audit entry", **where) from None
+    if entry.model_dump(mode="json") != shown:
+        raise EntryContentError("the entry shown differs from its decrypted payload", **where)
+    checked = False
+    if auditor is not None:
+        log_id = _need(section, "log_id", str, where)
+        try:
+            key_id = parse_header(sealed, index=index).key_id
+        except SealError:
+            raise EntryContentError("the sealed bytes are not a sealed entry", **where) from None
+        record = keys.get(key_id)
+        if record is None:
+            raise EntryContentError(f"the bundle lacks the data key {key_id.hex()} of this entry", **where)
+        try:
+            dek = auditor.unwrap(record.wrapped, dek_context(log_id, key_id, record.period))
+        except KeyProviderError as exc:
+            raise EntryContentError(f"the data key {key_id.hex()} does not unwrap ({exc})", **where) from None
+        if key_id_for(dek) != key_id:
+            raise EntryContentError(f"the data key record {key_id.hex()} unwraps to another key", **where)
+        try:
+            opened = open_sealed(sealed, keyring_or_dek=dek, log_id=log_id, index=index, suite=suite)
+        except SealError as exc:
+            raise EntryContentError(f"the sealed bytes do not open ({exc.reason})", **where) from None
+        if not hmac.compare_digest(opened, payload):
+            raise EntryContentError("the decrypted payload is not what the sealed entry contains", **where)
+        checked = True
+    return LocatedEntry(section["origin"], index, entry), checked
+
+
+def _verify_section(
+    section: Any, verifiers: Sequence[Verifier], auditor: KeyProvider | None
+) -> tuple[VerifiedLog, list[LocatedEntry]]:
+    if not isinstance(section, dict):
+        raise BundleFormatError("a log section is not an object")
+    origin = _need(section, "origin", str, {})
+    where: dict[str, Any] = {"origin": origin}
+    suite = _suite(section.get("suite"), where)
+    _need(section, "log_id", str, where)
+    vkey = _need(section, "vkey", str, where)
+    try:
+        own = Verifier.from_vkey(vkey)
+    except KeyFormatError:
+        raise BundleFormatError("member 'vkey' is not a verifier key", **where) from None
+    if own not in verifiers:
+        raise BundleCheckpointError(f"the log's key {own.name}+{own.key_id:08x} is not trusted", **where)
+    note = _need(section, "checkpoint", str, where).encode("utf-8")
+    try:
+        checkpoint, signed_by = open_note(note, verifiers, hash_size=suite.digest_size)
+    except (VerificationError, KeyFormatError) as exc:
+        raise BundleCheckpointError(f"the checkpoint does not verify ({exc})", **where) from None
+    if own.name not in signed_by:
+        raise BundleCheckpointError(f"the checkpoint is not signed by the log's key {own.name}", **where)
+    if checkpoint.origin != origin:
+        raise BundleCheckpointError(f"the checkpoint is of origin {checkpoint.origin!r}", **where)
+    keys = _keys(section, where)
+    items = _need(section, "entries", list, where)
+    found: list[LocatedEntry] = []
+    last = -1
+    checked = 0
+    for item in items:
+        if not isinstance(item, dict):
+            raise BundleFormatError("an entry is not an object", **where)
+        index = _need(item, "index", int, where)
+        at = {"origin": origin, "index": index}
+        if index <= last:
+            raise BundleFormatError("entries are not in ascending index order, each once", **at)
+        last = index
+        sealed = _b64d(item.get("sealed"), "sealed", at)
+        claimed = _b64d(item.get("leaf_hash"), "leaf_hash", at)
+        proof_text = _need(item, "proof", list, at)
+        proof = [_b64d(p, "a proof hash", at) for p in proof_text]
+        if not hmac.compare_digest(leaf_hash(sealed, suite.hash_fn), claimed):
+            raise EntryInclusionError("the leaf hash is not the hash of the sealed bytes", **at)
+        try:
+            verify_inclusion(index, checkpoint.size, claimed, proof, checkpoint.root_hash, suite.hash_fn)
+        except VerificationError as exc:
+            raise EntryInclusionError(str(exc), **at) from None
+        if "payload" in item or "entry" in item:
+            located, ok = _check_content(
+                item,
+                sealed=sealed,
+                index=index,
+                section=section,
+                suite=suite,
+                keys=keys,
+                auditor=auditor,
+                where=at,
+            )
+            found.append(located)
+            checked += ok
+    verified = VerifiedLog(
+        origin=origin,
+        tree_size=checkpoint.size,
+        root_hash=checkpoint.root_hash,
+        entries=len(items),
+        decrypted=len(found),
+        content_checked=checked,
+    )
+    return verified, found
+
+
+def verify_export(
+    bundle: bytes | str | Mapping[str, Any],
+    trusted_vkeys: Sequence[str | Verifier],
+    *,
+    auditor: KeyProvider | None = None,
+) -> VerifiedExport:
+    """Verify a bundle against the verifier keys the inspector trusts (vkey strings or
+    :class:`~audit.checkpoint.Verifier`). With ``auditor`` (a key provider holding the auditor
+    private key) decrypted entries are also opened from their sealed bytes and compared.
+
+    Fails closed: raises an :class:`ExportError` subclass at the first problem; a
+    :class:`~audit.errors.KeyFormatError` for a malformed trusted key."""
+    verifiers = _verifiers(trusted_vkeys)
+    data = load_bundle(bundle) if isinstance(bundle, bytes | str) else dict(bundle)
+    if data.get("format") != FORMAT:
+        raise BundleFormatError(f"not a {FORMAT} bundle")
+    signed_by = _check_signature(data, verifiers)
+    created = _need(data, "created", str, {})
+    note = data.get("note", "")
+    if not isinstance(note, str):
+        raise BundleFormatError("member 'note' is not a string")
+    unknown = set(data) - {"format", "created", "note", "logs", "signatures"}
+    if unknown:
+        raise BundleFormatError(f"unknown member(s) {', '.join(sorted(unknown))}")
+    sections = _need(data, "logs", list, {})
+    origins = [s.get("origin") if isinstance(s, dict) else None for s in sections]
+    if len(set(origins)) != len(origins):
+        raise BundleFormatError("a log appears twice in the bundle")
+    logs: list[VerifiedLog] = []
+    entries: list[LocatedEntry] = []
+    for section in sections:
+        verified, found = _verify_section(section, verifiers, auditor)
+        logs.append(verified)
+        entries += found
+    return VerifiedExport(
+        signed_by=signed_by, created=created, note=note, logs=tuple(logs), entries=tuple(entries)
+    )

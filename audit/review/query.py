@@ -1,0 +1,650 @@
+"""Searching one or several audit logs without decrypting them, then reading only what matched.
+
+A search turns its criteria into blind-index terms (:mod:`audit.blind_index`) under each log's
+own blind-index key, asks each log's SQLite index (:mod:`audit.index`) for the entry indices
+carrying them (the subject through the postings table, caller / purpose / decision / provider
+through the entries table's term columns, kind and UTC day in clear), and only then opens the
+matching entries with the auditor key (:func:`audit.seal.open_sealed`). Finding the entries about
+one person therefore decrypts exactly those entries.
+
+Every decrypted entry is checked against the criteria again (exact time range, and each field):
+the index is derived data, not evidence, so an entry the index wrongly points at is dropped, and
+a report about one person never shows another's entry.
+
+Keys (:class:`AuditorKeys`): the auditor's key provider (X25519 private key) unwraps each log's
+data keys from its keyring and, unless the blind-index key is given as a file, the log's
+blind-index key, which the keyring keeps wrapped for the auditors. With a blind-index key alone,
+:meth:`LogReader.candidates` still finds entry indices, but nothing can be read.
+
+Assumptions about the log (from :mod:`audit.layout`, :mod:`audit.index`, :mod:`audit.segment`):
+``log.json`` names the log id (= checkpoint origin), suite and checkpoint key; the index row of an
+entry gives its segment and frame offset; a frame is ``length | index | terms | sealed | crc``;
+the Merkle leaf is the suite's leaf hash of the sealed entry; ``checkpoints/latest`` is the
+newest signed checkpoint. The index is written by the log's writer only: a reader never changes
+a log directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from adapters.agencies import Agency
+from audit.blind_index import BlindIndexer
+from audit.checkpoint import Checkpoint, Signer, open_note
+from audit.checkpoints import CheckpointStore
+from audit.entry import Access, AuditEntry, Decision, Subject, decode
+from audit.errors import AuditError, VerificationError
+from audit.index import AuditIndex, IndexError_
+from audit.keys import KeyProvider, KeyProviderError, KeyRecord, Keyring, KeyringError, blind_index_key_id
+from audit.layout import LogMeta, LogPaths
+from audit.merkle import LEAF_PREFIX, MerkleProver
+from audit.review import EntryRef, LocatedEntry
+from audit.review.export import ExportEntry, ExportLog, build_bundle
+from audit.seal import KeyShredded, SealError, open_sealed, parse_header
+from audit.segment import (
+    FRAME_HEAD,
+    FRAME_OVERHEAD,
+    HEADER_SIZE,
+    list_segments,
+    parse_frames,
+    segment_name,
+    split_record,
+)
+from audit.suites import Suite, get_suite
+
+__all__ = [
+    "KINDS",
+    "AuditorKeys",
+    "Criteria",
+    "LogCorrupted",
+    "LogReader",
+    "LogSet",
+    "LogStats",
+    "ReviewError",
+    "SearchResult",
+    "parse_signer_key",
+]
+
+KINDS = ("access", "consent_change", "push_notification")
+
+
+class ReviewError(AuditError):
+    """A review cannot proceed: a missing key, an unknown log or entry, a log without checkpoint.
+    The CLI reports it as a usage or input error (exit 2)."""
+
+    reason = "REVIEW"
+
+
+class LogCorrupted(VerificationError):
+    """What the review read from a log does not hold together (a frame that is not the entry the
+    index names, a sealed entry that does not open, leaves that do not lead to the signed root):
+    run ``dsgw audit verify``."""
+
+    reason = "LOG_CORRUPTED"
+
+
+# --- criteria ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What to look for; every criterion given must hold. ``since`` is inclusive and ``until``
+    exclusive (aware datetimes)."""
+
+    subject: Subject | None = None
+    caller: Agency | None = None
+    provider: Agency | None = None
+    purpose: str | None = None
+    decision: Decision | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"unknown entry kind {self.kind!r}; one of {', '.join(KINDS)}")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} must be time-zone aware")
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise ValueError("the time range ends before it starts")
+        if (self.provider is not None or self.decision is not None) and self.kind not in (None, "access"):
+            raise ValueError("provider and decision are criteria of access entries only")
+
+    @property
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+
+    def matches(self, entry: AuditEntry) -> bool:
+        """Whether a decrypted entry meets every criterion."""
+        if self.subject is not None and entry.subject != self.subject:
+            return False
+        if self.caller is not None and entry.caller != self.caller:
+            return False
+        if self.purpose is not None and entry.purpose != self.purpose:
+            return False
+        if self.kind is not None and entry.body.kind != self.kind:
+            return False
+        if self.since is not None and entry.time < self.since:
+            return False
+        if self.until is not None and entry.time >= self.until:
+            return False
+        body = entry.body
+        if self.provider is not None or self.decision is not None:
+            if not isinstance(body, Access):
+                return False
+            if self.provider is not None and body.provider != self.provider:
+                return False
+            if self.decision is not None and body.decision != self.decision:
+                return False
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        """The criteria, with a subject's identifier masked (criteria end up in outputs)."""
+        out: dict[str, Any] = {}
+        if self.subject is not None:
+            out["subject"] = f"{self.subject.kind.value}:***{self.subject.id[-4:]}"
+        for name in ("caller", "provider", "decision"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.value
+        for name in ("purpose", "kind"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.astimezone(UTC).isoformat()
+        return out
+
+
+def _utc_day(when: datetime) -> str:
+    return when.astimezone(UTC).date().isoformat()
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditorKeys:
+    """The reader's keys: the auditor key provider (``None``: cannot decrypt) and blind-index keys
+    given directly (each log uses the one whose key id its ``log.json`` names)."""
+
+    provider: KeyProvider | None = None
+    blind_keys: tuple[bytes, ...] = ()
+
+
+# --- one log ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LogStats:
+    """What one log contributed to a search."""
+
+    origin: str
+    directory: str
+    indexed: int
+    checkpoint_size: int
+    candidates: int = 0
+    opened: int = 0
+    matched: int = 0
+    shredded: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "log": self.origin,
+            "directory": self.directory,
+            "indexed": self.indexed,
+            "checkpoint_size": self.checkpoint_size,
+            "candidates": self.candidates,
+            "opened": self.opened,
+            "matched": self.matched,
+            "shredded": self.shredded,
+        }
+
+
+class LogReader:
+    """The read side of one log directory for an auditor. Opens the index read-only; never writes
+    to the log directory. Use :meth:`open` and :meth:`close` (or ``with``)."""
+
+    def __init__(self, directory: Path, meta: LogMeta, keys: AuditorKeys) -> None:
+        self.directory = directory
+        self.paths = LogPaths(directory)
+        self.meta = meta
+        self.suite: Suite = get_suite(meta.suite)
+        self._keys = keys
+        self._index: AuditIndex | None = None
+        self._keyring: Keyring | None = None
+        self._indexer: BlindIndexer | None = None
+        self._fds: dict[int, int] = {}
+        self._checkpoint: tuple[bytes, Checkpoint] | None = None
+        self._leaves: list[bytes] | None = None
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], keys: AuditorKeys) -> LogReader:
+        """The reader of the log in ``directory`` (:class:`~audit.layout.LogLayoutError` if it is
+        not a log)."""
+        root = Path(directory)
+        return cls(root, LogMeta.load(root), keys)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        if self._keyring is not None:
+            self._keyring.forget()
+
+    def __enter__(self) -> LogReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def origin(self) -> str:
+        return self.meta.log_id
+
+    # -- parts, opened on first use ----------------------------------------------------------------
+
+    @property
+    def index(self) -> AuditIndex:
+        if self._index is None:
+            try:
+                self._index = AuditIndex.open(self.paths.index, log_id=self.meta.log_id, readonly=True)
+            except IndexError_ as exc:
+                raise ReviewError(
+                    f"log {self.origin}: its search index cannot be read ({exc}); "
+                    "opening the log for writing rebuilds it"
+                ) from None
+        return self._index
+
+    @property
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            provider = self._keys.provider
+            if provider is None:
+                raise ReviewError("reading entries needs the auditor key (--auditor-key or --home)")
+            if provider.kek_id != self.meta.kek_id:
+                raise ReviewError(
+                    f"log {self.origin} is encrypted for auditor key {self.meta.kek_id}, "
+                    f"not the key given ({provider.kek_id})"
+                )
+            self._keyring = Keyring.open(self.paths.keyring, provider, log_id=self.meta.log_id)
+        return self._keyring
+
+    @property
+    def indexer(self) -> BlindIndexer:
+        if self._indexer is None:
+            wanted = self.meta.blind_index_key_id
+            key = next((k for k in self._keys.blind_keys if blind_index_key_id(k).hex() == wanted), None)
+            if key is None:
+                if self._keys.provider is None:
+                    raise ReviewError(
+                        f"log {self.origin}: searching needs its blind-index key {wanted} "
+                        "or the auditor key, which unwraps it"
+                    )
+                try:
+                    key = self.keyring.blind_index_key()
+                except (KeyringError, KeyProviderError) as exc:
+                    raise ReviewError(
+                        f"log {self.origin}: cannot unwrap the blind-index key ({exc})"
+                    ) from None
+            self._indexer = BlindIndexer.for_suite(key, self.suite)
+        return self._indexer
+
+    # -- searching --------------------------------------------------------------------------------
+
+    def candidates(self, criteria: Criteria) -> list[int]:
+        """Indices of the entries whose index terms match ``criteria`` (days of the time range,
+        not its exact bounds). No entry is decrypted."""
+        index = self.index
+        term = self.indexer.term
+        day_from = _utc_day(criteria.since) if criteria.since is not None else None
+        day_to = _utc_day(criteria.until - timedelta(microseconds=1)) if criteria.until is not None else None
+        caller = term("caller", criteria.caller.value) if criteria.caller else None
+        purpose = term("purpose", criteria.purpose) if criteria.purpose else None
+        decision = term("decision", criteria.decision.value) if criteria.decision else None
+        provider = term("provider", criteria.provider.value) if criteria.provider else None
+        kind = "access" if criteria.provider or criteria.decision else criteria.kind
+
+        def select(start: int = 0, stop: int | None = None) -> list[int]:
+            return index.select(
+                kind=kind,
+                day_from=day_from,
+                day_to=day_to,
+                caller=caller,
+                purpose=purpose,
+                decision=decision,
+                provider=provider,
+                start=start,
+                stop=stop,
+            )
+
+        if criteria.subject is None:
+            return select()
+        posted = index.postings(self.indexer.subject_term(criteria.subject.kind, criteria.subject.id))
+        narrowing = (kind, day_from, day_to, caller, purpose, decision, provider)
+        if not posted or all(value is None for value in narrowing):
+            return posted
+        selected = set(select(posted[0], posted[-1] + 1))
+        return [i for i in posted if i in selected]
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _fd(self, first: int) -> int:
+        fd = self._fds.get(first)
+        if fd is None:
+            try:
+                fd = os.open(self.paths.segments / segment_name(first), os.O_RDONLY)
+            except FileNotFoundError:
+                raise LogCorrupted(f"log {self.origin}: segment {segment_name(first)} is missing") from None
+            self._fds[first] = fd
+        return fd
+
+    def sealed(self, idx: int) -> bytes:
+        """The sealed bytes of entry ``idx``, read from its frame (located through the index)."""
+        where = self.index.location(idx)
+        if where is None:
+            raise ReviewError(f"log {self.origin} has no entry {idx} (or it is not indexed yet)")
+        first, offset = where
+        fd = self._fd(first)
+        head = os.pread(fd, FRAME_HEAD.size, offset)
+        if len(head) != FRAME_HEAD.size:
+            raise LogCorrupted(f"log {self.origin} entry {idx}: its frame is cut short")
+        length, _ = FRAME_HEAD.unpack(head)
+        frame = os.pread(fd, length + FRAME_OVERHEAD, offset)
+        parsed = parse_frames(frame, 0, idx)
+        if parsed.bad is not None or parsed.indices != [idx]:
+            raise LogCorrupted(f"log {self.origin} entry {idx}: its frame is damaged or is another entry's")
+        return split_record(parsed.records[0])[1]
+
+    def payload(self, idx: int, sealed: bytes | None = None) -> bytes:
+        """The decrypted payload of entry ``idx`` (needs the auditor key). Raises
+        :class:`~audit.seal.KeyShredded` for an entry whose data key was destroyed, and
+        :class:`LogCorrupted` for one that does not open."""
+        blob = self.sealed(idx) if sealed is None else sealed
+        try:
+            return open_sealed(
+                blob, keyring_or_dek=self.keyring, log_id=self.meta.log_id, index=idx, suite=self.suite
+            )
+        except KeyShredded:
+            raise
+        except SealError as exc:
+            raise LogCorrupted(f"log {self.origin}: {exc}") from None
+        except KeyProviderError as exc:
+            raise ReviewError(f"log {self.origin} entry {idx}: cannot unwrap its data key ({exc})") from None
+
+    def entry(self, idx: int) -> AuditEntry:
+        return decode(self.payload(idx))
+
+    def read(self, indices: Iterable[int], criteria: Criteria, stats: LogStats) -> Iterator[LocatedEntry]:
+        """Open the entries ``indices`` and yield those that really match ``criteria``."""
+        for idx in indices:
+            stats.opened += 1
+            try:
+                entry = self.entry(idx)
+            except KeyShredded:
+                stats.shredded += 1
+                continue
+            if criteria.matches(entry):
+                stats.matched += 1
+                yield LocatedEntry(self.origin, idx, entry)
+
+    # -- checkpoints and proofs -------------------------------------------------------------------
+
+    def checkpoint(self) -> tuple[bytes, Checkpoint]:
+        """The latest signed checkpoint, verified under the log's own key."""
+        if self._checkpoint is None:
+            note = CheckpointStore(self.paths.checkpoints).latest()
+            if note is None:
+                raise ReviewError(f"log {self.origin} has no checkpoint")
+            try:
+                checkpoint, _ = open_note(note, [self.meta.verifier], hash_size=self.suite.digest_size)
+            except VerificationError as exc:
+                raise LogCorrupted(
+                    f"log {self.origin}: its latest checkpoint does not verify ({exc})"
+                ) from None
+            if checkpoint.origin != self.origin:
+                raise LogCorrupted(f"log {self.origin}: its latest checkpoint is of another log")
+            self._checkpoint = (note, checkpoint)
+        return self._checkpoint
+
+    def leaves(self, size: int) -> list[bytes]:
+        """The leaf hashes of entries ``[0, size)``: from the index, completed from the segments
+        when the index lags behind."""
+        if self._leaves is None or len(self._leaves) < size:
+            leaves = self.index.leaves(0, size)
+            if len(leaves) < size:
+                leaves = self._scan_leaves(size)
+            self._leaves = leaves
+        return self._leaves[:size]
+
+    def _scan_leaves(self, size: int) -> list[bytes]:
+        hash_fn = self.suite.hash_fn
+        leaves: list[bytes] = []
+        for first, path in list_segments(self.paths.segments):
+            if len(leaves) >= size:
+                break
+            if first != len(leaves):
+                raise LogCorrupted(
+                    f"log {self.origin}: segment {path.name} does not follow entry {len(leaves) - 1}"
+                )
+            parsed = parse_frames(path.read_bytes(), HEADER_SIZE, first)
+            for idx, record in zip(parsed.indices, parsed.records, strict=True):
+                if idx != len(leaves):
+                    raise LogCorrupted(f"log {self.origin}: entry {len(leaves)} is missing from {path.name}")
+                leaves.append(hash_fn(LEAF_PREFIX + split_record(record)[1]))
+        if len(leaves) < size:
+            raise LogCorrupted(f"log {self.origin} has {len(leaves)} entries, its checkpoint says {size}")
+        return leaves[:size]
+
+    def key_record(self, key_id: bytes) -> KeyRecord:
+        for record in self.keyring.records():
+            if record.key_id == key_id:
+                return record
+        raise ReviewError(f"log {self.origin}: no data key {key_id.hex()} in its keyring")
+
+    def export_section(self, indices: Sequence[int], *, decrypt: bool) -> ExportLog:
+        """This log's part of an export bundle: the latest checkpoint and, per entry, its sealed
+        bytes, leaf hash and inclusion proof (plus the payload and data-key record when
+        ``decrypt``). Entries beyond the latest checkpoint cannot be proved: :class:`ReviewError`."""
+        note, checkpoint = self.checkpoint()
+        late = [i for i in indices if i >= checkpoint.size]
+        missing = [i for i in late if self.index.location(i) is None]
+        if missing:
+            raise ReviewError(f"log {self.origin} has no entry {missing[0]}")
+        if late:
+            raise ReviewError(
+                f"log {self.origin}: entry {late[0]} is after its latest checkpoint (tree size "
+                f"{checkpoint.size}); export it once the log has checkpointed it"
+            )
+        leaves = self.leaves(checkpoint.size)
+        prover = MerkleProver(leaves, self.suite.hash_fn)
+        if prover.root() != checkpoint.root_hash:
+            raise LogCorrupted(f"log {self.origin}: its leaves do not lead to its checkpoint's root")
+        hash_fn = self.suite.hash_fn
+        entries = []
+        keys: dict[bytes, KeyRecord] = {}
+        for idx in sorted(set(indices)):
+            sealed = self.sealed(idx)
+            leaf = hash_fn(LEAF_PREFIX + sealed)
+            if leaf != leaves[idx]:
+                raise LogCorrupted(f"log {self.origin} entry {idx}: its sealed bytes are not its leaf")
+            payload = None
+            if decrypt:
+                payload = self.payload(idx, sealed)
+                key_id = parse_header(sealed, index=idx).key_id
+                keys.setdefault(key_id, self.key_record(key_id))
+            entries.append(
+                ExportEntry(
+                    index=idx,
+                    sealed=sealed,
+                    leaf_hash=leaf,
+                    proof=tuple(prover.inclusion_proof(idx, checkpoint.size)),
+                    payload=payload,
+                )
+            )
+        return ExportLog(
+            origin=self.origin,
+            log_id=self.meta.log_id,
+            suite=self.suite.name,
+            vkey=self.meta.vkey,
+            checkpoint=note,
+            entries=tuple(entries),
+            keys=tuple(keys.values()),
+        )
+
+    def stats(self) -> LogStats:
+        size = self.checkpoint()[1].size if CheckpointStore(self.paths.checkpoints).latest() else 0
+        return LogStats(self.origin, str(self.directory), self.index.size, size)
+
+
+# --- several logs -----------------------------------------------------------------------------
+
+
+@dataclass
+class SearchResult:
+    """Matched entries of every log, ordered by time (then log and index), and per-log counts."""
+
+    criteria: Criteria
+    entries: list[LocatedEntry]
+    logs: list[LogStats] = field(default_factory=list)
+    truncated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "criteria": self.criteria.to_json(),
+            "count": len(self.entries),
+            "truncated": self.truncated,
+            "logs": [s.to_json() for s in self.logs],
+            "entries": [
+                {"log": e.origin, "index": e.index, "entry": e.entry.model_dump(mode="json")}
+                for e in self.entries
+            ],
+        }
+
+
+class LogSet:
+    """Several logs read together (each gateway replica keeps its own)."""
+
+    def __init__(self, readers: Sequence[LogReader]) -> None:
+        origins = [r.origin for r in readers]
+        if len(set(origins)) != len(origins):
+            raise ReviewError("the same log is given twice")
+        self.readers = list(readers)
+
+    @classmethod
+    def open(cls, directories: Sequence[str | os.PathLike[str]], keys: AuditorKeys) -> LogSet:
+        if not directories:
+            raise ReviewError("no log given (--log DIR)")
+        readers: list[LogReader] = []
+        try:
+            for directory in directories:
+                readers.append(LogReader.open(directory, keys))
+            return cls(readers)
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+
+    def __enter__(self) -> LogSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def reader(self, name: str) -> LogReader:
+        """The log called ``name``: its origin, or the directory it was opened from."""
+        for reader in self.readers:
+            if name in (reader.origin, str(reader.directory)) or (
+                Path(name).exists() and Path(name).resolve() == reader.directory.resolve()
+            ):
+                return reader
+        raise ReviewError(f"no log {name!r} among the logs given")
+
+    def search(self, criteria: Criteria, *, limit: int | None = None) -> SearchResult:
+        """Entries of every log matching ``criteria``, decrypting only the index's candidates."""
+        found: list[LocatedEntry] = []
+        stats: list[LogStats] = []
+        for reader in self.readers:
+            stat = reader.stats()
+            indices = reader.candidates(criteria)
+            stat.candidates = len(indices)
+            found.extend(reader.read(indices, criteria, stat))
+            stats.append(stat)
+        found.sort(key=lambda e: (e.entry.time, e.origin, e.index))
+        truncated = limit is not None and len(found) > limit
+        if limit is not None:
+            found = found[:limit]
+        return SearchResult(criteria, found, stats, truncated)
+
+    def read(self, refs: Iterable[EntryRef]) -> list[LocatedEntry]:
+        """The entries named by ``refs`` (log origin or directory, and index)."""
+        out = []
+        for ref in refs:
+            reader = self.reader(ref.origin)
+            out.append(LocatedEntry(reader.origin, ref.index, reader.entry(ref.index)))
+        return out
+
+    def export(
+        self,
+        refs: Iterable[EntryRef],
+        signer: Signer,
+        *,
+        decrypt: bool = False,
+        note: str = "",
+        created: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A signed bundle of the entries ``refs`` (see :mod:`audit.review.export`); sections in
+        the order the logs were given."""
+        wanted: dict[str, set[int]] = {}
+        for ref in refs:
+            wanted.setdefault(self.reader(ref.origin).origin, set()).add(ref.index)
+        if not wanted:
+            raise ReviewError("nothing to export: no entry selected")
+        sections = [
+            reader.export_section(sorted(wanted[reader.origin]), decrypt=decrypt)
+            for reader in self.readers
+            if reader.origin in wanted
+        ]
+        return build_bundle(sections, signer, created=created, note=note)
+
+    def signer(self, key: Ed25519PrivateKey, name: str, *, prefer: Iterable[str] = ()) -> Signer:
+        """The bundle signer for ``key``: named after a log whose checkpoint key it is (one of
+        ``prefer`` first, e.g. the logs in the bundle), so that the log's own vkey verifies the
+        bundle; else called ``name``."""
+        public = key.public_key().public_bytes_raw()
+        preferred = set(prefer)
+        matching = [r for r in self.readers if r.meta.verifier.public_key_bytes == public]
+        matching.sort(key=lambda r: r.origin not in preferred)
+        return Signer(matching[0].origin if matching else name, key)
+
+    def origins(self, refs: Iterable[EntryRef]) -> list[str]:
+        """The origins of the logs ``refs`` name (by origin or directory)."""
+        return sorted({self.reader(ref.origin).origin for ref in refs})
+
+
+def parse_signer_key(text: str) -> tuple[str, Ed25519PrivateKey]:
+    """The name and private key of a signed-note signer key string
+    (``PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>``); :class:`~audit.errors.KeyFormatError`
+    if malformed (the message never shows key material)."""
+    skey = text.strip()
+    signer = Signer.from_key_string(skey)
+    seed = base64.b64decode(skey.split("+", 4)[4], validate=True)[1:]  # base64 itself may hold "+"
+    return signer.name, Ed25519PrivateKey.from_private_bytes(seed)

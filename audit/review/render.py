@@ -1,0 +1,223 @@
+"""Human-readable tables for the review tools (the ``--json`` forms are each object's ``to_json``).
+
+Column widths count East Asian wide characters (Chinese agency names) as two cells, so tables
+stay aligned in a terminal. Subject identifiers are masked unless ``full_ids`` is asked for.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Sequence
+from zoneinfo import ZoneInfo
+
+from audit.entry import Access, ConsentChange
+from audit.review import LocatedEntry
+from audit.review.export import VerifiedExport
+from audit.review.report import Report
+from audit.review.subject_report import Language, SubjectReport, mask_identifier
+
+__all__ = [
+    "entry_row",
+    "render_entries",
+    "render_report",
+    "render_subject_report",
+    "render_verified_export",
+    "table",
+    "text_width",
+]
+
+
+def text_width(text: str) -> int:
+    """Terminal cells ``text`` takes (wide and full-width characters count two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * (width - text_width(text))
+    return fill + text if right else text + fill
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, right: Sequence[int] = ()) -> str:
+    """A plain-text table: a header line, a rule, then one line per row. Columns whose numbers are
+    in ``right`` are right-aligned."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [text_width(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], text_width(cell))
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(_pad(c, widths[i], i in right) for i, c in enumerate(row)).rstrip()
+
+    out = [line(list(headers)), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def entry_row(item: LocatedEntry, zone: ZoneInfo, *, full_ids: bool = False) -> list[str]:
+    entry = item.entry
+    body = entry.body
+    subject = ""
+    if entry.subject is not None:
+        ident = entry.subject.id if full_ids else mask_identifier(entry.subject.id)
+        subject = f"{entry.subject.kind.value}:{ident}"
+    if isinstance(body, Access):
+        what = f"{body.provider.value} {body.decision.value}"
+        extra = body.legal_basis.kind.value + (f" {body.reason}" if body.reason else "")
+    elif isinstance(body, ConsentChange):
+        what = f"consent {body.action.value}"
+        extra = body.consent_id
+    else:
+        what = f"push {body.outcome.value}"
+        extra = body.policy_id
+    return [
+        item.origin,
+        str(item.index),
+        entry.time.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+        entry.caller.value if entry.caller else "",
+        entry.operator,
+        subject,
+        entry.purpose or "",
+        what,
+        extra,
+    ]
+
+
+def render_entries(
+    items: Sequence[LocatedEntry], *, timezone: str = "Asia/Shanghai", full_ids: bool = False
+) -> str:
+    """Search results, one line per entry."""
+    zone = ZoneInfo(timezone)
+    headers = [
+        "log",
+        "index",
+        f"time ({timezone})",
+        "caller",
+        "operator",
+        "subject",
+        "purpose",
+        "what",
+        "basis",
+    ]
+    body = table(headers, (entry_row(i, zone, full_ids=full_ids) for i in items), right=(1,))
+    return f"{body}\n{len(items)} entr{'y' if len(items) == 1 else 'ies'}"
+
+
+def _refs(refs: Sequence[object], limit: int = 5) -> str:
+    shown = ", ".join(str(r) for r in refs[:limit])
+    return shown + (f" (+{len(refs) - limit} more)" if len(refs) > limit else "")
+
+
+def render_report(report: Report) -> str:
+    """The review report: period, volumes, denials, anomalies."""
+    since = report.since.isoformat() if report.since else "start"
+    until = report.until.isoformat() if report.until else "end"
+    parts = [f"Audit report {since} .. {until} ({report.config.timezone}): {report.entries} entries"]
+    parts.append("\nVolumes (access requests per day, caller, purpose, decision)")
+    parts.append(
+        table(
+            ["day", "caller", "purpose", "decision", "count"],
+            ([r.day.isoformat(), r.caller, r.purpose or "-", r.decision, r.count] for r in report.volumes),
+            right=(4,),
+        )
+        if report.volumes
+        else "(none)"
+    )
+    other = [
+        (day, kind, count)
+        for day, kinds in sorted(report.kinds.items())
+        for kind, count in sorted(kinds.items())
+        if kind != "access"
+    ]
+    if other:
+        parts.append("\nOther entries (per day and kind)")
+        parts.append(
+            table(["day", "kind", "count"], ([d.isoformat(), k, c] for d, k, c in other), right=(2,))
+        )
+    parts.append("\nDenials")
+    if report.denials:
+        parts.append(
+            table(
+                ["day", "caller", "provider", "purpose", "reason", "count"],
+                (
+                    [r.day.isoformat(), r.caller, r.provider, r.purpose or "-", r.reason, r.count]
+                    for r in report.denials
+                ),
+                right=(5,),
+            )
+        )
+        totals = ", ".join(f"{reason} {count}" for reason, count in sorted(report.denial_reasons.items()))
+        parts.append(f"by reason: {totals}")
+    else:
+        parts.append("(none)")
+    parts.append(f"\nAnomalies ({len(report.anomalies)})")
+    if report.anomalies:
+        parts.append(
+            table(
+                ["day", "rule", "caller", "operator", "count", "finding", "entries"],
+                (
+                    [
+                        a.day.isoformat(),
+                        a.rule,
+                        a.caller,
+                        a.operator or "-",
+                        a.count,
+                        a.message,
+                        _refs(a.refs),
+                    ]
+                    for a in report.anomalies
+                ),
+                right=(4,),
+            )
+        )
+    else:
+        parts.append("(none)")
+    return "\n".join(parts)
+
+
+def render_subject_report(report: SubjectReport, *, languages: Sequence[Language] = ("en", "zh")) -> str:
+    """A citizen's report as numbered paragraphs, in the languages asked for."""
+    reads = sum(report.readers.values())
+    head = {
+        "en": (
+            f"Access report for {report.subject_kind} {report.subject_masked}: "
+            f"{len(report.items)} event(s), {reads} allowed read(s), "
+            f"{report.denied} refused request(s). Times are {report.timezone}."
+        ),
+        "zh": (
+            f"{report.subject_masked} 的数据使用记录：共 {len(report.items)} 条，"
+            f"允许查询 {reads} 次，拒绝 {report.denied} 次。时间为 {report.timezone} 时间。"
+        ),
+    }
+    lines = [head[lang] for lang in languages]
+    if not report.items:
+        lines.append(
+            {
+                "en": "No agency accessed your data in the logs searched.",
+                "zh": "所查日志中没有部门使用您的数据。",
+            }[languages[0]]
+        )
+    for number, item in enumerate(report.items, start=1):
+        lines.append("")
+        for lang in languages:
+            lines.append(f"{number}. {item.text[lang]}")
+        if item.reference:
+            lines.append(f"   ref: {item.reference}")
+    return "\n".join(lines)
+
+
+def render_verified_export(result: VerifiedExport) -> str:
+    """A verified bundle: signer, logs and counts."""
+    lines = [
+        f"bundle verified: signed by {', '.join(result.signed_by)}, created {result.created}",
+    ]
+    if result.note:
+        lines.append(f"note: {result.note}")
+    lines.append(
+        table(
+            ["log", "tree size", "entries", "decrypted", "content checked"],
+            ([v.origin, v.tree_size, v.entries, v.decrypted, v.content_checked] for v in result.logs),
+            right=(1, 2, 3, 4),
+        )
+    )
+    return "\n".join(lines)

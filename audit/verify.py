@@ -1,0 +1,582 @@
+"""Full verification of an audit log: recompute everything, stop at the first problem, name it.
+
+:func:`verify_log` reads a log through a :class:`~audit.reader.LogReader` (it never writes) and
+checks, in this order:
+
+1. the trust anchor: the checkpoint verifier keys given by the auditor (``--key``), or else the
+   one in ``log.json``; with given keys, ``log.json`` must name one of them (a replaced
+   ``log.json`` does not help an attacker);
+2. every checkpoint (the stored ``checkpoints/*.note`` and ``latest``, and those the auditor
+   gives): C2SP format, a valid signature by a trusted key, the log's origin, the size its file
+   name says; two checkpoints of one size with different roots are a fork;
+3. every segment and frame, in order: segment names and headers, each frame's CRC and format,
+   each index exactly one more than the previous (a gap is a deleted entry, a smaller or
+   swapped index a reordering);
+4. the Merkle tree: each entry's leaf hash (the hash of its sealed bytes) folded into the tree,
+   and at every checkpoint's size, the recomputed root must be the checkpoint's root (a changed
+   entry whose CRC was fixed up, a swap whose index fields were swapped too, a rollback or a fork
+   all end here). Then the first entry that differs is named when possible: the first whose
+   leaf differs from the one the index recorded when it was written, or with the auditor key the
+   first whose AEAD fails;
+5. truncation: a checkpoint (stored or given) or the index larger than the log;
+6. with the auditor key (``--auditor-key``): every entry opens (AEAD, bound to the log id and
+   its index), decodes, and its stored search terms are the ones its content gives.
+
+An incomplete frame at the very end, after every checkpoint, is an append that was never
+acknowledged (a crash): it is a warning, not a failure. The report gives the entries, the
+checkpoints verified, the root, the time, and the first problem (code, message, entry index,
+checkpoint) if any.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.blind_index import BlindIndexer
+from audit.checkpoint import Verifier, open_note
+from audit.checkpoints import LATEST
+from audit.entry import InvalidEntry, decode_proto
+from audit.errors import (
+    AuditError,
+    CheckpointFormatError,
+    CheckpointSignatureError,
+    KeyFormatError,
+    UnknownKeyError,
+)
+from audit.index import AuditIndex
+from audit.keys import KeyProvider, Keyring
+from audit.merkle import LEAF_PREFIX, NODE_PREFIX, CompactRange
+from audit.reader import LogReader, sealed_of
+from audit.record import TermEncoder
+from audit.seal import KeyShredded, SealError, UnknownKeyId, open_sealed
+from audit.segment import HEADER_SIZE, check_header, parse_frames
+from audit.suites import HashFn
+
+__all__ = ["Problem", "VerifyReport", "VerifyUsageError", "verify_log"]
+
+
+class VerifyUsageError(AuditError):
+    """A verification input that is not usable (a malformed key or checkpoint file argument)."""
+
+    reason = "VERIFY_USAGE"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first problem found: a stable ``code``, a one-line message, and the entry index and
+    checkpoint it concerns, when known."""
+
+    code: str
+    message: str
+    entry: int | None = None
+    checkpoint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "entry": self.entry,
+            "checkpoint": self.checkpoint,
+        }
+
+
+@dataclass
+class VerifyReport:
+    log_id: str
+    suite: str
+    entries: int = 0
+    checkpoints: int = 0
+    latest_checkpoint: int | None = None
+    root: bytes = b""
+    seconds: float = 0.0
+    problem: Problem | None = None
+    warnings: list[str] = field(default_factory=list)
+    opened: int = 0
+    shredded: int = 0
+    decrypted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "log_id": self.log_id,
+            "suite": self.suite,
+            "entries": self.entries,
+            "checkpoints": self.checkpoints,
+            "latest_checkpoint": self.latest_checkpoint,
+            "root_hash": base64.b64encode(self.root).decode("ascii"),
+            "seconds": round(self.seconds, 3),
+            "entries_per_s": round(self.entries / self.seconds) if self.seconds > 0 else None,
+            "decrypted": self.decrypted,
+            "opened": self.opened,
+            "shredded": self.shredded,
+            "problem": self.problem.to_json() if self.problem else None,
+            "warnings": self.warnings,
+        }
+
+    def summary(self) -> str:
+        if self.problem is not None:
+            return self.problem.message
+        text = (
+            f"ok: {self.entries:,} entries, {self.checkpoints:,} checkpoints verified, root "
+            f"{base64.b64encode(self.root).decode('ascii')}, {self.seconds:.2f} s"
+        )
+        if self.decrypted:
+            text += f"; {self.opened:,} entries opened, {self.shredded:,} shredded"
+        return text
+
+
+class _Found(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+@dataclass
+class _Checkpoint:
+    size: int
+    root: bytes
+    name: str
+
+
+def _fail(code: str, message: str, *, entry: int | None = None, checkpoint: str | None = None) -> _Found:
+    return _Found(Problem(code, message, entry, checkpoint))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class _Tree:
+    """A compact range folded inline (as :class:`audit.merkle.CompactRange`, without per-leaf
+    checks): the verification hot path."""
+
+    def __init__(self, hash_fn: HashFn) -> None:
+        self.hash_fn = hash_fn
+        self.size = 0
+        self.peaks: list[bytes] = []
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        peaks = self.peaks
+        hash_fn = self.hash_fn
+        node = NODE_PREFIX
+        size = self.size
+        for leaf in leaves:
+            digest = leaf
+            carry = size
+            while carry & 1:
+                digest = hash_fn(node + peaks.pop() + digest)
+                carry >>= 1
+            peaks.append(digest)
+            size += 1
+        self.size = size
+
+    def root(self) -> bytes:
+        return CompactRange.from_peaks(self.size, self.peaks, self.hash_fn).root()
+
+
+class _Verifier:
+    def __init__(
+        self,
+        reader: LogReader,
+        verifiers: list[Verifier],
+        given: Sequence[tuple[str, bytes]],
+        auditor: KeyProvider | None,
+        progress: Callable[[str], None] | None,
+    ) -> None:
+        self.reader = reader
+        self.verifiers = verifiers
+        self.given = given
+        self.hash_fn = reader.hash_fn
+        self.report = VerifyReport(reader.log_id, reader.suite.name)
+        self.progress = progress
+        self.index: AuditIndex | None = None
+        self.keyring: Keyring | None = None
+        self.terms: TermEncoder | None = None
+        if auditor is not None:
+            self.keyring = reader.keyring(auditor)
+            self.terms = TermEncoder(BlindIndexer.for_suite(self.keyring.blind_index_key(), reader.suite))
+            self.report.decrypted = True
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def load_checkpoints(self) -> list[_Checkpoint]:
+        reader = self.reader
+        notes: list[tuple[str, bytes, int | None]] = []
+        for stored in reader.checkpoints.stored():
+            name = f"checkpoints/{stored.name}"
+            try:
+                notes.append((name, stored.read(), stored.size))
+            except OSError as exc:
+                raise _fail(
+                    "CHECKPOINT_UNREADABLE", f"{name} cannot be read ({exc.strerror})", checkpoint=name
+                ) from None
+        notes.extend((name, note, None) for name, note in self.given)
+        by_size: dict[int, _Checkpoint] = {}
+        for name, note, named_size in notes:
+            try:
+                checkpoint, _ = open_note(note, self.verifiers, hash_size=reader.suite.digest_size)
+            except CheckpointFormatError as exc:
+                raise _fail(
+                    "CHECKPOINT_FORMAT", f"checkpoint {name} is malformed: {exc}", checkpoint=name
+                ) from None
+            except CheckpointSignatureError as exc:
+                raise _fail(
+                    "CHECKPOINT_SIGNATURE", f"checkpoint {name} has a bad signature: {exc}", checkpoint=name
+                ) from None
+            except UnknownKeyError:
+                raise _fail(
+                    "CHECKPOINT_UNKNOWN_KEY",
+                    f"checkpoint {name} is not signed by a trusted key "
+                    f"({', '.join(v.name for v in self.verifiers)})",
+                    checkpoint=name,
+                ) from None
+            if checkpoint.origin != reader.log_id:
+                raise _fail(
+                    "CHECKPOINT_ORIGIN",
+                    f"checkpoint {name} is of log {checkpoint.origin!r}, not {reader.log_id!r}",
+                    checkpoint=name,
+                )
+            if named_size is not None and named_size != checkpoint.size:
+                raise _fail(
+                    "CHECKPOINT_NAME",
+                    f"checkpoint {name} says tree size {checkpoint.size}, its file name {named_size}",
+                    checkpoint=name,
+                )
+            other = by_size.get(checkpoint.size)
+            if other is not None and not hmac.compare_digest(other.root, checkpoint.root_hash):
+                raise _fail(
+                    "FORK",
+                    f"checkpoints {other.name} and {name} are both of tree size {checkpoint.size} with "
+                    f"different roots: the log was forked or rolled back",
+                    checkpoint=name,
+                )
+            if other is None or other.name.endswith("/" + LATEST):
+                by_size[checkpoint.size] = _Checkpoint(checkpoint.size, checkpoint.root_hash, name)
+        checkpoints = sorted(by_size.values(), key=lambda c: c.size)
+        self.report.latest_checkpoint = checkpoints[-1].size if checkpoints else None
+        return checkpoints
+
+    # -- frames -----------------------------------------------------------------------------------
+
+    def scan(self, checkpoints: list[_Checkpoint]) -> None:
+        reader = self.reader
+        report = self.report
+        hash_fn = self.hash_fn
+        leaf_prefix = LEAF_PREFIX
+        tree = _Tree(hash_fn)
+        pending = [c for c in checkpoints if c.size == 0]
+        for c in pending:
+            self.check_root(tree, c, 0)
+        upcoming = [c for c in checkpoints if c.size > 0]
+        at = 0  # next checkpoint in upcoming
+        verified_to = 0  # largest checkpoint size verified
+        max_cp = checkpoints[-1].size if checkpoints else 0
+        segments = reader.segments()
+        expected = 0
+        for number, (first, path) in enumerate(segments):
+            is_last = number == len(segments) - 1
+            if first != expected:
+                if first > expected:
+                    raise _fail(
+                        "ENTRY_MISSING",
+                        f"entries {expected} to {first - 1} are missing: segment {path.name} follows "
+                        f"entry {expected - 1}"
+                        if expected
+                        else f"entries 0 to {first - 1} are missing",
+                        entry=expected,
+                    )
+                raise _fail(
+                    "ENTRY_ORDER",
+                    f"segment {path.name} starts at entry {first}, which an earlier segment already has",
+                    entry=first,
+                )
+            data = path.read_bytes()
+            problem = check_header(data, first)
+            if problem is not None:
+                if is_last and len(data) < HEADER_SIZE and expected >= max_cp:
+                    report.warnings.append(
+                        f"segment {path.name} is an incomplete new segment ({len(data)} bytes)"
+                    )
+                    break
+                raise _fail("SEGMENT_HEADER", f"segment {path.name}: {problem}", entry=first)
+            parsed = parse_frames(data, HEADER_SIZE, expected)
+            del data
+            indices = parsed.indices
+            count = len(indices)
+            if indices != list(range(expected, expected + count)):
+                self.order_problem(indices, expected, path.name)
+            records = parsed.records
+            leaves = [hash_fn(leaf_prefix + sealed_of(r)) for r in records]
+            if self.keyring is not None:
+                self.open_all(expected, records)
+            # fold the leaves, checking the root at every checkpoint size on the way
+            done = 0
+            while at < len(upcoming) and upcoming[at].size <= expected + count:
+                cp = upcoming[at]
+                tree.extend(leaves[done : cp.size - expected])
+                done = cp.size - expected
+                self.check_root(tree, cp, verified_to)
+                verified_to = cp.size
+                at += 1
+            tree.extend(leaves[done:])
+            expected += count
+            if self.progress is not None:
+                self.progress(f"segment {path.name}: {expected:,} entries")
+            bad = parsed.bad
+            if bad is not None:
+                if is_last and bad.torn_tail and expected >= max_cp:
+                    report.warnings.append(
+                        f"segment {path.name}: the last frame (entry {expected}, "
+                        f"offset {bad.offset}) is incomplete: {bad.problem}; it was never acknowledged "
+                        "(an interrupted append), and opening the log for writing cuts it"
+                    )
+                else:
+                    raise _fail(
+                        "FRAME_CORRUPT",
+                        f"entry {expected} (segment {path.name}, offset {bad.offset}) is damaged: "
+                        f"{bad.problem}",
+                        entry=expected,
+                    )
+        report.entries = expected
+        report.root = tree.root()
+        if at < len(upcoming):
+            cp = upcoming[-1]
+            raise _fail(
+                "TRUNCATED",
+                f"the log has {expected:,} entries but checkpoint {cp.name} covers {cp.size:,}: entries "
+                f"{expected} to {cp.size - 1} were removed (truncated or rolled back)",
+                entry=expected,
+                checkpoint=cp.name,
+            )
+        self.tail_check(verified_to, expected)
+
+    def order_problem(self, indices: list[int], expected: int, segment: str) -> None:
+        for pos, idx in enumerate(indices):
+            want = expected + pos
+            if idx == want:
+                continue
+            following = indices[pos + 1] if pos + 1 < len(indices) else None
+            if following == want:
+                raise _fail(
+                    "ENTRY_ORDER",
+                    f"entries {want} and {idx} are out of order (swapped) in segment {segment}",
+                    entry=want,
+                )
+            if idx > want:
+                raise _fail(
+                    "ENTRY_MISSING",
+                    f"entry {want} is missing (deleted): in segment {segment} entry {want - 1} is "
+                    f"followed by entry {idx}"
+                    if want
+                    else f"entry 0 is missing: segment {segment} starts with entry {idx}",
+                    entry=want,
+                )
+            raise _fail(
+                "ENTRY_ORDER",
+                f"entry {want} is out of order: segment {segment} has entry {idx} at its place (duplicated "
+                "or reordered)",
+                entry=want,
+            )
+
+    def check_root(self, tree: _Tree, cp: _Checkpoint, verified_to: int) -> None:
+        root = tree.root()
+        if hmac.compare_digest(root, cp.root):
+            self.report.checkpoints += 1
+            return
+        culprit = self.localize(verified_to, cp.size)
+        where = f"entries {verified_to} to {cp.size - 1}"
+        if culprit is not None:
+            entry, how = culprit
+            raise _fail(
+                "ROOT_MISMATCH",
+                f"entry {entry} was changed ({how}): the log's root at tree size {cp.size} is "
+                f"{_b64(root)}, checkpoint {cp.name} says {_b64(cp.root)}",
+                entry=entry,
+                checkpoint=cp.name,
+            )
+        raise _fail(
+            "ROOT_MISMATCH",
+            f"the log's root at tree size {cp.size} is {_b64(root)}, checkpoint {cp.name} says "
+            f"{_b64(cp.root)}: one of {where} was changed, or the log was forked or rolled back "
+            + (
+                "(neither the index nor the entries' AEAD single one out)"
+                if self.keyring is not None
+                else "(the index cannot name the entry; --auditor-key can)"
+            ),
+            checkpoint=cp.name,
+        )
+
+    def localize(self, start: int, stop: int) -> tuple[int, str] | None:
+        """The first entry in [start, stop) whose leaf differs from the indexed one, or (with the
+        auditor key) that does not open."""
+        index = self.open_index()
+        indexed = index.leaves(start, stop) if index is not None else []
+        for frame in self.reader.frames(start):
+            if frame.index >= stop:
+                break
+            offset = frame.index - start
+            if offset < len(indexed) and not hmac.compare_digest(
+                indexed[offset], self.reader.leaf_hash(frame.sealed)
+            ):
+                return frame.index, "its leaf hash is not the one indexed when it was written"
+            if self.keyring is not None:
+                try:
+                    open_sealed(
+                        frame.sealed,
+                        keyring_or_dek=self.keyring,
+                        log_id=self.reader.log_id,
+                        index=frame.index,
+                        suite=self.reader.suite,
+                    )
+                except (KeyShredded, UnknownKeyId):
+                    continue
+                except SealError:
+                    return frame.index, "it does not open with its data key (AEAD)"
+        return None
+
+    def open_index(self) -> AuditIndex | None:
+        if self.index is None:
+            self.index = self.reader.index()
+        return self.index
+
+    def tail_check(self, verified_to: int, size: int) -> None:
+        """Entries after the last checkpoint are compared with the leaves indexed when they were
+        written; an index larger than the log means entries were removed."""
+        index = self.open_index()
+        if index is None:
+            if verified_to < size:
+                self.report.warnings.append(
+                    f"entries {verified_to} to {size - 1} are after the last checkpoint and there is no "
+                    "index to compare them with"
+                )
+            return
+        indexed_size = index.size
+        if indexed_size > size:
+            raise _fail(
+                "TRUNCATED",
+                f"the index records {indexed_size:,} entries, the log has only {size:,}: entries {size} to "
+                f"{indexed_size - 1} were removed",
+                entry=size,
+            )
+        if verified_to >= size:
+            return
+        indexed = index.leaves(verified_to, size)
+        for frame in self.reader.frames(verified_to):
+            offset = frame.index - verified_to
+            if offset >= len(indexed):
+                break
+            if not hmac.compare_digest(indexed[offset], self.reader.leaf_hash(frame.sealed)):
+                raise _fail(
+                    "ENTRY_CHANGED",
+                    f"entry {frame.index} was changed: its leaf hash is not the one indexed when it was "
+                    "written (it is after the last checkpoint)",
+                    entry=frame.index,
+                )
+
+    # -- contents ---------------------------------------------------------------------------------
+
+    def open_all(self, first: int, records: list[bytes]) -> None:
+        keyring, terms = self.keyring, self.terms
+        assert keyring is not None and terms is not None
+        reader = self.reader
+        for offset, record in enumerate(records):
+            index = first + offset
+            sealed = sealed_of(record)
+            try:
+                payload = open_sealed(
+                    sealed, keyring_or_dek=keyring, log_id=reader.log_id, index=index, suite=reader.suite
+                )
+            except KeyShredded:
+                self.report.shredded += 1
+                continue
+            except UnknownKeyId:
+                raise _fail(
+                    "ENTRY_KEY",
+                    f"entry {index}: its data key is not in the keyring (removed without a tombstone?)",
+                    entry=index,
+                ) from None
+            except SealError as exc:
+                raise _fail(
+                    "ENTRY_TAMPERED", f"entry {index} does not open: {exc.detail}", entry=index
+                ) from None
+            try:
+                message = decode_proto(payload)
+                encoded = terms.encode(message)
+            except InvalidEntry as exc:
+                raise _fail(
+                    "ENTRY_INVALID", f"entry {index} is not a valid entry: {exc}", entry=index
+                ) from None
+            if encoded[0] != record[: len(record) - len(sealed)]:
+                raise _fail(
+                    "ENTRY_TERMS",
+                    f"entry {index}: its stored search terms are not those of its content",
+                    entry=index,
+                )
+            self.report.opened += 1
+
+
+def verify_log(
+    reader: LogReader,
+    *,
+    keys: Sequence[str] | None = None,
+    checkpoints: Sequence[tuple[str, bytes]] = (),
+    auditor: KeyProvider | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Verify the log behind ``reader`` (see the module docstring).
+
+    ``keys``: the trusted checkpoint verifier keys (vkey strings; default: the one in
+    ``log.json``). ``checkpoints``: (name, signed note) pairs the auditor kept. ``auditor``: a key
+    provider holding the auditor's PRIVATE key, to open and check every entry. Raises
+    :class:`VerifyUsageError` for a malformed key; every finding is in the report.
+    """
+    started = time.perf_counter()
+    verifiers: list[Verifier] = []
+    key_problem: Problem | None = None
+    if keys:
+        for vkey in keys:
+            try:
+                verifiers.append(Verifier.from_vkey(vkey))
+            except KeyFormatError as exc:
+                raise VerifyUsageError(f"--key is not a verifier key: {exc}") from None
+        if reader.meta.verifier not in verifiers:
+            key_problem = Problem(
+                "LOG_KEY_MISMATCH",
+                f"log.json names the verifier key {reader.meta.vkey}, which is not the trusted key given: "
+                "log.json was replaced, or this is another log",
+            )
+    else:
+        verifiers.append(reader.meta.verifier)
+    work = _Verifier(reader, verifiers, checkpoints, auditor, progress)
+    report = work.report
+    try:
+        if key_problem is not None:
+            raise _Found(key_problem)
+        found = work.load_checkpoints()
+        work.scan(found)
+    except _Found as found_problem:
+        report.problem = found_problem.problem
+    finally:
+        if work.index is not None:
+            work.index.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def read_checkpoint_file(path: str | Path) -> tuple[str, bytes]:
+    """(name, bytes) of a checkpoint file given by an auditor; :class:`VerifyUsageError` if it
+    cannot be read."""
+    try:
+        return str(path), Path(path).read_bytes()
+    except OSError as exc:
+        raise VerifyUsageError(f"cannot read the checkpoint {path}: {exc.strerror}") from None

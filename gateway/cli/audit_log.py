@@ -1,0 +1,323 @@
+"""``dsgw audit`` verbs of the log itself: keys, creation, checkpoints, proofs and verification.
+
+    dsgw audit keygen --home DIR
+    dsgw audit init --log DIR --home DIR --node NAME [--suite default|gm]
+    dsgw audit vkey --log DIR
+    dsgw audit checkpoint --log DIR [--home DIR --new]
+    dsgw audit prove --log DIR --index N
+    dsgw audit consistency --log DIR --old N [--new M]
+    dsgw audit verify --log DIR [--checkpoint FILE]... [--key VKEY]... [--auditor-key FILE]
+
+Every verb takes ``--json``. Exit codes: 0 success, 1 a check failed (verification, a checkpoint
+that does not verify, a proof that does not lead to the checkpoint's root), 2 bad usage or input.
+Hashes in JSON are standard base64 (RFC 9162 SHA-256 in the default suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.cli import add_json_flag, emit
+from gateway.errors import CheckFailed, UsageError
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _integer(option: str, text: str, *, minimum: int = 0) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not an integer") from None
+    if value < minimum:
+        raise UsageError(f"{option} must be at least {minimum}")
+    return value
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Map the audit package's errors to exit codes: verification failures 1, the rest 2."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from audit.errors import AuditError, VerificationError
+
+        try:
+            return handler(args)
+        except (CheckFailed, UsageError):
+            raise
+        except VerificationError as exc:
+            raise CheckFailed(str(exc)) from None
+        except AuditError as exc:
+            raise UsageError(str(exc)) from None
+        except FileExistsError as exc:
+            raise UsageError(f"{exc.filename or exc} exists") from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise UsageError(f"{where}{exc.strerror or exc}") from None
+
+    return run
+
+
+def register(sub: Any) -> None:
+    def verb(
+        name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        add_json_flag(parser)
+        parser.set_defaults(handler=_guarded(handler))
+        return parser
+
+    p = verb("keygen", "generate the gateway's audit keys in its home (0600 files)", _keygen)
+    p.add_argument("--home", required=True, type=Path, metavar="DIR", help="the gateway's home directory")
+
+    p = verb("init", "create a new, empty audit log", _init)
+    p.add_argument(
+        "--log", required=True, type=Path, metavar="DIR", help="the log directory (absent or empty)"
+    )
+    p.add_argument(
+        "--home", required=True, type=Path, metavar="DIR", help="home with the keys (dsgw audit keygen)"
+    )
+    p.add_argument("--node", required=True, metavar="NAME", help="this gateway node's name")
+    p.add_argument("--suite", default="default", choices=["default", "gm"], help="algorithm suite")
+
+    p = verb("vkey", "print the log's checkpoint verifier key (signed-note vkey)", _vkey)
+    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+
+    p = verb("checkpoint", "print the latest signed checkpoint byte for byte", _checkpoint)
+    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--home", type=Path, metavar="DIR", help="the writer's home (with --new)")
+    p.add_argument("--new", action="store_true", help="write a new checkpoint first (needs --home)")
+
+    p = verb("prove", "inclusion proof of an entry against the latest checkpoint", _prove)
+    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--index", required=True, metavar="N", help="the entry's index")
+
+    p = verb("consistency", "consistency proof between two tree sizes", _consistency)
+    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--old", required=True, metavar="N", help="the older tree size")
+    p.add_argument("--new", metavar="M", help="the newer tree size (default: the latest checkpoint's)")
+
+    p = verb("verify", "verify the whole audit log; exit 1 naming the first bad entry or checkpoint", _verify)
+    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a signed checkpoint kept earlier (repeatable): the log must still extend it",
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="trusted checkpoint verifier key (repeatable; default: the one in log.json)",
+    )
+    p.add_argument(
+        "--auditor-key",
+        type=Path,
+        metavar="FILE",
+        help="auditor private key: also open and check every entry",
+    )
+
+
+# --- verbs ------------------------------------------------------------------------------------
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from audit.layout import HomeKeys
+
+    keys = HomeKeys(args.home)
+    kek_id = keys.generate()
+    payload = {
+        "home": str(args.home),
+        "checkpoint_key": str(keys.checkpoint_key),
+        "blind_index_key": str(keys.blind_index_key),
+        "auditor_key": str(keys.auditor_key),
+        "auditor_public_key": str(keys.auditor_public_key),
+        "kek_id": kek_id,
+    }
+    emit(
+        args,
+        payload,
+        f"keys written to {keys.directory} (auditor key {kek_id}); give {keys.auditor_key.name} to the "
+        "auditors and keep only the .pub on the gateway",
+    )
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from audit.layout import HomeKeys
+    from audit.log import init_log
+
+    meta = init_log(args.log, HomeKeys(args.home).load(), node=args.node, suite=args.suite)
+    payload = {"log": str(args.log), "log_id": meta.log_id, "suite": meta.suite, "vkey": meta.vkey}
+    emit(args, payload, f"{meta.log_id}\n{meta.vkey}")
+    return 0
+
+
+def _vkey(args: argparse.Namespace) -> int:
+    from audit.layout import LogMeta
+
+    meta = LogMeta.load(args.log)
+    emit(args, {"log_id": meta.log_id, "vkey": meta.vkey}, meta.vkey)
+    return 0
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    from audit.reader import LogReader
+
+    if args.new:
+        if args.home is None:
+            raise UsageError("--new needs --home (the writer's keys sign the checkpoint)")
+        from audit.log import AuditLog, LogLocked
+
+        try:
+            log = AuditLog.open(args.log, home=args.home, index="none")
+        except LogLocked:
+            raise UsageError(
+                f"{args.log} is open by a running writer, which checkpoints by itself; "
+                "try again without --new"
+            ) from None
+        try:
+            log.checkpoint_now()
+        finally:
+            log.close()
+    elif args.home is not None:
+        raise UsageError("--home is only used with --new")
+    reader = LogReader(args.log)
+    checkpoint, note = reader.latest_checkpoint()
+    if args.json:
+        emit(
+            args,
+            {
+                "log_id": reader.log_id,
+                "tree_size": checkpoint.size,
+                "root_hash": _b64(checkpoint.root_hash),
+                "checkpoint": note.decode("utf-8"),
+            },
+        )
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(note)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def _prove(args: argparse.Namespace) -> int:
+    from audit.merkle import verify_inclusion
+    from audit.reader import LogReader
+
+    index = _integer("--index", args.index)
+    reader = LogReader(args.log)
+    checkpoint, note = reader.latest_checkpoint()
+    if index >= checkpoint.size:
+        raise UsageError(
+            f"entry {index} is not covered by the latest checkpoint (tree size {checkpoint.size}): "
+            "wait for the next checkpoint or write one (dsgw audit checkpoint --new)"
+        )
+    prover = reader.prover(checkpoint.size)
+    if prover.root(checkpoint.size) != checkpoint.root_hash:
+        raise CheckFailed(
+            f"the log's root at tree size {checkpoint.size} is not the checkpoint's: run dsgw audit verify"
+        )
+    leaf = prover.subtree_hash(index, index + 1)
+    proof = prover.inclusion_proof(index, checkpoint.size)
+    verify_inclusion(index, checkpoint.size, leaf, proof, checkpoint.root_hash, reader.hash_fn)
+    payload: dict[str, Any] = {
+        "log_id": reader.log_id,
+        "leaf_index": index,
+        "tree_size": checkpoint.size,
+        "leaf_hash": _b64(leaf),
+        "proof": [_b64(p) for p in proof],
+        "root_hash": _b64(checkpoint.root_hash),
+        "checkpoint": note.decode("utf-8"),
+    }
+    human = "\n".join(
+        [
+            f"entry {index} in tree size {checkpoint.size} of {reader.log_id}",
+            f"leaf hash {payload['leaf_hash']}",
+            *(f"proof {p}" for p in payload["proof"]),
+            f"root hash {payload['root_hash']}",
+        ]
+    )
+    emit(args, payload, human)
+    return 0
+
+
+def _consistency(args: argparse.Namespace) -> int:
+    from audit.merkle import verify_consistency
+    from audit.reader import LogReader
+
+    old = _integer("--old", args.old)
+    reader = LogReader(args.log)
+    checkpoint, note = reader.latest_checkpoint()
+    new = checkpoint.size if args.new is None else _integer("--new", args.new)
+    if old > new:
+        raise UsageError(f"--old {old} is larger than the new tree size {new}")
+    prover = reader.prover(new)
+    new_root = prover.root(new)
+    if new == checkpoint.size and new_root != checkpoint.root_hash:
+        raise CheckFailed(f"the log's root at tree size {new} is not the checkpoint's: run dsgw audit verify")
+    old_root = prover.root(old)
+    proof = prover.consistency_proof(old, new)
+    verify_consistency(old, new, old_root, new_root, proof, reader.hash_fn)
+    payload: dict[str, Any] = {
+        "log_id": reader.log_id,
+        "old_size": old,
+        "new_size": new,
+        "old_root": _b64(old_root),
+        "new_root": _b64(new_root),
+        "proof": [_b64(p) for p in proof],
+        "checkpoint": note.decode("utf-8") if new == checkpoint.size else None,
+    }
+    human = "\n".join(
+        [
+            f"tree size {old} -> {new} of {reader.log_id}",
+            f"old root {payload['old_root']}",
+            f"new root {payload['new_root']}",
+            *(f"proof {p}" for p in payload["proof"]),
+        ]
+    )
+    emit(args, payload, human)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from audit.keys import FileKeyProvider
+    from audit.reader import LogReader
+    from audit.verify import read_checkpoint_file, verify_log
+
+    reader = LogReader(args.log)
+    given = [read_checkpoint_file(path) for path in args.checkpoint]
+    auditor = None
+    if args.auditor_key is not None:
+        auditor = FileKeyProvider.from_private_key_file(args.auditor_key)
+    progress = None
+    if not args.json and sys.stderr.isatty():
+
+        def progress(message: str) -> None:
+            print(f"\r{message}", end="", file=sys.stderr, flush=True)
+
+    report = verify_log(reader, keys=args.key or None, checkpoints=given, auditor=auditor, progress=progress)
+    if progress is not None:
+        print(file=sys.stderr)
+    if args.json:
+        emit(args, report.to_json())
+    elif report.ok:
+        print(report.summary())
+    for warning in report.warnings:
+        print(f"dsgw: warning: {warning}", file=sys.stderr)
+    if report.problem is not None:
+        raise CheckFailed(report.problem.message)
+    return 0

@@ -1,0 +1,420 @@
+"""``dsgw audit search | report | subject-report | export | verify-export``: the review tools.
+
+Each reads one or several logs (``--log DIR``, repeatable: every gateway replica keeps its own)
+with the auditor's keys (``--home DIR`` as ``dsgw audit keygen`` lays it out, or
+``--auditor-key FILE`` / ``--blind-key FILE``). See docs/audit-review.md.
+
+Exit codes: 0 success; 1 a check failed (a bundle that does not verify, a log whose entries do
+not hold together); 2 usage or input errors (no key, not a log, an invalid identity number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from adapters.agencies import Agency
+from audit.entry import Decision, Subject, SubjectKind
+from audit.errors import AuditError, KeyFormatError, VerificationError
+from gateway.cli import add_json_flag, emit
+from gateway.errors import CheckFailed, UsageError
+from gateway.identity import InvalidIdentifier, normalize_credit_code, normalize_resident_id
+
+DEFAULT_TZ = "Asia/Shanghai"
+AGENCIES = [a.value for a in Agency]
+
+
+def register(sub: Any) -> None:
+    from audit.review.query import KINDS
+    from audit.review.report import RULES
+
+    search = sub.add_parser("search", help="find entries by subject, agency, purpose, decision, time")
+    _log_options(search)
+    _criteria_options(search, KINDS)
+    search.add_argument("--limit", type=_positive, metavar="N", help="show at most N entries (the earliest)")
+    search.add_argument("--full-ids", action="store_true", help="show identifiers unmasked in the table")
+    add_json_flag(search)
+    search.set_defaults(handler=_search)
+
+    report = sub.add_parser("report", help="volumes, denials and unusual patterns per day")
+    _log_options(report)
+    report.add_argument("--since", type=date.fromisoformat, metavar="DATE", help="first day (local)")
+    report.add_argument("--until", type=date.fromisoformat, metavar="DATE", help="last day, inclusive")
+    report.add_argument(
+        "--timezone", default=DEFAULT_TZ, metavar="TZ", help=f"days and working hours in TZ ({DEFAULT_TZ})"
+    )
+    report.add_argument("--work-hours", default="08:00-18:00", metavar="HH:MM-HH:MM", help="(08:00-18:00)")
+    report.add_argument("--workdays", default="1-5", metavar="D-D", help="ISO weekdays, 1=Monday (1-5)")
+    report.add_argument("--holiday", action="append", type=date.fromisoformat, default=[], metavar="DATE")
+    report.add_argument(
+        "--workday", action="append", type=date.fromisoformat, default=[], metavar="DATE",
+        help="a make-up working day on a weekend (调休)",
+    )  # fmt: skip
+    report.add_argument(
+        "--spike-factor", type=float, default=3.0, metavar="K", help="k x trailing median (3)"
+    )
+    report.add_argument(
+        "--spike-min-history", type=_positive, default=7, metavar="DAYS", help="days before judging (7)"
+    )
+    report.add_argument(
+        "--spike-window", type=_positive, default=28, metavar="DAYS", help="trailing days (28)"
+    )
+    report.add_argument(
+        "--spike-min-count", type=_positive, default=10, metavar="N", help="minimum volume (10)"
+    )
+    report.add_argument(
+        "--max-subjects", type=_positive, default=50, metavar="N", help="per operator and day (50)"
+    )
+    report.add_argument("--rule", action="append", choices=RULES, help="run only these rules (repeatable)")
+    add_json_flag(report)
+    report.set_defaults(handler=_report)
+
+    subject = sub.add_parser("subject-report", help="what one citizen may see about their data")
+    subject.add_argument("subject_id", metavar="ID", help="resident identity number (or credit code)")
+    _log_options(subject)
+    subject.add_argument("--employer", action="store_true", help="ID is a unified social credit code")
+    subject.add_argument("--lang", choices=("en", "zh", "both"), default="both", help="(both)")
+    subject.add_argument("--timezone", default=DEFAULT_TZ, metavar="TZ", help=f"({DEFAULT_TZ})")
+    add_json_flag(subject)
+    subject.set_defaults(handler=_subject_report)
+
+    export = sub.add_parser("export", help="a signed bundle of entries with inclusion proofs")
+    _log_options(export)
+    _criteria_options(export, KINDS)
+    export.add_argument(
+        "--entry", action="append", default=[], metavar="LOG#INDEX",
+        help="an entry by log (origin or directory) and index (repeatable)",
+    )  # fmt: skip
+    export.add_argument("--out", required=True, type=Path, metavar="FILE", help="where to write the bundle")
+    export.add_argument("--decrypt", action="store_true", help="include the decrypted entries")
+    export.add_argument("--signer-key", type=Path, metavar="FILE", help="Ed25519 signed-note key string file")
+    export.add_argument("--note", default="", metavar="TEXT", help="free text carried in the signed bundle")
+    add_json_flag(export)
+    export.set_defaults(handler=_export)
+
+    verify = sub.add_parser("verify-export", help="verify an export bundle offline")
+    verify.add_argument("bundle", type=Path, metavar="FILE")
+    verify.add_argument("--trust", action="append", default=[], metavar="VKEY", help="a trusted verifier key")
+    verify.add_argument("--trust-file", type=Path, action="append", default=[], metavar="FILE")
+    verify.add_argument("--log", action="append", default=[], type=Path, metavar="DIR", help="trust its vkey")
+    verify.add_argument("--auditor-key", type=Path, metavar="FILE", help="also check decrypted entries")
+    add_json_flag(verify)
+    verify.set_defaults(handler=_verify_export)
+
+
+# --- options ----------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log", action="append", required=True, type=Path, metavar="DIR", help="a log directory (repeatable)"
+    )
+    parser.add_argument("--home", type=Path, metavar="DIR", help="key files as dsgw audit keygen wrote them")
+    parser.add_argument("--auditor-key", type=Path, metavar="FILE", help="the auditor's X25519 private key")
+    parser.add_argument("--blind-key", type=Path, action="append", default=[], metavar="FILE")
+
+
+def _criteria_options(parser: argparse.ArgumentParser, kinds: tuple[str, ...]) -> None:
+    parser.add_argument("--subject", metavar="ID", help="a person's resident identity number")
+    parser.add_argument("--employer", metavar="CODE", help="an employer's unified social credit code")
+    parser.add_argument("--caller", choices=AGENCIES, help="the agency that asked")
+    parser.add_argument("--provider", choices=AGENCIES, help="the agency whose data was asked")
+    parser.add_argument("--purpose", metavar="CODE")
+    parser.add_argument("--decision", choices=[d.value for d in Decision])
+    parser.add_argument("--kind", choices=kinds)
+    parser.add_argument("--since", metavar="TIME", help="date or ISO time, inclusive (local unless offset)")
+    parser.add_argument("--until", metavar="TIME", help="date (inclusive) or ISO time (exclusive)")
+    parser.add_argument(
+        "--timezone", default=DEFAULT_TZ, metavar="TZ", help=f"for dates, times and tables ({DEFAULT_TZ})"
+    )
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"unknown time zone {name!r}") from None
+
+
+def parse_time(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
+    """A date (its start; with ``end`` the start of the next day) or an ISO time (local in
+    ``zone`` unless it has an offset)."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day + timedelta(days=1 if end else 0), time(0), zone)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is neither a date (YYYY-MM-DD) nor an ISO time") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=zone)
+
+
+def _subject(value: str, *, employer: bool) -> Subject:
+    try:
+        if employer:
+            return Subject(kind=SubjectKind.EMPLOYER, id=normalize_credit_code(value))
+        return Subject(kind=SubjectKind.PERSON, id=normalize_resident_id(value))
+    except InvalidIdentifier as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _criteria(args: argparse.Namespace) -> Any:
+    from audit.review.query import Criteria
+
+    if args.subject and args.employer:
+        raise UsageError("give --subject or --employer, not both")
+    zone = _zone(args.timezone)
+    subject = None
+    if args.subject:
+        subject = _subject(args.subject, employer=False)
+    elif args.employer:
+        subject = _subject(args.employer, employer=True)
+    try:
+        return Criteria(
+            subject=subject,
+            caller=Agency(args.caller) if args.caller else None,
+            provider=Agency(args.provider) if args.provider else None,
+            purpose=args.purpose,
+            decision=Decision(args.decision) if args.decision else None,
+            kind=args.kind,
+            since=parse_time(args.since, zone, end=False) if args.since else None,
+            until=parse_time(args.until, zone, end=True) if args.until else None,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _keys(args: argparse.Namespace, *, need_auditor: bool = True) -> Any:
+    from audit.keys import FileKeyProvider, load_blind_index_key
+    from audit.layout import HomeKeys
+    from audit.review.query import AuditorKeys
+
+    home = HomeKeys(args.home) if args.home else None
+    auditor_path = args.auditor_key or (home.auditor_key if home and home.auditor_key.exists() else None)
+    blind_paths = list(args.blind_key)
+    if not blind_paths and home is not None and home.blind_index_key.exists():
+        blind_paths.append(home.blind_index_key)
+    if auditor_path is None and (need_auditor or not blind_paths):
+        raise UsageError("reading the audit log needs the auditor key: give --auditor-key FILE or --home DIR")
+    provider = FileKeyProvider.from_private_key_file(auditor_path) if auditor_path else None
+    blind = tuple(load_blind_index_key(p) for p in blind_paths)
+    return AuditorKeys(provider=provider, blind_keys=blind)
+
+
+@contextlib.contextmanager
+def _failures() -> Iterator[None]:
+    """Map the audit package's errors to the CLI's: a failed check exits 1, the rest 2."""
+    from pydantic import ValidationError
+
+    try:
+        yield
+    except VerificationError as exc:
+        raise CheckFailed(str(exc)) from None
+    except (AuditError, ValueError, ValidationError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(message) from None
+    except FileNotFoundError as exc:
+        raise UsageError(f"{exc.filename}: no such file") from None
+    except PermissionError as exc:
+        raise UsageError(f"{exc.filename}: permission denied") from None
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or 'file'}: {exc.strerror}") from None
+
+
+def _open_logs(args: argparse.Namespace, *, need_auditor: bool = True) -> Any:
+    from audit.review.query import LogSet
+
+    return LogSet.open(args.log, _keys(args, need_auditor=need_auditor))
+
+
+def _warn_lagging(result: Any) -> None:
+    for stat in result.logs:
+        if stat.indexed < stat.checkpoint_size:
+            print(
+                f"dsgw: warning: log {stat.origin}: the index covers {stat.indexed} of "
+                f"{stat.checkpoint_size} checkpointed entries; results may be incomplete",
+                file=sys.stderr,
+            )
+
+
+# --- verbs ------------------------------------------------------------------------------------
+
+
+def _search(args: argparse.Namespace) -> int:
+    from audit.review.render import render_entries
+
+    with _failures():
+        criteria = _criteria(args)
+        if criteria.is_empty:
+            raise UsageError("give at least one criterion (--subject, --caller, --since, ...)")
+        with _open_logs(args) as logs:
+            result = logs.search(criteria, limit=args.limit)
+        _warn_lagging(result)
+        human = render_entries(result.entries, timezone=args.timezone, full_ids=args.full_ids)
+        if result.truncated:
+            human += f" (the first {args.limit}; more matched)"
+        emit(args, result.to_json(), human)
+    return 0
+
+
+def _report_config(args: argparse.Namespace) -> Any:
+    from audit.review.report import RULES, ReportConfig
+
+    try:
+        start_text, end_text = args.work_hours.split("-")
+        first_text, last_text = args.workdays.split("-")
+        first, last = int(first_text), int(last_text)
+        if not 1 <= first <= last <= 7:
+            raise ValueError
+        return ReportConfig(
+            timezone=args.timezone,
+            work_start=time.fromisoformat(start_text),
+            work_end=time.fromisoformat(end_text),
+            workdays=frozenset(range(first - 1, last)),
+            holidays=frozenset(args.holiday),
+            extra_workdays=frozenset(args.workday),
+            spike_factor=args.spike_factor,
+            spike_min_history_days=args.spike_min_history,
+            spike_window_days=max(args.spike_window, args.spike_min_history),
+            spike_min_count=args.spike_min_count,
+            operator_max_subjects=args.max_subjects,
+            rules=frozenset(args.rule or RULES),
+        )
+    except ValueError as exc:
+        detail = str(exc) or "use HH:MM-HH:MM for --work-hours and D-D (1=Monday) for --workdays"
+        raise UsageError(f"bad report option: {detail}") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from audit.review.query import Criteria
+    from audit.review.render import render_report
+    from audit.review.report import build_report
+
+    with _failures():
+        config = _report_config(args)
+        zone = config.zone
+        if args.since and args.until and args.until < args.since:
+            raise UsageError("--until is before --since")
+        since = (
+            datetime.combine(args.since - timedelta(days=config.spike_window_days), time(0), zone)
+            if args.since
+            else None
+        )
+        until = datetime.combine(args.until + timedelta(days=1), time(0), zone) if args.until else None
+        with _open_logs(args) as logs:
+            result = logs.search(Criteria(since=since, until=until))
+        _warn_lagging(result)
+        report = build_report(result.entries, config, since=args.since, until=args.until)
+        payload = report.to_json()
+        payload["logs"] = [s.origin for s in result.logs]
+        emit(args, payload, render_report(report))
+    return 0
+
+
+def _subject_report(args: argparse.Namespace) -> int:
+    from audit.review.query import Criteria
+    from audit.review.render import render_subject_report
+    from audit.review.subject_report import subject_report
+
+    with _failures():
+        _zone(args.timezone)
+        subject = _subject(args.subject_id, employer=args.employer)
+        languages: tuple[Any, ...] = ("en", "zh") if args.lang == "both" else (args.lang,)
+        with _open_logs(args) as logs:
+            result = logs.search(Criteria(subject=subject))
+        _warn_lagging(result)
+        report = subject_report(subject, result.entries, timezone=args.timezone, languages=languages)
+        emit(args, report.to_json(), render_subject_report(report, languages=languages))
+    return 0
+
+
+def _parse_ref(text: str) -> Any:
+    from audit.review import EntryRef
+
+    log, sep, index = text.rpartition("#")
+    if not sep or not log or not index.isdigit():
+        raise UsageError(f"--entry {text!r}: use LOG#INDEX (log origin or directory, entry index)")
+    return EntryRef(log, int(index))
+
+
+def _signer(args: argparse.Namespace, logs: Any, refs: list[Any]) -> Any:
+    from audit.layout import HomeKeys
+    from audit.review.query import parse_signer_key
+
+    path = args.signer_key or (HomeKeys(args.home).checkpoint_key if args.home else None)
+    if path is None:
+        raise UsageError("signing the bundle needs a key: give --signer-key FILE or --home DIR")
+    try:
+        name, key = parse_signer_key(path.read_text(encoding="ascii"))
+    except (UnicodeDecodeError, IndexError, KeyFormatError):
+        raise UsageError(f"{path}: not a signed-note signer key") from None
+    return logs.signer(key, name, prefer=logs.origins(refs))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from audit.review.export import dump_bundle
+
+    with _failures():
+        refs = [_parse_ref(text) for text in args.entry]
+        criteria = _criteria(args)
+        with _open_logs(args) as logs:
+            if not criteria.is_empty:
+                refs += [e.ref for e in logs.search(criteria).entries]
+            elif not refs:
+                raise UsageError("select entries: give search criteria or --entry LOG#INDEX")
+            signer = _signer(args, logs, refs)
+            bundle = logs.export(refs, signer, decrypt=args.decrypt, note=args.note)
+        args.out.write_bytes(dump_bundle(bundle))
+        sections = [{"log": s["origin"], "entries": len(s["entries"])} for s in bundle["logs"]]
+        count = sum(s["entries"] for s in sections)
+        payload = {
+            "bundle": str(args.out),
+            "signed_by": signer.name,
+            "vkey": signer.verifier().vkey(),
+            "decrypted": args.decrypt,
+            "entries": count,
+            "logs": sections,
+        }
+        human = (
+            f"wrote {args.out}: {count} entr{'y' if count == 1 else 'ies'} from {len(sections)} log(s)"
+            f"{', decrypted' if args.decrypt else ''}, signed by {signer.name}\n"
+            f"verify with: dsgw audit verify-export {args.out} --trust '{signer.verifier().vkey()}'"
+        )
+        emit(args, payload, human)
+    return 0
+
+
+def _verify_export(args: argparse.Namespace) -> int:
+    from audit.keys import FileKeyProvider
+    from audit.layout import LogMeta
+    from audit.review.export import load_bundle, verify_export
+    from audit.review.render import render_verified_export
+
+    with _failures():
+        trusted: list[str] = list(args.trust)
+        for path in args.trust_file:
+            trusted += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        trusted += [LogMeta.load(directory).vkey for directory in args.log]
+        if not trusted:
+            raise UsageError("name the keys you trust: --trust VKEY, --trust-file FILE or --log DIR")
+        auditor = FileKeyProvider.from_private_key_file(args.auditor_key) if args.auditor_key else None
+        bundle = load_bundle(args.bundle.read_bytes())
+        result = verify_export(bundle, trusted, auditor=auditor)
+        emit(args, result.to_json(), render_verified_export(result))
+    return 0

@@ -1,0 +1,351 @@
+"""``dsgw audit`` keygen / init / vkey / checkpoint / prove / consistency / verify: outputs that
+tools we did not write can check, exit codes 0 / 1 / 2, one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.checkpoints import CheckpointPolicy, checkpoint_name
+from audit.layout import HomeKeys, LogMeta
+from audit.log import AuditLog
+from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+from audit.reader import LogReader
+from gateway.cli import main
+from tests.audit.crash_writer import proto
+
+Run = tuple[int, str, str]
+
+
+@pytest.fixture(autouse=True)
+def _unbind_logging() -> Iterator[None]:
+    """``main()`` binds structlog to this test's captured stderr: undo it afterwards, so that
+    later tests do not log into a closed stream."""
+    yield
+    structlog.reset_defaults()
+
+
+def dsgw(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    home, log = tmp_path / "home", tmp_path / "log"
+    assert main(["audit", "keygen", "--home", str(home), "--json"]) == 0
+    assert main(["audit", "init", "--log", str(log), "--home", str(home), "--node", "gw-1", "--json"]) == 0
+    assert LogMeta.load(log).log_id.startswith("dsgw.audit/gw-1/")
+    policy = CheckpointPolicy(every_entries=10, every_seconds=3600)
+    with AuditLog.open(log, home=home, index="thread", policy=policy) as writer:
+        for i in range(30):
+            writer.append(proto(i))
+        assert writer.flush_index(timeout=30)
+    return log, home
+
+
+def one_line(err: str) -> None:
+    assert err.startswith("dsgw: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_keygen_writes_private_key_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = dsgw(capsys, "audit", "keygen", "--home", str(tmp_path / "h"), "--json")
+    assert code == 0
+    payload = json.loads(out)
+    for name in ("checkpoint_key", "blind_index_key", "auditor_key", "auditor_public_key"):
+        assert Path(payload[name]).stat().st_mode & 0o077 == 0
+    code, _, err = dsgw(capsys, "audit", "keygen", "--home", str(tmp_path / "h"))
+    assert code == 2 and "refusing to replace" in err
+    one_line(err)
+
+
+def test_vkey_and_checkpoint_interoperate(
+    setup: tuple[Path, Path], capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    log, _home = setup
+    assert main(["audit", "vkey", "--log", str(log)]) == 0
+    vkey = capsysbinary.readouterr().out.decode().strip()
+    meta = LogMeta.load(log)
+    assert vkey == meta.vkey
+    assert main(["audit", "checkpoint", "--log", str(log)]) == 0
+    note = capsysbinary.readouterr().out
+    assert note == (log / "checkpoints" / "latest").read_bytes()
+    # check it by hand, as C2SP signed-note / tlog-checkpoint say (no audit.checkpoint code)
+    name, key_hex, key_b64 = vkey.split("+", 2)
+    key = base64.b64decode(key_b64)
+    assert key[0] == 0x01 and len(key) == 33
+    assert hashlib.sha256(name.encode() + b"\n" + key).digest()[:4].hex() == key_hex
+    body, signatures = note.split(b"\n\n", 1)
+    origin, size, root_b64 = body.decode().split("\n")
+    assert origin == name == meta.log_id and size == "30" and len(base64.b64decode(root_b64)) == 32
+    line = signatures.decode().rstrip("\n")
+    assert line.startswith("\u2014 " + name + " ")
+    blob = base64.b64decode(line.rsplit(" ", 1)[1])
+    assert blob[:4].hex() == key_hex
+    Ed25519PublicKey.from_public_bytes(key[1:]).verify(blob[4:], body + b"\n")
+
+
+def test_checkpoint_new(setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    log, home = setup
+    with AuditLog.open(log, home=home, index="none", policy=CheckpointPolicy(10_000, 3600)) as writer:
+        writer.append(proto(30))
+        writer.append(proto(31))
+        # while a writer holds the log, --new is refused (the writer checkpoints by itself)
+        code, _, err = dsgw(capsys, "audit", "checkpoint", "--log", str(log), "--home", str(home), "--new")
+        assert code == 2 and "running writer" in err
+    (log / "checkpoints" / checkpoint_name(32)).unlink()  # as if the writer had crashed before it
+    (log / "checkpoints" / "latest").write_bytes((log / "checkpoints" / checkpoint_name(30)).read_bytes())
+    code, out, _ = dsgw(
+        capsys, "audit", "checkpoint", "--log", str(log), "--home", str(home), "--new", "--json"
+    )
+    assert code == 0 and json.loads(out)["tree_size"] == 32
+    code, _, err = dsgw(capsys, "audit", "checkpoint", "--log", str(log), "--new")
+    assert code == 2 and "--home" in err
+    one_line(err)
+
+
+def test_prove_and_consistency(setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    log, _home = setup
+    code, out, _ = dsgw(capsys, "audit", "prove", "--log", str(log), "--index", "17", "--json")
+    assert code == 0
+    proof = json.loads(out)
+    assert proof["leaf_index"] == 17 and proof["tree_size"] == 30
+    assert proof["checkpoint"].encode() == (log / "checkpoints" / "latest").read_bytes()
+    sealed = LogReader(log).frame(17).sealed
+    leaf = base64.b64decode(proof["leaf_hash"])
+    assert leaf == leaf_hash(sealed)
+    root = base64.b64decode(proof["root_hash"])
+    assert proof["checkpoint"].split("\n")[2] == proof["root_hash"]
+    verify_inclusion(17, 30, leaf, [base64.b64decode(p) for p in proof["proof"]], root)
+    assert len(proof["proof"]) <= 5
+    code, out, _ = dsgw(capsys, "audit", "prove", "--log", str(log), "--index", "17")
+    assert code == 0 and "leaf hash" in out
+
+    code, out, _ = dsgw(capsys, "audit", "consistency", "--log", str(log), "--old", "10", "--json")
+    assert code == 0
+    c = json.loads(out)
+    assert (c["old_size"], c["new_size"]) == (10, 30)
+    verify_consistency(
+        10,
+        30,
+        base64.b64decode(c["old_root"]),
+        base64.b64decode(c["new_root"]),
+        [base64.b64decode(p) for p in c["proof"]],
+    )
+    old_note = (log / "checkpoints" / checkpoint_name(10)).read_text()
+    assert old_note.split("\n")[2] == c["old_root"]
+    code, out, _ = dsgw(
+        capsys, "audit", "consistency", "--log", str(log), "--old", "7", "--new", "23", "--json"
+    )
+    assert code == 0 and json.loads(out)["checkpoint"] is None
+
+    for argv, words in [
+        (("prove", "--index", "-1"), "at least 0"),
+        (("prove", "--index", "x"), "not an integer"),
+        (("prove", "--index", "30"), "not covered"),
+        (("consistency", "--old", "20", "--new", "5"), "larger"),
+    ]:
+        code, _, err = dsgw(capsys, "audit", *argv, "--log", str(log))
+        assert code == 2 and words in err
+        one_line(err)
+
+
+def test_verify_untouched_and_tampered(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log, home = setup
+    code, out, err = dsgw(capsys, "audit", "verify", "--log", str(log))
+    assert code == 0 and out.startswith("ok: 30 entries") and err == ""
+    code, out, _ = dsgw(
+        capsys,
+        "audit",
+        "verify",
+        "--log",
+        str(log),
+        "--json",
+        "--auditor-key",
+        str(HomeKeys(home).auditor_key),
+    )
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and report["entries"] == 30 and report["opened"] == 30
+    assert report["root_hash"] and report["seconds"] >= 0
+    kept = tmp_path / "kept.note"
+    shutil.copy(log / "checkpoints" / "latest", kept)
+
+    # change a byte of entry 12 and fix its CRC: the checkpoint of size 20 catches it, the index names it
+    frame = LogReader(log).frame(12)
+    path = log / "segments" / f"{frame.segment:020d}.seg"
+    data = bytearray(path.read_bytes())
+    at = frame.offset + 12 + len(frame.terms) + 20
+    data[at] ^= 1
+    length = 12 + len(frame.terms) + len(frame.sealed)
+    import zlib
+
+    data[frame.offset + length : frame.offset + length + 4] = zlib.crc32(
+        bytes(data[frame.offset : frame.offset + length])
+    ).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    code, out, err = dsgw(capsys, "audit", "verify", "--log", str(log))
+    assert code == 1 and "entry 12" in err and out == ""
+    one_line(err)
+    code, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), "--json")
+    report = json.loads(out)
+    assert code == 1 and not report["ok"]
+    assert report["problem"]["entry"] == 12 and report["problem"]["code"] == "ROOT_MISMATCH"
+    assert report["problem"]["checkpoint"] == "checkpoints/" + checkpoint_name(20)
+    one_line(err)
+
+    # a truncated log against a kept checkpoint
+    path.write_bytes(path.read_bytes()[: frame.offset])
+    for p in (log / "checkpoints").iterdir():
+        p.unlink()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{log / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
+    code, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), "--checkpoint", str(kept), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["problem"]["code"] == "TRUNCATED" and str(kept) in err
+
+
+def test_verify_keys_and_bad_input(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log, home = setup
+    meta = LogMeta.load(log)
+    code, _, _ = dsgw(capsys, "audit", "verify", "--log", str(log), "--key", meta.vkey)
+    assert code == 0
+    other = tmp_path / "other"
+    HomeKeys(other).generate()
+    foreign = HomeKeys(other).load().signer(meta.log_id).verifier().vkey()
+    code, _, err = dsgw(capsys, "audit", "verify", "--log", str(log), "--key", foreign)
+    assert code == 1 and "not the trusted key" in err
+    one_line(err)
+    for argv, words in [
+        (("verify", "--log", str(log), "--key", "garbage"), "verifier key"),
+        (("verify", "--log", str(tmp_path / "nope")), "not a directory"),
+        (("verify", "--log", str(tmp_path)), "not an audit log"),
+        (("verify", "--log", str(log), "--checkpoint", str(tmp_path / "missing.note")), "cannot read"),
+        (("verify", "--log", str(log), "--auditor-key", str(HomeKeys(home).auditor_public_key)), "auditor"),
+        (("init", "--log", str(log), "--home", str(home), "--node", "gw-1"), "not an empty directory"),
+        (("init", "--log", str(tmp_path / "n"), "--home", str(home), "--node", "bad node"), "node name"),
+        (("vkey", "--log", str(tmp_path / "nope")), "not a directory"),
+    ]:
+        code, _, err = dsgw(capsys, "audit", *argv)
+        assert code == 2, (argv, err)
+        assert words in err, (argv, err)
+        one_line(err)
+
+
+def test_the_console_script(setup: tuple[Path, Path]) -> None:
+    log, _home = setup
+    dsgw_path = Path(sys.executable).parent / "dsgw"
+    done = subprocess.run(
+        [str(dsgw_path), "audit", "checkpoint", "--log", str(log)], capture_output=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout == (log / "checkpoints" / "latest").read_bytes()
+    done = subprocess.run(
+        [str(dsgw_path), "audit", "verify", "--log", str(log), "--json"], capture_output=True, check=False
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["entries"] == 30
+
+
+# --- every tamper case of test_verify, through the command line -------------------------------
+
+
+def _tamper(case: str, log: Path, home: Path, tmp_path: Path) -> list[str]:
+    """Apply one tamper case to a log of 60 entries (checkpoints every 10); returns extra verify
+    arguments (a kept checkpoint)."""
+    from audit.checkpoint import Signer, open_note, sign_checkpoint
+    from tests.audit.test_verify import (
+        build,
+        drop_index,
+        edit,
+        frame,
+        frame_len,
+        segment_of,
+        truncate_to,
+    )
+
+    if case == "crc":
+        edit(log, 25, 30, crc=False)
+    elif case == "crc_fixed":
+        edit(log, 25, 30, crc=True)
+    elif case == "deleted":
+        f = frame(log, 25)
+        path = segment_of(log, f)
+        data = path.read_bytes()
+        path.write_bytes(data[: f.offset] + data[f.offset + frame_len(f) :])
+    elif case == "swapped":
+        a, b = frame(log, 25), frame(log, 26)
+        path = segment_of(log, a)
+        data = path.read_bytes()
+        end = b.offset + frame_len(b)
+        path.write_bytes(data[: a.offset] + data[b.offset : end] + data[a.offset : b.offset] + data[end:])
+    elif case == "truncated":
+        truncate_to(log, 55)
+    elif case == "signature":
+        path = log / "checkpoints" / checkpoint_name(30)
+        lines = path.read_bytes().split(b"\n")
+        root = bytearray(lines[2])
+        root[5] = ord("A") if root[5] != ord("A") else ord("B")
+        lines[2] = bytes(root)
+        path.write_bytes(b"\n".join(lines))
+    elif case == "unknown_key":
+        meta = LogMeta.load(log)
+        path = log / "checkpoints" / checkpoint_name(30)
+        checkpoint, _ = open_note(path.read_bytes(), [meta.verifier])
+        path.write_bytes(sign_checkpoint(checkpoint, [Signer.generate(meta.log_id)]))
+    elif case == "fork":
+        kept = tmp_path / "kept.note"
+        shutil.copy(log / "checkpoints" / checkpoint_name(60), kept)
+        truncate_to(log, 50)
+        (log / "checkpoints" / checkpoint_name(60)).unlink()
+        (log / "checkpoints" / "latest").unlink()
+        shutil.copy(log / "checkpoints" / checkpoint_name(50), log / "checkpoints" / "latest")
+        drop_index(log)
+        build(log, home, 50, 65, base=1000)
+        return ["--checkpoint", str(kept)]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "named"),
+    [
+        ("crc", "FRAME_CORRUPT", "entry 25"),
+        ("crc_fixed", "ROOT_MISMATCH", "entry 25"),
+        ("deleted", "ENTRY_MISSING", "entry 25"),
+        ("swapped", "ENTRY_ORDER", "entries 25 and 26"),
+        ("truncated", "TRUNCATED", checkpoint_name(60)),
+        ("signature", "CHECKPOINT_SIGNATURE", checkpoint_name(30)),
+        ("unknown_key", "CHECKPOINT_UNKNOWN_KEY", checkpoint_name(30)),
+        ("fork", "FORK", "kept.note"),
+    ],
+)
+def test_verify_names_each_tampering(
+    case: str, code: str, named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.audit.crash_writer import make_log
+    from tests.audit.test_verify import build
+
+    log, home, _ = make_log(tmp_path, segment_bytes=8192)
+    build(log, home, 0, 60)
+    assert dsgw(capsys, "audit", "verify", "--log", str(log))[0] == 0
+    extra = _tamper(case, log, home, tmp_path)
+    code_, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), *extra)
+    assert code_ == 1 and named in err and out == ""
+    one_line(err)
+    code_, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), "--json", *extra)
+    problem = json.loads(out)["problem"]
+    assert code_ == 1 and problem["code"] == code
+    assert named in problem["message"]
+    one_line(err)

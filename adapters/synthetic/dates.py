@@ -68,6 +68,14 @@ def format_days(days: I64, fmt: str) -> Strs:
     return table[days - lo]
 
 
+def format_open_days(days: I64, fmt: str) -> Strs:
+    """Like format_days, but '' where the day is negative (an open end: not cancelled, not exited)."""
+    out = np.full(len(days), "", dtype="U10")
+    closed = days >= 0
+    out[closed] = format_days(days[closed], fmt)
+    return out
+
+
 def format_months(months: I64, sep: str) -> Strs:
     """Each month index as 'YYYY' + sep + 'MM'."""
     if months.size == 0:

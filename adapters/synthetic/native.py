@@ -255,8 +255,7 @@ def build_hrss(world: World, rates: HrssDirt, rng: np.random.Generator) -> tuple
         reg.registered[rorder],
         reg.cancelled[rorder],
     )
-    zxrq = np.full(len(rp), "", dtype="U8")
-    zxrq[rcan >= 0] = dates.format_days(rcan[rcan >= 0], "%Y%m%d")
+    zxrq = dates.format_open_days(rcan, "%Y%m%d")
     djxx_rows = TableRows(
         hr.jy_djxx,
         [
@@ -277,8 +276,7 @@ def build_hrss(world: World, rates: HrssDirt, rng: np.random.Generator) -> tuple
         cert.certified[corder],
         cert.exited[corder],
     )
-    tcrq = np.full(len(cp), "", dtype="U8")
-    tcrq[cexit >= 0] = dates.format_days(cexit[cexit >= 0], "%Y%m%d")
+    tcrq = dates.format_open_days(cexit, "%Y%m%d")
     knry_rows = TableRows(
         hr.jy_knry,
         [

@@ -544,6 +544,48 @@ class SqlAdapter:
 
         return self.source.run("evaluate", work, timeout=timeout, log_fields={"predicate": predicate})
 
+    def evaluate_many(
+        self,
+        predicate: str,
+        subjects: Sequence[Subject],
+        params: Mapping[str, int] | None = None,
+        *,
+        as_of: dt.date | None = None,
+        timeout: float | None = None,
+    ) -> list[bool | None]:
+        """:meth:`evaluate` for many subjects in one source call (bulk comparisons): one answer
+        per subject, in order; None where the subject has no record and absence is not a "no"."""
+        pspec = self._predicate(predicate)
+        pd = pspec.descriptor
+        for subject in subjects:
+            self._check_subject(pd.subject_kind, f"predicate {predicate!r}", subject)
+        clean = check_params(pd, params)
+        spec = self._datasets[pd.dataset]
+        day = as_of or dt.date.today()
+        kind = spec.descriptor.subject_kind
+        groups: dict[GroupKey, Sequence[str]] = {i: stored_forms(kind, s.id) for i, s in enumerate(subjects)}
+
+        def work(conn: Connection) -> list[bool | None]:
+            keys = {g: k for g, k in self._resolve(conn, spec.anchor, groups).items() if k}
+            records = spec.build(conn, keys, day) if keys else {}
+            out: list[bool | None] = []
+            for i in range(len(subjects)):
+                record = records.get(i)
+                if record is None:
+                    out.append(False if pd.absent_means_false else None)
+                else:
+                    out.append(bool(pspec.test(record, clean, day)))
+            return out
+
+        if not subjects:
+            return []
+        return self.source.run(
+            "evaluate_many",
+            work,
+            timeout=timeout,
+            log_fields={"predicate": predicate, "count": str(len(subjects))},
+        )
+
     # ---- extract --------------------------------------------------------------------------
 
     def _parse_since(self, since: str | None) -> Since | None:

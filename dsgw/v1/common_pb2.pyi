@@ -103,6 +103,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     UNKNOWN_PREDICATE: _ErrorReason.ValueType  # 4
     UNKNOWN_PURPOSE: _ErrorReason.ValueType  # 5
     UNKNOWN_DATASET: _ErrorReason.ValueType  # 6
+    INVALID_REQUEST: _ErrorReason.ValueType  # 7
+    SUBJECT_KIND_MISMATCH: _ErrorReason.ValueType  # 8
+    UNKNOWN_AGENCY: _ErrorReason.ValueType  # 9
     NO_AGREEMENT: _ErrorReason.ValueType  # 10
     """Authorization"""
     PURPOSE_NOT_ALLOWED: _ErrorReason.ValueType  # 11
@@ -113,6 +116,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     CONSENT_EXPIRED: _ErrorReason.ValueType  # 16
     SENSITIVE_WITHOUT_SEPARATE_CONSENT: _ErrorReason.ValueType  # 17
     RATE_LIMITED: _ErrorReason.ValueType  # 18
+    CONSENT_NOT_YET_VALID: _ErrorReason.ValueType  # 19
+    CONSENT_PURPOSE_MISMATCH: _ErrorReason.ValueType  # 24
+    CONSENT_FIELD_OUT_OF_SCOPE: _ErrorReason.ValueType  # 25
+    CONSENT_CONSUMER_MISMATCH: _ErrorReason.ValueType  # 26
+    CONSENT_USE_LIMIT_REACHED: _ErrorReason.ValueType  # 27
+    AGREEMENT_NOT_YET_VALID: _ErrorReason.ValueType  # 28
+    PREDICATE_NOT_ALLOWED: _ErrorReason.ValueType  # 29
     SUBJECT_NOT_FOUND: _ErrorReason.ValueType  # 20
     """Providers"""
     PROVIDER_UNAVAILABLE: _ErrorReason.ValueType  # 21
@@ -120,6 +130,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     CIRCUIT_OPEN: _ErrorReason.ValueType  # 23
     AUDIT_UNAVAILABLE: _ErrorReason.ValueType  # 30
     """Gateway"""
+    CERTIFICATE_REVOKED: _ErrorReason.ValueType  # 31
+    """Authentication (UNAUTHENTICATED)"""
+    CERTIFICATE_INVALID: _ErrorReason.ValueType  # 32
+    REQUEST_ID_CONFLICT: _ErrorReason.ValueType  # 33
+    """A request id reused for a different request."""
+    CONSENT_NOT_FOUND: _ErrorReason.ValueType  # 34
+    CONSENT_NOT_ACTIVE: _ErrorReason.ValueType  # 35
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons carried in google.rpc.ErrorInfo.reason (domain "dsgw.v1")."""
@@ -132,6 +149,9 @@ UNKNOWN_FIELD: ErrorReason.ValueType  # 3
 UNKNOWN_PREDICATE: ErrorReason.ValueType  # 4
 UNKNOWN_PURPOSE: ErrorReason.ValueType  # 5
 UNKNOWN_DATASET: ErrorReason.ValueType  # 6
+INVALID_REQUEST: ErrorReason.ValueType  # 7
+SUBJECT_KIND_MISMATCH: ErrorReason.ValueType  # 8
+UNKNOWN_AGENCY: ErrorReason.ValueType  # 9
 NO_AGREEMENT: ErrorReason.ValueType  # 10
 """Authorization"""
 PURPOSE_NOT_ALLOWED: ErrorReason.ValueType  # 11
@@ -142,6 +162,13 @@ CONSENT_REVOKED: ErrorReason.ValueType  # 15
 CONSENT_EXPIRED: ErrorReason.ValueType  # 16
 SENSITIVE_WITHOUT_SEPARATE_CONSENT: ErrorReason.ValueType  # 17
 RATE_LIMITED: ErrorReason.ValueType  # 18
+CONSENT_NOT_YET_VALID: ErrorReason.ValueType  # 19
+CONSENT_PURPOSE_MISMATCH: ErrorReason.ValueType  # 24
+CONSENT_FIELD_OUT_OF_SCOPE: ErrorReason.ValueType  # 25
+CONSENT_CONSUMER_MISMATCH: ErrorReason.ValueType  # 26
+CONSENT_USE_LIMIT_REACHED: ErrorReason.ValueType  # 27
+AGREEMENT_NOT_YET_VALID: ErrorReason.ValueType  # 28
+PREDICATE_NOT_ALLOWED: ErrorReason.ValueType  # 29
 SUBJECT_NOT_FOUND: ErrorReason.ValueType  # 20
 """Providers"""
 PROVIDER_UNAVAILABLE: ErrorReason.ValueType  # 21
@@ -149,6 +176,13 @@ PROVIDER_TIMEOUT: ErrorReason.ValueType  # 22
 CIRCUIT_OPEN: ErrorReason.ValueType  # 23
 AUDIT_UNAVAILABLE: ErrorReason.ValueType  # 30
 """Gateway"""
+CERTIFICATE_REVOKED: ErrorReason.ValueType  # 31
+"""Authentication (UNAUTHENTICATED)"""
+CERTIFICATE_INVALID: ErrorReason.ValueType  # 32
+REQUEST_ID_CONFLICT: ErrorReason.ValueType  # 33
+"""A request id reused for a different request."""
+CONSENT_NOT_FOUND: ErrorReason.ValueType  # 34
+CONSENT_NOT_ACTIVE: ErrorReason.ValueType  # 35
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

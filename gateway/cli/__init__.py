@@ -31,12 +31,12 @@ def emit(args: argparse.Namespace, payload: Any, human: str | None = None) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import audit, consent, data, demo, ident
+    from gateway.cli import audit, call, consent, data, demo, ident, pki, serve
 
     parser = argparse.ArgumentParser(prog="dsgw", description="Cross-department data-sharing gateway")
     parser.add_argument("--version", action="version", version=f"dsgw {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, data, audit, consent, ident):
+    for module in (demo, serve, call, pki, data, audit, consent, ident):
         module.register(sub)
     return parser
 

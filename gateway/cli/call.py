@@ -1,0 +1,250 @@
+"""``dsgw call``: agency calls to a running gateway over mTLS (the Python client underneath).
+
+    dsgw call query --target 127.0.0.1:7443 --agency hrss --subject ID --purpose P \
+        --dataset education.graduation:level,graduation_date [--dataset ...]
+    dsgw call verify --agency hrss --subject ID --purpose P --provider education \
+        --predicate graduated_within_years --param years=2
+    dsgw call batch-verify FILE --agency hrss --purpose P --provider education --predicate ...
+    dsgw call catalogue --agency hrss
+
+Credentials: ``--agency CODE`` takes ``ca.crt`` and ``agencies/CODE.{crt,key}`` from the PKI
+directory (``--pki DIR``, default ``$DSGW_HOME/pki`` or ``~/.dsgw/pki``), or give ``--ca``,
+``--cert`` and ``--key``. A refused call exits 1 with ``CODE REASON: message``; bad arguments
+exit 2. ``batch-verify`` reads one identifier per line (or ``item_id,identifier``; ``-`` for
+stdin) and prints one result per line (JSON lines with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gateway.cli import add_json_flag, emit
+from gateway.errors import CheckFailed, UsageError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("call", help="call a running gateway as an agency (mTLS)")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--target", default="127.0.0.1:7443", help="HOST:PORT of the gateway")
+    common.add_argument("--agency", help="the calling agency (its certificate from the PKI directory)")
+    common.add_argument("--pki", type=Path, help="PKI directory (default $DSGW_HOME/pki or ~/.dsgw/pki)")
+    common.add_argument("--ca", type=Path)
+    common.add_argument("--cert", type=Path)
+    common.add_argument("--key", type=Path)
+    common.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+    common.add_argument("--operator", default="", help="the operator at the calling agency (audited)")
+    common.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    add_json_flag(common)
+
+    q = verbs.add_parser("query", parents=[common], help="read allowed fields of a subject")
+    q.add_argument("--subject", required=True)
+    q.add_argument("--purpose", required=True)
+    q.add_argument(
+        "--dataset", action="append", required=True, metavar="PROVIDER.DATASET[:F1,F2]", help="repeatable"
+    )
+    q.set_defaults(handler=_query)
+
+    v = verbs.add_parser("verify", parents=[common], help="a comparison: yes/no, none of the data")
+    _predicate_args(v)
+    v.add_argument("--subject", required=True)
+    v.set_defaults(handler=_verify)
+
+    b = verbs.add_parser("batch-verify", parents=[common], help="bulk comparisons on one stream")
+    b.add_argument("file", help="identifiers, one per line (or item_id,identifier); - for stdin")
+    _predicate_args(b)
+    b.add_argument("--chunk", type=int, default=500, help="items per stream message")
+    b.set_defaults(handler=_batch)
+
+    c = verbs.add_parser("catalogue", parents=[common], help="what this agency may ask")
+    c.set_defaults(handler=_catalogue)
+
+
+def _predicate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--purpose", required=True)
+    p.add_argument("--provider", required=True)
+    p.add_argument("--predicate", required=True)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=INT")
+
+
+def _params(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise UsageError(f"--param {item!r}: want NAME=INTEGER")
+        try:
+            out[name.strip()] = int(value)
+        except ValueError:
+            raise UsageError(f"--param {name}: {value!r} is not an integer") from None
+    return out
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from gateway.client import GatewayClient
+    from gateway.pki import default_pki_dir
+
+    if args.agency:
+        d = (args.pki or default_pki_dir()).expanduser()
+        ca, cert, key = (
+            d / "ca.crt",
+            d / "agencies" / f"{args.agency}.crt",
+            d / "agencies" / f"{args.agency}.key",
+        )
+    else:
+        if not (args.ca and args.cert and args.key):
+            raise UsageError("give --agency (with --pki) or all of --ca, --cert and --key")
+        ca, cert, key = args.ca, args.cert, args.key
+    for path in (ca, cert, key):
+        if not Path(path).is_file():
+            raise UsageError(f"missing credential file {path}")
+    return GatewayClient(args.target, ca=ca, cert=cert, key=key, timeout=args.timeout, operator=args.operator)
+
+
+def _refused(exc: Exception) -> CheckFailed:
+    return CheckFailed(str(exc))
+
+
+def _query(args: argparse.Namespace) -> int:
+    from gateway.client import GatewayError
+
+    asks = []
+    for text in args.dataset:
+        head, _, tail = text.partition(":")
+        provider, dot, dataset = head.partition(".")
+        if not dot or not provider or not dataset:
+            raise UsageError(f"--dataset {text!r}: want PROVIDER.DATASET[:FIELD,FIELD]")
+        asks.append((provider, dataset, [f for f in tail.split(",") if f]))
+    with _client(args) as gw:
+        try:
+            r = gw.query(args.subject, args.purpose, asks, request_id=args.request_id)
+        except GatewayError as exc:
+            raise _refused(exc) from None
+    payload = {
+        "request_id": r.request_id,
+        "replayed": r.replayed,
+        "results": [
+            {
+                "provider": d.provider.value if d.provider else None,
+                "dataset": d.dataset,
+                "found": d.found,
+                "values": d.values,
+                "legal_basis": d.legal_basis,
+            }
+            for d in r.results
+        ],
+    }
+    lines = [f"request {r.request_id}{' (replayed)' if r.replayed else ''}"]
+    for d in payload["results"]:
+        lines.append(
+            f"{d['provider']}.{d['dataset']}: {'found' if d['found'] else 'no record'} [{d['legal_basis']}]"
+        )
+        lines.extend(f"  {k} = {v}" for k, v in d["values"].items())
+    emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def _answer(result: bool | None) -> str:
+    return "no_record" if result is None else ("yes" if result else "no")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from gateway.client import GatewayError
+
+    with _client(args) as gw:
+        try:
+            r = gw.verify(
+                args.subject,
+                args.purpose,
+                args.provider,
+                args.predicate,
+                _params(args.param),
+                request_id=args.request_id,
+            )
+        except GatewayError as exc:
+            raise _refused(exc) from None
+    payload = {
+        "request_id": r.request_id,
+        "result": _answer(r.result),
+        "legal_basis": r.legal_basis,
+        "replayed": r.replayed,
+    }
+    emit(args, payload, f"{args.predicate}: {_answer(r.result)} [{r.legal_basis}]")
+    return 0
+
+
+def _read_items(path: str) -> Iterator[tuple[str, str]]:
+    handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        for n, line in enumerate(handle, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            item, comma, ident = text.partition(",")
+            yield (item.strip(), ident.strip()) if comma else (str(n), text)
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.client import GatewayError
+
+    if args.file != "-" and not Path(args.file).is_file():
+        raise UsageError(f"no file {args.file}")
+    if args.chunk < 1:
+        raise UsageError("--chunk must be at least 1")
+    counts = {"yes": 0, "no": 0, "no_record": 0, "refused": 0}
+    with _client(args) as gw:
+        try:
+            for r in gw.batch_verify(
+                _read_items(args.file),
+                args.purpose,
+                args.provider,
+                args.predicate,
+                _params(args.param),
+                request_id=args.request_id,
+                chunk=args.chunk,
+                timeout=None,
+            ):
+                answer = r.error_reason or _answer(r.result)
+                counts["refused" if r.error_reason else answer] += 1
+                if args.json:
+                    print(json.dumps({"item_id": r.item_id, "result": answer}))
+                else:
+                    print(f"{r.item_id}\t{answer}")
+        except GatewayError as exc:
+            raise _refused(exc) from None
+    print(json.dumps({"summary": counts}) if args.json else f"# {counts}", file=sys.stderr)
+    return 0
+
+
+def _catalogue(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from gateway.client import GatewayError
+
+    with _client(args) as gw:
+        try:
+            resp = gw.catalogue()
+        except GatewayError as exc:
+            raise _refused(exc) from None
+    data = MessageToDict(resp, preserving_proto_field_name=True)
+    lines = []
+    for e in data.get("entries", []):
+        fields = ", ".join(
+            f["name"] + (f" ({f['mask']})" if f.get("mask") else "") for f in e.get("fields", [])
+        )
+        preds = ", ".join(p["name"] for p in e.get("predicates", []))
+        lines.append(
+            f"{e.get('agreement_id')}: {e.get('provider')} {e.get('dataset')} [{e.get('legal_basis')}] "
+            f"purposes {', '.join(e.get('purposes', []))}; fields {fields or '-'}; predicates {preds or '-'}"
+        )
+    emit(args, data, "\n".join(lines) or "no agreements")
+    return 0

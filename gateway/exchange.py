@@ -1,0 +1,681 @@
+"""The request path of DataExchange, over plain data (the gRPC servicer translates the wire).
+
+    authenticate -> agreement -> purpose -> consent -> identity -> fetch -> minimise/mask
+    -> audit (fail closed) -> respond
+
+Each step is a small function of :mod:`gateway.pipeline`; this module runs them in order for
+Query, Verify and BatchVerify, puts the blocking ones (consent store, adapters) on the I/O
+threads, fans a multi-provider Query out concurrently, and writes the audit entry of every
+outcome (allowed, denied, not found, provider failed) before the answer leaves. Identifier and
+argument errors are checked first, so that a denial names a valid subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from adapters.agencies import Agency
+from adapters.contract import Adapter, DatasetDescriptor, PredicateDescriptor, Subject, SubjectKind
+from audit.errors import AuditError
+from gateway.config import Agreement, GatewayConfig
+from gateway.consent.decision import CheckRequest, Decision
+from gateway.consent.service import ConsentService
+from gateway.idempotency import IdempotencyCache
+from gateway.pipeline import consent as consent_step
+from gateway.pipeline import fetch as fetch_step
+from gateway.pipeline.agreement import AgreementBook, allowed_fields, allowed_predicate
+from gateway.pipeline.errors import AuditFailed, InvalidArgument, NotFound, RequestError
+from gateway.pipeline.identity import subject_of
+from gateway.pipeline.minimize import minimize
+from gateway.pipeline.purpose import check_purpose, known_purpose
+from gateway.pipeline.rate import RateLimiter
+from gateway.pipeline.record import AccessFacts, access_entry
+from gateway.purposes import PurposeCatalogue
+
+__all__ = [
+    "BatchItem",
+    "BatchOutcome",
+    "CallMeta",
+    "DatasetAnswer",
+    "DatasetAsk",
+    "Exchange",
+    "QueryAnswer",
+    "VerifyAnswer",
+]
+
+_log = structlog.get_logger("gateway.exchange")
+T = TypeVar("T")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+_OPERATOR = re.compile(r"^[^\x00-\x1f\x7f]{0,128}$")
+
+
+class AuditSink(Protocol):
+    async def append_async(self, entry: Any) -> Any: ...
+
+    def append_many(self, entries: Any) -> Any: ...
+
+
+class Metrics(Protocol):
+    def decision(self, method: str, caller: str, provider: str, outcome: str) -> None: ...
+
+
+class _NoMetrics:
+    def decision(self, method: str, caller: str, provider: str, outcome: str) -> None:
+        return None
+
+
+# --- plain requests and answers ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallMeta:
+    caller: Agency
+    request_id: str
+    purpose: str
+    operator: str = ""
+    #: Seconds left before the caller's deadline (None: no deadline).
+    time_left: Callable[[], float | None] = lambda: None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetAsk:
+    provider: Agency | None
+    dataset: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetAnswer:
+    provider: Agency
+    dataset: str
+    found: bool
+    values: Mapping[str, Any]
+    legal_basis: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    request_id: str
+    results: tuple[DatasetAnswer, ...]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyAnswer:
+    request_id: str
+    #: True / False, or None: the provider holds no record of the subject.
+    result: bool | None
+    legal_basis: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    item_id: str
+    kind: SubjectKind | None
+    subject_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    item_id: str
+    result: bool | None = None
+    error_reason: str = ""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One provider dataset of a request, as the steps resolve it."""
+
+    agreement: Agreement
+    descriptor: DatasetDescriptor
+    adapter: Adapter
+    fields: tuple[str, ...]
+    facts: AccessFacts
+    decision: Decision | None = None
+    values: Mapping[str, Any] | None = None
+
+
+def _fingerprint(*parts: object) -> bytes:
+    return hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=16).digest()
+
+
+# --- the exchange --------------------------------------------------------------------------------
+
+
+class Exchange:
+    """The request path over one process's runtime: agreements, adapters, consent service, audit
+    log, rate limiter, idempotency cache and I/O threads."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        adapters: Mapping[Agency, Adapter],
+        consent: ConsentService,
+        audit: AuditSink,
+        executor: ThreadPoolExecutor,
+        catalogue: PurposeCatalogue | None = None,
+        metrics: Metrics | None = None,
+        today: Callable[[], dt.date] = dt.date.today,
+    ) -> None:
+        self.config = config
+        self.node = config.node
+        self.book = AgreementBook(config.agreements)
+        self.catalogue = catalogue or config.catalogue
+        self.adapters = dict(adapters)
+        self.consent = consent
+        self.audit = audit
+        self.executor = executor
+        self.metrics: Metrics = metrics or _NoMetrics()
+        self.today = today
+        self.limiter = RateLimiter()
+        self.answers: IdempotencyCache[Any] = IdempotencyCache(config.server.idempotency_ttl_s)
+        self._batches: OrderedDict[tuple[str, str], tuple[float, dict[str, BatchOutcome]]] = OrderedDict()
+        self.datasets: dict[tuple[Agency, str], DatasetDescriptor] = {}
+        self.predicates: dict[tuple[Agency, str], PredicateDescriptor] = {}
+        for agency, adapter in self.adapters.items():
+            description = adapter.describe()
+            for d in description.datasets:
+                self.datasets[(agency, d.name)] = d
+            for p in description.predicates:
+                self.predicates[(agency, p.name)] = p
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _check_meta(self, meta: CallMeta) -> None:
+        if not _REQUEST_ID.match(meta.request_id or ""):
+            raise InvalidArgument(
+                "INVALID_REQUEST",
+                "meta.request_id is required: 1-128 characters of letters, digits and ._:@/+=-",
+            )
+        if not _OPERATOR.match(meta.operator):
+            raise InvalidArgument("INVALID_REQUEST", "meta.operator: at most 128 printable characters")
+        known_purpose(meta.purpose, self.catalogue)
+
+    def _adapter(self, provider: Agency) -> Adapter:
+        adapter = self.adapters.get(provider)
+        if adapter is None:
+            raise InvalidArgument("UNKNOWN_AGENCY", f"the gateway does not reach provider {provider.value}")
+        return adapter
+
+    def _facts(self, meta: CallMeta, subject: Subject | None, provider: Agency) -> AccessFacts:
+        purpose = meta.purpose if meta.purpose in self.catalogue else None
+        return AccessFacts(
+            node=self.node,
+            request_id=meta.request_id,
+            caller=meta.caller,
+            operator=meta.operator,
+            subject=subject,
+            purpose=purpose,
+            provider=provider,
+        )
+
+    async def _write(self, facts: Sequence[AccessFacts]) -> None:
+        """Append the entries (concurrently) and wait until all are on disk; AuditFailed
+        otherwise. Nothing is answered before this returns."""
+        try:
+            await asyncio.gather(*(self.audit.append_async(access_entry(f)) for f in facts))
+        except AuditError as exc:
+            _log.error("audit.append_failed", error=type(exc).__name__)
+            raise AuditFailed() from None
+
+    async def _denied(self, method: str, facts: AccessFacts, error: RequestError) -> RequestError:
+        """Audit a refusal (decision denied, or a failed provider call), then return the error
+        for the caller to raise."""
+        facts.reason = error.reason
+        if error.code == "UNAVAILABLE":
+            facts.allowed = True
+            facts.outcome = "failed"
+        await self._write([facts])
+        self.metrics.decision(method, facts.caller.value, facts.provider.value, error.reason.lower())
+        return error
+
+    def _time_left(self, meta: CallMeta) -> float | None:
+        left = meta.time_left()
+        return None if left is None else max(0.0, left - 0.01)  # keep 10 ms to audit and answer
+
+    def _decide(
+        self,
+        caller: Agency,
+        agreement: Agreement,
+        descriptor: DatasetDescriptor,
+        fields: tuple[str, ...],
+        subject: Subject,
+        purpose: str,
+    ) -> Decision:
+        """Step 4 (blocking: reads the consent store; counts a use of a limited consent)."""
+        sensitive = frozenset(f.name for f in descriptor.fields if f.sensitivity.value == "sensitive")
+        request = CheckRequest(
+            subject=subject,
+            consumer=caller,
+            provider=descriptor.agency,
+            dataset=descriptor.name,
+            fields=fields,
+            purpose=purpose,
+            sensitive_fields=sensitive.intersection(fields),
+        )
+        return self.consent.decide(request, basis=consent_step.basis_of(agreement), consume=True)
+
+    def _plan(
+        self, meta: CallMeta, subject: Subject, provider: Agency, dataset: str
+    ) -> tuple[Agreement, DatasetDescriptor, Adapter]:
+        adapter = self._adapter(provider)
+        descriptor = self.datasets.get((provider, dataset))
+        if descriptor is None:
+            shown = dataset if len(dataset) <= 64 and dataset.isprintable() else "(invalid)"
+            raise InvalidArgument("UNKNOWN_DATASET", f"{provider.value} offers no dataset {shown!r}")
+        if descriptor.subject_kind is not subject.kind:
+            raise InvalidArgument(
+                "SUBJECT_KIND_MISMATCH",
+                f"{provider.value}.{dataset} is about {descriptor.subject_kind.value}s, "
+                f"the subject is a {subject.kind.value}",
+            )
+        agreement = self.book.find(meta.caller, provider, dataset, self.today())  # step 2
+        return agreement, descriptor, adapter
+
+    def _rate(self, meta: CallMeta, agreement: Agreement) -> None:
+        self.limiter.take(
+            f"{meta.caller.value}:{agreement.id}", agreement.rate_limit_per_s, agreement.rate_burst
+        )
+
+    def batch_answers(self, caller: Agency, request_id: str) -> dict[str, BatchOutcome]:
+        """The answers given so far on a BatchVerify request id, by item id (kept like other
+        answers: a re-sent item is replayed, not audited again)."""
+        key = (caller.value, request_id)
+        now = time.monotonic()
+        ttl = self.config.server.idempotency_ttl_s
+        while self._batches and (
+            len(self._batches) > 10_000 or now - next(iter(self._batches.values()))[0] > ttl
+        ):
+            self._batches.popitem(last=False)
+        held = self._batches.get(key)
+        if held is None:
+            held = self._batches[key] = (now, {})
+        return held[1]
+
+    # -- Query -----------------------------------------------------------------------------------
+
+    async def query(
+        self, meta: CallMeta, kind: SubjectKind | None, subject_id: str, asks: Sequence[DatasetAsk]
+    ) -> QueryAnswer:
+        self._check_meta(meta)
+        if not asks:
+            raise InvalidArgument("INVALID_REQUEST", "name at least one dataset")
+        if len(asks) > 16:
+            raise InvalidArgument("INVALID_REQUEST", "at most 16 datasets per query")
+        fp = _fingerprint("query", meta.purpose, meta.operator, kind, subject_id, tuple(asks))
+        result, replayed = await self.answers.run(
+            meta.caller.value, meta.request_id, fp, lambda: self._query(meta, kind, subject_id, asks)
+        )
+        answer: QueryAnswer = result
+        return QueryAnswer(answer.request_id, answer.results, replayed) if replayed else answer
+
+    async def _query(
+        self, meta: CallMeta, kind: SubjectKind | None, subject_id: str, asks: Sequence[DatasetAsk]
+    ) -> QueryAnswer:
+        subject = subject_of(kind, subject_id)  # step 5's validation, before anything is audited
+        plans: list[_Plan] = []
+        for ask in asks:
+            if ask.provider is None:
+                raise InvalidArgument("UNKNOWN_AGENCY", "each dataset names its provider")
+            facts = self._facts(meta, subject, ask.provider)
+            facts.datasets = (ask.dataset,)
+            facts.fields = tuple(ask.fields)
+            try:
+                agreement, descriptor, adapter = self._plan(meta, subject, ask.provider, ask.dataset)
+                fields = allowed_fields(agreement, ask.fields, descriptor.field_names())
+                facts.fields = fields
+                check_purpose(meta.purpose, agreement)  # step 3
+                self._rate(meta, agreement)
+            except RequestError as exc:
+                if exc.code == "INVALID_ARGUMENT":
+                    raise
+                raise await self._denied("query", facts, exc) from None
+            plans.append(_Plan(agreement, descriptor, adapter, fields, facts))
+
+        # step 4, consent (one trip to the I/O threads for every dataset)
+        decisions = await self._io(
+            lambda: [
+                self._decide(meta.caller, p.agreement, p.descriptor, p.fields, subject, meta.purpose)
+                for p in plans
+            ]
+        )
+        for plan, decision in zip(plans, decisions, strict=True):
+            plan.decision = decision
+            plan.facts.basis = decision.basis.value
+            plan.facts.basis_reference = decision.legal_basis_reference
+            try:
+                consent_step.require_basis(decision)
+            except RequestError as exc:
+                raise await self._denied("query", plan.facts, exc) from None
+
+        # step 6, fetch: concurrently across datasets, under the caller's deadline
+        timeout = self._time_left(meta)
+        outcomes = await asyncio.gather(
+            *(
+                self._io(fetch_step.fetch, p.adapter, p.descriptor.name, subject, p.fields, timeout)
+                for p in plans
+            ),
+            return_exceptions=True,
+        )
+        failure: RequestError | None = None
+        for plan, outcome in zip(plans, outcomes, strict=True):
+            if isinstance(outcome, RequestError):
+                plan.facts.reason = outcome.reason
+                plan.facts.outcome = "failed"
+                failure = failure or outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                plan.values = outcome
+                plan.facts.outcome = "found" if outcome is not None else "not_found"
+            plan.facts.allowed = True
+        # step 8, audit every provider access before answering
+        await self._write([p.facts for p in plans])
+        for p in plans:
+            self.metrics.decision(
+                "query", meta.caller.value, p.facts.provider.value, p.facts.reason.lower() or p.facts.outcome
+            )
+        if failure is not None:
+            raise failure
+        if all(p.values is None for p in plans):
+            raise NotFound("SUBJECT_NOT_FOUND", "no provider holds a record of the subject")
+        # step 7, minimise and mask
+        results = tuple(
+            DatasetAnswer(
+                provider=p.descriptor.agency,
+                dataset=p.descriptor.name,
+                found=p.values is not None,
+                values=minimize(p.values, p.fields, p.agreement.mask) if p.values is not None else {},
+                legal_basis=consent_step.legal_basis_label(p.decision) if p.decision else "",
+            )
+            for p in plans
+        )
+        return QueryAnswer(meta.request_id, results)
+
+    # -- Verify ----------------------------------------------------------------------------------
+
+    def _predicate_plan(
+        self,
+        meta: CallMeta,
+        subject_kind: SubjectKind | None,
+        provider: Agency | None,
+        predicate: str,
+        params: Mapping[str, int],
+    ) -> tuple[PredicateDescriptor, Adapter]:
+        if provider is None:
+            raise InvalidArgument("UNKNOWN_AGENCY", "the request names no provider")
+        adapter = self._adapter(provider)
+        pd = self.predicates.get((provider, predicate))
+        if pd is None:
+            shown = predicate if len(predicate) <= 64 and predicate.isprintable() else "(invalid)"
+            raise InvalidArgument("UNKNOWN_PREDICATE", f"{provider.value} offers no predicate {shown!r}")
+        if set(params) != set(pd.parameters) or any(v < 0 for v in params.values()):
+            raise InvalidArgument(
+                "INVALID_REQUEST",
+                f"predicate {predicate!r} takes parameters ({', '.join(pd.parameters) or 'none'}), "
+                "non-negative integers",
+            )
+        if subject_kind is not None and subject_kind is not pd.subject_kind:
+            raise InvalidArgument("SUBJECT_KIND_MISMATCH", f"{predicate!r} is about {pd.subject_kind.value}s")
+        return pd, adapter
+
+    async def verify(
+        self,
+        meta: CallMeta,
+        kind: SubjectKind | None,
+        subject_id: str,
+        provider: Agency | None,
+        predicate: str,
+        params: Mapping[str, int],
+    ) -> VerifyAnswer:
+        self._check_meta(meta)
+        fp = _fingerprint(
+            "verify",
+            meta.purpose,
+            meta.operator,
+            kind,
+            subject_id,
+            provider,
+            predicate,
+            sorted(params.items()),
+        )
+        result, replayed = await self.answers.run(
+            meta.caller.value,
+            meta.request_id,
+            fp,
+            lambda: self._verify(meta, kind, subject_id, provider, predicate, params),
+        )
+        answer: VerifyAnswer = result
+        return (
+            VerifyAnswer(answer.request_id, answer.result, answer.legal_basis, replayed)
+            if replayed
+            else answer
+        )
+
+    async def _verify(
+        self,
+        meta: CallMeta,
+        kind: SubjectKind | None,
+        subject_id: str,
+        provider: Agency | None,
+        predicate: str,
+        params: Mapping[str, int],
+    ) -> VerifyAnswer:
+        pd, adapter = self._predicate_plan(meta, kind, provider, predicate, params)
+        subject = subject_of(kind or pd.subject_kind, subject_id)
+        facts = self._facts(meta, subject, pd.agency)
+        facts.datasets = (pd.dataset,)
+        facts.predicate = predicate
+        facts.parameters = dict(params)
+        try:
+            agreement, descriptor, _ = self._plan(meta, subject, pd.agency, pd.dataset)
+            allowed_predicate(agreement, predicate)
+            check_purpose(meta.purpose, agreement)
+            self._rate(meta, agreement)
+        except RequestError as exc:
+            if exc.code == "INVALID_ARGUMENT":
+                raise
+            raise await self._denied("verify", facts, exc) from None
+        timeout = self._time_left(meta)
+
+        def work() -> tuple[Decision, bool | None]:
+            decision = self._decide(
+                meta.caller, agreement, descriptor, descriptor.field_names(), subject, meta.purpose
+            )
+            if not decision.allowed:
+                return decision, None
+            return decision, fetch_step.evaluate(adapter, predicate, subject, params, timeout)
+
+        try:
+            decision, answer = await self._io(work)
+        except RequestError as exc:  # provider failed: audited as an allowed access that failed
+            facts.basis = "consent" if agreement.legal_basis == "consent" else "statutory_duty"
+            raise await self._denied("verify", facts, exc) from None
+        facts.basis = decision.basis.value
+        facts.basis_reference = decision.legal_basis_reference
+        try:
+            consent_step.require_basis(decision)
+        except RequestError as exc:
+            raise await self._denied("verify", facts, exc) from None
+        facts.allowed = True
+        facts.outcome = "not_found" if answer is None else "found"
+        await self._write([facts])
+        self.metrics.decision("verify", meta.caller.value, pd.agency.value, facts.outcome)
+        return VerifyAnswer(meta.request_id, answer, consent_step.legal_basis_label(decision))
+
+    # -- BatchVerify -----------------------------------------------------------------------------
+
+    async def batch_header(
+        self,
+        meta: CallMeta,
+        provider: Agency | None,
+        predicate: str,
+        params: Mapping[str, int],
+    ) -> BatchVerifier:
+        """Check the stream's header (agreement, predicate, purpose) once; denials are audited
+        (without a subject) and end the stream."""
+        self._check_meta(meta)
+        pd, adapter = self._predicate_plan(meta, None, provider, predicate, params)
+        facts = self._facts(meta, None, pd.agency)
+        facts.datasets = (pd.dataset,)
+        facts.predicate = predicate
+        facts.parameters = dict(params)
+        try:
+            agreement = self.book.find(meta.caller, pd.agency, pd.dataset, self.today())
+            allowed_predicate(agreement, predicate)
+            check_purpose(meta.purpose, agreement)
+        except RequestError as exc:
+            raise await self._denied("batch_verify", facts, exc) from None
+        descriptor = self.datasets[(pd.agency, pd.dataset)]
+        return BatchVerifier(self, meta, pd, adapter, agreement, descriptor, dict(params))
+
+
+class BatchVerifier:
+    """One BatchVerify stream after its header was allowed: answers chunks of items."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        meta: CallMeta,
+        pd: PredicateDescriptor,
+        adapter: Adapter,
+        agreement: Agreement,
+        descriptor: DatasetDescriptor,
+        params: dict[str, int],
+    ) -> None:
+        self.x = exchange
+        self.meta = meta
+        self.pd = pd
+        self.adapter = adapter
+        self.agreement = agreement
+        self.descriptor = descriptor
+        self.params = params
+        self._seen = exchange.batch_answers(meta.caller, meta.request_id)
+
+    def _facts(self, subject: Subject) -> AccessFacts:
+        f = self.x._facts(self.meta, subject, self.pd.agency)
+        f.datasets = (self.pd.dataset,)
+        f.predicate = self.pd.name
+        f.parameters = self.params
+        return f
+
+    def _run_chunk(
+        self, items: Sequence[tuple[int, Subject]], timeout: float | None
+    ) -> tuple[list[tuple[int, str, bool | None, Decision | None]], list[AccessFacts]]:
+        """Blocking: consent per subject (unless a statutory duty), one provider query for the
+        allowed ones, and the audit entries of all, appended and on disk before returning."""
+        x = self.x
+        fields = self.descriptor.field_names()
+        decided = [
+            (
+                pos,
+                subject,
+                x._decide(
+                    self.meta.caller, self.agreement, self.descriptor, fields, subject, self.meta.purpose
+                ),
+            )
+            for pos, subject in items
+        ]
+        allowed = [(pos, s, d) for pos, s, d in decided if d.allowed]
+        answers: list[bool | None] = []
+        failure: RequestError | None = None
+        if allowed:
+            try:
+                answers = fetch_step.evaluate_many(
+                    self.adapter, self.pd.name, [s for _, s, _ in allowed], self.params, timeout
+                )
+            except RequestError as exc:
+                failure = exc
+        by_pos = {pos: a for (pos, _, _), a in zip(allowed, answers, strict=False)}
+        results: list[tuple[int, str, bool | None, Decision | None]] = []
+        facts: list[AccessFacts] = []
+        for pos, subject, decision in decided:
+            f = self._facts(subject)
+            f.basis = decision.basis.value
+            f.basis_reference = decision.legal_basis_reference
+            if not decision.allowed:
+                assert decision.reason is not None
+                reason = consent_step.DENY_REASONS[decision.reason]
+                f.reason = reason
+                results.append((pos, reason, None, decision))
+            elif failure is not None:
+                f.allowed, f.outcome, f.reason = True, "failed", failure.reason
+                results.append((pos, failure.reason, None, decision))
+            else:
+                answer = by_pos[pos]
+                f.allowed = True
+                f.outcome = "not_found" if answer is None else "found"
+                results.append((pos, "", answer, decision))
+            facts.append(f)
+        try:
+            x.audit.append_many([access_entry(f) for f in facts])
+        except AuditError:
+            raise AuditFailed() from None
+        return results, facts
+
+    async def answer(self, items: Sequence[BatchItem]) -> list[BatchOutcome]:
+        """Outcomes of ``items`` in order. Invalid identifiers are answered per item
+        (INVALID_IDENTITY_NUMBER, ...); an item id answered before on this request id is
+        replayed without a new audit entry."""
+        out: list[BatchOutcome | None] = [None] * len(items)
+        todo: list[tuple[int, Subject]] = []
+        for pos, item in enumerate(items):
+            seen = self._seen.get(item.item_id) if item.item_id else None
+            if seen is not None:
+                out[pos] = seen
+                continue
+            try:
+                subject = subject_of(item.kind or self.pd.subject_kind, item.subject_id)
+                if subject.kind is not self.pd.subject_kind:
+                    raise InvalidArgument("SUBJECT_KIND_MISMATCH", "subject kind")
+            except RequestError as exc:
+                out[pos] = BatchOutcome(item.item_id, None, exc.reason)
+                continue
+            todo.append((pos, subject))
+        if todo:
+            self.x._rate(self.meta, self.agreement)
+            chunk = self.x.config.server.batch_chunk
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                results, _ = await self.x._io(self._run_chunk, part, self.x._time_left(self.meta))
+                for pos, reason, answer, _decision in results:
+                    outcome = BatchOutcome(items[pos].item_id, answer, reason)
+                    out[pos] = outcome
+                    if items[pos].item_id and reason not in (
+                        "PROVIDER_UNAVAILABLE",
+                        "PROVIDER_TIMEOUT",
+                        "CIRCUIT_OPEN",
+                    ):
+                        self._seen[items[pos].item_id] = outcome
+                self.x.metrics.decision("batch_verify", self.meta.caller.value, self.pd.agency.value, "items")
+        return [o for o in out if o is not None]
+
+
+async def run_with_deadline(coro: Awaitable[T], seconds: float | None) -> T:
+    if seconds is None:
+        return await coro
+    return await asyncio.wait_for(coro, timeout=max(seconds, 0.001))
+
+
+def monotonic_deadline(seconds: float | None) -> Callable[[], float | None]:
+    if seconds is None:
+        return lambda: None
+    end = time.monotonic() + seconds
+    return lambda: end - time.monotonic()

@@ -1,0 +1,69 @@
+"""The request path's typed errors. Each carries a gRPC status name (``code``), a machine-readable
+``reason`` (an ErrorReason name of proto/dsgw/v1/common.proto) and a one-line message without
+personal data; the server maps them to gRPC statuses with a google.rpc.ErrorInfo
+(:mod:`gateway.server.status`). Nothing here imports grpc."""
+
+from __future__ import annotations
+
+from gateway.errors import DsgwError
+
+__all__ = [
+    "AuditFailed",
+    "Conflict",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "RequestError",
+    "Unauthenticated",
+    "Unavailable",
+]
+
+
+class RequestError(DsgwError):
+    code: str = "INTERNAL"
+
+    def __init__(
+        self, reason: str, message: str, *, retry_after_s: float | None = None, **metadata: str
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        self.metadata = metadata
+
+
+class Unauthenticated(RequestError):
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RequestError):
+    """A denial by the agreement, the purpose or the consent: always audited."""
+
+    code = "PERMISSION_DENIED"
+
+
+class InvalidArgument(RequestError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(RequestError):
+    code = "NOT_FOUND"
+
+
+class Conflict(RequestError):
+    code = "ALREADY_EXISTS"
+
+
+class Unavailable(RequestError):
+    code = "UNAVAILABLE"
+
+
+class RateLimited(RequestError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class AuditFailed(Unavailable):
+    """The audit entry could not be written: the call fails closed (no entry, no answer)."""
+
+    def __init__(self, message: str = "the audit log cannot take entries; nothing was disclosed") -> None:
+        super().__init__("AUDIT_UNAVAILABLE", message, retry_after_s=5.0)

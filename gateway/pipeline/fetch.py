@@ -1,0 +1,94 @@
+"""Step 6, fetch: one provider call through its adapter, under the caller's deadline (the
+adapter's own retries and circuit breaker stay inside it). Blocking: the server runs it on its
+I/O threads. Adapter errors become request errors: SubjectNotFound -> None (the caller decides
+whether that is NOT_FOUND), ProviderUnavailable -> UNAVAILABLE with a retry delay,
+InvalidRequest -> INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from adapters.contract import (
+    Adapter,
+    InvalidRequest,
+    ProviderUnavailable,
+    Subject,
+    SubjectNotFound,
+)
+from gateway.pipeline.errors import InvalidArgument, Unavailable
+
+__all__ = ["evaluate", "evaluate_many", "fetch"]
+
+T = TypeVar("T")
+
+#: Below this many seconds left, a provider is not called at all.
+MIN_CALL_S = 0.005
+
+#: The retry delay suggested while a provider's circuit is open (its reset timeout is 30 s by
+#: default; a trial call is let through after it).
+retry_after_open_s = 5.0
+
+
+def _guard(adapter: Adapter, timeout: float | None, call: Callable[[float | None], T]) -> T:
+    if timeout is not None and timeout < MIN_CALL_S:
+        raise Unavailable(
+            "PROVIDER_TIMEOUT", f"no time left to call {adapter.agency.value}", retry_after_s=1.0
+        )
+    try:
+        return call(timeout)
+    except ProviderUnavailable as exc:
+        if exc.circuit_open:
+            reason, retry = "CIRCUIT_OPEN", retry_after_open_s
+        elif exc.timed_out:
+            reason, retry = "PROVIDER_TIMEOUT", 1.0
+        else:
+            reason, retry = "PROVIDER_UNAVAILABLE", 1.0
+        raise Unavailable(
+            reason,
+            f"provider {adapter.agency.value} is unavailable ({exc.cause})",
+            retry_after_s=retry,
+            provider=adapter.agency.value,
+        ) from None
+    except InvalidRequest as exc:
+        raise InvalidArgument("INVALID_REQUEST", str(exc)) from None
+
+
+def fetch(
+    adapter: Adapter, dataset: str, subject: Subject, fields: Sequence[str], timeout: float | None
+) -> Mapping[str, Any] | None:
+    """The fields' values, or None when the provider holds no record of the subject."""
+
+    def call(t: float | None) -> Mapping[str, Any] | None:
+        try:
+            return adapter.fetch(dataset, subject, fields, timeout=t).values
+        except SubjectNotFound:
+            return None
+
+    return _guard(adapter, timeout, call)
+
+
+def evaluate(
+    adapter: Adapter, predicate: str, subject: Subject, params: Mapping[str, int], timeout: float | None
+) -> bool | None:
+    """The predicate's answer, or None when the provider holds no record (for predicates where
+    absence is not a "no")."""
+
+    def call(t: float | None) -> bool | None:
+        try:
+            return adapter.evaluate(predicate, subject, params, timeout=t)
+        except SubjectNotFound:
+            return None
+
+    return _guard(adapter, timeout, call)
+
+
+def evaluate_many(
+    adapter: Any,
+    predicate: str,
+    subjects: Sequence[Subject],
+    params: Mapping[str, int],
+    timeout: float | None,
+) -> list[bool | None]:
+    """One answer per subject in one provider query (:meth:`SqlAdapter.evaluate_many`)."""
+    return _guard(adapter, timeout, lambda t: adapter.evaluate_many(predicate, subjects, params, timeout=t))

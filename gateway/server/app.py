@@ -1,0 +1,289 @@
+"""Starting, running and draining the gateway (``dsgw serve``).
+
+One worker process = one grpc.aio server with its own audit log (as each X-Road security server
+keeps its own), adapters, consent-store connections, I/O threads and metrics port. With
+``server.workers`` > 1 the parent starts that many workers that all listen on the same port
+(SO_REUSEPORT: the kernel spreads connections over them, so both cores serve) and forwards
+SIGTERM to them; the consent store is shared (a revocation is seen by the next call on every
+worker), and ``dsgw audit verify|search|report`` read the workers' logs together.
+
+SIGTERM (or SIGINT): health turns NOT_SERVING, the server stops taking calls, in-flight calls get
+``server.drain_seconds`` to finish, then the audit log is closed with a final checkpoint, and the
+process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from adapters.agencies import Agency
+from adapters.contract import Adapter
+from adapters.registry import open_adapter
+from adapters.resilience import ResiliencePolicy
+from audit.checkpoints import CheckpointPolicy
+from audit.layout import HomeKeys
+from audit.log import AuditLog, init_log
+from dsgw.v1 import consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
+from gateway import pki
+from gateway.cli.consent import KEY_PATH as RECEIPT_KEY
+from gateway.config import GatewayConfig
+from gateway.consent.receipts import ReceiptSigner, load_or_create_signing_key
+from gateway.consent.service import ConsentService, audit_fields
+from gateway.consent.store import ConsentStore
+from gateway.exchange import Exchange
+from gateway.pipeline.record import consent_change_entry
+from gateway.server.metrics import GatewayMetrics
+from gateway.server.servicers import Authenticator, ConsentServicer, DataExchangeServicer
+
+__all__ = ["Worker", "ensure_home", "serve"]
+
+_log = structlog.get_logger("gateway.serve")
+
+SERVICE_NAMES = (
+    exchange_pb2.DESCRIPTOR.services_by_name["DataExchange"].full_name,
+    consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
+)
+
+
+def ensure_home(config: GatewayConfig) -> None:
+    """The home's audit keys and one audit log per worker, created on first start."""
+    home = config.home_dir
+    keys = HomeKeys(home)
+    if not keys.checkpoint_key.exists():
+        keys.generate()
+    loaded = keys.load()
+    for worker in range(config.server.workers):
+        directory = config.audit_dir(worker)
+        if not (directory / "log.json").exists():
+            node = config.node if worker == 0 else f"{config.node}-w{worker}"
+            init_log(directory, loaded, node=node, suite=config.audit.suite)
+
+
+@dataclass
+class Worker:
+    """Everything one server process runs on (built by :meth:`start`)."""
+
+    config: GatewayConfig
+    worker: int = 0
+    server: grpc.aio.Server | None = None
+    port: int = 0
+    metrics_port: int = 0
+    audit: AuditLog | None = None
+    adapters: dict[Agency, Adapter] = field(default_factory=dict)
+    store: ConsentStore | None = None
+    executor: ThreadPoolExecutor | None = None
+    health: Any = None
+    exchange: Exchange | None = None
+    _expiry: asyncio.Task[None] | None = None
+
+    async def start(self, *, bind: str | None = None) -> int:
+        c = self.config
+        self.audit = AuditLog.open(
+            c.audit_dir(self.worker),
+            home=c.home_dir,
+            policy=CheckpointPolicy(
+                every_entries=c.audit.checkpoint_every, every_seconds=c.audit.checkpoint_seconds
+            ),
+            index="thread",
+        )
+        node = c.node if self.worker == 0 else f"{c.node}-w{self.worker}"
+        policy = ResiliencePolicy(
+            attempts=c.resilience.attempts,
+            fail_max=c.resilience.fail_max,
+            reset_timeout_s=c.resilience.reset_timeout_s,
+        )
+        self.adapters = {a: open_adapter(a, p.source(), policy) for a, p in c.providers.items()}
+        self.store = ConsentStore(c.consent_store_url())
+        self.store.create_tables()
+        audit = self.audit
+
+        def on_event(record: Any, event: Any) -> None:
+            fields = audit_fields(record, event)
+            t = record.terms
+            audit.append(
+                consent_change_entry(
+                    node=node,
+                    request_id=t.consent_id,
+                    caller=None,
+                    subject=t.subject,
+                    consent_id=t.consent_id,
+                    action=fields["change"]["action"],
+                    consumers=t.consumers,
+                    datasets=fields["change"]["datasets"],
+                    purposes=t.purposes,
+                )
+            )
+
+        signer = ReceiptSigner(load_or_create_signing_key(c.home_dir / RECEIPT_KEY))
+        consent = ConsentService(self.store, catalogue=c.catalogue, signer=signer, on_event=on_event)
+        self.executor = ThreadPoolExecutor(c.server.io_threads, thread_name_prefix="dsgw-io")
+        metrics = GatewayMetrics(self.worker)
+        metrics.watch_circuits({a.value: _circuit_state(ad) for a, ad in self.adapters.items()})
+        self.exchange = Exchange(
+            c,
+            adapters=self.adapters,
+            consent=consent,
+            audit=self.audit,
+            executor=self.executor,
+            metrics=metrics,
+        )
+        dev = c.server.insecure_dev_plaintext
+        if dev:
+            auth = Authenticator(None, None, dev_plaintext=True)
+        else:
+            checker = pki.RevocationChecker(c.tls_file("crl"), c.tls_file("ca"))
+            auth = Authenticator(pki.agency_from_certificate, checker.is_revoked)
+
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 1),
+                ("grpc.max_receive_message_length", 16 * 2**20),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        exchange_pb2_grpc.add_DataExchangeServicer_to_server(
+            DataExchangeServicer(self.exchange, auth, metrics), self.server
+        )
+        consent_pb2_grpc.add_ConsentServiceServicer_to_server(
+            ConsentServicer(self.exchange, auth, metrics), self.server
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        address = bind or c.server.listen
+        if dev:
+            _log.warning(
+                "serve.plaintext", detail="listening WITHOUT TLS (development flag); never in production"
+            )
+            self.port = self.server.add_insecure_port(address)
+        else:
+            creds = pki.ServerCredentialsReloader(
+                c.tls_file("cert"), c.tls_file("key"), c.tls_file("ca")
+            ).credentials()
+            self.port = self.server.add_secure_port(address, creds)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        if c.server.metrics_listen:
+            host, _, mport = c.server.metrics_listen.rpartition(":")
+            wanted = int(mport) + self.worker if int(mport) else 0
+            self.metrics_port = metrics.serve(host.strip("[]"), wanted)
+        await self.server.start()
+        for name in (*SERVICE_NAMES, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_loop(consent))
+        _log.info(
+            "serve.started", port=self.port, worker=self.worker, metrics_port=self.metrics_port, node=node
+        )
+        return self.port
+
+    async def _expire_loop(self, consent: ConsentService) -> None:
+        """Record consent expiries (each audited) once a minute; only worker 0 does it."""
+        if self.worker != 0:
+            return
+        while True:
+            try:
+                assert self.executor is not None
+                await asyncio.get_running_loop().run_in_executor(self.executor, consent.expire)
+            except Exception as exc:  # the next round tries again
+                _log.warning("consent.expire_failed", error=type(exc).__name__)
+            await asyncio.sleep(60)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, stop taking calls, let in-flight calls finish within ``grace``,
+        then close the log (final checkpoint), adapters and stores."""
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self.server is not None:
+            await self.server.stop(self.config.server.drain_seconds if grace is None else grace)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+        for adapter in self.adapters.values():
+            adapter.close()
+        if self.audit is not None:
+            self.audit.close()
+        if self.store is not None:
+            self.store.close()
+        _log.info("serve.stopped", worker=self.worker)
+
+
+def _circuit_state(adapter: Adapter) -> Callable[[], str]:
+    source = getattr(adapter, "source", None)
+    circuit = getattr(source, "circuit", None)
+    return (lambda: str(circuit.state)) if circuit is not None else (lambda: "closed")
+
+
+async def _run_worker(config: GatewayConfig, worker: int, ready: Callable[[int], None] | None = None) -> None:
+    w = Worker(config, worker)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        port = await w.start()
+        if ready is not None:
+            ready(port)
+        await stop.wait()
+    finally:
+        await w.stop()
+
+
+def _worker_main(config: GatewayConfig, worker: int) -> None:
+    from gateway import logs
+
+    logs.configure()
+    asyncio.run(_run_worker(config, worker))
+
+
+def serve(config: GatewayConfig, *, ready: Callable[[int], None] | None = None) -> int:
+    """Run the gateway until SIGTERM; returns the exit code (0 after a clean drain)."""
+    ensure_home(config)
+    if config.server.workers == 1:
+        asyncio.run(_run_worker(config, 0, ready))
+        return 0
+    if config.server.listen.endswith(":0"):
+        from gateway.errors import UsageError
+
+        raise UsageError("server.workers > 1 needs a fixed port (workers share it)")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker_main, args=(config, w), name=f"dsgw-w{w}")
+        for w in range(config.server.workers)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    if ready is not None:
+        ready(int(config.server.listen.rpartition(":")[2]))
+    codes = []
+    for p in procs:
+        p.join()
+        codes.append(p.exitcode or 0)
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0)

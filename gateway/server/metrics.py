@@ -1,0 +1,65 @@
+"""Prometheus metrics (prometheus_client) on a loopback HTTP port: calls by method, caller,
+provider and decision; call latency histograms by method; provider circuit state. With several
+worker processes each serves its own port (the configured port + worker number)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["GatewayMetrics"]
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+_CIRCUIT = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
+
+
+def _circuit_value(state: Callable[[], str]) -> Callable[[], float]:
+    return lambda: _CIRCUIT.get(state(), 2.0)
+
+
+class GatewayMetrics:
+    def __init__(self, worker: int = 0) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"worker": str(worker)}
+        self.calls = Counter(
+            "dsgw_calls",
+            "Provider accesses by method, caller, provider and decision/outcome",
+            ["method", "caller", "provider", "decision"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dsgw_call_latency_seconds",
+            "Gateway latency of RPCs by method and status code",
+            ["method", "code"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.rpcs = Counter(
+            "dsgw_rpcs", "RPCs by method and status code", ["method", "code"], registry=self.registry
+        )
+        self.circuit = Gauge(
+            "dsgw_provider_circuit_state",
+            "Provider circuit breaker state (0 closed, 1 half-open, 2 open)",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.info = Gauge("dsgw_worker", "This worker process", list(labels), registry=self.registry)
+        self.info.labels(**labels).set(1)
+        self._circuits: Mapping[str, Callable[[], str]] = {}
+
+    def decision(self, method: str, caller: str, provider: str, outcome: str) -> None:
+        self.calls.labels(method, caller, provider, outcome).inc()
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.rpcs.labels(method, code).inc()
+        self.latency.labels(method, code).observe(seconds)
+
+    def watch_circuits(self, states: Mapping[str, Callable[[], str]]) -> None:
+        for provider, state in states.items():
+            self.circuit.labels(provider).set_function(_circuit_value(state))
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP endpoint (a daemon thread); returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

@@ -1,0 +1,544 @@
+"""The gRPC servicers (thin): authenticate the caller, translate the wire to plain requests, run
+the request path (:mod:`gateway.exchange`, :mod:`gateway.consent`), translate answers back, and
+map typed errors to gRPC statuses with ErrorInfo (:mod:`gateway.server.status`). Every call is
+logged with its request id, caller and purpose, and counted in the metrics; nothing personal is
+logged."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from adapters.agencies import Agency
+from adapters.contract import Sensitivity
+from dsgw.v1 import common_pb2, consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
+from gateway.consent.errors import ConsentError, ConsentExists, ConsentNotActive, ConsentNotFound
+from gateway.consent.model import ConsentRecord
+from gateway.consent.service import GrantRequest, ScopeRequest, audit_fields
+from gateway.errors import DsgwError
+from gateway.exchange import BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
+from gateway.pipeline.authenticate import authenticate
+from gateway.pipeline.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RequestError,
+    Unauthenticated,
+)
+from gateway.server.metrics import GatewayMetrics
+from gateway.server.status import to_grpc_status
+from gateway.server.wire import (
+    agency_from_wire,
+    agency_to_wire,
+    kind_from_wire,
+    kind_to_wire,
+    timestamp_from,
+    timestamp_to,
+    value_to_wire,
+)
+
+__all__ = ["Authenticator", "ConsentServicer", "DataExchangeServicer"]
+
+_log = structlog.get_logger("gateway.server")
+T = TypeVar("T")
+
+#: Development plaintext mode only: the calling agency, from this metadata key.
+DEV_AGENCY_HEADER = "x-dsgw-dev-agency"
+
+_SENSITIVITY = {
+    Sensitivity.PUBLIC: common_pb2.SENSITIVITY_PUBLIC,
+    Sensitivity.PERSONAL: common_pb2.SENSITIVITY_PERSONAL,
+    Sensitivity.SENSITIVE: common_pb2.SENSITIVITY_SENSITIVE,
+}
+
+
+class Authenticator:
+    """Step 1 over a gRPC context: the verified client certificate from the TLS auth context
+    (parsed once per certificate), checked against the CRL on every call."""
+
+    def __init__(
+        self,
+        agency_of: Callable[[bytes], Agency] | None,
+        is_revoked: Callable[[bytes], bool] | None,
+        *,
+        dev_plaintext: bool = False,
+    ) -> None:
+        self._agency_of = agency_of
+        self._is_revoked = is_revoked
+        self._dev = dev_plaintext
+        self._known: dict[bytes, Agency] = {}
+
+    def _cached_agency(self, pem: bytes) -> Agency:
+        agency = self._known.get(pem)
+        if agency is None:
+            assert self._agency_of is not None
+            agency = self._agency_of(pem)
+            if len(self._known) > 10_000:
+                self._known.clear()
+            self._known[pem] = agency
+        return agency
+
+    def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Agency:
+        if self._dev:
+            for key, value in context.invocation_metadata() or ():
+                if key == DEV_AGENCY_HEADER:
+                    try:
+                        return Agency(str(value))
+                    except ValueError:
+                        break
+            raise Unauthenticated(
+                "CERTIFICATE_INVALID", f"plaintext development mode: send {DEV_AGENCY_HEADER}"
+            )
+        certs = context.auth_context().get("x509_pem_cert") or []
+        pem = next(iter(certs), None)
+        assert self._is_revoked is not None
+        return authenticate(pem, agency_of=self._cached_agency, is_revoked=self._is_revoked)
+
+
+class _Base:
+    def __init__(self, auth: Authenticator, metrics: GatewayMetrics | None) -> None:
+        self.auth = auth
+        self.metrics = metrics
+
+    async def _run(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        purpose: str,
+        request_id: str,
+        body: Callable[[Agency], Awaitable[T]],
+    ) -> T:
+        started = time.perf_counter()
+        code = "OK"
+        log = _log.bind(method=method, request_id=request_id[:128], purpose=purpose[:64])
+        try:
+            caller = self.auth.caller(context)
+            log = log.bind(caller=caller.value)
+            return await body(caller)
+        except RequestError as exc:
+            code = exc.code
+            log.info("call.refused", code=code, reason=exc.reason)
+            await context.abort_with_status(to_grpc_status(exc))
+            raise  # unreachable: abort raises
+        except ConsentError as exc:
+            error = _consent_error(exc)
+            code = error.code
+            log.info("call.refused", code=code, reason=error.reason)
+            await context.abort_with_status(to_grpc_status(error))
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except DsgwError as exc:
+            code = "INVALID_ARGUMENT"
+            await context.abort_with_status(to_grpc_status(InvalidArgument(exc.reason, str(exc))))
+            raise
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code = "INTERNAL"
+            log.error("call.failed", error=type(exc).__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the gateway)")
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.observe(method, code, elapsed)
+            if code == "OK":
+                log.debug("call.ok", ms=round(elapsed * 1000, 3))
+
+
+def _consent_error(exc: ConsentError) -> RequestError:
+    if isinstance(exc, ConsentNotFound):
+        return NotFound("CONSENT_NOT_FOUND", str(exc))
+    if isinstance(exc, ConsentNotActive):
+        return RequestError("CONSENT_NOT_ACTIVE", str(exc))
+    return InvalidArgument(getattr(exc, "reason", "INVALID_REQUEST"), str(exc))
+
+
+def _meta(
+    caller: Agency, meta: common_pb2.RequestMeta, context: grpc.aio.ServicerContext[Any, Any]
+) -> CallMeta:
+    remaining: float | None = context.time_remaining()
+    if remaining is None:
+        time_left: Callable[[], float | None] = lambda: None  # noqa: E731
+    else:
+        end = time.monotonic() + remaining
+
+        def time_left() -> float | None:
+            return end - time.monotonic()
+
+    return CallMeta(
+        caller=caller,
+        request_id=meta.request_id,
+        purpose=meta.purpose.code,
+        operator=meta.operator,
+        time_left=time_left,
+    )
+
+
+class DataExchangeServicer(exchange_pb2_grpc.DataExchangeServicer, _Base):
+    def __init__(
+        self, exchange: Exchange, auth: Authenticator, metrics: GatewayMetrics | None = None
+    ) -> None:
+        _Base.__init__(self, auth, metrics)
+        self.x = exchange
+
+    async def ListCatalogue(
+        self, request: exchange_pb2.ListCatalogueRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.ListCatalogueResponse:
+        async def body(caller: Agency) -> exchange_pb2.ListCatalogueResponse:
+            out = exchange_pb2.ListCatalogueResponse(caller=agency_to_wire(caller))
+            for a in self.x.book.for_consumer(caller):
+                d = self.x.datasets.get((a.provider, a.dataset))
+                if d is None:
+                    continue
+                e = out.entries.add(
+                    provider=agency_to_wire(a.provider),
+                    dataset=a.dataset,
+                    subject_kind=kind_to_wire(d.subject_kind),
+                    purposes=list(a.purposes),
+                    legal_basis=a.legal_basis,
+                    duty_reference=a.duty_reference,
+                    valid_from=a.valid_from.isoformat(),
+                    valid_to=a.valid_to.isoformat() if a.valid_to else "",
+                    rate_limit_per_s=a.rate_limit_per_s,
+                    agreement_id=a.id,
+                )
+                by_name = {f.name: f for f in d.fields}
+                for name in a.fields:
+                    e.fields.add(
+                        name=name,
+                        sensitivity=_SENSITIVITY[by_name[name].sensitivity],
+                        mask=a.mask.get(name, ""),
+                    )
+                for p in a.predicates:
+                    pd = self.x.predicates[(a.provider, p)]
+                    e.predicates.add(
+                        provider=agency_to_wire(pd.agency),
+                        name=pd.name,
+                        subject_kind=kind_to_wire(pd.subject_kind),
+                        parameters=list(pd.parameters),
+                        description=pd.description,
+                        dataset=pd.dataset,
+                    )
+            return out
+
+        return await self._run("ListCatalogue", context, "", "", body)
+
+    async def Query(
+        self, request: exchange_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.QueryResponse:
+        async def body(caller: Agency) -> exchange_pb2.QueryResponse:
+            asks = [
+                DatasetAsk(agency_from_wire(d.provider), d.dataset, tuple(d.fields)) for d in request.datasets
+            ]
+            answer = await self.x.query(
+                _meta(caller, request.meta, context),
+                kind_from_wire(request.subject.kind),
+                request.subject.id,
+                asks,
+            )
+            out = exchange_pb2.QueryResponse(request_id=answer.request_id, replayed=answer.replayed)
+            for r in answer.results:
+                item = out.results.add(
+                    provider=agency_to_wire(r.provider),
+                    dataset=r.dataset,
+                    found=r.found,
+                    legal_basis=r.legal_basis,
+                )
+                for name, value in r.values.items():
+                    value_to_wire(value, item.values[name])
+            return out
+
+        return await self._run("Query", context, request.meta.purpose.code, request.meta.request_id, body)
+
+    async def Verify(
+        self, request: exchange_pb2.VerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.VerifyResponse:
+        async def body(caller: Agency) -> exchange_pb2.VerifyResponse:
+            answer = await self.x.verify(
+                _meta(caller, request.meta, context),
+                kind_from_wire(request.subject.kind),
+                request.subject.id,
+                agency_from_wire(request.provider),
+                request.predicate,
+                dict(request.parameters),
+            )
+            return exchange_pb2.VerifyResponse(
+                request_id=answer.request_id,
+                result=_verify_result(answer.result),
+                legal_basis=answer.legal_basis,
+                replayed=answer.replayed,
+            )
+
+        return await self._run("Verify", context, request.meta.purpose.code, request.meta.request_id, body)
+
+    async def BatchVerify(
+        self,
+        request_iterator: AsyncIterator[exchange_pb2.BatchVerifyRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[exchange_pb2.BatchVerifyResponse]:
+        """Reads a message, answers it, reads the next: at most one message's items are in the
+        gateway at a time per stream, so a fast sender is held back by HTTP/2 flow control."""
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            return
+        header = first
+
+        async def open_stream(caller: Agency) -> BatchVerifier:
+            return await self.x.batch_header(
+                _meta(caller, header.meta, context),
+                agency_from_wire(header.provider),
+                header.predicate,
+                dict(header.parameters),
+            )
+
+        verifier = await self._run(
+            "BatchVerify", context, header.meta.purpose.code, header.meta.request_id, open_stream
+        )
+        message: exchange_pb2.BatchVerifyRequest | None = first
+        while message is not None:
+            items = [
+                BatchItem(i.item_id, kind_from_wire(i.subject.kind), i.subject.id) for i in message.items
+            ]
+            if items:
+                yield await self._run(
+                    "BatchVerify",
+                    context,
+                    header.meta.purpose.code,
+                    header.meta.request_id,
+                    functools.partial(_answer_items, verifier, items),
+                )
+            message = await anext(requests, None)
+
+
+async def _answer_items(
+    verifier: BatchVerifier, items: list[BatchItem], _caller: Agency
+) -> exchange_pb2.BatchVerifyResponse:
+    outcomes = await verifier.answer(items)
+    resp = exchange_pb2.BatchVerifyResponse()
+    for o in outcomes:
+        resp.outcomes.add(
+            item_id=o.item_id,
+            result=_verify_result(o.result) if not o.error_reason else exchange_pb2.VERIFY_RESULT_UNSPECIFIED,
+            error_reason=o.error_reason,
+        )
+    return resp
+
+
+def _verify_result(result: bool | None) -> exchange_pb2.VerifyResult.ValueType:
+    if result is None:
+        return exchange_pb2.VERIFY_RESULT_SUBJECT_NOT_FOUND
+    return exchange_pb2.VERIFY_RESULT_YES if result else exchange_pb2.VERIFY_RESULT_NO
+
+
+# --- consent -------------------------------------------------------------------------------------
+
+
+def consent_to_wire(record: ConsentRecord, now: Any) -> consent_pb2.Consent:
+    t = record.terms
+    out = consent_pb2.Consent(
+        consent_id=t.consent_id,
+        subject=common_pb2.SubjectRef(kind=kind_to_wire(t.subject_kind), id=t.subject_id),
+        consumers=[agency_to_wire(a) for a in t.consumers],
+        purposes=list(t.purposes),
+        valid_from=timestamp_to(t.valid_from),
+        valid_to=timestamp_to(t.valid_to),
+        use_limit=t.use_limit or 0,
+        uses=record.uses,
+        separate=t.separate,
+        channel=t.channel.value,
+        evidence_ref=t.evidence_ref,
+        notice_version=t.notice_version,
+        status=(record.status_at(now) or record.status).value,
+    )
+    for item in t.scope.items:
+        out.scope.add(provider=agency_to_wire(item.provider), dataset=item.dataset, fields=list(item.fields))
+    for e in record.history:
+        out.history.add(
+            seq=e.seq,
+            status=e.status.value,
+            at=timestamp_to(e.at),
+            recorded_at=timestamp_to(e.recorded_at),
+            channel=e.channel.value if e.channel else "",
+            evidence_ref=e.evidence_ref,
+            note=e.note,
+        )
+    return out
+
+
+class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
+    """ConsentService over the consent service of :mod:`gateway.consent` (blocking calls on the
+    I/O threads). Grants and revocations are written to the audit log inside the store's
+    transaction (the service's ``on_event`` hook): no entry, no change."""
+
+    def __init__(
+        self, exchange: Exchange, auth: Authenticator, metrics: GatewayMetrics | None = None
+    ) -> None:
+        _Base.__init__(self, auth, metrics)
+        self.x = exchange
+        self.service = exchange.consent
+
+    async def Grant(
+        self, request: consent_pb2.GrantConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> consent_pb2.ConsentChangeResponse:
+        async def body(caller: Agency) -> consent_pb2.ConsentChangeResponse:
+            if not request.HasField("valid_to"):
+                raise InvalidArgument("INVALID_VALIDITY", "valid_to is required")
+            consumers = [agency_from_wire(c) for c in request.consumers] or [caller]
+            if any(c is None for c in consumers):
+                raise InvalidArgument("UNKNOWN_AGENCY", "unknown consumer agency")
+            scope = []
+            for s in request.scope:
+                provider = agency_from_wire(s.provider)
+                if provider is None:
+                    raise InvalidArgument("UNKNOWN_AGENCY", "unknown provider agency in scope")
+                scope.append(ScopeRequest(provider.value, s.dataset, tuple(s.fields) or None))
+            consent_id = None
+            if request.request_id:
+                import hashlib
+
+                digest = hashlib.sha256(f"{caller.value}\x00{request.request_id}".encode()).hexdigest()[:32]
+                consent_id = f"cns-{digest}"
+            req = GrantRequest(
+                subject=request.subject.id,
+                subject_kind=(kind_from_wire(request.subject.kind) or None)
+                and kind_from_wire(request.subject.kind).value,  # type: ignore[union-attr]
+                consumers=[c.value for c in consumers if c is not None],
+                scope=scope,
+                purposes=list(request.purposes),
+                valid_from=timestamp_from(request.valid_from) if request.HasField("valid_from") else None,
+                valid_to=timestamp_from(request.valid_to),
+                use_limit=request.use_limit or None,
+                separate=request.separate,
+                channel=request.channel,
+                evidence_ref=request.evidence_ref,
+                notice_version=request.notice_version,
+                consent_id=consent_id,
+            )
+
+            def work() -> tuple[ConsentRecord, dict[str, Any] | None]:
+                try:
+                    granted = self.service.grant(req)
+                    return granted.record, granted.receipt
+                except ConsentExists:
+                    assert consent_id is not None
+                    record = self.service.get(consent_id)
+                    return record, self.service.receipt(
+                        record, record.history[0]
+                    ) if self.service.signer else None
+
+            record, receipt = await self.x._io(work)
+            return _change_response(record, receipt)
+
+        return await self._run("Grant", context, "", request.request_id, body)
+
+    async def Revoke(
+        self, request: consent_pb2.RevokeConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> consent_pb2.ConsentChangeResponse:
+        async def body(caller: Agency) -> consent_pb2.ConsentChangeResponse:
+            if not request.subject.id:
+                raise InvalidArgument("INVALID_REQUEST", "subject is required to revoke a consent")
+            kind = kind_from_wire(request.subject.kind)
+
+            def work() -> tuple[ConsentRecord, dict[str, Any] | None]:
+                from gateway.consent.service import parse_subject
+
+                subject = parse_subject(request.subject.id, kind)
+                revoked = self.service.revoke(
+                    request.consent_id,
+                    subject=subject.id,
+                    channel=request.channel or None,
+                    evidence_ref=request.evidence_ref,
+                )
+                return revoked.record, revoked.receipt
+
+            record, receipt = await self.x._io(work)
+            return _change_response(record, receipt)
+
+        return await self._run("Revoke", context, "", request.consent_id, body)
+
+    async def Get(
+        self, request: consent_pb2.GetConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> consent_pb2.Consent:
+        async def body(caller: Agency) -> consent_pb2.Consent:
+            record = await self.x._io(self.service.get, request.consent_id)
+            if caller not in record.terms.consumers:
+                raise NotFound("CONSENT_NOT_FOUND", f"no consent {request.consent_id!r} for {caller.value}")
+            return consent_to_wire(record, self.service.clock())
+
+        return await self._run("Get", context, "", request.consent_id, body)
+
+    async def ListBySubject(
+        self, request: consent_pb2.ListConsentsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> consent_pb2.ListConsentsResponse:
+        async def body(caller: Agency) -> consent_pb2.ListConsentsResponse:
+            kind = kind_from_wire(request.subject.kind)
+            records = await self.x._io(
+                lambda: self.service.list(
+                    subject=request.subject.id,
+                    subject_kind=kind.value if kind else None,
+                    status=request.status or None,
+                    limit=request.limit or 100,
+                    offset=request.offset,
+                )
+            )
+            now = self.service.clock()
+            return consent_pb2.ListConsentsResponse(consents=[consent_to_wire(r, now) for r in records])
+
+        return await self._run("ListBySubject", context, "", "", body)
+
+    async def Check(
+        self, request: consent_pb2.CheckConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> consent_pb2.CheckConsentResponse:
+        async def body(caller: Agency) -> consent_pb2.CheckConsentResponse:
+            consumer = agency_from_wire(request.consumer) or caller
+            if consumer is not caller:
+                raise PermissionDenied("NO_AGREEMENT", "an agency checks consents for itself only")
+            provider = agency_from_wire(request.provider)
+            if provider is None:
+                raise InvalidArgument("UNKNOWN_AGENCY", "provider is required")
+            kind = kind_from_wire(request.subject.kind)
+            decision = await self.x._io(
+                lambda: self.service.check(
+                    subject=request.subject.id,
+                    subject_kind=kind.value if kind else None,
+                    consumer=consumer.value,
+                    provider=provider.value,
+                    dataset=request.dataset,
+                    fields=list(request.fields) or None,
+                    purpose=request.purpose,
+                )
+            )
+            return consent_pb2.CheckConsentResponse(
+                allowed=decision.allowed,
+                basis=decision.basis.value,
+                consent_ids=list(decision.consent_ids),
+                reason=decision.reason.value if decision.reason else "",
+                field=decision.field or "",
+                detail=decision.detail,
+            )
+
+        return await self._run("Check", context, request.purpose, "", body)
+
+
+def _change_response(
+    record: ConsentRecord, receipt: dict[str, Any] | None
+) -> consent_pb2.ConsentChangeResponse:
+    import json
+
+    out = consent_pb2.ConsentChangeResponse(consent=consent_to_wire(record, record.last_event.recorded_at))
+    if receipt is not None:
+        out.receipt_json = json.dumps(receipt, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return out
+
+
+__all__ += ["audit_fields", "consent_to_wire"]

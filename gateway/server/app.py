@@ -48,7 +48,7 @@ from gateway.pipeline.record import consent_change_entry
 from gateway.server.metrics import GatewayMetrics
 from gateway.server.servicers import Authenticator, ConsentServicer, DataExchangeServicer
 
-__all__ = ["Worker", "ensure_home", "serve"]
+__all__ = ["BackgroundGateway", "Worker", "ensure_home", "serve"]
 
 _log = structlog.get_logger("gateway.serve")
 
@@ -285,5 +285,37 @@ def serve(config: GatewayConfig, *, ready: Callable[[int], None] | None = None) 
     return 0 if all(code == 0 for code in codes) else 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)
+class BackgroundGateway:
+    """One worker on its own event loop in a daemon thread (tests, the demo, benchmarks):
+
+    with BackgroundGateway(config) as gw:
+        client = GatewayClient(f"127.0.0.1:{gw.port}", ...)
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        import threading
+
+        self.config = config
+        self.worker = Worker(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="dsgw-gateway", daemon=True)
+        self.port = 0
+
+    def start(self) -> BackgroundGateway:
+        ensure_home(self.config)
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.worker.start(), self._loop).result(timeout=60)
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.worker.stop(grace), self._loop).result(timeout=120)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> BackgroundGateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -28,7 +28,7 @@ import grpc
 
 from adapters.agencies import Agency
 from adapters.contract import SubjectKind
-from dsgw.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
+from dsgw.v1 import common_pb2, consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
 from gateway.server.status import error_info_of
 from gateway.server.wire import (
     AgencyWire,
@@ -156,6 +156,7 @@ class GatewayClient:
         options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
         self.channel = grpc.secure_channel(target, creds, options=options)
         self._stub = exchange_pb2_grpc.DataExchangeStub(self.channel)
+        self._consent = consent_pb2_grpc.ConsentServiceStub(self.channel)
         self.timeout = timeout
         self.operator = operator
 
@@ -280,3 +281,78 @@ class GatewayClient:
                     yield BatchResult(o.item_id, _RESULTS.get(o.result), o.error_reason)
         except grpc.RpcError as exc:
             raise GatewayError.of(exc) from None
+
+    # -- consent ----------------------------------------------------------------------------------
+
+    def grant_consent(
+        self,
+        subject: str,
+        scope: Sequence[tuple[Agency | str, str, Sequence[str]]],
+        purposes: Sequence[str],
+        *,
+        valid_days: float,
+        channel: str,
+        evidence_ref: str,
+        notice_version: str,
+        consumers: Sequence[Agency | str] = (),
+        separate: bool = False,
+        use_limit: int = 0,
+        kind: SubjectKind | str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[consent_pb2.Consent, dict[str, Any] | None]:
+        """Record the subject's consent (captured by this agency at ``channel``); returns the
+        consent and its signed receipt. ``consumers`` empty: this agency."""
+        import datetime as dt
+        import json
+
+        from gateway.server.wire import timestamp_to
+
+        request = consent_pb2.GrantConsentRequest(
+            subject=_subject(subject, kind),
+            consumers=[_agency(c) for c in consumers],
+            purposes=list(purposes),
+            valid_to=timestamp_to(dt.datetime.now(dt.UTC) + dt.timedelta(days=valid_days)),
+            use_limit=use_limit,
+            separate=separate,
+            channel=channel,
+            evidence_ref=evidence_ref,
+            notice_version=notice_version,
+            request_id=request_id or uuid.uuid4().hex,
+        )
+        for provider, dataset, fields in scope:
+            request.scope.add(provider=_agency(provider), dataset=dataset, fields=list(fields))
+        resp: consent_pb2.ConsentChangeResponse = self._call(self._consent.Grant, request, timeout)
+        receipt = json.loads(resp.receipt_json) if resp.receipt_json else None
+        return resp.consent, receipt
+
+    def revoke_consent(
+        self,
+        consent_id: str,
+        subject: str,
+        *,
+        channel: str = "",
+        evidence_ref: str = "",
+        kind: SubjectKind | str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[consent_pb2.Consent, dict[str, Any] | None]:
+        """Revoke a consent on the subject's behalf; effective for the next call everywhere."""
+        import json
+
+        request = consent_pb2.RevokeConsentRequest(
+            consent_id=consent_id, subject=_subject(subject, kind), channel=channel, evidence_ref=evidence_ref
+        )
+        resp: consent_pb2.ConsentChangeResponse = self._call(self._consent.Revoke, request, timeout)
+        return resp.consent, json.loads(resp.receipt_json) if resp.receipt_json else None
+
+    def consents(
+        self,
+        subject: str,
+        *,
+        status: str = "",
+        kind: SubjectKind | str | None = None,
+        timeout: float | None = None,
+    ) -> list[consent_pb2.Consent]:
+        request = consent_pb2.ListConsentsRequest(subject=_subject(subject, kind), status=status)
+        resp: consent_pb2.ListConsentsResponse = self._call(self._consent.ListBySubject, request, timeout)
+        return list(resp.consents)

@@ -153,6 +153,7 @@ def write_config(
     server: Mapping[str, Any] | None = None,
     providers: Mapping[str, Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
+    resilience: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a gateway configuration (TOML) for ``home`` over the SQLite sources in ``data``."""
     lines = [f"node = {_toml_value('gw1')}", f"home = {_toml_value(str(home))}"]
@@ -161,6 +162,9 @@ def write_config(
     lines += ["", "[server]"]
     for key, value in {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0", **(server or {})}.items():
         lines.append(f"{key} = {_toml_value(value)}")
+    if resilience:
+        lines += ["", "[resilience]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in resilience.items()]
     for agency in Agency:
         section = {"url": f"sqlite:///{(data / f'{agency.value}.sqlite').resolve()}"}
         section.update((providers or {}).get(agency.value, {}))
@@ -186,6 +190,7 @@ def make_dev_home(
     seed: int = 7,
     server: Mapping[str, Any] | None = None,
     agreements: Sequence[Mapping[str, Any]] = DEFAULT_AGREEMENTS,
+    resilience: Mapping[str, Any] | None = None,
 ) -> DevHome:
     """Create (or complete) a development home: data, PKI, certificates, configuration."""
     home.mkdir(parents=True, exist_ok=True)
@@ -198,5 +203,12 @@ def make_dev_home(
     for agency in Agency:
         if not (pki_dir / "agencies" / f"{agency.value}.crt").exists():
             pki.issue_agency(pki_dir, agency)
-    config = write_config(home / "gateway.toml", home=home, data=data, agreements=agreements, server=server)
+    config = write_config(
+        home / "gateway.toml",
+        home=home,
+        data=data,
+        agreements=agreements,
+        server=server,
+        resilience=resilience,
+    )
     return DevHome(home=home, config=config, data=data, pki=pki_dir)

@@ -1,4 +1,5 @@
-"""``dsgw demo`` runs end to end on embedded defaults and reports what it did."""
+"""``dsgw demo`` runs end to end on embedded defaults (a real gateway process, mTLS, consents,
+an outage, SIGTERM, audit verification) and reports what it did."""
 
 from __future__ import annotations
 
@@ -13,20 +14,35 @@ from gateway.cli import main
 def test_demo_runs_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
     code = main(
-        ["demo", "--home", str(home), "--json", "--persons", "600", "--employers", "60", "--sample", "40"]
+        ["demo", "--home", str(home), "--json", "--persons", "600", "--employers", "60", "--sample", "8"]
     )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["data"]["persons"] == 600
-    assert set(summary["providers"].values()) == {"up"}
-    assert summary["calls"]["fetch"]["found"] > 0
-    assert summary["calls"]["fetch"]["not_found"] > 0
-    assert summary["calls"]["verify"]["yes"] > 0
     assert summary["identifiers"]["forms_normalised"] == summary["identifiers"]["forms_tried"]
-    assert summary["identifiers"]["transposed_digits_refused"] == "CHECK_CHARACTER"
-    assert summary["invalid_request"] == "invalid_request"
-    outcomes = [c["outcome"] for c in summary["outage"]["calls"]]
-    assert outcomes == ["unavailable", "unavailable", "circuit_open"]
+    calls = summary["calls"]
+    assert calls["allowed"] > 0 and calls["denied"] > 0 and calls["invalid"] == 1
+    refusals = summary["refusals"]
+    for reason in (
+        "CONSENT_MISSING",
+        "CONSENT_REVOKED",
+        "NO_AGREEMENT",
+        "PURPOSE_NOT_ALLOWED",
+        "FIELD_NOT_ALLOWED",
+        "AGREEMENT_EXPIRED",
+        "INVALID_IDENTITY_NUMBER",
+    ):
+        assert refusals.get(reason, 0) >= 1, reason
+    assert summary["replay"] == {"same_answer": True, "replayed": True}
+    assert summary["consents"]["granted"] == 5 and summary["consents"]["revoked"] == 1
+    assert summary["consents"]["receipts_verified"] == 5
+    assert summary["batch_verify"]["INVALID_IDENTITY_NUMBER"] == 1
+    assert sum(summary["batch_verify"].values()) == 17
+    outcomes = [o["outcome"] for o in summary["outage"]]
+    assert outcomes == ["PROVIDER_UNAVAILABLE", "PROVIDER_UNAVAILABLE", "CIRCUIT_OPEN", "answered"]
+    assert summary["gateway"]["exit_code"] == 0
+    assert summary["audit"]["verified"] is True and summary["audit"]["entries"] > 40
+    assert summary["audit"]["subject_report_items"] >= 3
     assert (home / "data" / "truth.sqlite").exists()
 
 

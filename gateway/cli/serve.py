@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,10 @@ def _serve(args: argparse.Namespace) -> int:
             f"configuration ok: {len(config.agreements)} agreements, {len(config.providers)} providers",
         )
         return 0
+    from gateway import logs
     from gateway.server.app import serve
+
+    logs.configure(level=os.environ.get("DSGW_LOG_LEVEL", "INFO"))
 
     def ready(port: int) -> None:
         if args.ready_file is not None:

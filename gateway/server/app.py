@@ -246,7 +246,7 @@ async def _run_worker(config: GatewayConfig, worker: int, ready: Callable[[int],
 def _worker_main(config: GatewayConfig, worker: int) -> None:
     from gateway import logs
 
-    logs.configure()
+    logs.configure(level=os.environ.get("DSGW_LOG_LEVEL", "INFO"))
     asyncio.run(_run_worker(config, worker))
 
 

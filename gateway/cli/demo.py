@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -202,14 +203,14 @@ def run(args: argparse.Namespace) -> int:
                 # statutory duty: no consent needed (comparison only)
                 for p in graduates + others:
                     tally.run(
-                        lambda p=p: hrss.verify(
-                            p, "employment_assistance", "civil_affairs", "near_subsistence"
+                        functools.partial(
+                            hrss.verify, p, "employment_assistance", "civil_affairs", "near_subsistence"
                         )
                     )
                 # consent-gated: denied before consent, allowed after
                 half = graduates[: len(graduates) // 2]
                 for p in half:
-                    tally.run(lambda p=p: hrss.query(p, "graduate_employment", grad_ds))
+                    tally.run(functools.partial(hrss.query, p, "graduate_employment", grad_ds))
                 key = load_public_key(home / "keys" / "receipt-ed25519.pem")
                 granted: dict[str, str] = {}
                 for p in half:
@@ -228,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                         verify_receipt(receipt, key)
                         consents["receipts_verified"] += 1
                 for p in half:
-                    tally.run(lambda p=p: hrss.query(p, "graduate_employment", grad_ds))
+                    tally.run(functools.partial(hrss.query, p, "graduate_employment", grad_ds))
                 # a retried request id: same answer, one audit entry
                 first = hrss.query(half[0], "graduate_employment", grad_ds, request_id="demo-retry-1")
                 again = hrss.query(half[0], "graduate_employment", grad_ds, request_id="demo-retry-1")

@@ -15,6 +15,7 @@ verify; 2 bad input (nothing stored), with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,9 @@ def register(sub: Any) -> None:
     common.add_argument("--store", metavar="URL", help="consent store URL (default HOME/consent.sqlite)")
     common.add_argument("--store-schema", metavar="SCHEMA", help="schema of the tables on PostgreSQL")
     common.add_argument("--purposes", type=Path, metavar="FILE", help="purpose catalogue (JSON or TOML)")
+    common.add_argument(
+        "--audit-log", type=Path, metavar="DIR", help="audit log of consent changes (default HOME/audit/cli)"
+    )
     add_json_flag(common)
 
     g = csub.add_parser("grant", parents=[common], help="record a consent and write its signed receipt")
@@ -185,11 +189,41 @@ def _signer(args: argparse.Namespace) -> ReceiptSigner:
 
 
 @contextmanager
-def _service(args: argparse.Namespace, *, signer: bool = False) -> Iterator[ConsentService]:
+def _audit_log(args: argparse.Namespace) -> Iterator[Any]:
+    """The command line's own audit log (``HOME/audit/cli``, or ``--audit-log DIR``): consent
+    changes made here are audited like the gateway's. Created (with the home's audit keys) on
+    first use."""
+    from audit.layout import HomeKeys
+    from audit.log import AuditLog, init_log
+
+    home = home_of(args)
+    directory = Path(args.audit_log).expanduser() if args.audit_log else home / "audit" / "cli"
+    keys = HomeKeys(home)
+    if not keys.checkpoint_key.exists():
+        keys.generate()
+    if not (directory / "log.json").exists():
+        init_log(directory, keys.load(), node="cli")
+    log = AuditLog.open(directory, home=home, index="thread")
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+@contextmanager
+def _service(
+    args: argparse.Namespace, *, signer: bool = False, audited: bool = False
+) -> Iterator[ConsentService]:
+    from gateway.pipeline.record import consent_hook
+
     catalogue = _catalogue(args)
     sign = _signer(args) if signer else None
-    with _store(args) as store:
-        yield ConsentService(store, catalogue=catalogue, signer=sign)
+    with _store(args) as store, contextlib.ExitStack() as stack:
+        hook = None
+        if audited:
+            log = stack.enter_context(_audit_log(args))
+            hook = consent_hook(log.append, "cli")
+        yield ConsentService(store, catalogue=catalogue, signer=sign, on_event=hook)
 
 
 def _split_dataset(text: str) -> tuple[str, str]:
@@ -228,9 +262,9 @@ def _grant(args: argparse.Namespace) -> int:
         consent_id=args.consent_id,
     )
     with _service(args) as service:
-        # validate before the receipt key is made: bad input stores nothing, makes nothing
+        # validate before the receipt key or the audit log is made: bad input makes nothing
         service.validate_grant(request, service.clock())
-        service.signer = _signer(args)
+    with _service(args, signer=True, audited=True) as service:
         granted = service.grant(request)
     out = args.receipt_out or home_of(args) / "receipts" / f"{granted.record.consent_id}.grant.json"
     assert granted.receipt is not None
@@ -245,7 +279,7 @@ def _grant(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    with _service(args, signer=True) as service:
+    with _service(args, signer=True, audited=True) as service:
         revoked = service.revoke(
             args.consent_id,
             subject=args.subject,
@@ -386,7 +420,7 @@ def _opt_out(args: argparse.Namespace) -> int:
 
 def _expire(args: argparse.Namespace) -> int:
     now = parse_time(args.at, what="--at") if args.at else None
-    with _service(args) as service:
+    with _service(args, audited=True) as service:
         done = service.expire(now=now)
     ids = [record.consent_id for record, _ in done]
     emit(args, {"expired": ids, "count": len(ids)}, f"expired {len(ids)} consent(s)")

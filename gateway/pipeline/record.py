@@ -5,14 +5,15 @@ it and answers only once the log acknowledged it (fail closed)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapters.agencies import Agency
 from adapters.contract import Subject
 from dsgw.v1 import audit_pb2, common_pb2
 
-__all__ = ["AccessFacts", "access_entry", "consent_change_entry"]
+__all__ = ["AccessFacts", "access_entry", "consent_change_entry", "consent_hook"]
 
 _AGENCY = {a: common_pb2.AgencyCode.Value(f"AGENCY_CODE_{a.value.upper()}") for a in Agency}
 _KIND = {"person": common_pb2.SUBJECT_KIND_PERSON, "employer": common_pb2.SUBJECT_KIND_EMPLOYER}
@@ -117,3 +118,30 @@ def consent_change_entry(
     c.datasets.extend(datasets)
     c.purposes.extend(purposes)
     return entry
+
+
+def consent_hook(append: Callable[[audit_pb2.AuditEntry], Any], node: str) -> Callable[[Any, Any], None]:
+    """The consent service's ``on_event`` hook: each grant, revocation and expiry becomes a
+    consent_change entry, appended (and on disk) inside the store's transaction, so that a change
+    the log cannot take is not made."""
+    from gateway.consent.service import audit_fields
+
+    def on_event(record: Any, event: Any) -> None:
+        t = record.terms
+        change = audit_fields(record, event)["change"]
+        append(
+            consent_change_entry(
+                node=node,
+                request_id=t.consent_id,
+                caller=None,
+                subject=t.subject,
+                consent_id=t.consent_id,
+                action=change["action"],
+                consumers=t.consumers,
+                datasets=change["datasets"],
+                purposes=t.purposes,
+                time_ns=int(event.recorded_at.timestamp() * 1_000_000) * 1000,
+            )
+        )
+
+    return on_event

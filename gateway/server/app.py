@@ -40,10 +40,10 @@ from gateway import pki
 from gateway.cli.consent import KEY_PATH as RECEIPT_KEY
 from gateway.config import GatewayConfig
 from gateway.consent.receipts import ReceiptSigner, load_or_create_signing_key
-from gateway.consent.service import ConsentService, audit_fields
+from gateway.consent.service import ConsentService
 from gateway.consent.store import ConsentStore
 from gateway.exchange import Exchange
-from gateway.pipeline.record import consent_change_entry
+from gateway.pipeline.record import consent_hook
 from gateway.server.metrics import GatewayMetrics
 from gateway.server.servicers import Authenticator, ConsentServicer, DataExchangeServicer
 
@@ -107,25 +107,7 @@ class Worker:
         self.adapters = {a: open_adapter(a, p.source(), policy) for a, p in c.providers.items()}
         self.store = ConsentStore(c.consent_store_url())
         self.store.create_tables()
-        audit = self.audit
-
-        def on_event(record: Any, event: Any) -> None:
-            fields = audit_fields(record, event)
-            t = record.terms
-            audit.append(
-                consent_change_entry(
-                    node=node,
-                    request_id=t.consent_id,
-                    caller=None,
-                    subject=t.subject,
-                    consent_id=t.consent_id,
-                    action=fields["change"]["action"],
-                    consumers=t.consumers,
-                    datasets=fields["change"]["datasets"],
-                    purposes=t.purposes,
-                )
-            )
-
+        on_event = consent_hook(self.audit.append, node)
         signer = ReceiptSigner(load_or_create_signing_key(c.home_dir / RECEIPT_KEY))
         consent = ConsentService(self.store, catalogue=c.catalogue, signer=signer, on_event=on_event)
         self.executor = ThreadPoolExecutor(c.server.io_threads, thread_name_prefix="dsgw-io")

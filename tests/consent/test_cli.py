@@ -21,6 +21,9 @@ PID = person(21)
 
 
 def run(argv: list[str]) -> int:
+    from gateway import logs
+
+    logs.configure(level="WARNING")  # as gateway.cli.main does: logs on stderr, never stdout
     parser = argparse.ArgumentParser(prog="dsgw")
     sub = parser.add_subparsers(dest="command", required=True)
     consent_cli.register(sub)
@@ -244,3 +247,26 @@ def test_both_backends_by_store_url(
     assert out["count"] == 1
     if backend.schema:
         assert not (tmp_path / "home" / "consent.sqlite").exists()
+
+
+def test_grant_and_revoke_are_audited(cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 5, point 8: every grant and revocation made from the command line is an entry of the
+    command line's own audit log (HOME/audit/cli), and that log verifies."""
+    from gateway.cli import main
+
+    home = tmp_path / "home"
+    rc, out, _ = cli("grant", *GRANT, "--json")
+    assert rc == 0
+    cid = out["consent"]["consent_id"]
+    rc, _, _ = cli("revoke", cid, "--json")
+    assert rc == 0
+    capsys.readouterr()
+    log = str(home / "audit" / "cli")
+    assert (
+        main(["audit", "search", "--log", log, "--home", str(home), "--kind", "consent_change", "--json"])
+        == 0
+    )
+    found = json.loads(capsys.readouterr().out)
+    actions = [(e["entry"]["body"]["consent_id"], e["entry"]["body"]["action"]) for e in found["entries"]]
+    assert actions == [(cid, "granted"), (cid, "revoked")]
+    assert main(["audit", "verify", "--log", log]) == 0

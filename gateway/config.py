@@ -109,7 +109,7 @@ class ServerSection(_Section):
 def _split_address(value: str, key: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"{key} must be HOST:PORT, not {value!r}")
     return host, int(port)
 

@@ -52,6 +52,10 @@ class IdempotencyCache(Generic[T]):
         self._evict(now)
         key = (caller, request_id)
         held = self._items.get(key)
+        if held is not None and now - held[0] >= self._ttl and held[2].done():
+            # Expired, but not evicted yet (eviction stops at an older call still running).
+            del self._items[key]
+            held = None
         if held is not None:
             _, fp, earlier = held
             if fp != fingerprint:

@@ -15,6 +15,7 @@ is always a string, so the caller can tell it was masked. Names:
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,8 +28,16 @@ def _keep(text: str, head: int, tail: int) -> str:
     return text[:head] + "*" * (len(text) - head - tail) + (text[len(text) - tail :] if tail else "")
 
 
+#: A date's text form as far as the year (``year``) and month (``year_month``) go.
+_DATE_HEAD = re.compile(r"\d{4}(?:-\d{2})?", re.ASCII)
+
+
 def _date_part(text: str, length: int) -> str:
-    return text[:length] if len(text) >= length and text[4:5] in ("-", "") else "*" * len(text)
+    """The first ``length`` characters of a date's text; any other text is hidden whole."""
+    head = text[:length]
+    if len(text) >= length and text[4:5] in ("-", "") and _DATE_HEAD.fullmatch(head):
+        return head
+    return "*" * len(text)
 
 
 MASKS: Mapping[str, Callable[[str], str]] = {

@@ -1,0 +1,312 @@
+"""The gateway configuration (gateway.config): the development configuration loads, the
+environment overrides the file, and every bad configuration is a one-line ConfigError naming the
+key."""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from adapters.agencies import Agency
+from gateway.config import ConfigError, ServerSection, config_from, load_config
+from gateway.devsetup import DEFAULT_AGREEMENTS, write_config
+from gateway.errors import UsageError
+
+
+@pytest.fixture(autouse=True)
+def _no_dsgw_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("DSGW_"):
+            monkeypatch.delenv(name)
+
+
+def agreements(**by_id: dict[str, Any]) -> list[dict[str, Any]]:
+    """DEFAULT_AGREEMENTS with some agreements' keys changed (a value None removes the key)."""
+    out = []
+    for a in DEFAULT_AGREEMENTS:
+        merged = {**copy.deepcopy(dict(a)), **by_id.get(str(a["id"]), {})}
+        out.append({k: v for k, v in merged.items() if v is not None})
+    return out
+
+
+def write(tmp_path: Path, **kwargs: Any) -> Path:
+    return write_config(tmp_path / "gateway.toml", home=tmp_path / "home", data=tmp_path / "data", **kwargs)
+
+
+def as_data(tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
+    return tomllib.loads(write(tmp_path, **kwargs).read_text(encoding="utf-8"))
+
+
+def write_json(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(data, default=str), encoding="utf-8")
+    return path
+
+
+def test_development_config_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path))
+    assert config.node == "gw1"
+    assert config.server.listen == "127.0.0.1:0"
+    assert [a.id for a in config.agreements] == [a["id"] for a in DEFAULT_AGREEMENTS]
+    assert set(config.providers) == set(Agency)
+    graduation = config.agreements[0]
+    assert graduation.mask == {"school_name": "first2"}
+    assert config.audit_dir(0) == tmp_path / "home" / "audit" / "gw1"
+    assert config.audit_dir(2) == tmp_path / "home" / "audit" / "gw1-w2"
+    assert config.tls_file("crl") == tmp_path / "home" / "pki" / "crl.pem"
+
+
+def test_json_config_loads_too(tmp_path: Path) -> None:
+    config = load_config(write_json(tmp_path, as_data(tmp_path)))
+    assert len(config.agreements) == len(DEFAULT_AGREEMENTS)
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, server={"workers": 2})
+    monkeypatch.setenv("DSGW_SERVER__LISTEN", "0.0.0.0:7443")
+    monkeypatch.setenv("DSGW_NODE", "gw2")
+    config = load_config(path)
+    assert config.server.listen == "0.0.0.0:7443"
+    assert config.node == "gw2"
+    # The rest of the section still comes from the file.
+    assert config.server.workers == 2
+    assert config.server.metrics_listen == "127.0.0.1:0"
+    assert config.audit_dir(0).name == "gw2"
+
+
+def test_bad_environment_value_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSGW_SERVER__LISTEN", "nowhere")
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path))
+    assert "server.listen" in str(exc.value)
+
+
+def test_unrelated_environment_variables_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSGW_TEST_PG_URL", "postgresql://x@127.0.0.1/test")
+    assert load_config(write(tmp_path)).node == "gw1"
+
+
+def _extra(key: str, value: Any) -> Callable[[Path], Path]:
+    return lambda tmp: write(tmp, extra={key: value})
+
+
+def _agreements(**by_id: dict[str, Any]) -> Callable[[Path], Path]:
+    return lambda tmp: write(tmp, agreements=agreements(**by_id))
+
+
+def _added(**extra: Any) -> Callable[[Path], Path]:
+    new = {**copy.deepcopy(dict(DEFAULT_AGREEMENTS[0])), **extra}
+    return lambda tmp: write(tmp, agreements=[*DEFAULT_AGREEMENTS, new])
+
+
+def _server(**values: Any) -> Callable[[Path], Path]:
+    return lambda tmp: write(tmp, server=values)
+
+
+def _without_provider(agency: str) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        data = as_data(tmp)
+        del data["providers"][agency]
+        return write_json(tmp, data)
+
+    return make
+
+
+def _without_providers(tmp: Path) -> Path:
+    data = as_data(tmp)
+    del data["providers"]
+    return write_json(tmp, data)
+
+
+def _unknown_provider(tmp: Path) -> Path:
+    data = as_data(tmp)
+    data["providers"]["police"] = {"url": "sqlite:///x"}
+    return write_json(tmp, data)
+
+
+G = "hrss-education-graduation"
+C = "hrss-civil-assistance"
+
+BAD: list[tuple[str, Callable[[Path], Path], list[str]]] = [
+    ("unknown top-level key", _extra("colour", "blue"), ["colour", "unknown key"]),
+    ("unknown server key", _server(colour="blue"), ["server.colour", "unknown key"]),
+    ("unknown agreement key", _agreements(**{G: {"colour": "blue"}}), ["agreements.0.colour", "unknown key"]),
+    ("unknown consumer", _agreements(**{G: {"consumer": "police"}}), ["consumer", "unknown agency 'police'"]),
+    ("unknown provider", _agreements(**{G: {"provider": "police"}}), ["provider", "unknown agency 'police'"]),
+    ("unknown providers section", _unknown_provider, ["providers", "unknown agency 'police'"]),
+    (
+        "unknown dataset",
+        _agreements(**{G: {"dataset": "diplomas"}}),
+        ["agreements[0]", ".dataset", "diplomas"],
+    ),
+    (
+        "field not offered",
+        _agreements(**{G: {"fields": ["level", "school_name", "iq"]}}),
+        ["agreements[0]", ".fields", "iq"],
+    ),
+    (
+        "unknown predicate",
+        _agreements(**{G: {"predicates": ["is_genius"]}}),
+        ["agreements[0]", ".predicates", "is_genius"],
+    ),
+    (
+        "predicate on another dataset",
+        _agreements(**{C: {"predicates": ["has_disability"]}}),
+        ["agreements[1]", ".predicates", "has_disability", "disability"],
+    ),
+    (
+        "unknown purpose",
+        _agreements(**{G: {"purposes": ["graduate_employment", "curiosity"]}}),
+        ["agreements[0]", ".purposes", "curiosity"],
+    ),
+    (
+        "overlapping agreements",
+        _added(id="graduation-2", valid_from="2026-06-01"),
+        ["agreements[7]", "overlaps", G],
+    ),
+    (
+        "statutory_duty without duty_reference",
+        _agreements(**{C: {"duty_reference": None}}),
+        ["agreements.1", "duty_reference"],
+    ),
+    (
+        "blank duty_reference",
+        _agreements(**{C: {"duty_reference": "  "}}),
+        ["agreements.1", "duty_reference"],
+    ),
+    (
+        "mask on a field not shared",
+        _agreements(**{G: {"mask": {"major": "first1"}}}),
+        ["agreements.0", "mask", "major"],
+    ),
+    (
+        "unknown mask",
+        _agreements(**{G: {"mask": {"school_name": "sha256"}}}),
+        ["agreements.0", "mask", "sha256"],
+    ),
+    ("bad listen address", _server(listen="localhost"), ["server.listen", "HOST:PORT"]),
+    ("listen port out of range", _server(listen="127.0.0.1:70000"), ["server.listen"]),
+    ("non-ASCII listen port", _server(listen="127.0.0.1:²"), ["server.listen"]),
+    ("non-ASCII digits in the listen port", _server(listen="127.0.0.1:٣"), ["server.listen"]),
+    (
+        "metrics on a non-loopback address",
+        _server(metrics_listen="0.0.0.0:9464"),
+        ["server.metrics_listen", "loopback"],
+    ),
+    ("bad metrics address", _server(metrics_listen="9464"), ["server.metrics_listen"]),
+    (
+        "duplicate agreement ids",
+        _added(id=C, dataset="graduation", valid_from="2030-01-01"),
+        ["agreements[7]", ".id", "duplicate"],
+    ),
+    (
+        "missing providers section",
+        _without_providers,
+        ["agreements[0]", ".provider", "[providers.education]"],
+    ),
+    ("missing one provider", _without_provider("tax"), ["agreements[3]", ".provider", "[providers.tax]"]),
+    ("agreement with itself", _agreements(**{G: {"consumer": "education"}}), ["agreements[0]", "own data"]),
+    (
+        "valid_to before valid_from",
+        _agreements(**{G: {"valid_to": "2025-01-01"}}),
+        ["agreements.0", "valid_to"],
+    ),
+    (
+        "nothing shared",
+        _agreements(**{G: {"fields": [], "predicates": []}}),
+        ["agreements.0", "at least one"],
+    ),
+    ("no purposes", _agreements(**{G: {"purposes": []}}), ["agreements.0.purposes"]),
+    ("bad field name", _agreements(**{G: {"fields": ["Level"]}}), ["agreements.0.fields.0"]),
+    ("bad node name", lambda tmp: write_json(tmp, {**as_data(tmp), "node": "-gw"}), ["node"]),
+    ("too many workers", _server(workers=1000), ["server.workers"]),
+]
+
+
+@pytest.mark.parametrize(("make", "needles"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_is_a_one_line_config_error(
+    tmp_path: Path, make: Callable[[Path], Path], needles: list[str]
+) -> None:
+    path = make(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    assert isinstance(exc.value, UsageError) and exc.value.reason == "CONFIG"
+
+
+def test_check_can_be_skipped(tmp_path: Path) -> None:
+    config = load_config(_agreements(**{G: {"dataset": "diplomas"}})(tmp_path), check=False)
+    assert config.agreements[0].dataset == "diplomas"
+
+
+def test_adjacent_agreements_do_not_overlap(tmp_path: Path) -> None:
+    old = {**dict(DEFAULT_AGREEMENTS[0]), "id": "old", "valid_from": "2024-01-01", "valid_to": "2026-01-01"}
+    config = load_config(write(tmp_path, agreements=[*DEFAULT_AGREEMENTS, old]))
+    assert config.agreements[-1].id == "old"
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "needle"),
+    [
+        (None, "missing.toml", "cannot read"),
+        ("node = ", "bad.toml", "not valid TOML"),
+        ("{", "bad.json", "not valid JSON"),
+        ("[1, 2]", "list.json", "table of keys"),
+    ],
+)
+def test_unreadable_files(tmp_path: Path, content: str | None, name: str, needle: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert needle in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_config_from_plain_data(tmp_path: Path) -> None:
+    config = config_from(as_data(tmp_path))
+    assert config.server.metrics_listen == "127.0.0.1:0"
+    with pytest.raises(ConfigError):
+        config_from({"agreements": [{"id": "x"}]})
+
+
+addresses = st.one_of(
+    st.text(max_size=30),
+    st.builds(
+        "{}:{}".format,
+        st.text(max_size=10),
+        st.text(alphabet=st.characters(whitelist_categories=("Nd", "No")), max_size=6),
+    ),
+)
+
+
+@given(addresses)
+def test_listen_addresses_are_checked_or_refused_naming_the_key(listen: str) -> None:
+    try:
+        section = ServerSection(listen=listen, metrics_listen="")
+    except ValidationError as exc:
+        assert "server.listen" in str(exc)
+    else:
+        host, _, port = section.listen.rpartition(":")
+        assert host.strip("[]")
+        assert port.isascii() and port.isdigit() and 0 <= int(port) <= 65535
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9464", "localhost:1", "[::1]:9464", "::1:9464"])
+def test_loopback_metrics_addresses(address: str) -> None:
+    assert ServerSection(metrics_listen=address).metrics_listen == address

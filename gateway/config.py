@@ -93,8 +93,6 @@ class ServerSection(_Section):
     idempotency_ttl_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 600.0
     #: Most items a BatchVerify evaluates per adapter query.
     batch_chunk: Annotated[int, Field(ge=1, le=5000)] = 500
-    #: Answers a BatchVerify stream may have outstanding before it stops reading (flow control).
-    batch_window: Annotated[int, Field(ge=1, le=100_000)] = 4000
 
     @model_validator(mode="after")
     def _addresses(self) -> ServerSection:

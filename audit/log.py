@@ -16,8 +16,10 @@ seals in commit order (the AEAD associated data binds the index), then acknowled
 threads wake on a lock each, asyncio tasks through one ``call_soon_threadsafe`` per event loop per
 batch. When the last commit showed more concurrent writers than are waiting, the committer waits
 up to ``gather_delay`` (0.5 ms) for them, so that one fdatasync serves them all. The committer
-seals, frames and writes; a syncer thread fdatasyncs, acknowledges, folds the leaves into the
-tree and asks for the due checkpoints. A second thread
+seals (one random read for the batch's nonces), frames and writes; when no earlier batch is
+waiting for or in fdatasync it also fdatasyncs, acknowledges and folds the leaves into the tree
+itself (one thread hand-off less per commit), else it hands the batch to a syncer thread, which
+does the same in order. The syncer asks for the due checkpoints. A second thread
 writes the due checkpoints; the index is built by a follower (:mod:`audit.follower`, a child
 process by default) that tails the segments up to the durable size the writer announces.
 
@@ -110,6 +112,10 @@ def _event(level: str, event: str, **fields: object) -> None:
 
 _CRC = zlib.crc32
 _CRC_PACK = struct.Struct(">I").pack
+_PROTO = audit_pb2.AuditEntry
+_FOLLOWER_NOTIFY_EVERY = 0.02
+"""Seconds between two durable-size announcements to the index follower (it indexes in
+transactions of about ``index_interval``; :meth:`AuditLog.flush_index` announces the exact size)."""
 
 
 class AuditUnavailable(AuditError):
@@ -305,7 +311,7 @@ class AuditLog:
         self._sealer_period = ""
         self._lock_fd = -1
         self._follower: ThreadFollower | ProcessFollower | None = None
-        # the durable entries and their compact range (syncer thread, after open)
+        # the durable entries and their compact range (whichever thread holds _syncing)
         self._peaks: list[bytes] = []
         self._size = 0
         self._published: tuple[int, tuple[bytes, ...]] = (0, ())
@@ -314,7 +320,9 @@ class AuditLog:
         self._seg_first = -1
         self._seg_end = 0
         # appends waiting (guarded by _cond)
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._idle = False  # the committer sleeps on _cond: the next append must notify it
         self._queue: deque[_Batch] = deque()
         self._failed: AuditError | None = None
         self._closing = False
@@ -331,6 +339,8 @@ class AuditLog:
         # written, waiting for fdatasync (guarded by _scond)
         self._scond = threading.Condition(threading.Lock())
         self._written: deque[_Written] = deque()
+        self._syncing = False  # a thread is in _sync (the syncer, or the committer inline)
+        self._notified_at = 0.0  # when the follower was last told the durable size
         self._writer_done = False
         self._in_flight = 0
         self._ewma_fsync = 0.0
@@ -515,7 +525,7 @@ class AuditLog:
     # -- appending --------------------------------------------------------------------------------
 
     def _prepare(self, entry: AuditEntry | audit_pb2.AuditEntry) -> tuple[bytes, Encoded]:
-        if isinstance(entry, audit_pb2.AuditEntry):
+        if type(entry) is _PROTO or isinstance(entry, audit_pb2.AuditEntry):
             message = entry
         elif isinstance(entry, AuditEntry):
             message = entry.to_proto()
@@ -541,19 +551,37 @@ class AuditLog:
             queue.append(_Batch())
         return queue[-1]
 
+    def _enqueue(self, payload: bytes, terms: Encoded) -> tuple[_Batch, int]:
+        """Add one prepared entry to the open batch (call with ``_mutex`` held); wake the
+        committer if it sleeps and the batch is worth committing now. Returns (batch, position)."""
+        if self._failed is not None or self._closing:
+            self._check_open()
+        queue = self._queue
+        if queue:
+            batch = queue[-1]
+            pos = len(batch.payloads)
+            if pos >= self._batch_cap:
+                batch = _Batch()
+                queue.append(batch)
+                pos = 0
+        else:
+            batch = _Batch()
+            queue.append(batch)
+            pos = 0
+        batch.payloads.append(payload)
+        batch.terms.append(terms)
+        if self._idle and pos + 1 >= self._gather_target:
+            self._idle = False
+            self._cond.notify()
+        return batch, pos
+
     def append(self, entry: AuditEntry | audit_pb2.AuditEntry) -> Receipt:
         """Append one entry; returns once it is on disk. Raises :class:`AuditUnavailable` (fail
         closed) or :class:`~audit.entry.InvalidEntry`."""
         payload, terms = self._prepare(entry)
-        with self._cond:
-            self._check_open()
-            batch = self._batch_for()
-            pos = len(batch.payloads)
-            batch.payloads.append(payload)
-            batch.terms.append(terms)
+        with self._mutex:
+            batch, pos = self._enqueue(payload, terms)
             waiter = batch.waiter()
-            if pos + 1 >= self._gather_target:
-                self._cond.notify()
         waiter.acquire()
         return batch.receipt(pos)
 
@@ -562,15 +590,9 @@ class AuditLog:
         :meth:`append`). Never blocks the event loop on I/O."""
         payload, terms = self._prepare(entry)
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        with self._cond:
-            self._check_open()
-            batch = self._batch_for()
-            pos = len(batch.payloads)
-            batch.payloads.append(payload)
-            batch.terms.append(terms)
+        with self._mutex:
+            batch, pos = self._enqueue(payload, terms)
             batch.futures.append((pos, future))
-            if pos + 1 >= self._gather_target:
-                self._cond.notify()
         return await future
 
     def append_many(self, entries: Iterable[AuditEntry | audit_pb2.AuditEntry]) -> list[Receipt]:
@@ -590,6 +612,7 @@ class AuditLog:
                 batch.terms.extend(t for _, t in chunk)
                 spans.append((batch, start, len(chunk), batch.waiter()))
                 at += len(chunk)
+            self._idle = False
             self._cond.notify()
         receipts: list[Receipt] = []
         for batch, start, count, waiter in spans:
@@ -649,13 +672,17 @@ class AuditLog:
             while True:
                 with self._cond:
                     while not self._queue and not self._closing and self._failed is None:
+                        self._idle = True
                         self._cond.wait()
+                    self._idle = False
                     if self._failed is not None or not self._queue:
                         break  # failed, or closing with nothing left
                     self._gather_batch()
                     batch = self._queue.popleft()
-                self._write(batch)
+                written = self._write(batch)
                 batch = None
+                if written is not None:
+                    self._hand_over(written)
         except BaseException as exc:  # pragma: no cover - a bug; never leave waiters hanging
             error = AuditUnavailable(f"the audit committer stopped: {type(exc).__name__}: {exc}")
             if batch is not None and not batch.done:
@@ -682,8 +709,10 @@ class AuditLog:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
+                self._idle = True
                 self._cond.wait(remaining)
         finally:
+            self._idle = False
             self._gather_target = 1
 
     def _sealer_for(self, count: int) -> Sealer:
@@ -700,16 +729,15 @@ class AuditLog:
             self._sealer_period = period
         return sealer
 
-    def _write(self, batch: _Batch) -> None:
-        """Assign the batch's indices, seal and frame it, write it (not yet fdatasync'ed) and hand
-        it to the syncer."""
+    def _write(self, batch: _Batch) -> _Written | None:
+        """Assign the batch's indices, seal and frame it and write it (not yet fdatasync'ed);
+        ``None`` if it failed (the batch and the log are failed)."""
         payloads, terms = batch.payloads, batch.terms
         first = self._next
         base = -1
         fd = -1
         try:
-            sealer = self._sealer_for(len(payloads))
-            seal = sealer.seal
+            sealed_all = self._sealer_for(len(payloads)).seal_many(payloads, first)
             hash_fn = self._hash
             head_pack = FRAME_HEAD.pack
             crc32, crc_pack = _CRC, _CRC_PACK
@@ -718,14 +746,11 @@ class AuditLog:
             add_part = parts.append
             add_leaf = leaves.append
             index = first
-            for payload, encoded in zip(payloads, terms, strict=True):
+            for sealed, encoded in zip(sealed_all, terms, strict=True):
                 section = encoded[0]
-                sealed = seal(payload, index)
-                head = head_pack(len(section) + len(sealed), index)
-                add_part(head)
-                add_part(section)
-                add_part(sealed)
-                add_part(crc_pack(crc32(sealed, crc32(section, crc32(head)))))
+                frame = head_pack(len(section) + len(sealed), index) + section + sealed
+                add_part(frame)
+                add_part(crc_pack(crc32(frame)))
                 add_leaf(hash_fn(LEAF_PREFIX + sealed))
                 index += 1
             data = b"".join(parts)
@@ -751,20 +776,48 @@ class AuditLog:
                 error.__cause__ = exc
             batch.fail(error)
             self._fail(error)
-            return
+            return None
         self._next = index
         batch.first = first
         batch.leaves = leaves
-        with self._scond:
-            self._written.append(_Written(batch, fd, base))
-            self._in_flight += len(payloads)
-            self._scond.notify()
         now = time.monotonic()
         if self._last_ack:
             sample = now - self._last_ack
             if sample < 0.05:
                 self._ewma_refill += 0.2 * (sample - self._ewma_refill)
             self._last_ack = 0.0
+        return _Written(batch, fd, base)
+
+    def _hand_over(self, item: _Written) -> None:
+        """fdatasync and acknowledge a written batch: in this (the committer) thread when nothing
+        before it is waiting for or in fdatasync (one thread hand-off less per commit), else
+        through the syncer, which keeps the order."""
+        assert item.batch is not None
+        count = len(item.batch.payloads)
+        with self._scond:
+            self._in_flight += count
+            inline = not self._written and not self._syncing
+            if inline:
+                self._syncing = True
+            else:
+                self._written.append(item)
+                self._scond.notify()
+        if not inline:
+            return
+        before = self._size
+        try:
+            self._sync([item])
+        finally:
+            with self._scond:
+                self._syncing = False
+                # the syncer: for what was queued meanwhile, and for checkpoints (a count reached,
+                # or the first new entries since the last checkpoint start its timer)
+                if (
+                    self._written
+                    or before <= self._cp_size
+                    or self._size - self._cp_size >= self._policy.every_entries
+                ):
+                    self._scond.notify()
 
     def _segment_for(self, nbytes: int, first: int) -> int:
         if self._seg_fd < 0 or (
@@ -802,21 +855,38 @@ class AuditLog:
             while True:
                 with self._scond:
                     while True:
-                        if self._written or self._writer_done or self._cp_asked > self._cp_sent:
+                        # the committer may be acknowledging inline (_syncing): the batches
+                        # queued after it wait for it, checkpoint requests need not
+                        free = not self._syncing
+                        if free and (self._written or self._writer_done):
                             break
-                        timeout = None
-                        if self._size > self._cp_size:
+                        if self._cp_asked > self._cp_sent:
+                            break
+                        new = self._size - self._cp_size
+                        if new >= policy.every_entries and self._failed is None:
+                            break
+                        timeout = policy.every_seconds
+                        if new > 0:
                             timeout = self._cp_time + policy.every_seconds - time.monotonic()
                             if timeout <= 0:
                                 break
                         self._scond.wait(timeout)
-                    items = list(self._written)
-                    self._written.clear()
-                    done = self._writer_done and not items
-                    ticket = self._cp_asked
-                if items:
-                    self._sync(items)
                     items = []
+                    done = False
+                    if not self._syncing:
+                        items = list(self._written)
+                        self._written.clear()
+                        done = self._writer_done and not items
+                    ticket = self._cp_asked
+                    if items:
+                        self._syncing = True
+                if items:
+                    try:
+                        self._sync(items)
+                        items = []
+                    finally:
+                        with self._scond:
+                            self._syncing = False
                 now = time.monotonic()
                 new = self._size - self._cp_size
                 due = new > 0 and (
@@ -899,16 +969,21 @@ class AuditLog:
             self._concurrency = acked + in_flight + queued
             split = self._concurrency >= 4 and self._ewma_fsync < self._ewma_refill
             self._batch_cap = (self._concurrency + 1) // 2 if split and self._pipeline else self._max_batch
-        if self._follower is not None:
-            self._follower.notify(size)
+        follower = self._follower
+        if follower is not None:
+            now = time.monotonic()
+            if now - self._notified_at >= _FOLLOWER_NOTIFY_EVERY:
+                self._notified_at = now
+                follower.notify(size)
 
     def _request_checkpoint(self, ticket: int, now: float) -> None:
         if ticket:
             self._cp_sent = ticket
-        root = CompactRange.from_peaks(self._size, self._peaks, self._hash).root()
-        task = _CheckpointTask(self._size, root, ticket)
-        if self._size > self._cp_size:
-            self._cp_size = self._size
+        size, peaks = self._published
+        root = CompactRange.from_peaks(size, peaks, self._hash).root()
+        task = _CheckpointTask(size, root, ticket)
+        if size > self._cp_size:
+            self._cp_size = size
             self._cp_time = now
         with self._wcond:
             self._wqueue.append(task)

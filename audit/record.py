@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
+from typing import Any
 
 from audit.blind_index import TERM_SIZE, BlindIndexer
 from audit.entry import AuditEntry, InvalidEntry, index_terms
@@ -76,6 +77,9 @@ _EPOCH = date(1970, 1, 1)
 
 Encoded = tuple[bytes, bytes, tuple[bytes, ...]]
 """(terms section, combination key, posting terms) of one entry."""
+_RawCombo = tuple[tuple[bytes, ...], bytes, bytes]
+"""(terms-section heads for 0, 1 and 2 extra items, middle items, combination key)."""
+_PROTO = audit_pb2.AuditEntry
 
 
 class RecordError(AuditError, ValueError):
@@ -178,6 +182,10 @@ class TermEncoder:
         self._indexer = indexer
         self._combos: dict[tuple[str | None, ...], tuple[bytes, int, int, int, bytes]] = {}
         self._policies: dict[str, bytes] = {}
+        # the proto fast path: combinations by raw proto values (validated once, on first sight)
+        self._raw: dict[tuple[object, ...], _RawCombo] = {}
+        self._subject_kinds: dict[int, str] = {}
+        self._mac = indexer._mac  # HMAC over field || 0x00 || value (BlindIndexer.term, inlined)
 
     @property
     def indexer(self) -> BlindIndexer:
@@ -186,7 +194,80 @@ class TermEncoder:
     def encode(self, entry: AuditEntry | audit_pb2.AuditEntry) -> Encoded:
         """(terms section, combination key, posting terms) of ``entry``, a model or a proto
         (both give the same bytes). :class:`~audit.entry.InvalidEntry` if it has no valid terms."""
-        terms = index_terms(entry)
+        if type(entry) is _PROTO:
+            return self._encode_proto(entry)
+        return self._encode_terms(index_terms(entry))
+
+    def _encode_proto(self, message: audit_pb2.AuditEntry) -> Encoded:
+        """:meth:`encode` of a proto, the append path: the same bytes as :func:`index_terms` gives,
+        reading only the raw fields. A combination of raw values (body kind, day, caller,
+        purpose, decision, provider) and a subject kind are looked up: on first sight they go
+        through :func:`index_terms` (which validates them), so an invalid value is refused as
+        before and a valid one costs a dictionary lookup afterwards."""
+        which = message.WhichOneof("body")
+        day = message.time.seconds // 86400
+        purpose = message.purpose.code if message.HasField("purpose") else None
+        if which == "access":
+            body: Any = message.access
+            raw: tuple[object, ...] = (which, day, message.caller, purpose, body.decision, body.provider)
+        else:
+            raw = (which, day, message.caller, purpose)
+        combo = self._raw.get(raw)
+        subject_term = b""
+        if message.HasField("subject"):
+            subject = message.subject
+            kind_name = self._subject_kinds.get(subject.kind)
+            if combo is None or kind_name is None:
+                return self._learn(message, raw)
+            value = kind_name + subject.id
+            subject_term = self._mac(b"subject\0" + value.encode())[:TERM_SIZE]
+        elif combo is None:
+            return self._learn(message, raw)
+        prefixes, middle, key = combo
+        postings: tuple[bytes, ...]
+        if which == "access":
+            if subject_term:
+                return prefixes[1] + b"\x01" + subject_term + middle, key, (subject_term,)
+            return prefixes[0] + middle, key, ()
+        if which == "consent_change":
+            body = message.consent_change
+            consent = self._mac(b"consent\0" + body.consent_id.encode())[:TERM_SIZE]
+            tail = b"\x06" + consent
+            postings = (subject_term, consent) if subject_term else (consent,)
+        else:
+            body = message.push_notification
+            policy = body.policy_id
+            cached = self._policies.get(policy)
+            if cached is None:
+                if len(self._policies) >= _CACHE_LIMIT:
+                    self._policies.clear()
+                cached = self._policies[policy] = self._indexer.term("policy", policy)
+            tail = b"\x07" + cached
+            postings = (subject_term, cached) if subject_term else (cached,)
+        if subject_term:
+            return prefixes[2] + b"\x01" + subject_term + middle + tail, key, postings
+        return prefixes[1] + middle + tail, key, postings
+
+    def _learn(self, message: audit_pb2.AuditEntry, raw: tuple[object, ...]) -> Encoded:
+        """The slow path of :meth:`_encode_proto`: validate and encode through
+        :func:`index_terms`, then remember the combination and the subject kind."""
+        terms = index_terms(message)  # raises InvalidEntry for an invalid entry
+        encoded = self._encode_terms(terms)
+        get = terms.get
+        low = (terms["kind"], terms["day"], get("caller"), get("purpose"), get("decision"), get("provider"))
+        middle, count, kind, day, key = self._combos.get(low) or self._combo(low)
+        prefixes = tuple(_HEAD.pack(TERMS_VERSION, kind, day, count + extra) for extra in (0, 1, 2))
+        if len(self._raw) >= _CACHE_LIMIT:
+            self._raw.clear()
+        self._raw[raw] = (prefixes, middle, key)
+        subject = get("subject")
+        if subject is not None:
+            identifier = message.subject.id
+            if subject.endswith(":" + identifier):
+                self._subject_kinds[message.subject.kind] = subject[: len(subject) - len(identifier)]
+        return encoded
+
+    def _encode_terms(self, terms: dict[str, str]) -> Encoded:
         get = terms.get
         low = (terms["kind"], terms["day"], get("caller"), get("purpose"), get("decision"), get("provider"))
         combo = self._combos.get(low)

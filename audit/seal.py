@@ -34,6 +34,8 @@ from __future__ import annotations
 import copy
 import hmac
 import os
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
@@ -85,6 +87,7 @@ MAX_ENTRIES_PER_KEY = 2**30
 SUITE_IDS: dict[str, int] = {"default": 0x01, "gm": 0x02}
 _SUITE_NAMES = {v: k for k, v in SUITE_IDS.items()}
 _KEY_ID_LABEL = b"dsgw-audit-v1 key id"
+_U64 = struct.Struct(">Q").pack
 _SM4_KEY_INFO = b"dsgw-audit-v1 sm4-gcm"
 
 
@@ -301,6 +304,32 @@ class Sealer:
         nonce = os.urandom(NONCE_SIZE)
         aad = self._prefix + _index_bytes(index) + header
         return header + nonce + self._aead.encrypt(nonce, payload, aad)
+
+    def seal_many(self, payloads: Sequence[bytes], first: int) -> list[bytes]:
+        """The sealed forms of ``payloads`` as entries ``first``, ``first + 1``, ... (the same as
+        :meth:`seal` of each, with one random read for all the nonces)."""
+        count = len(payloads)
+        if self.sealed + count > self.limit:
+            raise KeyExhausted(
+                f"data key {self.key_id.hex()} has sealed {self.sealed} entries; {count} more would pass "
+                f"its limit of {self.limit}; rotate it"
+            )
+        _index_bytes(first)
+        if count:
+            _index_bytes(first + count - 1)
+        self.sealed += count
+        header = self._header
+        prefix = self._prefix
+        encrypt = self._aead.encrypt
+        nonces = os.urandom(NONCE_SIZE * count)
+        sealed: list[bytes] = []
+        add = sealed.append
+        at = 0
+        for index, payload in enumerate(payloads, first):
+            nonce = nonces[at : at + NONCE_SIZE]
+            at += NONCE_SIZE
+            add(header + nonce + encrypt(nonce, payload, prefix + _U64(index) + header))
+        return sealed
 
     def __repr__(self) -> str:
         return f"Sealer(suite={self.suite!r}, key_id={self.key_id.hex()!r}, sealed={self.sealed})"

@@ -18,7 +18,7 @@ import structlog
 from audit.blind_index import BlindIndexer
 from audit.checkpoint import open_note
 from audit.checkpoints import CheckpointPolicy
-from audit.entry import InvalidEntry, encode
+from audit.entry import InvalidEntry, encode, index_terms
 from audit.follower import IndexFollower, rebuild_index
 from audit.index import AuditIndex
 from audit.keys import FileKeyProvider
@@ -239,6 +239,78 @@ def test_terms_are_the_same_for_model_and_proto_and_split_consistently(made: tup
         assert encoder.encode(e.to_proto()) == from_model
         assert encoder.encode(e.to_proto()) == from_model  # memoised path
         assert split_section(from_model[0]) == (from_model[1], from_model[2])
+
+
+def test_proto_fast_path_terms_equal_the_generic_ones(made: tuple[Path, Path]) -> None:
+    """The append path reads a proto's raw fields and memoises combinations by raw value: every
+    entry gives the bytes of the generic path (index_terms), with a fresh encoder each time and
+    with a warm one, and an invalid value is refused even once its combination is memoised."""
+    _log_dir, home = made
+    key = HomeKeys(home).load().blind_index_key
+    warm = TermEncoder(BlindIndexer(key))
+    protos: list[audit_pb2.AuditEntry] = []
+    for i in range(40):
+        for made_entry in (entry(i), consent_entry(i), push_entry(i)):
+            message = made_entry.to_proto()
+            protos.append(message)
+            if i % 3 == 0:
+                bare = audit_pb2.AuditEntry()
+                bare.CopyFrom(message)
+                bare.ClearField("subject")
+                bare.ClearField("purpose")
+                bare.caller = 0
+                protos.append(bare)
+            if i % 5 == 0:
+                employer = audit_pb2.AuditEntry()
+                employer.CopyFrom(message)
+                employer.subject.kind = 2
+                employer.subject.id = "91120116MA05XXXX0X"
+                protos.append(employer)
+    for message in protos * 2:
+        expected = TermEncoder(BlindIndexer(key))._encode_terms(index_terms(message))
+        assert TermEncoder(BlindIndexer(key)).encode(message) == expected
+        assert warm.encode(message) == expected
+        assert split_section(expected[0]) == (expected[1], expected[2])
+    bad_kind = audit_pb2.AuditEntry()
+    bad_kind.CopyFrom(protos[0])
+    bad_kind.subject.kind = 99
+    with pytest.raises(InvalidEntry):
+        warm.encode(bad_kind)
+    bad_decision = audit_pb2.AuditEntry()
+    bad_decision.CopyFrom(protos[0])
+    bad_decision.access.decision = 0
+    with pytest.raises(InvalidEntry):
+        warm.encode(bad_decision)
+    with pytest.raises(InvalidEntry):
+        warm.encode(audit_pb2.AuditEntry(node="gw-1"))
+
+
+def test_checkpoints_by_count_and_time_with_inline_acknowledgement(made: tuple[Path, Path]) -> None:
+    """The committer acknowledges a batch itself when nothing is before it: the syncer still
+    writes the checkpoints due by count and by time, and checkpoint_now covers every
+    acknowledged entry."""
+    log_dir, home = made
+    policy = CheckpointPolicy(every_entries=7, every_seconds=0.3)
+    with open_log(log_dir, home, policy=policy) as log:
+        receipts = [log.append(proto(i)) for i in range(30)]
+        deadline = time.monotonic() + 10
+        while log.latest_checkpoint is None or int(log.latest_checkpoint.split(b"\n")[1]) < 28:
+            assert time.monotonic() < deadline, log.latest_checkpoint
+            time.sleep(0.01)
+        log.append(proto(30))  # one more: only the timer checkpoints it
+        while int((log.latest_checkpoint or b"\n0\n").split(b"\n")[1]) < 31:
+            assert time.monotonic() < deadline, log.latest_checkpoint
+            time.sleep(0.01)
+
+        async def some() -> list[int]:
+            return [(await log.append_async(proto(100 + i))).index for i in range(5)]
+
+        indices = asyncio.run(some())
+        note = log.checkpoint_now()
+        assert int(note.split(b"\n")[1]) == 36 == log.size
+        assert log.root() == (36, root([leaf for leaf in LogReader(log_dir).leaf_hashes(36)]))
+    assert [r.index for r in receipts] == list(range(30)) and indices == list(range(31, 36))
+    assert verify_log(LogReader(log_dir)).ok
 
 
 def test_rebuilt_index_equals_the_incremental_one(tmp_path: Path) -> None:

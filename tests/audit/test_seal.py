@@ -213,6 +213,34 @@ def test_sealer_refuses_past_its_limit(dek: bytes) -> None:
     assert dek.hex() not in repr(sealer)
 
 
+@pytest.mark.parametrize("suite", SUITES)
+def test_seal_many_opens_like_seal_with_fresh_nonces(dek: bytes, suite: str) -> None:
+    sealer = Sealer(dek, log_id=LOG, suite=suite)
+    payloads = [os.urandom(n) for n in (0, 1, 200, 5000)]
+    sealed = sealer.seal_many(payloads, 2**40)
+    assert sealer.sealed == 4
+    assert len({blob[2 + KEY_ID_SIZE : HEADER_SIZE] for blob in sealed}) == 4
+    for i, (payload, blob) in enumerate(zip(payloads, sealed, strict=True)):
+        assert blob[: 2 + KEY_ID_SIZE] == bytes((FORMAT_VERSION, SUITE_IDS[suite])) + key_id_for(dek)
+        assert open_sealed(blob, keyring_or_dek=dek, log_id=LOG, index=2**40 + i, suite=suite) == payload
+        with pytest.raises(TamperedEntry):  # bound to its own index
+            open_sealed(blob, keyring_or_dek=dek, log_id=LOG, index=2**40 + i + 1, suite=suite)
+    assert sealer.seal_many([], 7) == []
+
+
+def test_seal_many_refuses_past_the_limit_and_bad_indices(dek: bytes) -> None:
+    sealer = Sealer(dek, log_id=LOG, limit=3)
+    sealer.seal_many([b"a", b"b"], 0)
+    with pytest.raises(KeyExhausted, match="rotate"):
+        sealer.seal_many([b"c", b"d"], 2)
+    assert sealer.sealed == 2  # nothing sealed by the refused call
+    with pytest.raises(ValueError, match="u64"):
+        sealer.seal_many([b"x"], -1)
+    with pytest.raises(ValueError, match="u64"):
+        sealer.seal_many([b"x"], 2**64)
+    assert sealer.seal_many([b"c"], 2) and sealer.remaining == 0
+
+
 def _entry(index: int) -> AuditEntry:
     return AuditEntry.model_validate(
         {

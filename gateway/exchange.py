@@ -499,6 +499,9 @@ class Exchange:
             decision = self._decide(
                 meta.caller, agreement, descriptor, descriptor.field_names(), subject, meta.purpose
             )
+            # the basis and its reference (consent ids, duty) also go into the entry of a failed call
+            facts.basis = decision.basis.value
+            facts.basis_reference = decision.legal_basis_reference
             if not decision.allowed:
                 return decision, None
             return decision, fetch_step.evaluate(adapter, predicate, subject, params, timeout)
@@ -506,7 +509,6 @@ class Exchange:
         try:
             decision, answer = await self._io(work)
         except RequestError as exc:  # provider failed: audited as an allowed access that failed
-            facts.basis = "consent" if agreement.legal_basis == "consent" else "statutory_duty"
             raise await self._denied("verify", facts, exc) from None
         facts.basis = decision.basis.value
         facts.basis_reference = decision.legal_basis_reference

@@ -10,6 +10,7 @@ from gateway.errors import DsgwError
 __all__ = [
     "AuditFailed",
     "Conflict",
+    "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
@@ -52,6 +53,13 @@ class NotFound(RequestError):
 
 class Conflict(RequestError):
     code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(RequestError):
+    """The request is valid but the state does not allow it (e.g. revoking a consent that is
+    no longer in force)."""
+
+    code = "FAILED_PRECONDITION"
 
 
 class Unavailable(RequestError):

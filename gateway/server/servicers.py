@@ -25,6 +25,7 @@ from gateway.errors import DsgwError
 from gateway.exchange import BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
 from gateway.pipeline.authenticate import authenticate
 from gateway.pipeline.errors import (
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -158,7 +159,7 @@ def _consent_error(exc: ConsentError) -> RequestError:
     if isinstance(exc, ConsentNotFound):
         return NotFound("CONSENT_NOT_FOUND", str(exc))
     if isinstance(exc, ConsentNotActive):
-        return RequestError("CONSENT_NOT_ACTIVE", str(exc))
+        return FailedPrecondition("CONSENT_NOT_ACTIVE", str(exc))
     return InvalidArgument(getattr(exc, "reason", "INVALID_REQUEST"), str(exc))
 
 

@@ -1,0 +1,250 @@
+"""``dsgw serve`` as a process (``python -m gateway serve``): SIGTERM under load lets the calls in
+flight finish, refuses new ones cleanly, closes the audit log and exits 0 (the log then
+verifies); a bad configuration stops the start with exit 2 and a one-line reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.client import GatewayClient, GatewayError
+from gateway.config import load_config
+from gateway.devsetup import DEFAULT_AGREEMENTS, DevHome
+from tests.gateway.conftest import Subjects, read_audit, write_gateway_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def dsgw(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *argv]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSGW_")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+@dataclass
+class Caller:
+    """One thread calling the gateway in a loop until refused (or told to stop)."""
+
+    client: GatewayClient
+    subjects: list[str]
+    ok: list[str] = field(default_factory=list)
+    refusal: GatewayError | None = None
+    #: Calls that were started before SIGTERM and answered after it.
+    finished_after_term: int = 0
+    term_at: list[float] = field(default_factory=list)
+
+    def run(self, stop: threading.Event) -> None:
+        i = 0
+        while not stop.is_set():
+            subject = self.subjects[i % len(self.subjects)]
+            i += 1
+            rid = f"load-{uuid.uuid4().hex}"
+            started = time.monotonic()
+            try:
+                self.client.verify(
+                    subject,
+                    "employment_assistance",
+                    "civil_affairs",
+                    "receives_subsistence_allowance",
+                    request_id=rid,
+                    timeout=10,
+                )
+            except GatewayError as exc:
+                self.refusal = exc
+                return
+            self.ok.append(rid)
+            if self.term_at and started < self.term_at[0] < time.monotonic():
+                self.finished_after_term += 1
+
+
+@pytest.fixture
+def served(dev_home: DevHome, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
+    home = tmp_path / "serve-home"
+    config = write_gateway_config(dev_home, home, server={"drain_seconds": 5.0, "io_threads": 8})
+    ready = tmp_path / "ready.json"
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        dsgw("serve", "--config", str(config), "--ready-file", str(ready)),
+        cwd=REPO,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        port = json.loads(ready.read_text())["port"]
+        yield proc, config, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_sigterm_under_load_drains_and_exits_zero(
+    served: tuple[subprocess.Popen[bytes], Path, int], dev_home: DevHome, subjects: Subjects
+) -> None:
+    proc, config_path, port = served
+    callers = []
+    for _ in range(8):
+        ca, cert, key = dev_home.agency_credentials("hrss")
+        client = GatewayClient(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key, timeout=10)
+        callers.append(Caller(client, subjects.assisted + subjects.unknown))
+    stop = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in callers]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.8)  # load builds up
+        assert all(c.ok for c in callers), "every caller is answered before SIGTERM"
+        term_at = time.monotonic()
+        for c in callers:
+            c.term_at.append(term_at)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        assert not any(t.is_alive() for t in threads), "a call hung"
+    finally:
+        stop.set()
+        for c in callers:
+            c.client.close()
+    for c in callers:
+        # every call either succeeded or, once the gateway went away, was refused cleanly
+        if c.refusal is not None:
+            assert c.refusal.code in ("UNAVAILABLE", "CANCELLED"), c.refusal
+    answered = [rid for c in callers for rid in c.ok]
+    assert len(answered) > 50
+    # calls in flight when SIGTERM arrived were answered, not dropped
+    assert sum(c.finished_after_term for c in callers) >= 1
+
+    # the log was closed cleanly: it verifies, and every answered call is in it
+    audit_dir = load_config(config_path).audit_dir()
+    result = subprocess.run(
+        dsgw("audit", "verify", "--log", str(audit_dir)),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    entries = {e.request_id for e in read_audit(config_path.parent, [audit_dir])}
+    assert set(answered) <= entries
+
+
+# --- bad configuration -------------------------------------------------------------------------
+
+
+def _with(agreements: list[dict[str, Any]], index: int, **changes: Any) -> list[dict[str, Any]]:
+    out = [dict(a) for a in agreements]
+    out[index].update(changes)
+    return out
+
+
+BASE = [dict(a) for a in DEFAULT_AGREEMENTS]
+
+#: name -> (write_gateway_config keywords, words the one-line reason must contain)
+BAD_CONFIGS: dict[str, tuple[Mapping[str, Any], tuple[str, ...]]] = {
+    "unknown-agency": ({"agreements": _with(BASE, 0, consumer="police")}, ("unknown agency", "police")),
+    "field-not-offered": (
+        {"agreements": _with(BASE, 0, fields=["level", "school_name", "shoe_size"])},
+        ("offers no field", "shoe_size"),
+    ),
+    "overlapping-agreements": (
+        {"agreements": [*BASE, {**BASE[0], "id": "hrss-education-graduation-2"}]},
+        ("overlaps", "hrss-education-graduation"),
+    ),
+    "unknown-key": ({"server": {"listen": "127.0.0.1:0", "threads": 4}}, ("unknown key", "server.threads")),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_configs(dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("bad-config")
+    paths = {
+        name: write_gateway_config(dev_home, directory / name, **kw) for name, (kw, _) in BAD_CONFIGS.items()
+    }
+    paths["good"] = write_gateway_config(dev_home, directory / "good")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def bad_starts(bad_configs: dict[str, Path]) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``python -m gateway serve --config BAD`` for every bad configuration (run concurrently),
+    and ``--check --json`` of the good one."""
+    procs: dict[str, subprocess.Popen[str]] = {}
+    for name, path in bad_configs.items():
+        extra = ["--check", "--json"] if name == "good" else []
+        procs[name] = subprocess.Popen(
+            dsgw("serve", "--config", str(path), *extra),
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=60)
+        out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return out
+
+
+def _one_line_reason(code: int, stdout: str, stderr: str, name: str) -> None:
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("dsgw: ")
+    for word in BAD_CONFIGS[name][1]:
+        assert word in lines[0], lines[0]
+    assert stdout == ""
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_bad_configuration_fails_at_start_with_one_line(
+    bad_starts: dict[str, subprocess.CompletedProcess[str]], name: str
+) -> None:
+    run = bad_starts[name]
+    _one_line_reason(run.returncode, run.stdout, run.stderr, name)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_bad_configuration_fails_the_check_with_one_line(
+    bad_configs: dict[str, Path], capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """``dsgw serve --config BAD --check`` (the CLI's main in this process; the same main that
+    ``python -m gateway`` runs, as test_bad_configuration_fails_at_start_with_one_line shows)."""
+    from gateway.cli import main
+
+    code = main(["serve", "--config", str(bad_configs[name]), "--check"])
+    captured = capsys.readouterr()
+    _one_line_reason(code, captured.out, captured.err, name)
+
+
+def test_good_configuration_checks(bad_starts: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    run = bad_starts["good"]
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["ok"] is True and report["agreements"] == len(DEFAULT_AGREEMENTS)

@@ -1,0 +1,780 @@
+"""Benchmark: the gateway end to end over mTLS on loopback (issue 6).
+
+    python benchmarks/gateway.py [--quick] [--workers N] [--py-spy FILE]
+
+Builds a development home in a temporary directory (``gateway.devsetup.make_dev_home``: 20,000
+persons and 2,000 employers; --quick 5,000 / 500), grants hrss a consent to read the graduation
+record (level, school_name, graduation_date) of every subject the education source holds (up to
+2,000), then starts, each in its own process:
+
+* the gateway (``python -m gateway serve --config ... --ready-file ...``, ``--workers`` worker
+  processes, default 1);
+* a no-op grpc.aio server with the same mTLS server credentials (client certificates required)
+  whose DataExchange.Query returns a fixed QueryResponse: a real answer of the gateway, so the
+  same size on the wire. It is the limit: what the same client gets from a server doing nothing;
+* the load generator: grpc.aio, ``--channels`` channels (separate connections) with the hrss
+  client certificate, a closed loop of K concurrent callers.
+
+Measured, in the same run and with the same client:
+
+* ``qps`` / ``noop_qps``: peak Query throughput, the maximum over a few concurrency levels (each
+  bounded in time, after a short warm-up); ``ratio`` = qps / noop_qps (goal >= 0.5). Every
+  gateway Query runs the full path: certificate and CRL check, agreement, purpose, a real consent
+  check in the consent store, the provider fetch, minimise and mask, and a durable audit append
+  before the answer;
+* ``p50_ms`` / ``p99_ms``: latency of an open-loop paced load at ``p99_rate_qps`` = 70 % of the
+  gateway's peak (goal: p99 <= 20 ms). Latency counts from the scheduled send time, so a stalled
+  client or server is not hidden (no coordinated omission); the same paced load against the
+  no-op server gives ``noop_p50_ms`` / ``noop_p99_ms`` (what the client and loopback add);
+* ``batch_verify_per_s``: subjects per second on ONE BatchVerify stream (hrss -> civil_affairs
+  receives_subsistence_allowance, a statutory duty: no consent per subject; every item audited),
+  50,000 subjects (--quick 10,000) in messages of 500 (goal >= 20,000/s);
+* ``audit_verified``: ``dsgw audit verify`` over the gateway's log(s) after it drained, and
+  ``audit_entries`` the entries they hold.
+
+The machine's cores are shared by the gateway, the no-op server and the load generator; figures
+are noisy, the ratio is the figure to compare across machines. ``--py-spy FILE`` records the
+gateway process with py-spy (raw collapsed stacks) during its closed-loop phase (the figures of
+such a run are lowered by the sampling). Progress lines first, then one JSON object as the last
+line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STARTED = time.perf_counter()
+
+QUERY_METHOD = "/dsgw.v1.DataExchange/Query"
+BATCH_METHOD = "/dsgw.v1.DataExchange/BatchVerify"
+FIELDS = ("level", "school_name", "graduation_date")
+QUERY_PURPOSE = "graduate_employment"
+BATCH_PURPOSE = "employment_assistance"
+
+
+def progress(message: str) -> None:
+    print(f"[{time.perf_counter() - STARTED:6.1f} s] {message}", flush=True)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of processes so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the no-op server (its own process) ----------------------------------------------------------
+
+
+def noop_server_main(pki_dir: str, response: bytes, conn: Connection) -> None:
+    import grpc
+
+    from dsgw.v1 import exchange_pb2, exchange_pb2_grpc
+
+    fixed = exchange_pb2.QueryResponse.FromString(response)
+
+    class Noop(exchange_pb2_grpc.DataExchangeServicer):
+        async def Query(self, request: Any, context: Any) -> Any:
+            return fixed
+
+    async def run() -> None:
+        pki = Path(pki_dir)
+        creds = grpc.ssl_server_credentials(
+            [((pki / "server.key").read_bytes(), (pki / "server.crt").read_bytes())],
+            root_certificates=(pki / "ca.crt").read_bytes(),
+            require_client_auth=True,
+        )
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 16 * 2**20),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        exchange_pb2_grpc.add_DataExchangeServicer_to_server(Noop(), server)  # type: ignore[abstract]
+        port = server.add_secure_port("127.0.0.1:0", creds)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        conn.send(port)
+        await stop.wait()
+        await server.stop(1)
+
+    asyncio.run(run())
+
+
+# --- the load generator (its own process) --------------------------------------------------------
+
+
+class LoadGen:
+    """Commands from the parent over a pipe: one grpc.aio client per target port."""
+
+    def __init__(self, creds: tuple[bytes, bytes, bytes], subjects: list[str], channels: int) -> None:
+        self.creds = creds
+        self.subjects = subjects
+        self.channels = channels
+        self._clients: dict[int, list[Any]] = {}
+        self._seq = 0
+        self._prefix = f"b{os.getpid()}-{int(time.time())}"
+
+    def _calls(self, port: int) -> list[Any]:
+        import grpc
+
+        calls = self._clients.get(port)
+        if calls is None:
+            ca, cert, key = self.creds
+            creds = grpc.ssl_channel_credentials(ca, key, cert)
+            calls = []
+            for _ in range(self.channels):
+                channel = grpc.aio.secure_channel(
+                    f"127.0.0.1:{port}",
+                    creds,
+                    options=[("grpc.use_local_subchannel_pool", 1)],
+                )
+                # bytes in, bytes out: the client's own cost kept small and equal for both servers
+                calls.append(channel.unary_unary(QUERY_METHOD))
+            self._clients[port] = calls
+        return calls
+
+    def _request(self) -> bytes:
+        from dsgw.v1 import common_pb2, exchange_pb2
+
+        self._seq += 1
+        req = exchange_pb2.QueryRequest(
+            meta=common_pb2.RequestMeta(
+                request_id=f"{self._prefix}-{self._seq}", purpose=common_pb2.Purpose(code=QUERY_PURPOSE)
+            ),
+            subject=common_pb2.SubjectRef(
+                kind=common_pb2.SUBJECT_KIND_PERSON, id=self.subjects[self._seq % len(self.subjects)]
+            ),
+        )
+        req.datasets.add(provider=common_pb2.AGENCY_CODE_EDUCATION, dataset="graduation", fields=FIELDS)
+        return req.SerializeToString()
+
+    async def check(self, port: int) -> dict[str, Any]:
+        """One call, parsed: what the answer looks like (and that it is not an error)."""
+        from dsgw.v1 import exchange_pb2
+
+        raw = await self._calls(port)[0](self._request(), timeout=10)
+        resp = exchange_pb2.QueryResponse.FromString(raw)
+        return {"bytes": len(raw), "found": [r.found for r in resp.results], "raw": raw}
+
+    async def closed(self, port: int, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
+        calls = self._calls(port)
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        state = {"measure": False, "stop": False}
+        total = [0]
+
+        async def caller(i: int) -> None:
+            call = calls[i % len(calls)]
+            while not state["stop"]:
+                request = self._request()
+                t0 = time.perf_counter()
+                total[0] += 1
+                try:
+                    await call(request, timeout=10)
+                except Exception as exc:  # counted; the figure says how many
+                    name = getattr(exc, "code", lambda: None)()
+                    key = getattr(name, "name", type(exc).__name__)
+                    errors[key] = errors.get(key, 0) + 1
+                    continue
+                if state["measure"]:
+                    latencies.append(time.perf_counter() - t0)
+
+        tasks = [asyncio.create_task(caller(i)) for i in range(concurrency)]
+        await asyncio.sleep(warmup)
+        state["measure"] = True
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        state["measure"] = False
+        elapsed = time.perf_counter() - started
+        state["stop"] = True
+        await asyncio.gather(*tasks)
+        latencies.sort()
+        return {
+            "concurrency": concurrency,
+            "calls": len(latencies),
+            "all_calls": total[0],
+            "seconds": round(elapsed, 3),
+            "qps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+            "errors": errors,
+        }
+
+    async def paced(self, port: int, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
+        """Open loop: calls sent at ``rate`` per second whatever the answers do; latency from the
+        scheduled send time to the answer."""
+        calls = self._calls(port)
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        pending: set[asyncio.Task[None]] = set()
+        max_in_flight = 0
+        dropped = 0
+
+        async def one(call: Any, request: bytes, due: float, measured: bool) -> None:
+            try:
+                await call(request, timeout=10)
+            except Exception as exc:
+                name = getattr(exc, "code", lambda: None)()
+                key = getattr(name, "name", type(exc).__name__)
+                errors[key] = errors.get(key, 0) + 1
+                return
+            if measured:
+                latencies.append(time.perf_counter() - due)
+
+        interval = 1.0 / rate
+        total = warmup + seconds
+        start = time.perf_counter()
+        n = 0
+        while True:
+            now = time.perf_counter()
+            if now - start >= total:
+                break
+            # every call due by now is sent now (the loop wakes about once per millisecond)
+            while start + n * interval <= now:
+                due = start + n * interval
+                if len(pending) >= 4096:
+                    dropped += 1
+                else:
+                    task = asyncio.create_task(
+                        one(calls[n % len(calls)], self._request(), due, due - start >= warmup)
+                    )
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                n += 1
+            max_in_flight = max(max_in_flight, len(pending))
+            await asyncio.sleep(max(0.0, min(0.001, start + n * interval - time.perf_counter())))
+        if pending:
+            await asyncio.wait(pending, timeout=15)
+        latencies.sort()
+        sent = n - int(warmup * rate)
+        return {
+            "rate_qps": round(rate, 1),
+            "sent": sent,
+            "answered": len(latencies),
+            "achieved_qps": round(len(latencies) / seconds, 1),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+            "p90_ms": round(percentile(latencies, 0.9) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+            "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
+            "mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
+            "max_in_flight": max_in_flight,
+            "dropped": dropped,
+            "errors": errors,
+        }
+
+    async def batch(self, port: int, subjects: list[str], items: int, chunk: int) -> dict[str, Any]:
+        """One BatchVerify stream of ``items`` subjects in messages of ``chunk``."""
+        import grpc
+
+        from dsgw.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
+
+        ca, cert, key = self.creds
+        channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            grpc.ssl_channel_credentials(ca, key, cert),
+            options=[("grpc.use_local_subchannel_pool", 1)],
+        )
+        stub = exchange_pb2_grpc.DataExchangeStub(channel)
+        # the messages are built before the clock starts: the figure is the gateway's
+        messages = []
+        for start in range(0, items, chunk):
+            msg = exchange_pb2.BatchVerifyRequest()
+            if start == 0:
+                msg.meta.request_id = f"{self._prefix}-batch"
+                msg.meta.purpose.code = BATCH_PURPOSE
+                msg.provider = common_pb2.AGENCY_CODE_CIVIL_AFFAIRS
+                msg.predicate = "receives_subsistence_allowance"
+            for i in range(start, min(items, start + chunk)):
+                msg.items.add(
+                    item_id=str(i),
+                    subject=common_pb2.SubjectRef(
+                        kind=common_pb2.SUBJECT_KIND_PERSON, id=subjects[i % len(subjects)]
+                    ),
+                )
+            messages.append(msg)
+
+        async def requests() -> Any:
+            for m in messages:
+                yield m
+
+        answered = 0
+        results: dict[str, int] = {}
+        started = time.perf_counter()
+        first = None
+        async for resp in stub.BatchVerify(requests(), timeout=300):
+            if first is None:
+                first = time.perf_counter() - started
+            answered += len(resp.outcomes)
+            for o in resp.outcomes:
+                label = o.error_reason or exchange_pb2.VerifyResult.Name(o.result)
+                results[label] = results.get(label, 0) + 1
+        seconds = time.perf_counter() - started
+        await channel.close()
+        return {
+            "items": items,
+            "answered": answered,
+            "seconds": round(seconds, 3),
+            "per_s": round(answered / seconds),
+            "first_answer_ms": round((first or 0) * 1000, 1),
+            "results": dict(sorted(results.items())),
+        }
+
+
+def loadgen_main(
+    creds: tuple[bytes, bytes, bytes], subjects: list[str], channels: int, conn: Connection
+) -> None:
+    async def run() -> None:
+        gen = LoadGen(creds, subjects, channels)
+        loop = asyncio.get_running_loop()
+        while True:
+            op, kwargs = await loop.run_in_executor(None, conn.recv)
+            if op == "stop":
+                conn.send(None)
+                return
+            try:
+                conn.send(("ok", await getattr(gen, op)(**kwargs)))
+            except Exception as exc:
+                conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+
+    asyncio.run(run())
+
+
+class Remote:
+    """The parent's handle on a child process that answers commands over a pipe."""
+
+    def __init__(self, ctx: Any, target: Any, *args: Any) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(*args, child), daemon=True)
+        self.proc.start()
+
+    def call(self, op: str, **kwargs: Any) -> Any:
+        self.conn.send((op, kwargs))
+        status, value = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"load generator {op}: {value}")
+        return value
+
+    def stop(self) -> None:
+        if self.proc.is_alive():
+            with contextlib.suppress(Exception):
+                self.conn.send(("stop", {}))
+                self.conn.recv()
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+
+
+# --- setup -----------------------------------------------------------------------------------------
+
+
+def graduates(data: Path, limit: int) -> list[str]:
+    """Persons the education source holds a graduation record of (checked through the adapter)."""
+    from adapters.agencies import Agency
+    from adapters.contract import Subject, SubjectKind, SubjectNotFound
+    from adapters.registry import open_adapter
+    from adapters.resilience import ResiliencePolicy
+    from adapters.sources import SourceConfig
+
+    with contextlib.closing(sqlite3.connect(f"file:{data / 'truth.sqlite'}?mode=ro", uri=True)) as conn:
+        candidates = [
+            r[0]
+            for r in conn.execute(
+                "SELECT person_id FROM person WHERE graduation_date IS NOT NULL"
+                " ORDER BY substr(person_id, 11)"
+            )
+        ]
+    adapter = open_adapter(
+        Agency.EDUCATION, SourceConfig(url=f"sqlite:///{data / 'education.sqlite'}"), ResiliencePolicy()
+    )
+    found = []
+    try:
+        for pid in candidates:
+            try:
+                adapter.fetch("graduation", Subject(SubjectKind.PERSON, pid))
+            except SubjectNotFound:
+                continue
+            found.append(pid)
+            if len(found) >= limit:
+                break
+    finally:
+        adapter.close()
+    return found
+
+
+def all_persons(data: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(f"file:{data / 'truth.sqlite'}?mode=ro", uri=True)) as conn:
+        return [r[0] for r in conn.execute("SELECT person_id FROM person ORDER BY substr(person_id, 11)")]
+
+
+def grant_consents(config: Any, subjects: list[str]) -> int:
+    from gateway.consent.service import ConsentService, GrantRequest, ScopeRequest
+    from gateway.consent.store import ConsentStore
+
+    store = ConsentStore(config.consent_store_url())
+    try:
+        store.create_tables()
+        service = ConsentService(store, catalogue=config.catalogue)
+        now = datetime.now(UTC)
+        reqs = [
+            GrantRequest(
+                subject=s,
+                consumers=["hrss"],
+                scope=[ScopeRequest("education", "graduation", FIELDS)],
+                purposes=[QUERY_PURPOSE],
+                valid_from=now - timedelta(days=1),
+                valid_to=now + timedelta(days=365),
+                channel="counter",
+                evidence_ref=f"bench-{i}",
+                notice_version="notice-2026-1",
+            )
+            for i, s in enumerate(subjects)
+        ]
+        for start in range(0, len(reqs), 5000):
+            service.grant_many(reqs[start : start + 5000], now=now)
+        return store.count()
+    finally:
+        store.close()
+
+
+def start_gateway(config_path: Path, home: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    ready = home / "ready.json"
+    ready.unlink(missing_ok=True)
+    log = (home / "gateway.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--ready-file", str(ready)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the gateway did not start: {(home / 'gateway.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    port = int(json.loads(ready.read_text())["port"])
+    if workers > 1:  # the parent reports the port before its workers listen on it
+        while time.monotonic() < deadline:
+            with contextlib.closing(socket.socket()) as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", port))
+                break
+            time.sleep(0.1)
+        time.sleep(2.0)  # and the other workers (started together) a moment more
+    return proc, port
+
+
+def stop_gateway(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def worker_pids(proc: subprocess.Popen[bytes], workers: int) -> list[int]:
+    if workers == 1:
+        return [proc.pid]
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    with contextlib.suppress(OSError):
+        return [int(p) for p in children.read_text().split()]
+    return [proc.pid]
+
+
+def verify_audit(config: Any) -> tuple[bool, int]:
+    ok, entries = True, 0
+    for directory in config.audit_dirs():
+        out = subprocess.run(
+            [sys.executable, "-m", "gateway", "audit", "verify", "--log", str(directory), "--json"],
+            capture_output=True,
+            text=True,
+            cwd=str(Path(__file__).resolve().parents[1]),
+        )
+        if out.returncode != 0:
+            progress(f"  audit verify {directory.name}: exit {out.returncode}: {out.stderr.strip()[-300:]}")
+            ok = False
+            continue
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+        ok = ok and bool(report.get("ok"))
+        entries += int(report.get("entries", 0))
+    return ok, entries
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def sweep(
+    gen: Remote,
+    port: int,
+    levels: Sequence[int],
+    seconds: float,
+    warmup: float,
+    name: str,
+    pids: Sequence[int],
+) -> list[dict[str, Any]]:
+    out = []
+    for k in levels:
+        cpu = cpu_seconds(pids)
+        r = gen.call("closed", port=port, concurrency=k, seconds=seconds, warmup=warmup)
+        cpu = cpu_seconds(pids) - cpu
+        r["server_cpu_ms_per_call"] = round(1000 * cpu / max(1, r["all_calls"]), 3)
+        progress(
+            f"  {name} K={k:<4} {r['qps']:>8,.0f} calls/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+            f"  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call"
+            + (f"  errors {r['errors']}" if r["errors"] else "")
+        )
+        out.append(r)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smaller home and shorter phases (about a minute)"
+    )
+    parser.add_argument("--persons", type=int, default=None)
+    parser.add_argument("--employers", type=int, default=None)
+    parser.add_argument(
+        "--subjects", type=int, default=2000, help="consenting subjects the queries cycle over"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (server.workers)")
+    parser.add_argument(
+        "--io-threads", type=int, default=None, help="server.io_threads (default: the product's)"
+    )
+    parser.add_argument("--channels", type=int, default=2, help="client channels (connections)")
+    parser.add_argument(
+        "--levels", default=None, help="closed-loop concurrency levels (default 4,8,32,96; --quick 8,32)"
+    )
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per closed-loop level")
+    parser.add_argument("--batch-items", type=int, default=None)
+    parser.add_argument("--load", type=float, default=0.7, help="paced load as a share of the gateway's peak")
+    parser.add_argument("--py-spy", type=Path, default=None, help="record the gateway with py-spy to FILE")
+    parser.add_argument("--keep", type=Path, default=None, help="build the home in DIR and keep it")
+    args = parser.parse_args()
+    quick = args.quick
+    persons = args.persons or (5000 if quick else 20_000)
+    employers = args.employers or (500 if quick else 2000)
+    levels = [int(x) for x in (args.levels or ("8,32" if quick else "4,8,32,96")).split(",")]
+    seconds = args.seconds or (1.5 if quick else 3.0)
+    warmup = 0.5 if quick else 1.0
+    paced_seconds = 3.0 if quick else 6.0
+    batch_items = args.batch_items or (10_000 if quick else 50_000)
+
+    from gateway import logs
+    from gateway.config import load_config
+    from gateway.devsetup import make_dev_home
+
+    logs.configure(level="WARNING")
+
+    result: dict[str, Any] = {"benchmark": "gateway", "cpus": os.cpu_count(), "quick": quick}
+    ctx = multiprocessing.get_context("spawn")
+    tmp = None
+    if args.keep is not None:
+        root = args.keep
+    else:
+        tmp = tempfile.mkdtemp(prefix="dsgw-bench-gateway-")
+        root = Path(tmp)
+    gateway: subprocess.Popen[bytes] | None = None
+    noop: Remote | None = None
+    gen: Remote | None = None
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        progress(f"dev home: {persons:,} persons, {employers:,} employers in {root}")
+        server: dict[str, Any] = {"workers": args.workers}
+        if args.io_threads:
+            server["io_threads"] = args.io_threads
+        if args.workers > 1:
+            server["listen"] = f"127.0.0.1:{free_port()}"
+        dev = make_dev_home(root / "home", persons=persons, employers=employers, server=server)
+        config = load_config(dev.config)
+        subjects = graduates(dev.data, args.subjects)
+        consents = grant_consents(config, subjects)
+        progress(f"  {len(subjects):,} subjects with a graduation record; {consents:,} consents stored")
+        if not subjects:
+            raise RuntimeError("no subject holds a graduation record")
+
+        gateway, port = start_gateway(dev.config, dev.home, args.workers)
+        pids = worker_pids(gateway, args.workers)
+        progress(f"gateway: port {port}, {args.workers} worker(s), pid(s) {pids}")
+        ca, cert, key = dev.agency_credentials("hrss")
+        creds = (ca.read_bytes(), cert.read_bytes(), key.read_bytes())
+        gen = Remote(ctx, loadgen_main, creds, subjects, args.channels)
+        probe = gen.call("check", port=port)
+        if probe["found"] != [True]:
+            raise RuntimeError(f"the probe Query found {probe['found']}")
+        progress(f"  a Query answer is {probe['bytes']} bytes on the wire")
+
+        noop = Remote(ctx, noop_server_main, str(dev.pki), probe["raw"])
+        noop_port = noop.conn.recv()
+        progress(f"no-op server: port {noop_port}")
+        gen.call("check", port=noop_port)
+
+        progress(f"closed loop against the no-op server ({seconds:g} s per level, {args.channels} channels)")
+        noop_levels = sweep(gen, noop_port, levels, seconds, warmup, "noop   ", [noop.proc.pid or 0])
+        if args.py_spy is not None:
+            spy_seconds = int(len(levels) * (seconds + warmup) + 2)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "-d",
+                    str(spy_seconds),
+                    "-o",
+                    str(args.py_spy),
+                    "-p",
+                    str(pids[0]),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
+        progress("closed loop against the gateway")
+        gw_levels = sweep(gen, port, levels, seconds, warmup, "gateway", pids)
+        if spy is not None:
+            spy.wait(timeout=120)
+            spy = None
+            progress(f"  py-spy profile in {args.py_spy}")
+
+        peak = max(gw_levels, key=lambda r: r["qps"])
+        noop_peak = max(noop_levels, key=lambda r: r["qps"])
+        rate = max(1.0, args.load * peak["qps"])
+        progress(
+            f"paced load at {rate:,.0f} calls/s ({args.load:.0%} of the gateway's peak), {paced_seconds:g} s"
+        )
+        paced = gen.call("paced", port=port, rate=rate, seconds=paced_seconds, warmup=warmup)
+        progress(
+            f"  gateway p50 {paced['p50_ms']:.2f} ms  p90 {paced['p90_ms']:.2f} ms"
+            f"  p99 {paced['p99_ms']:.2f} ms"
+            f"  ({paced['answered']:,} answered, max in flight {paced['max_in_flight']})"
+        )
+        noop_paced = gen.call("paced", port=noop_port, rate=rate, seconds=paced_seconds / 2, warmup=warmup)
+        progress(f"  no-op   p50 {noop_paced['p50_ms']:.2f} ms  p99 {noop_paced['p99_ms']:.2f} ms")
+
+        progress(f"BatchVerify: {batch_items:,} subjects on one stream, messages of 500")
+        batch = gen.call("batch", port=port, subjects=all_persons(dev.data), items=batch_items, chunk=500)
+        progress(f"  {batch['per_s']:,} subjects/s ({batch['seconds']:.2f} s; {batch['results']})")
+
+        gen.stop()
+        gen = None
+        noop.proc.terminate()
+        noop.proc.join(timeout=10)
+        noop = None
+        code = stop_gateway(gateway)
+        gateway = None
+        progress(f"gateway drained, exit {code}; verifying the audit log")
+        verified, entries = verify_audit(config)
+        progress(f"  audit verified: {verified}, {entries:,} entries")
+
+        qps = peak["qps"]
+        noop_qps = noop_peak["qps"]
+        gw_errors = sum(sum(r["errors"].values()) for r in gw_levels) + sum(paced["errors"].values())
+        result.update(
+            {
+                "qps": qps,
+                "noop_qps": noop_qps,
+                "ratio": round(qps / noop_qps, 3) if noop_qps else None,
+                "p50_ms": paced["p50_ms"],
+                "p99_ms": paced["p99_ms"],
+                "p99_rate_qps": paced["rate_qps"],
+                "p99_achieved_qps": paced["achieved_qps"],
+                "batch_verify_per_s": batch["per_s"],
+                "concurrency": peak["concurrency"],
+                "noop_concurrency": noop_peak["concurrency"],
+                "server_cpu_ms_per_call": peak["server_cpu_ms_per_call"],
+                "noop_server_cpu_ms_per_call": noop_peak["server_cpu_ms_per_call"],
+                "peak_p50_ms": peak["p50_ms"],
+                "peak_p99_ms": peak["p99_ms"],
+                "noop_p50_ms": noop_paced["p50_ms"],
+                "noop_p99_ms": noop_paced["p99_ms"],
+                "gateway_errors": gw_errors,
+                "audit_verified": verified and code == 0,
+                "audit_entries": entries,
+                "gateway_exit": code,
+                "workers": args.workers,
+                "io_threads": config.server.io_threads,
+                "channels": args.channels,
+                "persons": persons,
+                "subjects": len(subjects),
+                "response_bytes": probe["bytes"],
+                "levels": {
+                    "gateway": {r["concurrency"]: r["qps"] for r in gw_levels},
+                    "noop": {r["concurrency"]: r["qps"] for r in noop_levels},
+                },
+                "paced": paced,
+                "batch": batch,
+                "goals": {
+                    "ratio_ge_0_5": qps >= 0.5 * noop_qps,
+                    "p99_le_20ms_at_70pct": paced["p99_ms"] <= 20.0,
+                    "batch_verify_ge_20000": batch["per_s"] >= 20_000,
+                },
+            }
+        )
+    finally:
+        if spy is not None:
+            spy.kill()
+        if gen is not None:
+            gen.stop()
+        if noop is not None:
+            noop.proc.terminate()
+        if gateway is not None:
+            stop_gateway(gateway)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    result["seconds"] = round(time.perf_counter() - STARTED, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""C2SP signed checkpoints: the tlog-checkpoint body inside a signed note, with Ed25519 keys.
+"""C2SP signed checkpoints: the tlog-checkpoint body inside a signed note, Ed25519 or SM2 keys.
 
 Formats (C2SP tlog-checkpoint and signed-note; keys as Go's golang.org/x/mod/sumdb/note):
 
@@ -15,9 +15,25 @@ Formats (C2SP tlog-checkpoint and signed-note; keys as Go's golang.org/x/mod/sum
   The signature is over the exact body bytes, its final newline included. The whole note is UTF-8
   with no ASCII control character other than newline.
 * Key names are non-empty and contain no Unicode whitespace, no ``+`` and no control characters.
-* Ed25519 key ID: the first 4 bytes of SHA-256(key name || 0x0A || 0x01 || 32-byte public key).
-* Verifier key: ``<name>+<key ID, 8 hex digits>+<base64(0x01 || public key)>``.
-* Signer key: ``PRIVATE+KEY+<name>+<key ID, 8 hex digits>+<base64(0x01 || 32-byte seed)>``.
+* Key ID: the first 4 bytes of SHA-256(key name || 0x0A || key payload), where the key payload is
+  the signature type byte followed by the public key (or identifier), as below.
+* Verifier key: ``<name>+<key ID, 8 hex digits>+<base64(key payload)>``.
+* Signer key: ``PRIVATE+KEY+<name>+<key ID, 8 hex digits>+<base64(type || private key)>``.
+
+Two schemes:
+
+* **Ed25519** (signature type 0x01, the ``default`` suite): key payload ``0x01 || 32-byte public
+  key``; signer key ``0x01 || 32-byte seed``; signature 64 bytes (RFC 8032). This is exactly
+  signed-note's Ed25519, so any signed-note library verifies these notes.
+* **SM2** (the ``gm`` suite): signed-note assigns SM2 no type byte, so per the spec it uses 0xff
+  followed by a longer identifier unlikely to collide: the fixed scheme name
+  :data:`SM2_NOTE_IDENTIFIER` (``dsgw.sm2-sm3``) and then the 64-byte public key ``x || y``. Key
+  payload ``0xff || "dsgw.sm2-sm3" || x || y`` (77 bytes); signer key ``0xff || "dsgw.sm2-sm3" ||
+  d (32) || x || y``; the signature is the DER ``SEQUENCE {r, s}`` of SM2 (GB/T 32918.2) over
+  e = SM3(Z || note text) with Z computed for the default signer ID ``1234567812345678``
+  (GM/T 0009), i.e. what GmSSL's ``sm2_sign`` and the ``gmssl`` Python package compute by
+  default. SM2 signatures are randomized, so two signatures of one note differ (both verify).
+  SM2 goes through :data:`audit.suites.SM2` (the optional ``gmssl-pyx`` package).
 
 Verification (:func:`open_note`) fails closed: a malformed note or checkpoint is a
 :class:`~audit.errors.CheckpointFormatError`; a signature line whose (key name, key ID) no verifier
@@ -28,13 +44,6 @@ Base64 must be canonical (re-encoding gives the same text), so each note has one
 
 Per tlog-checkpoint, a log's key name SHOULD equal its origin line; that policy belongs to the log,
 not to this module.
-
-Only Ed25519 (signature type 0x01) is implemented. The ``gm`` suite's SM2 keys fit the same note
-format with signature type 0xff, which signed-note reserves for types it does not list: the key ID
-is the first 4 bytes of SHA-256(key name || 0x0A || 0xff || identifier), where the identifier is a
-fixed, collision-unlikely scheme name (e.g. "dsgw.sm2-sm3") followed by the 64-byte SM2 public key,
-and the verifier-key payload is 0xff followed by that identifier. Signing and verifying would go
-through :class:`audit.suites.SignatureScheme` (``audit.suites.SM2``) instead of Ed25519 directly.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -55,8 +64,19 @@ from audit.errors import (
     KeyFormatError,
     UnknownKeyError,
 )
+from audit.suites import SM2
 
 ALG_ED25519 = 0x01
+ALG_OTHER = 0xFF
+"""C2SP signed-note: the signature type of schemes without an assigned byte (SM2 here)."""
+SM2_NOTE_IDENTIFIER = b"dsgw.sm2-sm3"
+"""What follows 0xff in an SM2 key: the scheme name (SM2 signature with SM3 and the default signer
+ID 1234567812345678, DER signature), then the 64-byte public key ``x || y``."""
+SM2_PUBLIC_SIZE = 64
+SM2_PRIVATE_SIZE = 96
+SM2_MAX_SIGNATURE = 72
+SCHEME_ED25519 = "ed25519"
+SCHEME_SM2 = "sm2"
 SIGNATURE_PREFIX = "— ".encode()  # U+2014 EM DASH, then a space
 MAX_SIGNATURES = 100
 """Notes with more signature lines are rejected, as Go's note package does."""
@@ -207,31 +227,80 @@ class Checkpoint:
 # --- keys -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Sm2PublicKey:
+    """An SM2 public key: the 64-byte point ``x || y`` (big-endian coordinates)."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != SM2_PUBLIC_SIZE:
+            raise KeyFormatError(f"SM2 public key must be {SM2_PUBLIC_SIZE} bytes, got {len(self.raw)}")
+
+
+@dataclass(frozen=True)
+class Sm2PrivateKey:
+    """An SM2 private key as :class:`audit.suites.Sm2Scheme` takes it: the 32-byte scalar d then
+    the 64-byte public key. Its repr never shows the key."""
+
+    raw: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != SM2_PRIVATE_SIZE:
+            raise KeyFormatError(f"SM2 private key must be {SM2_PRIVATE_SIZE} bytes (d || x || y)")
+
+    @classmethod
+    def generate(cls) -> Sm2PrivateKey:
+        """A new random SM2 key (needs the optional ``gmssl-pyx`` package)."""
+        private, _ = SM2.generate()
+        return cls(private)
+
+    def public_key(self) -> Sm2PublicKey:
+        return Sm2PublicKey(self.raw[32:])
+
+
+PublicKey = Ed25519PublicKey | Sm2PublicKey
+PrivateKey = Ed25519PrivateKey | Sm2PrivateKey
+
+
+def _public_payload(public_key: PublicKey) -> tuple[str, bytes, bytes]:
+    """(scheme, raw public key, vkey payload = signature type || identifier) of a public key."""
+    if isinstance(public_key, Sm2PublicKey):
+        return SCHEME_SM2, public_key.raw, bytes([ALG_OTHER]) + SM2_NOTE_IDENTIFIER + public_key.raw
+    raw = public_key.public_bytes_raw()
+    return SCHEME_ED25519, raw, bytes([ALG_ED25519]) + raw
+
+
 class Verifier:
-    """An Ed25519 note verifier: key name and public key."""
+    """A note verifier: key name and public key, Ed25519 (type 0x01) or SM2 (type 0xff, see the
+    module docstring)."""
 
-    __slots__ = ("_key_id", "_name", "_public", "_public_bytes")
+    __slots__ = ("_key_id", "_name", "_payload", "_public", "_public_bytes", "_scheme")
 
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, name: str, public_key: PublicKey) -> None:
         _check_key_name(name)
         self._name = name
         self._public = public_key
-        self._public_bytes = public_key.public_bytes_raw()
-        self._key_id = key_id(name, bytes([ALG_ED25519]) + self._public_bytes)
+        self._scheme, self._public_bytes, self._payload = _public_payload(public_key)
+        self._key_id = key_id(name, self._payload)
 
     @classmethod
     def from_vkey(cls, vkey: str) -> Verifier:
-        """Parse ``<name>+<hex key ID>+<base64(0x01 || public key)>``; :class:`KeyFormatError`."""
+        """Parse ``<name>+<hex key ID>+<base64(type || key)>``; :class:`KeyFormatError`."""
         parts = vkey.split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError("verifier key must be <name>+<key id>+<base64 key>")
         name, hex_id, encoded = parts
         _check_key_name(name)
         key = _decode_key(hex_id, encoded, "verifier")
-        try:
-            public = Ed25519PublicKey.from_public_bytes(key[1:])
-        except ValueError:
-            raise KeyFormatError(f"verifier key {name!r} is not a valid Ed25519 public key") from None
+        public: PublicKey
+        if key[0] == ALG_OTHER:
+            public = Sm2PublicKey(key[1 + len(SM2_NOTE_IDENTIFIER) :])
+        else:
+            try:
+                public = Ed25519PublicKey.from_public_bytes(key[1:])
+            except ValueError:
+                raise KeyFormatError(f"verifier key {name!r} is not a valid Ed25519 public key") from None
         verifier = cls(name, public)
         if verifier.key_id != int(hex_id, 16):
             raise KeyFormatError(
@@ -248,16 +317,30 @@ class Verifier:
         return self._key_id
 
     @property
+    def scheme(self) -> str:
+        """``"ed25519"`` or ``"sm2"``."""
+        return self._scheme
+
+    @property
     def public_key_bytes(self) -> bytes:
-        """The raw 32-byte Ed25519 public key."""
+        """The raw public key: 32 bytes (Ed25519) or 64 bytes ``x || y`` (SM2)."""
         return self._public_bytes
 
+    @property
+    def key_payload(self) -> bytes:
+        """The vkey's key part: signature type byte followed by the public key (or identifier)."""
+        return self._payload
+
     def vkey(self) -> str:
-        """The verifier key string ``<name>+<hex key ID>+<base64(0x01 || public key)>``."""
-        return f"{self._name}+{self._key_id:08x}+{_b64encode(bytes([ALG_ED25519]) + self._public_bytes)}"
+        """The verifier key string ``<name>+<hex key ID>+<base64(type || key)>``."""
+        return f"{self._name}+{self._key_id:08x}+{_b64encode(self._payload)}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        """Whether ``signature`` is this key's Ed25519 signature of ``message``."""
+        """Whether ``signature`` is this key's signature of ``message``."""
+        if isinstance(self._public, Sm2PublicKey):
+            if not 8 <= len(signature) <= SM2_MAX_SIGNATURE:
+                return False
+            return SM2.verify(self._public.raw, message, signature)
         if len(signature) != 64:
             return False
         try:
@@ -269,43 +352,59 @@ class Verifier:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Verifier):
             return NotImplemented
-        return (self._name, self._public_bytes) == (other._name, other._public_bytes)
+        return (self._name, self._payload) == (other._name, other._payload)
 
     def __hash__(self) -> int:
-        return hash((self._name, self._public_bytes))
+        return hash((self._name, self._payload))
 
     def __repr__(self) -> str:
         return f"Verifier({self.vkey()!r})"
 
 
 class Signer:
-    """An Ed25519 note signer: key name and private key. Its repr never shows the private key."""
+    """A note signer: key name and private key (Ed25519 or SM2). Its repr never shows the private
+    key. SM2 signatures are randomized: signing the same text twice gives different notes, each
+    of which verifies."""
 
-    __slots__ = ("_key_id", "_name", "_private", "_public_bytes")
+    __slots__ = ("_key_id", "_name", "_payload", "_private", "_public", "_scheme")
 
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, name: str, private_key: PrivateKey) -> None:
         _check_key_name(name)
         self._name = name
         self._private = private_key
-        self._public_bytes = private_key.public_key().public_bytes_raw()
-        self._key_id = key_id(name, bytes([ALG_ED25519]) + self._public_bytes)
+        self._public: PublicKey = private_key.public_key()
+        self._scheme, _, self._payload = _public_payload(self._public)
+        self._key_id = key_id(name, self._payload)
 
     @classmethod
-    def generate(cls, name: str) -> Signer:
-        """A new random Ed25519 key called ``name``."""
+    def generate(cls, name: str, scheme: str = SCHEME_ED25519) -> Signer:
+        """A new random key called ``name``: Ed25519 (default) or SM2 (``scheme="sm2"``, needs
+        the optional ``gmssl-pyx`` package)."""
+        if scheme == SCHEME_SM2:
+            return cls(name, Sm2PrivateKey.generate())
+        if scheme != SCHEME_ED25519:
+            raise KeyFormatError(f"unknown signature scheme {scheme!r}")
         return cls(name, Ed25519PrivateKey.generate())
 
     @classmethod
     def from_key_string(cls, skey: str) -> Signer:
-        """Parse ``PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || seed)>``; :class:`KeyFormatError`.
-        Error messages never include the key material."""
+        """Parse ``PRIVATE+KEY+<name>+<hex key ID>+<base64(type || private key)>``;
+        :class:`KeyFormatError`. Error messages never include the key material."""
         parts = skey.split("+", 4)
         if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
             raise KeyFormatError("signer key must be PRIVATE+KEY+<name>+<key id>+<base64 key>")
         _, _, name, hex_id, encoded = parts
         _check_key_name(name)
-        seed = _decode_key(hex_id, encoded, "signer")
-        signer = cls(name, Ed25519PrivateKey.from_private_bytes(seed[1:]))
+        secret = _decode_key(hex_id, encoded, "signer")
+        private: PrivateKey
+        if secret[0] == ALG_OTHER:
+            private = Sm2PrivateKey(secret[1 + len(SM2_NOTE_IDENTIFIER) :])
+            probe = b"dsgw: SM2 key pair check\n"
+            if not SM2.verify(private.raw[32:], probe, SM2.sign(private.raw, probe)):
+                raise KeyFormatError(f"signer key {name!r}: the SM2 private and public keys do not match")
+        else:
+            private = Ed25519PrivateKey.from_private_bytes(secret[1:])
+        signer = cls(name, private)
         if signer.key_id != int(hex_id, 16):
             raise KeyFormatError(
                 f"signer key {name!r}: key ID {hex_id.lower()} is not the key's ({signer.key_id:08x})"
@@ -320,17 +419,32 @@ class Signer:
     def key_id(self) -> int:
         return self._key_id
 
+    @property
+    def scheme(self) -> str:
+        """``"ed25519"`` or ``"sm2"``."""
+        return self._scheme
+
+    @property
+    def private_key(self) -> PrivateKey:
+        """The private key (a secret)."""
+        return self._private
+
     def to_key_string(self) -> str:
         """The signer key string. It is the private key: store it as a secret."""
-        seed = self._private.private_bytes_raw()
-        return f"PRIVATE+KEY+{self._name}+{self._key_id:08x}+{_b64encode(bytes([ALG_ED25519]) + seed)}"
+        if isinstance(self._private, Sm2PrivateKey):
+            secret = bytes([ALG_OTHER]) + SM2_NOTE_IDENTIFIER + self._private.raw
+        else:
+            secret = bytes([ALG_ED25519]) + self._private.private_bytes_raw()
+        return f"PRIVATE+KEY+{self._name}+{self._key_id:08x}+{_b64encode(secret)}"
 
     def verifier(self) -> Verifier:
         """The matching verifier."""
-        return Verifier(self._name, self._private.public_key())
+        return Verifier(self._name, self._public)
 
     def sign(self, message: bytes) -> bytes:
-        """The raw 64-byte Ed25519 signature of ``message``."""
+        """The raw signature of ``message``: 64 bytes (Ed25519) or DER ``SEQUENCE {r, s}`` (SM2)."""
+        if isinstance(self._private, Sm2PrivateKey):
+            return SM2.sign(self._private.raw, message)
         return self._private.sign(message)
 
     def __repr__(self) -> str:
@@ -346,9 +460,17 @@ def _decode_key(hex_id: str, encoded: str, what: str) -> bytes:
         raise KeyFormatError(f"{what} key is not canonical standard base64") from None
     if not key:
         raise KeyFormatError(f"{what} key is empty")
+    if key[0] == ALG_OTHER and key[1:].startswith(SM2_NOTE_IDENTIFIER):
+        size = SM2_PUBLIC_SIZE if what == "verifier" else SM2_PRIVATE_SIZE
+        if len(key) != 1 + len(SM2_NOTE_IDENTIFIER) + size:
+            raise KeyFormatError(
+                f"{what} key must be 0xff, {SM2_NOTE_IDENTIFIER.decode()!r} and {size} bytes of SM2 key"
+            )
+        return key
     if key[0] != ALG_ED25519:
         raise KeyFormatError(
-            f"{what} key has signature type 0x{key[0]:02x}; only Ed25519 (0x01) is supported"
+            f"{what} key has signature type 0x{key[0]:02x}; only Ed25519 (0x01) and SM2 "
+            f"(0xff {SM2_NOTE_IDENTIFIER.decode()!r}) are supported"
         )
     if len(key) != 33:
         raise KeyFormatError(f"{what} key must be 0x01 followed by 32 bytes, got {len(key) - 1}")
@@ -455,7 +577,7 @@ def _verify_lines(text: bytes, lines: Sequence[_SignatureLine], verifiers: Seque
     for verifier in verifiers:
         identity = (verifier.name, verifier.key_id)
         other = known.setdefault(identity, verifier)
-        if not hmac.compare_digest(other.public_key_bytes, verifier.public_key_bytes):
+        if not hmac.compare_digest(other.key_payload, verifier.key_payload):
             raise KeyFormatError(
                 f"two different verifier keys are called {verifier.name}+{verifier.key_id:08x}"
             )

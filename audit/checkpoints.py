@@ -1,13 +1,14 @@
 """The checkpoint store of a log directory: signed checkpoints written atomically, and their policy.
 
 ``checkpoints/<tree size, 20 digits>.note`` holds the C2SP signed checkpoint (origin = log id,
-tree size, root hash; signed-note with the log's Ed25519 key) of that tree size;
+tree size, root hash; signed-note with the log's Ed25519 or SM2 key) of that tree size;
 ``checkpoints/latest`` the newest one (a hard link to its file), so that ``dsgw audit checkpoint``
 prints it byte for byte. Each note is written atomically (temporary file, fsync, rename) and the
 directory fsynced once per group of notes written together.
 Ed25519 signatures are deterministic, so writing the checkpoint of a size again gives the same
-bytes; a different checkpoint for a size already stored is refused (:class:`CheckpointConflict`),
-as it would be a fork.
+bytes; SM2 signatures (``gm`` logs) are randomized, so a second note of a stored size with the
+same checkpoint body is not a fork: the stored note is kept. A different checkpoint body for a
+size already stored is refused (:class:`CheckpointConflict`), as it would be a fork.
 
 A writer checkpoints every :attr:`CheckpointPolicy.every_entries` entries or
 :attr:`CheckpointPolicy.every_seconds` seconds when something new was appended (at the first
@@ -117,7 +118,7 @@ class CheckpointStore:
             except FileNotFoundError:
                 _write_file(path, note)
             else:
-                if existing != note:
+                if existing != note and _body(existing) != _body(note):
                     raise CheckpointConflict(
                         f"a different checkpoint of tree size {size} is stored ({path.name})"
                     )
@@ -161,6 +162,12 @@ class CheckpointStore:
 
     def read(self, size: int) -> bytes:
         return self.path_for(size).read_bytes()
+
+
+def _body(note: bytes) -> bytes:
+    """The note text of a signed note (everything before the last blank line)."""
+    split = note.rfind(b"\n\n")
+    return note if split < 0 else note[: split + 1]
 
 
 def _write_file(path: Path, data: bytes) -> None:

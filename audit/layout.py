@@ -15,6 +15,9 @@ A log directory holds no secret and no clear personal data::
 The secrets live in the gateway's home, never in the log directory (:class:`HomeKeys`)::
 
     <home>/keys/checkpoint.key      Ed25519 checkpoint signing key (signed-note key string)
+    <home>/keys/checkpoint-sm2.key  SM2 checkpoint signing key of ``gm`` logs (signed-note key
+                                    string, type 0xff; made by ``keygen --suite gm`` or by the
+                                    first ``init_log(..., suite="gm")`` with a home's keys)
     <home>/keys/blind-index.key     32-byte blind-index key (audit.blind_index)
     <home>/keys/auditor.key         the auditor's X25519 PRIVATE key: in real life it goes to
                                     the auditors, and the gateway keeps only auditor.key.pub
@@ -22,27 +25,29 @@ The secrets live in the gateway's home, never in the log directory (:class:`Home
 
 The checkpoint key's name is re-bound to each log: a checkpoint of a log is signed under the key
 name = the log id = the checkpoint origin (as C2SP tlog-checkpoint recommends), with the key
-material of ``checkpoint.key``. Every file with a secret is mode 0600 in a 0700 directory.
+material of ``checkpoint.key`` (``default`` suite) or ``checkpoint-sm2.key`` (``gm`` suite: SM2
+with SM3). Which key signs a log's checkpoints is read from its ``vkey`` (a ``gm`` log created
+before SM2 checkpoints existed keeps its Ed25519 key). Every file with a secret is mode 0600 in a
+0700 directory.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import re
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.checkpoint import Signer, Verifier
-from audit.errors import AuditError, KeyFormatError
+from audit.checkpoint import SCHEME_ED25519, SCHEME_SM2, Signer, Sm2PrivateKey, Verifier
+from audit.errors import AuditError, KeyFormatError, UnsupportedSuite
 from audit.keys import (
     FileKeyProvider,
     KeyProvider,
@@ -86,6 +91,8 @@ LOCK_FILE = "log.lock"
 DEFAULT_SEGMENT_BYTES = 64 * 2**20
 MIN_SEGMENT_BYTES = 4096
 CHECKPOINT_KEY_NAME = "dsgw-audit-checkpoint"
+SUITE_SCHEMES = {"default": SCHEME_ED25519, "gm": SCHEME_SM2}
+"""The checkpoint signature scheme of new logs of each suite."""
 """The key name written by keygen; each log re-binds the key material to its own origin."""
 
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -212,6 +219,8 @@ class LogMeta:
             raise LogLayoutError(f"log.json: vkey is malformed ({exc})") from None
         if verifier.name != self.log_id:
             raise LogLayoutError("log.json: the vkey's name is not the log id")
+        if verifier.scheme == SCHEME_SM2 and self.suite != "gm":
+            raise LogLayoutError(f"log.json: an SM2 checkpoint key in a log of suite {self.suite!r}")
         if not re.fullmatch(r"[0-9a-f]{16}", self.kek_id):
             raise LogLayoutError("log.json: kek_id is not 16 hex digits")
         if not re.fullmatch(r"[0-9a-f]{16}", self.blind_index_key_id):
@@ -301,27 +310,66 @@ def now_iso() -> str:
 
 
 def _private_key_from_key_string(skey: str) -> Ed25519PrivateKey:
-    Signer.from_key_string(skey)  # validates format, name, key id (messages never show the key)
-    seed = base64.b64decode(skey.split("+", 4)[4], validate=True)[1:]
-    return Ed25519PrivateKey.from_private_bytes(seed)
+    signer = Signer.from_key_string(skey)  # validates format, name, key id (never shows the key)
+    if not isinstance(signer.private_key, Ed25519PrivateKey):
+        raise KeyFormatError("checkpoint.key is not an Ed25519 signer key")
+    return signer.private_key
 
 
-def signer_for(log_id: str, private_key: Ed25519PrivateKey) -> Signer:
+def _sm2_key_from_key_string(skey: str) -> Sm2PrivateKey:
+    signer = Signer.from_key_string(skey)
+    if not isinstance(signer.private_key, Sm2PrivateKey):
+        raise KeyFormatError("checkpoint-sm2.key is not an SM2 signer key")
+    return signer.private_key
+
+
+def signer_for(log_id: str, private_key: Ed25519PrivateKey | Sm2PrivateKey) -> Signer:
     """The checkpoint signer of log ``log_id``: key name = log id = checkpoint origin."""
     return Signer(log_id, private_key)
 
 
 @dataclass(frozen=True)
 class LogKeys:
-    """What a writer needs: the checkpoint signing key, the blind-index key and the auditor key
-    provider (public key only on a gateway)."""
+    """What a writer needs: the checkpoint signing key(s), the blind-index key and the auditor key
+    provider (public key only on a gateway). ``sm2_checkpoint_key`` signs the checkpoints of
+    ``gm`` logs; ``home`` (when loaded from a home) lets :func:`audit.log.init_log` make it on
+    first use."""
 
     checkpoint_key: Ed25519PrivateKey
     blind_index_key: bytes
     provider: KeyProvider
+    sm2_checkpoint_key: Sm2PrivateKey | None = None
+    home: Path | None = None
 
-    def signer(self, log_id: str) -> Signer:
-        return signer_for(log_id, self.checkpoint_key)
+    def signer(self, log_id: str, scheme: str = SCHEME_ED25519) -> Signer:
+        """The checkpoint signer of log ``log_id`` with the key of ``scheme`` (``"ed25519"`` or
+        ``"sm2"``); :class:`LogLayoutError` if there is no such key."""
+        if scheme == SCHEME_ED25519:
+            return signer_for(log_id, self.checkpoint_key)
+        if scheme != SCHEME_SM2:
+            raise LogLayoutError(f"unknown checkpoint signature scheme {scheme!r}")
+        if self.sm2_checkpoint_key is None:
+            where = f" --home {self.home}" if self.home is not None else ""
+            raise LogLayoutError(
+                f"no SM2 checkpoint key for a gm log (run: dsgw audit keygen{where} --suite gm)"
+            )
+        return signer_for(log_id, self.sm2_checkpoint_key)
+
+    def for_meta(self, meta: LogMeta) -> Signer:
+        """The signer of the log ``meta`` describes (its vkey says which key)."""
+        return self.signer(meta.log_id, meta.verifier.scheme)
+
+    def with_sm2(self) -> LogKeys:
+        """These keys with an SM2 checkpoint key: as they are if they have one; else the home's
+        ``checkpoint-sm2.key``, made now if it does not exist (:class:`LogLayoutError` without a
+        home)."""
+        if self.sm2_checkpoint_key is not None or self.home is None:
+            return self
+        home = HomeKeys(self.home)
+        if not home.checkpoint_sm2_key.exists():
+            with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+                home.generate_sm2()
+        return replace(self, sm2_checkpoint_key=home.load_sm2())
 
     def __repr__(self) -> str:
         return f"LogKeys(kek_id={self.provider.kek_id!r})"
@@ -342,6 +390,11 @@ class HomeKeys:
         return self.directory / "checkpoint.key"
 
     @property
+    def checkpoint_sm2_key(self) -> Path:
+        """The SM2 checkpoint signing key of ``gm`` logs (not among :meth:`files`: optional)."""
+        return self.directory / "checkpoint-sm2.key"
+
+    @property
     def blind_index_key(self) -> Path:
         return self.directory / "blind-index.key"
 
@@ -356,25 +409,64 @@ class HomeKeys:
     def files(self) -> tuple[Path, ...]:
         return (self.checkpoint_key, self.blind_index_key, self.auditor_key, self.auditor_public_key)
 
-    def generate(self) -> str:
+    def generate(self, *, suite: str = "default") -> str:
         """Write a new checkpoint signing key, blind-index key and auditor key pair (all 0600, in
         a 0700 ``keys`` directory); refuses to replace any existing file. Returns the auditor
-        KEK id."""
+        KEK id. With ``suite="gm"`` also the SM2 checkpoint key; if the other keys exist already,
+        only the SM2 key is added."""
+        if suite not in SUITES:
+            raise LogLayoutError(f"unknown suite {suite!r}")
         existing = [p for p in self.files() if p.exists()]
+        if suite == "gm" and self.checkpoint_sm2_key.exists():
+            existing.insert(0, self.checkpoint_sm2_key)
+        elif suite == "gm" and len(existing) == len(self.files()):
+            self.generate_sm2()
+            return FileKeyProvider.from_public_key_file(self.auditor_public_key).kek_id
         if existing:
             raise LogLayoutError(f"{existing[0]} exists: refusing to replace a key")
+        if suite == "gm":
+            Sm2PrivateKey.generate()  # fail before writing anything when gmssl-pyx is missing
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
         signer = Signer.generate(CHECKPOINT_KEY_NAME)
         _write_new_secret(self.checkpoint_key, (signer.to_key_string() + "\n").encode("ascii"))
         generate_blind_index_key(self.blind_index_key)
         files = generate_auditor_key(self.auditor_key)
+        if suite == "gm":
+            self.generate_sm2()
         fsync_dir(self.directory)
         return files.kek_id
 
+    def generate_sm2(self) -> None:
+        """Write a new SM2 checkpoint signing key (0600); :class:`FileExistsError` if there is one,
+        :class:`LogLayoutError` when the SM2 backend (``gmssl-pyx``) is missing."""
+        try:
+            signer = Signer.generate(CHECKPOINT_KEY_NAME, SCHEME_SM2)
+        except UnsupportedSuite as exc:
+            raise LogLayoutError(str(exc)) from None
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        _write_new_secret(self.checkpoint_sm2_key, (signer.to_key_string() + "\n").encode("ascii"))
+        fsync_dir(self.directory)
+
+    def load_sm2(self, *, check_permissions: bool = True) -> Sm2PrivateKey:
+        """The SM2 checkpoint key; :class:`LogLayoutError` if it is missing or malformed."""
+        try:
+            text = _read_secret_text(self.checkpoint_sm2_key, check_permissions)
+            return _sm2_key_from_key_string(text.strip())
+        except FileNotFoundError:
+            raise LogLayoutError(
+                f"missing key file {self.checkpoint_sm2_key} (run: dsgw audit keygen --home {self.home} "
+                "--suite gm)"
+            ) from None
+        except UnsupportedSuite as exc:
+            raise LogLayoutError(str(exc)) from None
+        except KeyFormatError as exc:
+            raise LogLayoutError(f"bad key file in {self.directory}: {exc}") from None
+
     def load(self, *, check_permissions: bool = True) -> LogKeys:
-        """The writer's keys: checkpoint key, blind-index key and the auditor PUBLIC key (the
-        private key is never loaded here)."""
+        """The writer's keys: checkpoint key(s), blind-index key and the auditor PUBLIC key (the
+        private key is never loaded here). The SM2 checkpoint key is loaded when it exists."""
         try:
             text = _read_secret_text(self.checkpoint_key, check_permissions)
             checkpoint_key = _private_key_from_key_string(text.strip())
@@ -386,7 +478,10 @@ class HomeKeys:
             ) from None
         except KeyFormatError as exc:
             raise LogLayoutError(f"bad key file in {self.directory}: {exc}") from None
-        return LogKeys(checkpoint_key, blind, provider)
+        sm2 = None
+        if self.checkpoint_sm2_key.exists():
+            sm2 = self.load_sm2(check_permissions=check_permissions)
+        return LogKeys(checkpoint_key, blind, provider, sm2, self.home)
 
 
 def _write_new_secret(path: Path, data: bytes) -> None:
@@ -413,7 +508,7 @@ def _read_secret_text(path: Path, check_permissions: bool) -> str:
 def check_keys(meta: LogMeta, keys: LogKeys) -> None:
     """:class:`LogLayoutError` unless ``keys`` are this log's: the signing key matches the vkey,
     the blind-index key its key check value, the auditor key the KEK id."""
-    if keys.signer(meta.log_id).verifier().vkey() != meta.vkey:
+    if keys.for_meta(meta).verifier().vkey() != meta.vkey:
         raise LogLayoutError(f"the checkpoint signing key is not the key of log {meta.log_id}")
     if blind_index_key_id(keys.blind_index_key).hex() != meta.blind_index_key_id:
         raise LogLayoutError(f"the blind-index key is not the key of log {meta.log_id}")

@@ -60,6 +60,7 @@ from typing import Any
 import structlog
 
 from audit.blind_index import BlindIndexer
+from audit.checkpoint import SCHEME_SM2
 from audit.checkpoints import CheckpointPolicy, CheckpointStore, make_checkpoint
 from audit.entry import AuditEntry, InvalidEntry
 from audit.errors import AuditError
@@ -67,6 +68,7 @@ from audit.follower import ProcessFollower, ThreadFollower
 from audit.keys import Keyring
 from audit.layout import (
     DEFAULT_SEGMENT_BYTES,
+    SUITE_SCHEMES,
     HomeKeys,
     LogKeys,
     LogLayoutError,
@@ -239,19 +241,27 @@ def init_log(
 ) -> LogMeta:
     """Create a new, empty log in ``directory`` (which must be absent or empty): metadata, keyring
     (with the blind-index key wrapped for the auditors), directories and the signed checkpoint of
-    the empty tree. ``log.json`` is written last: a directory without it is not a log."""
+    the empty tree. ``log.json`` is written last: a directory without it is not a log.
+
+    The ``default`` suite signs checkpoints with ``keys.checkpoint_key`` (Ed25519), ``gm`` with
+    ``keys.sm2_checkpoint_key`` (SM2), which is made in the home the keys were loaded from
+    (``checkpoint-sm2.key``) when it does not exist yet."""
     root = Path(directory)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise LogLayoutError(f"{root} exists and is not an empty directory")
     the_suite = get_suite(suite)
+    scheme = SUITE_SCHEMES[the_suite.name]
+    if scheme == SCHEME_SM2:
+        keys = keys.with_sm2()
     log_id = new_log_id(node)
+    keys.signer(log_id, scheme)  # the key exists (before anything is written)
     root.mkdir(parents=True, exist_ok=True)
     paths = LogPaths(root)
     keyring = Keyring.create(paths.keyring, keys.provider, log_id=log_id)
     keyring.set_blind_index_key(keys.blind_index_key)
     paths.segments.mkdir()
     paths.checkpoints.mkdir()
-    signer = keys.signer(log_id)
+    signer = keys.signer(log_id, scheme)
     CheckpointStore(paths.checkpoints).write(
         0, make_checkpoint(signer, log_id, 0, empty_root(the_suite.hash_fn))
     )
@@ -299,7 +309,7 @@ class AuditLog:
         self._meta = meta
         self._suite = get_suite(meta.suite)
         self._hash = self._suite.hash_fn
-        self._signer = keys.signer(meta.log_id)
+        self._signer = keys.for_meta(meta)
         self._policy = policy
         self._index_mode = index
         self._index_interval = index_interval

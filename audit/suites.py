@@ -24,9 +24,13 @@ key), and the key ID is the first four bytes of SHA-256(key name || 0x0A || 0xff
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
-from collections.abc import Callable, Mapping
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Protocol, runtime_checkable
@@ -177,7 +181,8 @@ class Sm2Scheme:
         backend = self._backend()
         digest = sm3(sm2_z(public_key) + message)
         try:
-            return bool(backend.sm2_verify_sm3_digest(public_key, digest, signature))
+            with _quiet_stderr():
+                return bool(backend.sm2_verify_sm3_digest(public_key, digest, signature))
         except Exception:  # the backend raises its own errors for malformed DER: not a valid signature
             return False
 
@@ -195,6 +200,35 @@ class Sm2Scheme:
         if len(private_key) != 96:
             raise KeyFormatError(f"SM2 private key must be 96 bytes (d || x || y), got {len(private_key)}")
         return private_key[:32], private_key[32:]
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 while GmSSL runs, in a single-threaded process only.
+
+    GmSSL prints trace lines (source file, line, function) to stderr when a verification fails,
+    which would break the command line's "one line on stderr" rule. Redirecting fd 2 is
+    process-wide, so it is done only when this is the only thread (the command line); in a
+    server the trace lines go to its log."""
+    if threading.active_count() != 1:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 # --- AEADs ------------------------------------------------------------------------------------

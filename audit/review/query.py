@@ -26,7 +26,6 @@ a log directory.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.agencies import Agency
 from audit.blind_index import BlindIndexer
-from audit.checkpoint import Checkpoint, Signer, open_note
+from audit.checkpoint import Checkpoint, Signer, Sm2PrivateKey, open_note
 from audit.checkpoints import CheckpointStore
 from audit.entry import Access, AuditEntry, Decision, Subject, decode
 from audit.errors import AuditError, VerificationError
@@ -625,13 +624,15 @@ class LogSet:
         ]
         return build_bundle(sections, signer, created=created, note=note)
 
-    def signer(self, key: Ed25519PrivateKey, name: str, *, prefer: Iterable[str] = ()) -> Signer:
-        """The bundle signer for ``key``: named after a log whose checkpoint key it is (one of
-        ``prefer`` first, e.g. the logs in the bundle), so that the log's own vkey verifies the
-        bundle; else called ``name``."""
-        public = key.public_key().public_bytes_raw()
+    def signer(
+        self, key: Ed25519PrivateKey | Sm2PrivateKey, name: str, *, prefer: Iterable[str] = ()
+    ) -> Signer:
+        """The bundle signer for ``key`` (Ed25519 or SM2): named after a log whose checkpoint key
+        it is (one of ``prefer`` first, e.g. the logs in the bundle), so that the log's own vkey
+        verifies the bundle; else called ``name``."""
+        payload = Signer(name, key).verifier().key_payload
         preferred = set(prefer)
-        matching = [r for r in self.readers if r.meta.verifier.public_key_bytes == public]
+        matching = [r for r in self.readers if r.meta.verifier.key_payload == payload]
         matching.sort(key=lambda r: r.origin not in preferred)
         return Signer(matching[0].origin if matching else name, key)
 
@@ -640,11 +641,9 @@ class LogSet:
         return sorted({self.reader(ref.origin).origin for ref in refs})
 
 
-def parse_signer_key(text: str) -> tuple[str, Ed25519PrivateKey]:
+def parse_signer_key(text: str) -> tuple[str, Ed25519PrivateKey | Sm2PrivateKey]:
     """The name and private key of a signed-note signer key string
-    (``PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>``); :class:`~audit.errors.KeyFormatError`
-    if malformed (the message never shows key material)."""
-    skey = text.strip()
-    signer = Signer.from_key_string(skey)
-    seed = base64.b64decode(skey.split("+", 4)[4], validate=True)[1:]  # base64 itself may hold "+"
-    return signer.name, Ed25519PrivateKey.from_private_bytes(seed)
+    (``PRIVATE+KEY+<name>+<hex id>+<base64(type || key)>``, Ed25519 or SM2);
+    :class:`~audit.errors.KeyFormatError` if malformed (the message never shows key material)."""
+    signer = Signer.from_key_string(text.strip())
+    return signer.name, signer.private_key

@@ -1,6 +1,6 @@
 """``dsgw audit`` verbs of the log itself: keys, creation, checkpoints, proofs and verification.
 
-    dsgw audit keygen --home DIR
+    dsgw audit keygen --home DIR [--suite gm]
     dsgw audit init --log DIR --home DIR --node NAME [--suite default|gm]
     dsgw audit vkey --log DIR
     dsgw audit checkpoint --log DIR [--home DIR --new]
@@ -10,7 +10,9 @@
 
 Every verb takes ``--json``. Exit codes: 0 success, 1 a check failed (verification, a checkpoint
 that does not verify, a proof that does not lead to the checkpoint's root), 2 bad usage or input.
-Hashes in JSON are standard base64 (RFC 9162 SHA-256 in the default suite).
+Hashes in JSON are standard base64 (RFC 9162 SHA-256 in the default suite, SM3 in ``gm``).
+Checkpoints of ``gm`` logs are signed with SM2 (``HOME/keys/checkpoint-sm2.key``: made by
+``keygen --suite gm``, or by ``init --suite gm`` when missing).
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ def register(sub: Any) -> None:
 
     p = verb("keygen", "generate the gateway's audit keys in its home (0600 files)", _keygen)
     p.add_argument("--home", required=True, type=Path, metavar="DIR", help="the gateway's home directory")
+    p.add_argument(
+        "--suite",
+        default="default",
+        choices=["default", "gm"],
+        help="gm: also the SM2 checkpoint key (only it, if the other keys exist)",
+    )
 
     p = verb("init", "create a new, empty audit log", _init)
     p.add_argument(
@@ -138,7 +146,7 @@ def _keygen(args: argparse.Namespace) -> int:
     from audit.layout import HomeKeys
 
     keys = HomeKeys(args.home)
-    kek_id = keys.generate()
+    kek_id = keys.generate(suite=args.suite)
     payload = {
         "home": str(args.home),
         "checkpoint_key": str(keys.checkpoint_key),
@@ -147,6 +155,8 @@ def _keygen(args: argparse.Namespace) -> int:
         "auditor_public_key": str(keys.auditor_public_key),
         "kek_id": kek_id,
     }
+    if args.suite == "gm":
+        payload["checkpoint_sm2_key"] = str(keys.checkpoint_sm2_key)
     emit(
         args,
         payload,

@@ -93,7 +93,9 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     export.add_argument("--out", required=True, type=Path, metavar="FILE", help="where to write the bundle")
     export.add_argument("--decrypt", action="store_true", help="include the decrypted entries")
-    export.add_argument("--signer-key", type=Path, metavar="FILE", help="Ed25519 signed-note key string file")
+    export.add_argument(
+        "--signer-key", type=Path, metavar="FILE", help="signed-note signer key file (Ed25519 or SM2)"
+    )
     export.add_argument("--note", default="", metavar="TEXT", help="free text carried in the signed bundle")
     add_json_flag(export)
     export.set_defaults(handler=_export)
@@ -357,7 +359,15 @@ def _signer(args: argparse.Namespace, logs: Any, refs: list[Any]) -> Any:
     from audit.layout import HomeKeys
     from audit.review.query import parse_signer_key
 
-    path = args.signer_key or (HomeKeys(args.home).checkpoint_key if args.home else None)
+    path = args.signer_key
+    if path is None and args.home:
+        home = HomeKeys(args.home)
+        path = home.checkpoint_key
+        # a bundle of gm logs is signed with the SM2 checkpoint key (the logs' own key) if any
+        if home.checkpoint_sm2_key.exists() and any(
+            logs.reader(origin).meta.verifier.scheme == "sm2" for origin in logs.origins(refs)
+        ):
+            path = home.checkpoint_sm2_key
     if path is None:
         raise UsageError("signing the bundle needs a key: give --signer-key FILE or --home DIR")
     try:

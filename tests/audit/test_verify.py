@@ -2,10 +2,13 @@
 
 Each test copies a pristine log (60 entries in several segments, a checkpoint every 10 entries),
 changes bytes or files as an attacker would, and checks the first problem verification reports.
+Every test runs on a ``default`` log (SHA-256, Ed25519 checkpoints) and on a ``gm`` log (SM3,
+SM4-GCM, SM2 checkpoints).
 """
 
 from __future__ import annotations
 
+import base64
 import shutil
 import zlib
 from collections.abc import Iterator
@@ -35,10 +38,11 @@ def build(log_dir: Path, home: Path, start: int, stop: int, *, base: int = 0) ->
         assert log.flush_index(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+@pytest.fixture(scope="module", params=["default", "gm"])
+def pristine(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("pristine")
-    log_dir, home, _ = make_log(tmp, segment_bytes=8192)
+    log_dir, home, _ = make_log(tmp, segment_bytes=8192, suite=request.param)
+    assert LogMeta.load(log_dir).verifier.scheme == ("sm2" if request.param == "gm" else "ed25519")
     build(log_dir, home, 0, SIZE)
     return log_dir, home
 
@@ -95,6 +99,11 @@ def edit(log_dir: Path, index: int, at: int, *, crc: bool) -> None:
 def drop_index(log_dir: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{log_dir / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
+
+
+def attacker(meta: LogMeta, name: str | None = None) -> Signer:
+    """A key of the log's scheme (Ed25519 or SM2) that is not the log's."""
+    return Signer.generate(name or meta.log_id, meta.verifier.scheme)
 
 
 def cp_name(size: int) -> str:
@@ -301,11 +310,25 @@ def test_a_checkpoint_with_a_bad_signature(log: Path) -> None:
     )
 
 
+def test_a_checkpoint_with_a_changed_signature_byte(log: Path) -> None:
+    path = log / "checkpoints" / checkpoint_name(30)
+    note = path.read_bytes()
+    text, _, line = note[:-1].rpartition(b"\n")
+    name, _, encoded = line.rpartition(b" ")
+    blob = bytearray(base64.b64decode(encoded))
+    blob[-3] ^= 0x01  # in the signature (the last bytes of an SM2 DER signature are s)
+    path.write_bytes(text + b"\n" + name + b" " + base64.b64encode(bytes(blob)) + b"\n")
+    problem = verify(log).problem
+    assert (
+        problem is not None and problem.code == "CHECKPOINT_SIGNATURE" and problem.checkpoint == cp_name(30)
+    )
+
+
 def test_a_checkpoint_signed_by_an_unknown_key(log: Path) -> None:
     meta = LogMeta.load(log)
     path = log / "checkpoints" / checkpoint_name(30)
     checkpoint, _ = open_note(path.read_bytes(), [meta.verifier])
-    path.write_bytes(sign_checkpoint(checkpoint, [Signer.generate(meta.log_id)]))
+    path.write_bytes(sign_checkpoint(checkpoint, [attacker(meta)]))
     problem = verify(log).problem
     assert (
         problem is not None and problem.code == "CHECKPOINT_UNKNOWN_KEY" and problem.checkpoint == cp_name(30)
@@ -321,12 +344,12 @@ def test_a_checkpoint_of_another_size_than_its_name(log: Path) -> None:
 def test_a_replaced_log_json_key_does_not_help_against_the_auditors_key(log: Path) -> None:
     meta = LogMeta.load(log)
     original_vkey = meta.vkey
-    attacker = Signer.generate(meta.log_id)
+    forger = attacker(meta)
     # the attacker rewrites every entry-covering checkpoint under their key, and log.json
     for path in (log / "checkpoints").iterdir():
         checkpoint, _ = open_note(path.read_bytes(), [meta.verifier])
-        path.write_bytes(sign_checkpoint(checkpoint, [attacker]))
-    forged = LogMeta(**{**meta.__dict__, "vkey": attacker.verifier().vkey()})
+        path.write_bytes(sign_checkpoint(checkpoint, [forger]))
+    forged = LogMeta(**{**meta.__dict__, "vkey": forger.verifier().vkey()})
     forged.save(log)
     assert verify(log).ok  # trusting log.json is trusting the attacker
     problem = verify(log, keys=[original_vkey]).problem
@@ -342,7 +365,7 @@ def test_a_kept_checkpoint_of_another_log(log: Path, tmp_path: Path) -> None:
     )
     # signed by a key with the log's name and id would need the private key; a key of another
     # name is simply unknown
-    note = sign_checkpoint(other, [Signer.generate("dsgw.audit/gw-9/00000000-0000-0000-0000-000000000000")])
+    note = sign_checkpoint(other, [attacker(meta, "dsgw.audit/gw-9/00000000-0000-0000-0000-000000000000")])
     problem = verify(log, checkpoints=[("other.note", note)]).problem
     assert (
         problem is not None

@@ -35,7 +35,7 @@ from gateway.idempotency import IdempotencyCache
 from gateway.pipeline import consent as consent_step
 from gateway.pipeline import fetch as fetch_step
 from gateway.pipeline.agreement import AgreementBook, allowed_fields, allowed_predicate
-from gateway.pipeline.errors import AuditFailed, InvalidArgument, NotFound, RequestError
+from gateway.pipeline.errors import AuditFailed, InvalidArgument, NotFound, RequestError, Unavailable
 from gateway.pipeline.identity import subject_of
 from gateway.pipeline.minimize import minimize
 from gateway.pipeline.purpose import check_purpose, known_purpose
@@ -56,6 +56,10 @@ __all__ = [
 
 _log = structlog.get_logger("gateway.exchange")
 T = TypeVar("T")
+
+#: Of the caller's deadline, what is kept to write the audit entry and answer after a provider
+#: call is given up (a durable append under load takes a few milliseconds).
+ANSWER_RESERVE_S = 0.05
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
 _OPERATOR = re.compile(r"^[^\x00-\x1f\x7f]{0,128}$")
@@ -184,6 +188,13 @@ class Exchange:
         self.limiter = RateLimiter()
         self.answers: IdempotencyCache[Any] = IdempotencyCache(config.server.idempotency_ttl_s)
         self._batches: OrderedDict[tuple[str, str], tuple[float, dict[str, BatchOutcome]]] = OrderedDict()
+        inline = config.server.inline_local_io
+        self._inline_store = inline and getattr(consent.store, "backend", "") == "sqlite"
+        self._local_adapters = {
+            id(a)
+            for a in self.adapters.values()
+            if inline and getattr(getattr(a, "source", None), "_is_sqlite", False)
+        }
         self.datasets: dict[tuple[Agency, str], DatasetDescriptor] = {}
         self.predicates: dict[tuple[Agency, str], PredicateDescriptor] = {}
         for agency, adapter in self.adapters.items():
@@ -197,6 +208,31 @@ class Exchange:
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _is_local(self, adapters: Sequence[Adapter]) -> bool:
+        """Whether a step reads only embedded (SQLite) sources and store: those run inline on
+        the event loop when ``server.inline_local_io`` is on (no thread hand-off; each call is
+        still bounded by its deadline inside the adapter)."""
+        return self._inline_store and all(id(a) in self._local_adapters for a in adapters)
+
+    async def _blocking(
+        self, fn: Callable[..., T], *args: Any, adapters: Sequence[Adapter], timeout: float | None
+    ) -> T:
+        """Run a blocking step (consent store, providers): inline when everything it touches is
+        local, else on the I/O threads, and never past ``timeout`` (the caller's deadline less
+        the time kept to audit and answer): PROVIDER_TIMEOUT then, whatever the thread does."""
+        if self._is_local(adapters):
+            return fn(*args)
+        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, max(timeout, fetch_step.MIN_CALL_S))
+        except TimeoutError:
+            names = ", ".join(sorted({a.agency.value for a in adapters})) or "the consent store"
+            raise Unavailable(
+                "PROVIDER_TIMEOUT", f"{names} did not answer before the deadline", retry_after_s=1.0
+            ) from None
 
     def _check_meta(self, meta: CallMeta) -> None:
         if not _REQUEST_ID.match(meta.request_id or ""):
@@ -251,7 +287,7 @@ class Exchange:
 
     def _time_left(self, meta: CallMeta) -> float | None:
         left = meta.time_left()
-        return None if left is None else max(0.0, left - 0.01)  # keep 10 ms to audit and answer
+        return None if left is None else max(0.0, left - ANSWER_RESERVE_S)
 
     def _decide(
         self,
@@ -370,7 +406,15 @@ class Exchange:
                 fetched = exc
             return decisions, [fetched]
 
-        decisions, fetched = await self._io(consent_then_fetch)
+        try:
+            decisions, fetched = await self._blocking(
+                consent_then_fetch, adapters=[p.adapter for p in plans], timeout=self._time_left(meta)
+            )
+        except RequestError as exc:  # the hop timed out: nothing was disclosed
+            for p in plans:
+                p.facts.reason, p.facts.outcome, p.facts.allowed = exc.reason, "failed", True
+            await self._write([p.facts for p in plans])
+            raise exc from None
         for plan, decision in zip(plans, decisions, strict=True):
             plan.decision = decision
             plan.facts.basis = decision.basis.value
@@ -388,7 +432,16 @@ class Exchange:
             timeout = self._time_left(meta)
             outcomes = await asyncio.gather(
                 *(
-                    self._io(fetch_step.fetch, p.adapter, p.descriptor.name, subject, p.fields, timeout)
+                    self._blocking(
+                        fetch_step.fetch,
+                        p.adapter,
+                        p.descriptor.name,
+                        subject,
+                        p.fields,
+                        timeout,
+                        adapters=[p.adapter],
+                        timeout=timeout,
+                    )
                     for p in plans
                 ),
                 return_exceptions=True,
@@ -526,7 +579,7 @@ class Exchange:
             return decision, fetch_step.evaluate(adapter, predicate, subject, params, timeout)
 
         try:
-            decision, answer = await self._io(work)
+            decision, answer = await self._blocking(work, adapters=[adapter], timeout=timeout)
         except RequestError as exc:  # provider failed: audited as an allowed access that failed
             raise await self._denied("verify", facts, exc) from None
         facts.basis = decision.basis.value
@@ -675,7 +728,10 @@ class BatchVerifier:
             chunk = self.x.config.server.batch_chunk
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
-                results, _ = await self.x._io(self._run_chunk, part, self.x._time_left(self.meta))
+                left = self.x._time_left(self.meta)
+                results, _ = await self.x._blocking(
+                    self._run_chunk, part, left, adapters=[self.adapter], timeout=left
+                )
                 for pos, reason, answer, _decision in results:
                     outcome = BatchOutcome(items[pos].item_id, answer, reason)
                     out[pos] = outcome

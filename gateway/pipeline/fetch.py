@@ -25,9 +25,16 @@ T = TypeVar("T")
 #: Below this many seconds left, a provider is not called at all.
 MIN_CALL_S = 0.005
 
-#: The retry delay suggested while a provider's circuit is open (its reset timeout is 30 s by
-#: default; a trial call is let through after it).
-retry_after_open_s = 5.0
+#: The retry delay suggested while a provider's circuit is open, when the adapter does not say
+#: its breaker's reset timeout.
+RETRY_AFTER_OPEN_S = 5.0
+
+
+def _open_retry_s(adapter: Adapter) -> float:
+    """How long until the open circuit lets a trial call through: at most its reset timeout."""
+    policy = getattr(getattr(adapter, "source", None), "policy", None)
+    reset = getattr(policy, "reset_timeout_s", None)
+    return float(reset) if isinstance(reset, int | float) and reset > 0 else RETRY_AFTER_OPEN_S
 
 
 def _guard(adapter: Adapter, timeout: float | None, call: Callable[[float | None], T]) -> T:
@@ -39,7 +46,7 @@ def _guard(adapter: Adapter, timeout: float | None, call: Callable[[float | None
         return call(timeout)
     except ProviderUnavailable as exc:
         if exc.circuit_open:
-            reason, retry = "CIRCUIT_OPEN", retry_after_open_s
+            reason, retry = "CIRCUIT_OPEN", _open_retry_s(adapter)
         elif exc.timed_out:
             reason, retry = "PROVIDER_TIMEOUT", 1.0
         else:

@@ -7,6 +7,7 @@ logged."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ from gateway.errors import DsgwError
 from gateway.exchange import BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
 from gateway.pipeline.authenticate import authenticate
 from gateway.pipeline.errors import (
+    Conflict,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -430,9 +432,13 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                 try:
                     granted = self.service.grant(req)
                     return granted.record, granted.receipt
-                except ConsentExists:
+                except ConsentExists:  # a retry: the same consent, if it is the same grant
                     assert consent_id is not None
                     record = self.service.get(consent_id)
+                    if not _same_grant(self.service, req, record):
+                        raise Conflict(
+                            "REQUEST_ID_CONFLICT", "this request id was used for a different grant"
+                        ) from None
                     return record, self.service.receipt(
                         record, record.history[0]
                     ) if self.service.signer else None
@@ -529,6 +535,19 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
             )
 
         return await self._run("Check", context, request.purpose, "", body)
+
+
+def _same_grant(service: Any, req: GrantRequest, record: ConsentRecord) -> bool:
+    """Whether ``req`` asks for the consent ``record`` holds (its terms, validated as they would
+    have been when it was granted)."""
+    t = record.terms
+    again = dataclasses.replace(req, valid_from=req.valid_from or t.valid_from)
+    try:
+        terms = service.validate_grant(again, t.granted_at)
+    except ConsentError:
+        return False
+    ignore = {"granted_at"}
+    return bool(terms.model_dump(exclude=ignore) == t.model_dump(exclude=ignore))
 
 
 def _change_response(

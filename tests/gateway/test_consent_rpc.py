@@ -15,6 +15,7 @@ from adapters.agencies import Agency
 from audit.entry import AuditEntry
 from dsgw.v1 import consent_pb2
 from gateway.client import GatewayError
+from gateway.server.status import error_info_of
 from gateway.server.wire import agency_to_wire
 from tests.gateway.conftest import (
     Gateway,
@@ -162,12 +163,22 @@ def test_grant_with_a_request_id_is_idempotent(
 ) -> None:
     subject = subjects.graduates[2][0]
     rid = f"grant-{uuid.uuid4().hex}"
-    first = grant(gateway, "hrss", subject, [(*GRAD, [])], ["graduate_employment"], request_id=rid)
-    second = grant(gateway, "hrss", subject, [(*GRAD, [])], ["graduate_employment"], request_id=rid)
+    stub = consent_stub(gateway, "hrss")
+    request = grant_request(subject, [(*GRAD, [])], ["graduate_employment"], request_id=rid)
+    first = stub.Grant(request, timeout=5)
+    second = stub.Grant(request, timeout=5)  # a retry: the same request again
     changes.append((first.consent.consent_id, "granted"))
     assert first.consent.consent_id == second.consent.consent_id
     assert first.consent.history[0].recorded_at == second.consent.history[0].recorded_at
-    stub = consent_stub(gateway, "hrss")
+    assert first.receipt_json == second.receipt_json
+    listed = stub.ListBySubject(consent_pb2.ListConsentsRequest(subject=subject_ref(subject)), timeout=5)
+    assert len(listed.consents) == 1
+    # the same request id for a different grant is refused, and stores nothing
+    other = grant_request(subject, [(*GRAD, [])], ["employment_subsidy_review"], request_id=rid)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Grant(other, timeout=5)
+    assert exc.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert error_info_of(exc.value)[0] == "REQUEST_ID_CONFLICT"
     listed = stub.ListBySubject(consent_pb2.ListConsentsRequest(subject=subject_ref(subject)), timeout=5)
     assert len(listed.consents) == 1
 

@@ -18,7 +18,7 @@ import hashlib
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -29,7 +29,7 @@ from adapters.agencies import Agency
 from adapters.contract import Adapter, DatasetDescriptor, PredicateDescriptor, Subject, SubjectKind
 from audit.errors import AuditError
 from gateway.config import Agreement, GatewayConfig
-from gateway.consent.decision import CheckRequest, Decision
+from gateway.consent.decision import CheckRequest, Decision, decide
 from gateway.consent.service import ConsentService
 from gateway.idempotency import IdempotencyCache
 from gateway.pipeline import consent as consent_step
@@ -298,7 +298,9 @@ class Exchange:
         subject: Subject,
         purpose: str,
     ) -> Decision:
-        """Step 4 (blocking: reads the consent store; counts a use of a limited consent)."""
+        """Step 4 (blocking: reads the consent store; counts a use of a limited consent). Under a
+        statutory duty the store is not read: the pure decision needs no consents."""
+        basis = consent_step.basis_of(agreement)
         sensitive = frozenset(f.name for f in descriptor.fields if f.sensitivity.value == "sensitive")
         request = CheckRequest(
             subject=subject,
@@ -309,7 +311,9 @@ class Exchange:
             purpose=purpose,
             sensitive_fields=sensitive.intersection(fields),
         )
-        return self.consent.decide(request, basis=consent_step.basis_of(agreement), consume=True)
+        if basis.statutory_duty:
+            return decide((), request, self.consent.clock(), basis)
+        return self.consent.decide(request, basis=basis, consume=True)
 
     def _plan(
         self, meta: CallMeta, subject: Subject, provider: Agency, dataset: str
@@ -653,8 +657,8 @@ class BatchVerifier:
     def _run_chunk(
         self, items: Sequence[tuple[int, Subject]], timeout: float | None
     ) -> tuple[list[tuple[int, str, bool | None, Decision | None]], list[AccessFacts]]:
-        """Blocking: consent per subject (unless a statutory duty), one provider query for the
-        allowed ones, and the audit entries of all, appended and on disk before returning."""
+        """Blocking: consent per subject (unless a statutory duty) and one provider query for the
+        allowed ones. The caller audits every subject's access before answering."""
         x = self.x
         fields = self.descriptor.field_names()
         decided = [
@@ -698,10 +702,6 @@ class BatchVerifier:
                 f.outcome = "not_found" if answer is None else "found"
                 results.append((pos, "", answer, decision))
             facts.append(f)
-        try:
-            x.audit.append_many([access_entry(f) for f in facts])
-        except AuditError:
-            raise AuditFailed() from None
         return results, facts
 
     async def answer(self, items: Sequence[BatchItem]) -> list[BatchOutcome]:
@@ -729,9 +729,10 @@ class BatchVerifier:
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
                 left = self.x._time_left(self.meta)
-                results, _ = await self.x._blocking(
+                results, facts = await self.x._blocking(
                     self._run_chunk, part, left, adapters=[self.adapter], timeout=left
                 )
+                await self.x._write(facts)  # every subject's entry on disk before any answer
                 for pos, reason, answer, _decision in results:
                     outcome = BatchOutcome(items[pos].item_id, answer, reason)
                     out[pos] = outcome
@@ -743,16 +744,3 @@ class BatchVerifier:
                         self._seen[items[pos].item_id] = outcome
                 self.x.metrics.decision("batch_verify", self.meta.caller.value, self.pd.agency.value, "items")
         return [o for o in out if o is not None]
-
-
-async def run_with_deadline(coro: Awaitable[T], seconds: float | None) -> T:
-    if seconds is None:
-        return await coro
-    return await asyncio.wait_for(coro, timeout=max(seconds, 0.001))
-
-
-def monotonic_deadline(seconds: float | None) -> Callable[[], float | None]:
-    if seconds is None:
-        return lambda: None
-    end = time.monotonic() + seconds
-    return lambda: end - time.monotonic()

@@ -7,6 +7,7 @@ logged."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import time
@@ -307,20 +308,36 @@ class DataExchangeServicer(exchange_pb2_grpc.DataExchangeServicer, _Base):
         verifier = await self._run(
             "BatchVerify", context, header.meta.purpose.code, header.meta.request_id, open_stream
         )
+        # Two messages in the gateway at most: the next is read and evaluated while the previous
+        # one's audit entries are being made durable; answers leave in order, each only once its
+        # entries are on disk. A sender faster than that is held back by HTTP/2 flow control.
+        pending: collections.deque[asyncio.Task[exchange_pb2.BatchVerifyResponse]] = collections.deque()
         message: exchange_pb2.BatchVerifyRequest | None = first
-        while message is not None:
-            items = [
-                BatchItem(i.item_id, kind_from_wire(i.subject.kind), i.subject.id) for i in message.items
-            ]
-            if items:
-                yield await self._run(
-                    "BatchVerify",
-                    context,
-                    header.meta.purpose.code,
-                    header.meta.request_id,
-                    functools.partial(_answer_items, verifier, items),
-                )
-            message = await anext(requests, None)
+        try:
+            while message is not None:
+                items = [
+                    BatchItem(i.item_id, kind_from_wire(i.subject.kind), i.subject.id) for i in message.items
+                ]
+                if items:
+                    pending.append(
+                        asyncio.ensure_future(
+                            self._run(
+                                "BatchVerify",
+                                context,
+                                header.meta.purpose.code,
+                                header.meta.request_id,
+                                functools.partial(_answer_items, verifier, items),
+                            )
+                        )
+                    )
+                while pending and (len(pending) >= 2 or pending[0].done()):
+                    yield await pending.popleft()
+                message = await anext(requests, None)
+            while pending:
+                yield await pending.popleft()
+        finally:
+            for task in pending:
+                task.cancel()
 
 
 async def _answer_items(

@@ -601,27 +601,22 @@ class ConsentService:
         caller took the last use first, the request is decided again on fresh data."""
         when = self._aware(now, "now") if now is not None else self.clock()
         where = (request.provider.value, request.dataset)
-        decision = decide(
-            self.store.records_for(request.subject.kind, request.subject.id, dataset=where),
-            request,
-            when,
-            basis,
-        )
+        records = self.store.records_for(request.subject.kind, request.subject.id, dataset=where)
+        decision = decide(records, request, when, basis)
         for _ in range(8):
             if not (consume and decision.allowed and decision.basis is BasisKind.CONSENT):
                 return decision
-            records = {
-                r.consent_id: r
-                for r in self.store.records_for(request.subject.kind, request.subject.id, dataset=where)
-            }
+            by_id = {r.consent_id: r for r in records}
             limited = [
-                (cid, records[cid].terms.use_limit)
+                (cid, by_id[cid].terms.use_limit)
                 for cid in decision.consent_ids
-                if cid in records and records[cid].terms.use_limit is not None
+                if cid in by_id and by_id[cid].terms.use_limit is not None
             ]
             if not limited or self._consume_all(limited):
                 return decision
-            decision = decide(records.values(), request, when, basis)
+            # another caller took the last use first: decide again on fresh data
+            records = self.store.records_for(request.subject.kind, request.subject.id, dataset=where)
+            decision = decide(records, request, when, basis)
         return decision
 
     def _consume_all(self, items: Sequence[tuple[str, int | None]]) -> bool:

@@ -63,6 +63,7 @@ from audit.errors import (
     CheckpointSignatureError,
     KeyFormatError,
     UnknownKeyError,
+    UnsupportedSuite,
 )
 from audit.suites import SM2
 
@@ -400,7 +401,13 @@ class Signer:
         if secret[0] == ALG_OTHER:
             private = Sm2PrivateKey(secret[1 + len(SM2_NOTE_IDENTIFIER) :])
             probe = b"dsgw: SM2 key pair check\n"
-            if not SM2.verify(private.raw[32:], probe, SM2.sign(private.raw, probe)):
+            try:
+                matches = SM2.verify(private.raw[32:], probe, SM2.sign(private.raw, probe))
+            except UnsupportedSuite:
+                raise
+            except Exception:  # the backend refuses the scalar or the point
+                matches = False
+            if not matches:
                 raise KeyFormatError(f"signer key {name!r}: the SM2 private and public keys do not match")
         else:
             private = Ed25519PrivateKey.from_private_bytes(secret[1:])

@@ -2,8 +2,11 @@
 
 Every verb takes ``--home DIR`` (default ``$DSGW_HOME``, else ``~/.dsgw``): the store is
 ``DIR/consent.sqlite`` unless ``--store URL`` names another (e.g. ``postgresql://host/db``, with
-``--store-schema``), the receipt signing key is ``DIR/keys/receipt-ed25519.pem`` (made on first
-use), receipts go to ``DIR/receipts/<consent id>.<grant|revoke>.json`` unless ``--receipt-out``.
+``--store-schema``), the receipt signing key is ``DIR/keys/receipt-ed25519.pem`` (Ed25519), or
+``DIR/keys/receipt-sm2.pem`` (SM2, alg ``SM2-SM3``) with ``--suite gm`` or when the home has that
+key already (a home is configured for gm receipts by its first ``--suite gm``); keys are made on
+first use; ``--suite default`` forces Ed25519. Receipts go to
+``DIR/receipts/<consent id>.<grant|revoke>.json`` unless ``--receipt-out``.
 
 Times: ISO 8601 (``2025-07-01``, ``2025-07-01T09:30``, ``2025-07-01T09:30+08:00``); without a
 zone they are Beijing time (UTC+8). A date alone as ``--valid-to`` means to the end of that day.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,9 +32,12 @@ from gateway.consent.decision import CONSENT_REQUIRED, Basis
 from gateway.consent.errors import InvalidReceipt
 from gateway.consent.model import CaptureChannel, PushChannel
 from gateway.consent.receipts import (
+    ALG_SM2,
+    RECEIPT_KEY_FILES,
     ReceiptSigner,
-    load_or_create_signing_key,
+    alg_of,
     load_public_key,
+    load_receipt_signer,
     verify_receipt_bytes,
     write_receipt,
 )
@@ -54,6 +61,11 @@ def register(sub: Any) -> None:
     common.add_argument("--purposes", type=Path, metavar="FILE", help="purpose catalogue (JSON or TOML)")
     common.add_argument(
         "--audit-log", type=Path, metavar="DIR", help="audit log of consent changes (default HOME/audit/cli)"
+    )
+    common.add_argument(
+        "--suite",
+        choices=("default", "gm"),
+        help="receipt algorithm: default Ed25519, gm SM2-SM3 (default: gm if the home has an SM2 key)",
     )
     add_json_flag(common)
 
@@ -185,7 +197,7 @@ def _store(args: argparse.Namespace) -> Iterator[ConsentStore]:
 
 
 def _signer(args: argparse.Namespace) -> ReceiptSigner:
-    return ReceiptSigner(load_or_create_signing_key(home_of(args) / KEY_PATH))
+    return load_receipt_signer(home_of(args), getattr(args, "suite", None))
 
 
 @contextmanager
@@ -349,11 +361,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    key = load_public_key(args.key) if args.key else _home_public_key(args)
     try:
         data = args.file.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    key = load_public_key(args.key) if args.key else _home_public_key(args, data)
     try:
         verified = verify_receipt_bytes(data, key)
     except InvalidReceipt as exc:
@@ -372,8 +384,16 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _home_public_key(args: argparse.Namespace) -> Any:
-    path = home_of(args) / KEY_PATH
+def _home_public_key(args: argparse.Namespace, data: bytes) -> Any:
+    """The home's receipt key of the receipt's algorithm (``--suite`` overrides)."""
+    suite = getattr(args, "suite", None)
+    if suite is None:
+        try:
+            alg = json.loads(data)["payload"]["alg"]
+        except (ValueError, TypeError, KeyError):
+            alg = None
+        suite = "gm" if alg == ALG_SM2 else "default"
+    path = home_of(args) / "keys" / RECEIPT_KEY_FILES[suite]
     if not path.exists():
         raise UsageError(f"no receipt key at {path}; pass --key PUBLIC_KEY.pem")
     return load_public_key(path)
@@ -382,7 +402,11 @@ def _home_public_key(args: argparse.Namespace) -> Any:
 def _receipt_key(args: argparse.Namespace) -> int:
     signer = _signer(args)
     pem = signer.public_pem()
-    emit(args, {"key_id": signer.key_id, "alg": "Ed25519", "public_key_pem": pem}, pem.rstrip("\n"))
+    emit(
+        args,
+        {"key_id": signer.key_id, "alg": alg_of(signer.public_key), "public_key_pem": pem},
+        pem.rstrip("\n"),
+    )
     return 0
 
 

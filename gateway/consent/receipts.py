@@ -1,4 +1,4 @@
-"""Signed consent receipts: canonical JSON (RFC 8785, JCS) signed with Ed25519.
+"""Signed consent receipts: canonical JSON (RFC 8785, JCS) signed with Ed25519 (or SM2).
 
 Each grant and each revocation yields a receipt the subject (or any agency) verifies offline with
 the gateway's public receipt key (``dsgw consent receipt-key`` prints it as PEM).
@@ -7,16 +7,16 @@ Receipt file (UTF-8 JSON)::
 
     {
       "payload":   { ... the receipt ... },
-      "signature": "<base64 (RFC 4648, padded) of the 64-byte Ed25519 signature>",
+      "signature": "<base64 (RFC 4648, padded) of the signature>",
       "key_id":    "<16 hex digits>"
     }
 
 The signature is over the RFC 8785 canonical form of ``payload`` (so whitespace and key order in
 the file do not matter, and any change of a value does). ``key_id`` is the first 8 bytes, in hex,
-of SHA-256 of the raw 32-byte public key; the payload repeats it together with the algorithm
-(``alg``: ``Ed25519``) and canonicalization (``RFC8785``), so neither can be swapped without
-breaking the signature. Integers in the payload stay within +-(2^53 - 1) (JCS) and times are
-RFC 3339 strings in UTC.
+of SHA-256 of the raw public key (32 bytes for Ed25519, the 64-byte point ``x || y`` for SM2);
+the payload repeats it together with the algorithm (``alg``: ``Ed25519`` or ``SM2-SM3``) and
+canonicalization (``RFC8785``), so neither can be swapped without breaking the signature.
+Integers in the payload stay within +-(2^53 - 1) (JCS) and times are RFC 3339 strings in UTC.
 
 Payload (version ``dsgw-consent-receipt/1``): ``receipt_id`` (``<consent id>/<seq>``),
 ``issued_at``, ``issuer``, ``action`` (granted / revoked), ``event`` (the status event: seq,
@@ -28,10 +28,19 @@ Verification fails closed: anything but a well-formed receipt whose signature ve
 given key raises :class:`~gateway.consent.errors.InvalidReceipt` (or a subclass), including
 duplicate JSON keys, extra top-level keys, non-canonical base64, an unknown version or algorithm.
 
-Keys: the signing key is an Ed25519 private key in PKCS#8 PEM, unencrypted, in a file of mode
-0600 inside a 0700 directory (:func:`load_or_create_signing_key`). The SM2 (``gm`` suite) variant
-is not offered yet: the SM2 library the project knows (``gmssl-pyx``) is an optional C extension;
-receipts say ``alg`` so that a second algorithm can join without changing the format.
+Algorithms:
+
+* ``Ed25519`` (default): the 64-byte RFC 8032 signature. The signing key is an Ed25519 private key
+  in PKCS#8 PEM, unencrypted, in a file of mode 0600 inside a 0700 directory
+  (:func:`load_or_create_signing_key`, ``HOME/keys/receipt-ed25519.pem``); the public key is a
+  PEM SubjectPublicKeyInfo.
+* ``SM2-SM3`` (the ``gm`` suite): SM2 (GB/T 32918) over SM3(Z || canonical payload) with Z for the
+  default signer id ``1234567812345678`` (GM/T 0009); the signature is DER ``SEQUENCE {r, s}``, as
+  GmSSL writes it. The signing key (:func:`load_or_create_sm2_signing_key`,
+  ``HOME/keys/receipt-sm2.pem``) is a SEC 1 ``EC PRIVATE KEY`` PEM on the SM2 curve (OID
+  1.2.156.10197.1.301), the public key a PEM SubjectPublicKeyInfo (id-ecPublicKey, curve SM2,
+  uncompressed point): the forms GmSSL and OpenSSL 3 read. ``cryptography`` has no SM2, so both
+  are fixed-layout DER built and parsed here; SM2 itself comes from ``gmssl-pyx``.
 """
 
 from __future__ import annotations
@@ -56,6 +65,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from audit.checkpoint import Sm2PrivateKey, Sm2PublicKey
+from audit.errors import AuditError
+from audit.suites import SM2
 from gateway.consent.errors import (
     InvalidReceipt,
     ReceiptKeyError,
@@ -67,14 +79,18 @@ from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue
 
 __all__ = [
     "ALG",
+    "ALG_SM2",
     "CANONICALIZATION",
+    "RECEIPT_KEY_FILES",
     "RECEIPT_VERSION",
     "ReceiptSigner",
     "VerifiedReceipt",
     "canonical_bytes",
     "key_id_of",
     "load_or_create_signing_key",
+    "load_or_create_sm2_signing_key",
     "load_public_key",
+    "load_receipt_signer",
     "public_key_pem",
     "receipt_payload",
     "verify_receipt",
@@ -84,6 +100,11 @@ __all__ = [
 
 RECEIPT_VERSION = "dsgw-consent-receipt/1"
 ALG = "Ed25519"
+ALG_SM2 = "SM2-SM3"
+RECEIPT_KEY_FILES = {"default": "receipt-ed25519.pem", "gm": "receipt-sm2.pem"}
+"""The receipt signing key file (in ``HOME/keys``) of each suite."""
+ReceiptPublicKey = Ed25519PublicKey | Sm2PublicKey
+ReceiptPrivateKey = Ed25519PrivateKey | Sm2PrivateKey
 CANONICALIZATION = "RFC8785"
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _FILE_KEYS = frozenset({"payload", "signature", "key_id"})
@@ -95,12 +116,83 @@ def _ts(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def key_id_of(public_key: Ed25519PublicKey) -> str:
-    """First 8 bytes, hex, of SHA-256 of the raw public key."""
-    return hashlib.sha256(public_key.public_bytes_raw()).digest()[:8].hex()
+def _raw_public(public_key: ReceiptPublicKey) -> bytes:
+    if isinstance(public_key, Sm2PublicKey):
+        return public_key.raw
+    return public_key.public_bytes_raw()
 
 
-def public_key_pem(public_key: Ed25519PublicKey) -> str:
+def alg_of(public_key: ReceiptPublicKey) -> str:
+    """``"SM2-SM3"`` for an SM2 key, else ``"Ed25519"``."""
+    return ALG_SM2 if isinstance(public_key, Sm2PublicKey) else ALG
+
+
+def key_id_of(public_key: ReceiptPublicKey) -> str:
+    """First 8 bytes, hex, of SHA-256 of the raw public key (Ed25519: 32 bytes; SM2: x || y)."""
+    return hashlib.sha256(_raw_public(public_key)).digest()[:8].hex()
+
+
+# SM2 key encodings (DER with a fixed layout: one curve, one point size). The OIDs are
+# id-ecPublicKey (1.2.840.10045.2.1) and the SM2 curve (1.2.156.10197.1.301).
+_OID_EC_PUBLIC_KEY = bytes.fromhex("06072a8648ce3d0201")
+_OID_SM2 = bytes.fromhex("06082a811ccf5501822d")
+_SM2_SPKI_PREFIX = bytes.fromhex("3059" + "3013") + _OID_EC_PUBLIC_KEY + _OID_SM2 + bytes.fromhex("03420004")
+"""SubjectPublicKeyInfo ::= SEQUENCE { SEQUENCE { id-ecPublicKey, sm2 }, BIT STRING 04 || x || y }"""
+_SM2_SEC1_HEAD = bytes.fromhex("307702010104" + "20")  # SEQUENCE { INTEGER 1, OCTET STRING d (32)
+_SM2_SEC1_MID = bytes.fromhex("a00a") + _OID_SM2 + bytes.fromhex("a144034200" + "04")  # [0] [1]
+
+
+def _pem(label: str, der: bytes) -> str:
+    body = base64.b64encode(der).decode("ascii")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n"
+
+
+def _unpem(data: bytes, label: str) -> bytes | None:
+    """The DER inside the first ``label`` PEM block of ``data``, or ``None``."""
+    text = data.decode("ascii", errors="replace")
+    begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
+    start = text.find(begin)
+    stop = text.find(end, start + 1)
+    if start < 0 or stop < 0:
+        return None
+    try:
+        return base64.b64decode("".join(text[start + len(begin) : stop].split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def sm2_public_key_der(public_key: Sm2PublicKey) -> bytes:
+    """The SubjectPublicKeyInfo DER of an SM2 public key."""
+    return _SM2_SPKI_PREFIX + public_key.raw
+
+
+def sm2_private_key_pem(private_key: Sm2PrivateKey) -> bytes:
+    """The SEC 1 ``EC PRIVATE KEY`` PEM of an SM2 key (with its public key)."""
+    raw = private_key.raw
+    return _pem("EC PRIVATE KEY", _SM2_SEC1_HEAD + raw[:32] + _SM2_SEC1_MID + raw[32:]).encode("ascii")
+
+
+def _sm2_private_from_der(der: bytes) -> Sm2PrivateKey | None:
+    head, mid = len(_SM2_SEC1_HEAD), len(_SM2_SEC1_MID)
+    if len(der) != head + 32 + mid + 64 or not der.startswith(_SM2_SEC1_HEAD):
+        return None
+    if der[head + 32 : head + 32 + mid] != _SM2_SEC1_MID:
+        return None
+    key = Sm2PrivateKey(der[head : head + 32] + der[head + 32 + mid :])
+    probe = b"dsgw: SM2 key pair check"
+    try:
+        if not SM2.verify(key.raw[32:], probe, SM2.sign(key.raw, probe)):
+            return None
+    except Exception:  # a missing backend, or one refusing the scalar or the point
+        return None
+    return key
+
+
+def public_key_pem(public_key: ReceiptPublicKey) -> str:
+    """The public key as a PEM SubjectPublicKeyInfo (Ed25519, or SM2 with the SM2 curve OID)."""
+    if isinstance(public_key, Sm2PublicKey):
+        return _pem("PUBLIC KEY", sm2_public_key_der(public_key))
     return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")
@@ -118,6 +210,7 @@ def receipt_payload(
     key_id: str,
     issuer: str = "dsgw",
     catalogue: PurposeCatalogue = DEFAULT_CATALOGUE,
+    alg: str = ALG,
 ) -> dict[str, Any]:
     """The payload of the receipt for ``event`` (a grant or a revocation) of ``record``."""
     if event.status not in (ConsentStatus.GRANTED, ConsentStatus.REVOKED):
@@ -129,7 +222,7 @@ def receipt_payload(
         purposes.append({"code": code, "name_zh": p.name_zh if p else "", "name_en": p.name_en if p else ""})
     return {
         "version": RECEIPT_VERSION,
-        "alg": ALG,
+        "alg": alg,
         "canonicalization": CANONICALIZATION,
         "key_id": key_id,
         "receipt_id": f"{t.consent_id}/{event.seq}",
@@ -167,12 +260,13 @@ def receipt_payload(
 
 
 class ReceiptSigner:
-    """Signs receipt payloads with one Ed25519 key."""
+    """Signs receipt payloads with one key: Ed25519, or SM2 (``alg`` ``SM2-SM3``)."""
 
-    def __init__(self, private_key: Ed25519PrivateKey, *, issuer: str = "dsgw") -> None:
+    def __init__(self, private_key: ReceiptPrivateKey, *, issuer: str = "dsgw") -> None:
         self._key = private_key
-        self.public_key = private_key.public_key()
+        self.public_key: ReceiptPublicKey = private_key.public_key()
         self.key_id = key_id_of(self.public_key)
+        self.alg = alg_of(self.public_key)
         self.issuer = issuer
 
     @classmethod
@@ -186,7 +280,13 @@ class ReceiptSigner:
         """The receipt file object for ``payload``."""
         if payload.get("key_id") != self.key_id:
             raise ValueError("payload names another key id")
-        signature = self._key.sign(canonical_bytes(payload))
+        if payload.get("alg") != self.alg:
+            raise ValueError(f"payload names another algorithm than {self.alg}")
+        message = canonical_bytes(payload)
+        if isinstance(self._key, Sm2PrivateKey):
+            signature = SM2.sign(self._key.raw, message)
+        else:
+            signature = self._key.sign(message)
         return {
             "payload": dict(payload),
             "signature": base64.b64encode(signature).decode("ascii"),
@@ -197,7 +297,9 @@ class ReceiptSigner:
         self, record: ConsentRecord, event: StatusEvent, catalogue: PurposeCatalogue = DEFAULT_CATALOGUE
     ) -> dict[str, Any]:
         """The signed receipt for ``event`` of ``record``."""
-        payload = receipt_payload(record, event, key_id=self.key_id, issuer=self.issuer, catalogue=catalogue)
+        payload = receipt_payload(
+            record, event, key_id=self.key_id, issuer=self.issuer, catalogue=catalogue, alg=self.alg
+        )
         return self.sign_payload(payload)
 
 
@@ -227,7 +329,7 @@ def _no_floats(text: str) -> Any:
     raise InvalidReceipt("receipt JSON has a non-integer number (receipts carry none)")
 
 
-def verify_receipt_bytes(data: bytes, public_key: Ed25519PublicKey) -> VerifiedReceipt:
+def verify_receipt_bytes(data: bytes, public_key: ReceiptPublicKey) -> VerifiedReceipt:
     """Verify a receipt file's bytes; InvalidReceipt (fail closed) unless it verifies."""
     if len(data) > MAX_RECEIPT_BYTES:
         raise InvalidReceipt("receipt is too large")
@@ -243,8 +345,10 @@ def verify_receipt_bytes(data: bytes, public_key: Ed25519PublicKey) -> VerifiedR
     return verify_receipt(obj, public_key)
 
 
-def verify_receipt(receipt: Any, public_key: Ed25519PublicKey) -> VerifiedReceipt:
-    """Verify a parsed receipt file object against ``public_key``; InvalidReceipt unless it verifies."""
+def verify_receipt(receipt: Any, public_key: ReceiptPublicKey) -> VerifiedReceipt:
+    """Verify a parsed receipt file object against ``public_key`` (Ed25519 or SM2: the payload's
+    ``alg`` must be the key's); InvalidReceipt unless it verifies."""
+    alg = alg_of(public_key)
     if not isinstance(receipt, dict) or set(receipt) != _FILE_KEYS:
         raise InvalidReceipt("receipt must be an object with exactly payload, signature and key_id")
     payload, sig_text, key_id = receipt["payload"], receipt["signature"], receipt["key_id"]
@@ -256,13 +360,14 @@ def verify_receipt(receipt: Any, public_key: Ed25519PublicKey) -> VerifiedReceip
         signature = base64.b64decode(sig_text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidReceipt("receipt signature is not base64") from None
-    if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != sig_text:
-        raise InvalidReceipt("receipt signature is not a canonical base64 Ed25519 signature")
+    size_ok = len(signature) == 64 if alg == ALG else 8 <= len(signature) <= 72
+    if not size_ok or base64.b64encode(signature).decode("ascii") != sig_text:
+        raise InvalidReceipt(f"receipt signature is not a canonical base64 {alg} signature")
     if not isinstance(payload, dict):
         raise InvalidReceipt("receipt payload is not an object")
     if payload.get("version") != RECEIPT_VERSION:
         raise InvalidReceipt("receipt payload has an unknown version")
-    if payload.get("alg") != ALG or payload.get("canonicalization") != CANONICALIZATION:
+    if payload.get("alg") != alg or payload.get("canonicalization") != CANONICALIZATION:
         raise InvalidReceipt("receipt payload names another algorithm or canonicalization")
     if payload.get("key_id") != key_id:
         raise InvalidReceipt("receipt key_id differs from the payload's")
@@ -273,10 +378,16 @@ def verify_receipt(receipt: Any, public_key: Ed25519PublicKey) -> VerifiedReceip
         message = canonical_bytes(payload)
     except Exception:  # rfc8785 refuses big integers, non-finite floats, odd types
         raise InvalidReceipt("receipt payload cannot be canonicalized (RFC 8785)") from None
-    try:
-        public_key.verify(signature, message)
-    except InvalidSignature:
-        raise ReceiptSignatureInvalid("receipt signature does not verify: the receipt was altered") from None
+    if isinstance(public_key, Sm2PublicKey):
+        valid = SM2.verify(public_key.raw, message, signature)
+    else:
+        try:
+            public_key.verify(signature, message)
+            valid = True
+        except InvalidSignature:
+            valid = False
+    if not valid:
+        raise ReceiptSignatureInvalid("receipt signature does not verify: the receipt was altered")
     action, consent, receipt_id = payload.get("action"), payload.get("consent"), payload.get("receipt_id")
     if (
         action not in ("granted", "revoked")
@@ -314,19 +425,11 @@ def _read_private(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_or_create_signing_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:
-    """The Ed25519 signing key at ``path``; when there is none and ``create``, a new one written
-    there (mode 0600, parent directories 0700; concurrent creators end with the same key)."""
-    if path.exists():
-        return _read_private(path)
-    if not create:
-        raise ReceiptKeyError(f"no receipt key at {path}")
+def _create_key_file(path: Path, pem: bytes) -> None:
+    """Write a new private key file (mode 0600, parent directories 0700) unless one exists (then
+    the existing one wins: concurrent creators end with the same key)."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
         fd, tmp = tempfile.mkstemp(prefix=".receipt-key-", dir=path.parent)
         try:
             os.fchmod(fd, 0o600)
@@ -341,15 +444,87 @@ def load_or_create_signing_key(path: Path, *, create: bool = True) -> Ed25519Pri
                 os.unlink(tmp)
     except OSError as exc:
         raise ReceiptKeyError(f"cannot create receipt key {path}: {exc.strerror or exc}") from None
+
+
+def load_or_create_signing_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:
+    """The Ed25519 signing key at ``path``; when there is none and ``create``, a new one written
+    there (mode 0600, parent directories 0700; concurrent creators end with the same key)."""
+    if path.exists():
+        return _read_private(path)
+    if not create:
+        raise ReceiptKeyError(f"no receipt key at {path}")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _create_key_file(path, pem)
     return _read_private(path)
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """An Ed25519 public key from a PEM file holding a public key (or the private key itself)."""
+def _read_sm2_private(path: Path) -> Sm2PrivateKey:
+    _check_private_file(path)
+    der = _unpem(path.read_bytes(), "EC PRIVATE KEY")
+    key = _sm2_private_from_der(der) if der is not None else None
+    if key is None:
+        raise ReceiptKeyError(f"receipt key {path} is not an SM2 EC PRIVATE KEY PEM")
+    return key
+
+
+def load_or_create_sm2_signing_key(path: Path, *, create: bool = True) -> Sm2PrivateKey:
+    """The SM2 signing key at ``path`` (SEC 1 PEM); when there is none and ``create``, a new one
+    written there (mode 0600, parent directories 0700). Needs ``gmssl-pyx``."""
+    if path.exists():
+        return _read_sm2_private(path)
+    if not create:
+        raise ReceiptKeyError(f"no receipt key at {path}")
+    try:
+        key = Sm2PrivateKey.generate()
+    except AuditError as exc:
+        raise ReceiptKeyError(str(exc)) from None
+    _create_key_file(path, sm2_private_key_pem(key))
+    return _read_sm2_private(path)
+
+
+def receipt_suite(home: Path, suite: str | None = None) -> str:
+    """The receipt suite of a home: ``suite`` when given, else ``"gm"`` if the home has an SM2
+    receipt key (``keys/receipt-sm2.pem``), else ``"default"``."""
+    if suite is not None:
+        if suite not in RECEIPT_KEY_FILES:
+            raise ReceiptKeyError(f"unknown suite {suite!r}")
+        return suite
+    return "gm" if (home / "keys" / RECEIPT_KEY_FILES["gm"]).exists() else "default"
+
+
+def load_receipt_signer(
+    home: Path, suite: str | None = None, *, create: bool = True, issuer: str = "dsgw"
+) -> ReceiptSigner:
+    """The receipt signer of a gateway home (:func:`receipt_suite`): Ed25519 from
+    ``keys/receipt-ed25519.pem`` or SM2 from ``keys/receipt-sm2.pem``, made on first use."""
+    chosen = receipt_suite(home, suite)
+    path = home / "keys" / RECEIPT_KEY_FILES[chosen]
+    if chosen == "gm":
+        return ReceiptSigner(load_or_create_sm2_signing_key(path, create=create), issuer=issuer)
+    return ReceiptSigner(load_or_create_signing_key(path, create=create), issuer=issuer)
+
+
+def load_public_key(path: Path) -> ReceiptPublicKey:
+    """A receipt public key from a PEM file holding a public key (or the private key itself):
+    Ed25519, or SM2 (SubjectPublicKeyInfo on the SM2 curve, or the SEC 1 private key)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ReceiptKeyError(f"cannot read key {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN EC PRIVATE KEY-----" in data:
+        der = _unpem(data, "EC PRIVATE KEY")
+        private_sm2 = _sm2_private_from_der(der) if der is not None else None
+        if private_sm2 is None:
+            raise ReceiptKeyError(f"{path} is not an Ed25519 or SM2 key")
+        return private_sm2.public_key()
+    der = _unpem(data, "PUBLIC KEY")
+    if der is not None and der.startswith(_SM2_SPKI_PREFIX):
+        if len(der) != len(_SM2_SPKI_PREFIX) + 64:
+            raise ReceiptKeyError(f"{path} is not a valid SM2 public key")
+        return Sm2PublicKey(der[len(_SM2_SPKI_PREFIX) :])
     try:
         if b"PRIVATE KEY" in data:
             private = serialization.load_pem_private_key(data, password=None)

@@ -1,0 +1,207 @@
+"""SM2 consent receipts (the ``gm`` suite): the same RFC 8785 payload signed with SM2 (alg
+``SM2-SM3``), offline verification that fails closed, key files, and the command line."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from audit.checkpoint import Sm2PrivateKey, Sm2PublicKey
+from audit.suites import SM2
+from gateway.consent import ConsentStore, InvalidReceipt, ReceiptKeyError, ReceiptSigner
+from gateway.consent.errors import ReceiptKeyMismatch, ReceiptSignatureInvalid
+from gateway.consent.receipts import (
+    ALG_SM2,
+    canonical_bytes,
+    key_id_of,
+    load_or_create_sm2_signing_key,
+    load_public_key,
+    load_receipt_signer,
+    public_key_pem,
+    verify_receipt,
+    verify_receipt_bytes,
+)
+from tests.consent import Clock, grant_request, service_for
+from tests.consent.test_cli import GRANT, Cli
+
+SM2_SPKI_PREFIX = "3059301306072a8648ce3d020106082a811ccf5501822d03420004"
+
+
+@pytest.fixture
+def signer() -> ReceiptSigner:
+    return ReceiptSigner(Sm2PrivateKey.generate(), issuer="dsgw-test")
+
+
+@pytest.fixture
+def receipts(tmp_path: Path, signer: ReceiptSigner) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    store = ConsentStore.for_home(tmp_path)
+    try:
+        clock = Clock()
+        svc = service_for(store, clock, signer=signer)
+        granted = svc.grant(grant_request(use_limit=5))
+        clock.advance(hours=1)
+        revoked = svc.revoke(granted.record.consent_id, channel="app", evidence_ref="session-9")
+        assert granted.receipt is not None and revoked.receipt is not None
+        yield granted.receipt, revoked.receipt
+    finally:
+        store.close()
+
+
+def test_grant_and_revocation_receipts_verify(
+    receipts: tuple[dict[str, Any], dict[str, Any]], signer: ReceiptSigner
+) -> None:
+    grant, revoke = receipts
+    g = verify_receipt(grant, signer.public_key)
+    r = verify_receipt(revoke, signer.public_key)
+    assert (g.action, r.action) == ("granted", "revoked") and g.consent_id == r.consent_id
+    p = grant["payload"]
+    assert p["alg"] == ALG_SM2 == "SM2-SM3" and p["canonicalization"] == "RFC8785"
+    assert isinstance(signer.public_key, Sm2PublicKey)
+    assert p["key_id"] == grant["key_id"] == hashlib.sha256(signer.public_key.raw).digest()[:8].hex()
+    # what a verifier that knows nothing of dsgw does: JCS, then SM2-with-SM3 (DER signature)
+    signature = base64.b64decode(grant["signature"])
+    decode_dss_signature(signature)  # DER SEQUENCE {r, s}
+    assert SM2.verify(signer.public_key.raw, canonical_bytes(p), signature)
+    assert verify_receipt_bytes(json.dumps(grant, indent=3).encode(), signer.public_key).action == "granted"
+
+
+def test_sm2_receipts_interoperate_with_the_pure_python_gmssl_package(
+    receipts: tuple[dict[str, Any], dict[str, Any]], signer: ReceiptSigner
+) -> None:
+    gmssl_sm2 = pytest.importorskip("gmssl.sm2")
+    assert isinstance(signer.public_key, Sm2PublicKey)
+    grant = receipts[0]
+    other = gmssl_sm2.CryptSM2(private_key=None, public_key=signer.public_key.raw.hex())
+    r, s = decode_dss_signature(base64.b64decode(grant["signature"]))
+    assert other.verify_with_sm3(f"{r:064x}{s:064x}", canonical_bytes(grant["payload"]))
+
+
+def test_tampered_sm2_receipts_are_refused(
+    receipts: tuple[dict[str, Any], dict[str, Any]], signer: ReceiptSigner
+) -> None:
+    grant = receipts[0]
+
+    def changed(mutate: Any) -> dict[str, Any]:
+        copied = copy.deepcopy(grant)
+        mutate(copied)
+        return copied
+
+    cases: list[tuple[Any, type[InvalidReceipt]]] = [
+        (lambda r: r["payload"]["consent"].__setitem__("use_limit", 6), ReceiptSignatureInvalid),
+        (lambda r: r["payload"]["consent"]["subject"].__setitem__("id", "x"), ReceiptSignatureInvalid),
+        (lambda r: r["payload"].__setitem__("action", "revoked"), ReceiptSignatureInvalid),
+        (lambda r: r["payload"].__setitem__("alg", "Ed25519"), InvalidReceipt),
+        (lambda r: r.__setitem__("key_id", "0" * 16), InvalidReceipt),
+        (lambda r: r.__setitem__("signature", r["signature"][:-4]), InvalidReceipt),
+        (lambda r: r.__setitem__("extra", 1), InvalidReceipt),
+    ]
+    sig = bytearray(base64.b64decode(grant["signature"]))
+    sig[-2] ^= 1
+    flipped = base64.b64encode(bytes(sig)).decode()
+    cases.append((lambda r: r.__setitem__("signature", flipped), ReceiptSignatureInvalid))
+    for mutate, error in cases:
+        with pytest.raises(error):
+            verify_receipt(changed(mutate), signer.public_key)
+
+
+def test_wrong_key_is_refused(receipts: tuple[dict[str, Any], dict[str, Any]], signer: ReceiptSigner) -> None:
+    grant = receipts[0]
+    with pytest.raises(ReceiptKeyMismatch):
+        verify_receipt(grant, Sm2PrivateKey.generate().public_key())
+    with pytest.raises(InvalidReceipt):  # an Ed25519 key does not verify an SM2 receipt
+        verify_receipt(grant, Ed25519PrivateKey.generate().public_key())
+    # a forger with another SM2 key who also rewrites the key ids: their own key, not ours
+    forger = ReceiptSigner(Sm2PrivateKey.generate())
+    forged = forger.sign_payload({**grant["payload"], "key_id": forger.key_id})
+    assert verify_receipt(forged, forger.public_key).action == "granted"
+    with pytest.raises(ReceiptKeyMismatch):
+        verify_receipt(forged, signer.public_key)
+    with pytest.raises(ReceiptSignatureInvalid):  # the forger's signature under our key id
+        verify_receipt({**forged, "payload": grant["payload"], "key_id": grant["key_id"]}, signer.public_key)
+
+
+def test_key_files(tmp_path: Path, signer: ReceiptSigner) -> None:
+    path = tmp_path / "keys" / "receipt-sm2.pem"
+    key = load_or_create_sm2_signing_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600 and (tmp_path / "keys").stat().st_mode & 0o777 == 0o700
+    assert path.read_text().startswith("-----BEGIN EC PRIVATE KEY-----")
+    assert load_or_create_sm2_signing_key(path) == key
+    pem = public_key_pem(key.public_key())
+    der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
+    assert (
+        der.hex().startswith(SM2_SPKI_PREFIX) and der[-64:] == key.public_key().raw
+    )  # OID 1.2.156.10197.1.301
+    pub = tmp_path / "pub.pem"
+    pub.write_text(pem)
+    assert load_public_key(pub) == key.public_key() == load_public_key(path)
+    assert key_id_of(load_public_key(pub)) == ReceiptSigner(key).key_id
+    path.chmod(0o644)
+    with pytest.raises(ReceiptKeyError):
+        load_or_create_sm2_signing_key(path)
+    bad = tmp_path / "bad.pem"
+    bad.write_text(pem.replace(pem.splitlines()[1], "A" * len(pem.splitlines()[1])))
+    with pytest.raises(ReceiptKeyError):
+        load_public_key(bad)
+    # the home's suite: SM2 once it has the SM2 key, unless told otherwise
+    home = tmp_path / "home"
+    assert load_receipt_signer(home).alg == "Ed25519"
+    assert load_receipt_signer(home, "gm").alg == ALG_SM2
+    assert load_receipt_signer(home).alg == ALG_SM2
+    assert load_receipt_signer(home, "default").alg == "Ed25519"
+
+
+def test_default_receipts_are_unchanged(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    signer = ReceiptSigner(key)
+    assert signer.alg == "Ed25519"
+    store = ConsentStore.for_home(tmp_path)
+    try:
+        receipt = service_for(store, Clock(), signer=signer).grant(grant_request()).receipt
+    finally:
+        store.close()
+    assert receipt is not None
+    assert base64.b64decode(receipt["signature"]) == key.sign(canonical_bytes(receipt["payload"]))
+    assert receipt["payload"]["alg"] == "Ed25519"
+
+
+def test_cli_gm_receipts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cli = Cli(capsys, ["--home", str(home)])
+    rc, out, err = cli("grant", *GRANT, "--suite", "gm", "--json")
+    assert rc == 0, err
+    assert out["receipt"]["payload"]["alg"] == "SM2-SM3"
+    assert (home / "keys" / "receipt-sm2.pem").stat().st_mode & 0o777 == 0o600
+    cid, grant_file = out["consent"]["consent_id"], Path(out["receipt_file"])
+    rc, out, _ = cli("verify-receipt", str(grant_file), "--json")
+    assert rc == 0 and out["valid"] and out["action"] == "granted"
+    # the home is now a gm home: receipts without --suite are SM2 too
+    rc, out, _ = cli("revoke", cid, "--json")
+    assert rc == 0 and out["receipt"]["payload"]["alg"] == "SM2-SM3"
+    rc, out, _ = cli("verify-receipt", out["receipt_file"], "--json")
+    assert rc == 0 and out["action"] == "revoked"
+    rc, out, _ = cli("receipt-key", "--json")
+    assert rc == 0 and out["alg"] == "SM2-SM3" and out["public_key_pem"].startswith("-----BEGIN PUBLIC KEY")
+    pub = tmp_path / "sm2.pem"
+    pub.write_text(out["public_key_pem"])
+    rc, _, _ = cli("verify-receipt", str(grant_file), "--key", str(pub))
+    assert rc == 0
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(grant_file.read_text().replace('"v3"', '"v4"'))
+    rc, out, err = cli("verify-receipt", str(tampered), "--json")
+    assert rc == 1 and out["valid"] is False and out["reason"] == "RECEIPT_SIGNATURE_INVALID"
+    assert err.startswith("dsgw: ") and err.count("\n") == 1
+    rc, out, _ = cli("receipt-key", "--suite", "default", "--json")
+    assert out["alg"] == "Ed25519"
+    other = tmp_path / "ed.pem"
+    other.write_text(out["public_key_pem"])
+    rc, _, err = cli("verify-receipt", str(grant_file), "--key", str(other))
+    assert rc == 1 and err.count("\n") == 1

@@ -28,6 +28,7 @@ import structlog
 from adapters.agencies import Agency
 from adapters.contract import Adapter, DatasetDescriptor, PredicateDescriptor, Subject, SubjectKind
 from audit.errors import AuditError
+from dsgw.v1 import audit_pb2
 from gateway.config import Agreement, GatewayConfig
 from gateway.consent.decision import CheckRequest, Decision, decide
 from gateway.consent.service import ConsentService
@@ -40,7 +41,7 @@ from gateway.pipeline.identity import subject_of
 from gateway.pipeline.minimize import minimize
 from gateway.pipeline.purpose import check_purpose, known_purpose
 from gateway.pipeline.rate import RateLimiter
-from gateway.pipeline.record import AccessFacts, access_entry
+from gateway.pipeline.record import AccessFacts, Verdict, access_entries, access_entry
 from gateway.purposes import PurposeCatalogue
 
 __all__ = [
@@ -270,6 +271,15 @@ class Exchange:
                 await self.audit.append_async(access_entry(facts[0]))
             else:
                 await asyncio.gather(*(self.audit.append_async(access_entry(f)) for f in facts))
+        except AuditError as exc:
+            _log.error("audit.append_failed", error=type(exc).__name__)
+            raise AuditFailed() from None
+
+    async def _write_many(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
+        """Append many entries as one batch (one hand-off to the I/O threads, where the append
+        waits for the disk); AuditFailed otherwise."""
+        try:
+            await self._io(self.audit.append_many, entries)
         except AuditError as exc:
             _log.error("audit.append_failed", error=type(exc).__name__)
             raise AuditFailed() from None
@@ -656,53 +666,50 @@ class BatchVerifier:
 
     def _run_chunk(
         self, items: Sequence[tuple[int, Subject]], timeout: float | None
-    ) -> tuple[list[tuple[int, str, bool | None, Decision | None]], list[AccessFacts]]:
-        """Blocking: consent per subject (unless a statutory duty) and one provider query for the
-        allowed ones. The caller audits every subject's access before answering."""
+    ) -> tuple[list[tuple[int, str, bool | None]], list[audit_pb2.AuditEntry]]:
+        """Blocking: the legal basis per subject (under a statutory duty one decision serves
+        all: the store is not read), one provider query for the allowed ones, and every
+        subject's audit entry, built (the caller appends them before answering)."""
         x = self.x
         fields = self.descriptor.field_names()
-        decided = [
-            (
-                pos,
-                subject,
-                x._decide(
-                    self.meta.caller, self.agreement, self.descriptor, fields, subject, self.meta.purpose
-                ),
-            )
-            for pos, subject in items
-        ]
-        allowed = [(pos, s, d) for pos, s, d in decided if d.allowed]
+        caller, purpose = self.meta.caller, self.meta.purpose
+        decisions: list[Decision]
+        if consent_step.basis_of(self.agreement).statutory_duty:
+            one = x._decide(caller, self.agreement, self.descriptor, fields, items[0][1], purpose)
+            decisions = [one] * len(items)
+        else:
+            decisions = [
+                x._decide(caller, self.agreement, self.descriptor, fields, s, purpose) for _, s in items
+            ]
+        allowed = [s for (_, s), d in zip(items, decisions, strict=True) if d.allowed]
         answers: list[bool | None] = []
         failure: RequestError | None = None
         if allowed:
             try:
-                answers = fetch_step.evaluate_many(
-                    self.adapter, self.pd.name, [s for _, s, _ in allowed], self.params, timeout
-                )
+                answers = fetch_step.evaluate_many(self.adapter, self.pd.name, allowed, self.params, timeout)
             except RequestError as exc:
                 failure = exc
-        by_pos = {pos: a for (pos, _, _), a in zip(allowed, answers, strict=False)}
-        results: list[tuple[int, str, bool | None, Decision | None]] = []
-        facts: list[AccessFacts] = []
-        for pos, subject, decision in decided:
-            f = self._facts(subject)
-            f.basis = decision.basis.value
-            f.basis_reference = decision.legal_basis_reference
+        results: list[tuple[int, str, bool | None]] = []
+        verdicts: list[Verdict] = []
+        next_answer = iter(answers)
+        for (pos, subject), decision in zip(items, decisions, strict=True):
+            basis, ref = decision.basis.value, decision.legal_basis_reference
             if not decision.allowed:
                 assert decision.reason is not None
                 reason = consent_step.DENY_REASONS[decision.reason]
-                f.reason = reason
-                results.append((pos, reason, None, decision))
+                verdicts.append(Verdict(subject, basis, ref, False, reason, ""))
+                results.append((pos, reason, None))
             elif failure is not None:
-                f.allowed, f.outcome, f.reason = True, "failed", failure.reason
-                results.append((pos, failure.reason, None, decision))
+                verdicts.append(Verdict(subject, basis, ref, True, failure.reason, "failed"))
+                results.append((pos, failure.reason, None))
             else:
-                answer = by_pos[pos]
-                f.allowed = True
-                f.outcome = "not_found" if answer is None else "found"
-                results.append((pos, "", answer, decision))
-            facts.append(f)
-        return results, facts
+                answer = next(next_answer)
+                verdicts.append(
+                    Verdict(subject, basis, ref, True, "", "not_found" if answer is None else "found")
+                )
+                results.append((pos, "", answer))
+        template = self._facts(items[0][1])
+        return results, access_entries(template, verdicts)
 
     async def answer(self, items: Sequence[BatchItem]) -> list[BatchOutcome]:
         """Outcomes of ``items`` in order. Invalid identifiers are answered per item
@@ -729,11 +736,11 @@ class BatchVerifier:
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
                 left = self.x._time_left(self.meta)
-                results, facts = await self.x._blocking(
+                results, entries = await self.x._blocking(
                     self._run_chunk, part, left, adapters=[self.adapter], timeout=left
                 )
-                await self.x._write(facts)  # every subject's entry on disk before any answer
-                for pos, reason, answer, _decision in results:
+                await self.x._write_many(entries)  # every subject's entry on disk before any answer
+                for pos, reason, answer in results:
                     outcome = BatchOutcome(items[pos].item_id, answer, reason)
                     out[pos] = outcome
                     if items[pos].item_id and reason not in (

@@ -13,7 +13,7 @@ from adapters.agencies import Agency
 from adapters.contract import Subject
 from dsgw.v1 import audit_pb2, common_pb2
 
-__all__ = ["AccessFacts", "access_entry", "consent_change_entry", "consent_hook"]
+__all__ = ["AccessFacts", "Verdict", "access_entries", "access_entry", "consent_change_entry", "consent_hook"]
 
 _AGENCY = {a: common_pb2.AgencyCode.Value(f"AGENCY_CODE_{a.value.upper()}") for a in Agency}
 _KIND = {"person": common_pb2.SUBJECT_KIND_PERSON, "employer": common_pb2.SUBJECT_KIND_EMPLOYER}
@@ -89,6 +89,40 @@ def access_entry(f: AccessFacts) -> audit_pb2.AuditEntry:
     a.outcome.count = f.count
     a.latency_us = max(0, (time.perf_counter_ns() - f.started_ns) // 1000)
     return entry
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What differs between the accesses of one BatchVerify chunk, per subject."""
+
+    subject: Subject
+    basis: str
+    basis_reference: str
+    allowed: bool
+    reason: str
+    outcome: str
+
+
+def access_entries(template: AccessFacts, verdicts: Sequence[Verdict]) -> list[audit_pb2.AuditEntry]:
+    """Entries of many accesses that share everything but the subject and its verdict (a
+    BatchVerify chunk): the shared part is built once from ``template`` and copied; each entry
+    equals what :func:`access_entry` makes of the same facts."""
+    base = access_entry(template)
+    base.ClearField("subject")
+    out: list[audit_pb2.AuditEntry] = []
+    for v in verdicts:
+        entry = audit_pb2.AuditEntry()
+        entry.CopyFrom(base)
+        entry.subject.kind = _KIND[v.subject.kind.value]
+        entry.subject.id = v.subject.id
+        a = entry.access
+        a.legal_basis.kind = _BASIS[v.basis]
+        a.legal_basis.reference = v.basis_reference[:128]
+        a.decision = audit_pb2.AUDIT_DECISION_ALLOWED if v.allowed else audit_pb2.AUDIT_DECISION_DENIED
+        a.reason = v.reason
+        a.outcome.kind = _OUTCOME[v.outcome]
+        out.append(entry)
+    return out
 
 
 def consent_change_entry(

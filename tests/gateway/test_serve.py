@@ -153,6 +153,74 @@ def test_sigterm_under_load_drains_and_exits_zero(
     assert set(answered) <= entries
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_two_workers_share_the_port_and_keep_their_own_logs(
+    dev_home: DevHome, subjects: Subjects, tmp_path: Path
+) -> None:
+    """server.workers = 2: two processes on one port (SO_REUSEPORT), connections spread over
+    them, each worker audits into its own log, SIGTERM drains both and the parent exits 0."""
+    home = tmp_path / "two"
+    port = _free_port()
+    config = write_gateway_config(
+        dev_home, home, server={"listen": f"127.0.0.1:{port}", "workers": 2, "metrics_listen": ""}
+    )
+    ready = tmp_path / "ready2.json"
+    with (tmp_path / "serve2.log").open("wb") as log:
+        proc = subprocess.Popen(
+            dsgw("serve", "--config", str(config), "--ready-file", str(ready)),
+            cwd=REPO,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        ca, cert, key = dev_home.agency_credentials("hrss")
+        answered: list[str] = []
+        deadline = time.monotonic() + 60
+        # every new channel is a new connection, which the kernel gives to either worker
+        while len(answered) < 12 and time.monotonic() < deadline:
+            rid = f"two-{uuid.uuid4().hex}"
+            try:
+                with GatewayClient(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key, timeout=10) as client:
+                    client.verify(
+                        subjects.assisted[0],
+                        "employment_assistance",
+                        "civil_affairs",
+                        "receives_subsistence_allowance",
+                        request_id=rid,
+                    )
+                answered.append(rid)
+            except GatewayError:  # a worker not listening yet
+                assert proc.poll() is None, (tmp_path / "serve2.log").read_text()
+                time.sleep(0.2)
+        assert len(answered) == 12
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    cfg = load_config(config)
+    logs = cfg.audit_dirs()
+    assert [d.name for d in logs] == ["gw1", "gw1-w1"]
+    for d in logs:
+        result = subprocess.run(
+            dsgw("audit", "verify", "--log", str(d)), cwd=REPO, env=_env(), capture_output=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr.decode()
+    per_log = [{e.request_id for e in read_audit(home, [d])} for d in logs]
+    assert set(answered) == per_log[0] | per_log[1]
+    assert not per_log[0] & per_log[1]
+    assert per_log[0] and per_log[1], "both workers served calls"
+
+
 # --- bad configuration -------------------------------------------------------------------------
 
 

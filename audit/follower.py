@@ -38,7 +38,7 @@ import structlog
 from audit.errors import AuditError
 from audit.index import AuditIndex, IndexedFrame, IndexError_, remove_index
 from audit.layout import LogMeta, LogPaths
-from audit.merkle import LEAF_PREFIX, NODE_PREFIX, CompactRange
+from audit.merkle import LEAF_PREFIX, NODE_PREFIX, TILE_LEVEL, TILE_WIDTH, CompactRange
 from audit.record import RecordError, split_section
 from audit.segment import FRAME_OVERHEAD, HEADER_SIZE, check_header, parse_frames, segment_name
 from audit.suites import HashFn, get_suite
@@ -155,6 +155,8 @@ class IndexFollower:
         hash_fn = self._hash
         peaks = self._peaks
         node, leaf_prefix = NODE_PREFIX, LEAF_PREFIX
+        tiles: list[tuple[int, bytes]] = []
+        tile_mask = TILE_WIDTH - 1
         expected = self.size
         base = self._offset
         for idx, off, record in zip(indices, offsets, records, strict=True):
@@ -165,9 +167,18 @@ class IndexFollower:
             split = 7 + 17 * record[6]  # the terms section is self-delimiting (audit.record)
             leaf = hash_fn(leaf_prefix + record[split:])
             digest, carry = leaf, expected
-            while carry & 1:  # CompactRange.append, inlined
-                digest = hash_fn(node + peaks.pop() + digest)
-                carry >>= 1
+            if (expected + 1) & tile_mask:
+                while carry & 1:  # CompactRange.append, inlined
+                    digest = hash_fn(node + peaks.pop() + digest)
+                    carry >>= 1
+            else:  # this leaf completes a 256-leaf tile: its hash is the 8th merge's
+                level = 0
+                while carry & 1:
+                    digest = hash_fn(node + peaks.pop() + digest)
+                    carry >>= 1
+                    level += 1
+                    if level == TILE_LEVEL:
+                        tiles.append((expected >> TILE_LEVEL, digest))
             peaks.append(digest)
             try:
                 key, postings = split_section(record[:split])
@@ -176,7 +187,7 @@ class IndexFollower:
             add((idx, base + off, leaf, key, postings))
             expected += 1
         end = base + offsets[-1] + FRAME_OVERHEAD + len(records[-1])
-        self.index.add(rows, size=expected, peaks=peaks, segment_ends={self._segment: end})
+        self.index.add(rows, size=expected, peaks=peaks, segment_ends={self._segment: end}, tiles=tiles)
         self.size = expected
 
 

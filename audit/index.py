@@ -17,6 +17,12 @@ terms section of each frame (:mod:`audit.record`), so it is rebuilt without any 
     the newest 65,536-entry partition, whose pages stay in the cache, so an insert costs the
     same in a 10-million-entry log as in an empty one; a lookup probes each partition's B-tree
     once (153 probes in a 10,000,000-entry log, about a millisecond).
+``tiles(n, hash)``
+    the Merkle hash of each complete 256-leaf tile (leaves ``[256 n, 256 n + 256)``), taken by the
+    follower from the compact range it folds anyway (no extra hashing), so that an inclusion or
+    consistency proof combines a few thousand tile hashes instead of rehashing every leaf. An
+    index written before tiles existed has none for its older entries (proofs then fall back to
+    the leaves; rebuilding the index fills them).
 ``segments(first, bytes)``, ``meta(key, value)``
     the segments (by first index) and how far each is indexed; the log id, the indexed tree
     size and its compact-range peaks (so a writer reopens without rehashing the log).
@@ -76,6 +82,7 @@ CREATE TABLE IF NOT EXISTS entries(
     leaf BLOB NOT NULL,
     combo INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tiles(n INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS postings(
     gen INTEGER NOT NULL,
     term BLOB NOT NULL,
@@ -205,10 +212,12 @@ class AuditIndex:
         size: int,
         peaks: Sequence[bytes],
         segment_ends: Mapping[int, int],
+        tiles: Sequence[tuple[int, bytes]] = (),
     ) -> int:
         """Index ``frames`` (in index order, continuing the indexed ones) in one transaction,
-        recording the tree ``size`` and compact-range ``peaks`` after them and each segment's
-        indexed length (first index -> bytes). Returns how many entries were added."""
+        recording the tree ``size`` and compact-range ``peaks`` after them, each segment's
+        indexed length (first index -> bytes) and the hashes of the 256-leaf ``tiles`` the frames
+        completed (tile number, hash). Returns how many entries were added."""
         rows: list[tuple[int, int, bytes, int]] = []
         postings: list[tuple[int, bytes, int]] = []
         new_combos: list[tuple[Any, ...]] = []
@@ -230,6 +239,8 @@ class AuditIndex:
                     conn.executemany("INSERT INTO combos VALUES (?, ?, ?, ?, ?, ?, ?, ?)", new_combos)
                 conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", rows)
                 conn.executemany("INSERT INTO postings VALUES (?, ?, ?)", postings)
+                if tiles:
+                    conn.executemany("INSERT OR REPLACE INTO tiles(n, hash) VALUES (?, ?)", tiles)
                 conn.executemany(
                     "INSERT OR REPLACE INTO segments(first, bytes) VALUES (?, ?)", list(segment_ends.items())
                 )
@@ -255,6 +266,17 @@ class AuditIndex:
             "SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
         )
         return [bytes(r[0]) for r in cursor]
+
+    def tiles(self, start: int, stop: int) -> dict[int, bytes]:
+        """The stored hashes of tiles ``[start, stop)`` (tile number -> hash); missing ones (an
+        index older than tiles, or not that far) are absent."""
+        try:
+            cursor = self._conn.execute("SELECT n, hash FROM tiles WHERE n >= ? AND n < ?", (start, stop))
+            return {int(n): bytes(h) for n, h in cursor}
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a read-only index written before tiles existed
+                return {}
+            raise
 
     def location(self, idx: int) -> tuple[int, int] | None:
         """(segment first index, frame offset) of entry ``idx``, if indexed."""

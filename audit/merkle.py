@@ -24,7 +24,7 @@ SHA-256 (pass :func:`audit.suites.sm3` for the ``gm`` suite), and does no I/O.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from audit.errors import ConsistencyProofError, InclusionProofError
 from audit.suites import HashFn, sha256
@@ -35,6 +35,10 @@ NODE_PREFIX = b"\x01"
 # Complete subtrees of at least 2**_CACHE_LEVEL leaves are memoised by MerkleProver; smaller ones are
 # recomputed from the leaf hashes (at most 2**_CACHE_LEVEL - 1 hash operations each).
 _CACHE_LEVEL = 8
+TILE_LEVEL = _CACHE_LEVEL
+"""Tiles are the complete subtrees of 2**TILE_LEVEL = 256 leaves (as Tessera's tiles): the index
+stores their hashes (:mod:`audit.index`) and :class:`MerkleProver` takes them."""
+TILE_WIDTH = 1 << TILE_LEVEL
 
 
 def empty_root(hash_fn: HashFn = sha256) -> bytes:
@@ -95,10 +99,25 @@ class MerkleProver:
     256 leaves), and they are only valid while the leaves under them stay the same.
     """
 
-    def __init__(self, leaf_hashes: Sequence[bytes], hash_fn: HashFn = sha256) -> None:
+    def __init__(
+        self,
+        leaf_hashes: Sequence[bytes],
+        hash_fn: HashFn = sha256,
+        *,
+        tiles: Mapping[int, bytes] | None = None,
+    ) -> None:
+        """``tiles``: known hashes of complete 256-leaf tiles (tile ``n`` covers leaves
+        ``[256 n, 256 n + 256)``, see :data:`TILE_LEVEL`), e.g. from the log's index. With every
+        tile of the tree known, a root or proof hashes only tiles and reads only the leaves of the
+        (at most two) tiles it descends into: ``leaf_hashes`` may then be a lazy sequence."""
         self._leaves = leaf_hashes
         self._hash_fn = hash_fn
         self._cache: dict[tuple[int, int], bytes] = {}
+        if tiles:
+            full = len(leaf_hashes) >> TILE_LEVEL
+            for number, digest in tiles.items():
+                if 0 <= number < full:
+                    self._cache[(TILE_LEVEL, number)] = digest
 
     @property
     def size(self) -> int:

@@ -214,7 +214,8 @@ def _audit_log(args: argparse.Namespace) -> Iterator[Any]:
     if not keys.checkpoint_key.exists():
         keys.generate()
     if not (directory / "log.json").exists():
-        init_log(directory, keys.load(), node="cli")
+        suite = "gm" if getattr(args, "suite", None) == "gm" else "default"
+        init_log(directory, keys.load(), node="cli", suite=suite)
     log = AuditLog.open(directory, home=home, index="thread")
     try:
         yield log

@@ -38,9 +38,8 @@ from audit.layout import HomeKeys
 from audit.log import AuditLog, init_log
 from dsgw.v1 import consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
 from gateway import pki
-from gateway.cli.consent import KEY_PATH as RECEIPT_KEY
 from gateway.config import GatewayConfig
-from gateway.consent.receipts import ReceiptSigner, load_or_create_signing_key
+from gateway.consent.receipts import load_receipt_signer
 from gateway.consent.service import ConsentService
 from gateway.consent.store import ConsentStore
 from gateway.exchange import Exchange
@@ -109,7 +108,7 @@ class Worker:
         self.store = ConsentStore(c.consent_store_url())
         self.store.create_tables()
         on_event = consent_hook(self.audit.append, node)
-        signer = ReceiptSigner(load_or_create_signing_key(c.home_dir / RECEIPT_KEY))
+        signer = load_receipt_signer(c.home_dir, c.audit.suite)
         consent = ConsentService(self.store, catalogue=c.catalogue, signer=signer, on_event=on_event)
         self.executor = ThreadPoolExecutor(c.server.io_threads, thread_name_prefix="dsgw-io")
         metrics = GatewayMetrics(self.worker)

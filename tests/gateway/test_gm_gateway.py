@@ -33,7 +33,7 @@ def test_gm_gateway_end_to_end(
     with BackgroundGateway(config) as gw:
         ca, cert, key = dev_home.agency_credentials("hrss")
         with GatewayClient(f"127.0.0.1:{gw.port}", ca=ca, cert=cert, key=key) as client:
-            consent, receipt = client.grant_consent(
+            _consent, receipt = client.grant_consent(
                 subject,
                 [("education", "graduation", [])],
                 ["graduate_employment"],

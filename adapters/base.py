@@ -56,6 +56,7 @@ from adapters.resilience import (
     ResilientSource,
 )
 from adapters.sources import SourceConfig
+from adapters.statements import IN_BATCH, select_in
 from gateway.identity.credit_code import normalize_credit_code
 from gateway.identity.errors import InvalidIdentifier
 from gateway.identity.forms import credit_code_stored_forms, resident_id_stored_forms
@@ -75,9 +76,6 @@ Key = int | str
 GroupKey = Hashable
 Params = Mapping[str, int]
 Since = str | int
-
-#: Most bound parameters put into one ``IN (...)`` (SQLite allows 32766, PostgreSQL 65535).
-IN_BATCH = 1000
 
 log = structlog.get_logger("adapters")
 
@@ -249,8 +247,8 @@ def batched(items: Sequence[T], size: int = IN_BATCH) -> Iterator[Sequence[T]]:
 
 
 def in_keys(column: ColumnElement[Any]) -> ColumnElement[bool]:
-    """``column IN (:keys)``, an expanding parameter: the statement is built (and cached compiled)
-    once, whatever the number of keys."""
+    """``column IN (:keys)``, an expanding parameter: the statement is built once, and compiled
+    once per IN-list size bucket (``adapters.statements``), whatever the number of keys."""
     return column.in_(bindparam("keys", expanding=True))
 
 
@@ -259,7 +257,7 @@ def rows_for_keys(conn: Connection, statement: Select[Any], keys: Iterable[Key])
     unique = sorted(set(keys), key=lambda k: (str(type(k)), k))
     rows: list[Any] = []
     for batch in batched(unique):
-        rows.extend(conn.execute(statement, {"keys": list(batch)}).all())
+        rows.extend(select_in(conn, statement, "keys", batch))
     return rows
 
 
@@ -458,7 +456,8 @@ class SqlAdapter:
         names = tuple(dict.fromkeys(fields))
         if not names:
             raise InvalidRequest("no fields requested")
-        unknown = [f for f in names if f not in descriptor.field_names()]
+        known = descriptor.field_names()
+        unknown = [f for f in names if f not in known]
         if unknown:
             raise InvalidRequest(
                 f"dataset {descriptor.name!r} has no field(s) {', '.join(map(repr, unknown))}"
@@ -478,7 +477,7 @@ class SqlAdapter:
                 lookup.setdefault(form, group)
         found: dict[GroupKey, set[Key]] = {g: set() for g in groups}
         for batch in batched(list(lookup)):
-            for key, stored in conn.execute(anchor.lookup, {"ids": list(batch)}):
+            for key, stored in select_in(conn, anchor.lookup, "ids", batch):
                 found[lookup[stored]].add(key)
         return {g: sorted(keys) for g, keys in found.items()}
 

@@ -5,13 +5,16 @@ each unit of work (a function of an open ``Connection``) as one *call*:
 
 - **Deadline.** A call has a timeout (``SourceConfig.call_timeout_s`` unless the caller passes
   one). Everything happens before that deadline: connecting (the connect timeout is cut to the
-  time left), each query (PostgreSQL: ``SET LOCAL statement_timeout`` per transaction; SQLite: a
-  progress handler that interrupts the statement past the deadline, and a busy timeout cut to
+  time left, and a server connect runs on a helper thread the call stops waiting for at its
+  deadline, since drivers never time out in less than 2 s), each query (PostgreSQL: ``SET LOCAL
+  statement_timeout`` per transaction; SQLite: a progress handler, installed once per
+  connection, that interrupts the statement past the deadline, and a busy timeout kept at most
   the time left) and the waits between retries.
 - **Retries.** Transient failures (connection refused, reset or lost, operational errors,
   timeouts) are retried with tenacity: at most ``attempts`` tries, waits drawn by
   ``wait_random_exponential`` and never past the deadline. Everything else (``SubjectNotFound``,
-  ``InvalidRequest``, programming errors, a missing database file) is never retried.
+  ``InvalidRequest``, programming errors, a missing database file) is never retried. The first
+  attempt is made without tenacity; a failure of it enters the retry loop as its attempt 1.
 - **Circuit breaker.** Per agency, with pybreaker's state machine: ``fail_max`` failed calls in a
   row open the circuit; while open, calls fail at once with ``ProviderUnavailable(circuit_open=
   True)``; after ``reset_timeout_s`` one trial call goes through (half-open) while the others
@@ -27,13 +30,15 @@ each unit of work (a function of an open ``Connection``) as one *call*:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import logging
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -42,6 +47,7 @@ import pybreaker
 import structlog
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import NullPool
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from adapters.agencies import Agency
@@ -51,6 +57,16 @@ from adapters.sources import SourceConfig, make_engine
 T = TypeVar("T")
 
 log = structlog.get_logger("adapters")
+
+#: What a filtering bound logger (structlog.make_filtering_bound_logger) has for the levels it drops.
+_DROPPED = structlog.make_filtering_bound_logger(logging.CRITICAL).debug
+
+
+def _debug_dropped() -> bool:
+    """Whether structlog, as configured now, drops debug events outright (the gateway's default
+    level is WARNING): the per-call success event then costs nothing to skip."""
+    return getattr(structlog.get_config()["wrapper_class"], "debug", None) is _DROPPED
+
 
 #: An attempt is not started with less time than this left before the deadline.
 MIN_ATTEMPT_S = 0.02
@@ -281,6 +297,15 @@ class AgencyCircuit:
 
     def record(self, *, ok: bool, trial: bool, error: BaseException | None = None) -> None:
         """Feed a call's outcome back: ``ok`` (the source answered) or a failure that counts."""
+        if ok and not trial:
+            storage = self._storage
+            if (
+                storage.state == pybreaker.STATE_CLOSED
+                and storage.counter == 0
+                and not self._breaker.listeners
+            ):
+                # what pybreaker would do for a success here: reset a counter that is zero
+                return
         with self._lock:
             try:
                 if ok:
@@ -331,11 +356,118 @@ class _Wait:
         return max(0.0, min(float(self._base(state)), left))
 
 
+class _PendingConnect:
+    """A driver connect running on a helper thread, which the caller may stop waiting for: a
+    connection that arrives after the caller gave up is closed, never used."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._conn: Any = None
+        self._error: BaseException | None = None
+
+    def finish(self, conn: Any = None, error: BaseException | None = None) -> None:
+        with self._lock:
+            abandoned = self._abandoned
+            if not abandoned:
+                self._conn, self._error = conn, error
+        if abandoned and conn is not None:
+            with contextlib.suppress(Exception):  # nothing to do about a late connection
+                conn.close()
+        self.done.set()
+
+    def abandon(self) -> bool:
+        """Stop waiting; False when the connect finished meanwhile (its outcome stands)."""
+        with self._lock:
+            if self.done.is_set() or self._conn is not None or self._error is not None:
+                return False
+            self._abandoned = True
+            return True
+
+    def outcome(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._conn
+
+
+def connect_within(agency: Agency, connect: Callable[[], Any], deadline: float) -> Any:
+    """``connect()`` (a driver connect) on a helper thread, waited for until ``deadline`` at the
+    latest: drivers have a floor on their own connect timeout (libpq and psycopg wait at least
+    2 s), which a short call deadline must not inherit. Past the deadline raises
+    ``_DeadlineExceeded`` (a timeout); the helper finishes on its own and closes what it got."""
+    pending = _PendingConnect()
+
+    def work() -> None:
+        try:
+            conn = connect()
+        except BaseException as exc:
+            pending.finish(error=exc)
+        else:
+            pending.finish(conn=conn)
+
+    threading.Thread(target=work, name=f"dsgw-connect-{agency.value}", daemon=True).start()
+    if not pending.done.wait(max(0.0, deadline - time.monotonic())) and pending.abandon():
+        raise _DeadlineExceeded
+    pending.done.wait()
+    return pending.outcome()
+
+
+#: The SQLite busy timeout is re-set when it is above the time left in a call, or more than this
+#: below it (so that calls with the same timeout set it once per connection, not once each).
+BUSY_SLACK_MS = 100
+
+
+class _SqliteSlot:
+    """One thread's own connection to a SQLite source, kept across calls (no pool checkout per
+    call). Its progress handler, installed once, interrupts a statement past the deadline of the
+    call in progress (``deadline``; infinite between calls); its busy timeout is cut to the time
+    left when needed (``busy_ms`` is the value in force)."""
+
+    __slots__ = ("__weakref__", "busy_ms", "conn", "deadline", "doomed", "engine", "lock", "raw", "thread")
+
+    def __init__(self, engine: Engine, conn: Connection, busy_ms: int) -> None:
+        self.engine = engine
+        self.conn = conn
+        self.deadline = math.inf
+        self.busy_ms = busy_ms
+        self.doomed = False
+        self.lock = threading.Lock()
+        self.thread = weakref.ref(threading.current_thread())
+        raw = conn.connection.driver_connection
+        self.raw: sqlite3.Connection | None = raw if isinstance(raw, sqlite3.Connection) else None
+        if self.raw is not None:
+            self.raw.set_progress_handler(self._past_deadline, 1000)
+
+    def _past_deadline(self) -> int:
+        return 1 if time.monotonic() >= self.deadline else 0
+
+    def arm(self, deadline: float) -> None:
+        if self.raw is not None:
+            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            if self.busy_ms > left_ms or self.busy_ms < left_ms - BUSY_SLACK_MS:
+                target = max(1, left_ms - min(BUSY_SLACK_MS // 2, left_ms // 4))
+                self.raw.execute(f"PRAGMA busy_timeout = {target}")
+                self.busy_ms = target
+        self.deadline = deadline
+
+    def close(self) -> None:
+        self.deadline = math.inf
+        with contextlib.suppress(Exception):  # closing a broken connection
+            self.conn.close()
+
+    def alive(self) -> bool:
+        thread = self.thread()
+        return thread is not None and thread.is_alive()
+
+
 class ResilientSource:
     """An agency's source behind a deadline, retries and a circuit breaker.
 
     The engine is made on first use (a missing SQLite file is a failed call, not a failed start,
-    so the circuit can close once the file appears) and kept once it works."""
+    so the circuit can close once the file appears) and kept once it works. On SQLite each thread
+    keeps its own connection across calls; on a server database the engine's pool holds up to
+    ``SourceConfig.pool_size`` connections."""
 
     def __init__(
         self,
@@ -355,10 +487,15 @@ class ResilientSource:
         self._engine_lock = threading.Lock()
         self._is_sqlite = config.is_sqlite
         self._closed = False
+        self._local = threading.local()
+        self._slots: list[_SqliteSlot] = []
 
     # ---- engine ---------------------------------------------------------------------------
 
     def _get_engine(self) -> Engine:
+        engine = self._engine
+        if engine is not None and not self._closed:
+            return engine
         with self._engine_lock:
             if self._closed:
                 raise ProviderUnavailable(self.agency, "adapter closed")
@@ -369,71 +506,127 @@ class ResilientSource:
     def _make_engine(self) -> Engine:
         # No pool_pre_ping (a round trip per call): a stale pooled connection fails its attempt
         # as "connection lost", SQLAlchemy invalidates the pool, and the retry connects afresh.
-        kw: dict[str, Any] = {"pool_timeout": max(0.1, self.config.call_timeout_s)}
+        kw: dict[str, Any]
+        if self._is_sqlite:
+            # each thread keeps its own connection (_SqliteSlot): nothing to pool
+            kw = {"poolclass": NullPool}
+        else:
+            kw = {
+                "pool_size": self.config.pool_size,
+                "max_overflow": 0,
+                "pool_timeout": max(0.1, self.config.call_timeout_s),
+            }
         try:
             engine = make_engine(self.config, **kw)
         except FileNotFoundError:
             raise _SourceMissing from None
         if not self._is_sqlite:
             config = self.config
+            agency = self.agency
 
             @event.listens_for(engine, "do_connect")
-            def _connect_params(_dialect: Any, _rec: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+            def _connect(dialect: Any, _rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
                 limit = config.connect_timeout_s
                 deadline = _deadline.get()
                 if deadline is not None:
                     limit = min(limit, max(0.0, deadline - time.monotonic()))
+                # the driver's own timeout (libpq / psycopg: whole seconds, at least 2 s) bounds
+                # the helper thread; the call itself gives up at its deadline (connect_within)
                 cparams["connect_timeout"] = max(1, math.ceil(limit))
-                if "psycopg" in _dialect.driver:
+                if "psycopg" in dialect.driver:
                     cparams.setdefault("keepalives", 1)
                     cparams.setdefault("keepalives_idle", 5)
                     cparams.setdefault("keepalives_interval", 2)
                     cparams.setdefault("keepalives_count", 3)
+                if deadline is None:
+                    return None  # the default connect
+                return connect_within(agency, lambda: dialect.connect(*cargs, **cparams), deadline)
 
         return engine
 
     def close(self) -> None:
         with self._engine_lock:
             self._closed = True
+            slots, self._slots = self._slots, []
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None
+        for slot in slots:
+            slot.doomed = True
+            if slot.lock.acquire(blocking=False):  # else its thread closes it after its call
+                try:
+                    slot.close()
+                finally:
+                    slot.lock.release()
+
+    # ---- SQLite: one connection per thread --------------------------------------------------
+
+    def _slot(self, engine: Engine) -> _SqliteSlot:
+        slot: _SqliteSlot | None = getattr(self._local, "slot", None)
+        if slot is not None and slot.engine is engine and not slot.doomed:
+            return slot
+        conn = engine.connect()
+        try:
+            slot = _SqliteSlot(engine, conn, int(self.config.connect_timeout_s * 1000))
+        except BaseException:
+            conn.close()
+            raise
+        with self._engine_lock:
+            closed = self._closed
+            if not closed:
+                dead = [s for s in self._slots if not s.alive()]
+                self._slots = [s for s in self._slots if s.alive()]
+                self._slots.append(slot)
+        if closed:
+            slot.close()
+            raise ProviderUnavailable(self.agency, "adapter closed")
+        for old in dead:  # threads that ended: their connections are nobody's any more
+            old.close()
+        self._local.slot = slot
+        return slot
+
+    def _drop(self, slot: _SqliteSlot) -> None:
+        if getattr(self._local, "slot", None) is slot:
+            self._local.slot = None
+        with self._engine_lock:
+            if slot in self._slots:
+                self._slots.remove(slot)
+        slot.close()
+
+    def _attempt_sqlite(self, engine: Engine, fn: Callable[[Connection], T], deadline: float) -> T:
+        slot = self._slot(engine)
+        keep = False
+        with slot.lock:
+            try:
+                if slot.doomed:
+                    raise ProviderUnavailable(self.agency, "adapter closed")
+                slot.arm(deadline)
+                with slot.conn.begin():
+                    result = fn(slot.conn)
+                keep = True
+                return result
+            except AdapterError:
+                keep = not slot.doomed  # an answer: the connection is fine
+                raise
+            finally:
+                slot.deadline = math.inf
+                if not keep or slot.doomed:
+                    # a failed attempt may leave the connection broken: the retry starts afresh
+                    self._drop(slot)
 
     # ---- one attempt ----------------------------------------------------------------------
-
-    @contextmanager
-    def _deadline_guard(self, conn: Connection, deadline: float) -> Iterator[None]:
-        if not self._is_sqlite:
-            yield
-            return
-        raw = conn.connection.driver_connection
-        if not isinstance(raw, sqlite3.Connection):  # pragma: no cover - other SQLite drivers
-            yield
-            return
-
-        def _past_deadline() -> int:
-            return 1 if time.monotonic() >= deadline else 0
-
-        left_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        raw.execute(f"PRAGMA busy_timeout = {left_ms}")
-        raw.set_progress_handler(_past_deadline, 1000)
-        try:
-            yield
-        finally:
-            raw.set_progress_handler(None, 0)
 
     def _attempt(self, fn: Callable[[Connection], T], deadline: float) -> T:
         if deadline - time.monotonic() < MIN_ATTEMPT_S:
             raise _DeadlineExceeded
         engine = self._get_engine()
+        if self._is_sqlite:
+            return self._attempt_sqlite(engine, fn, deadline)
         token = _deadline.set(deadline)
         try:
-            with engine.connect() as conn, self._deadline_guard(conn, deadline), conn.begin():
-                if not self._is_sqlite:
-                    left_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                    conn.execute(
-                        text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(left_ms)}
-                    )
+            with engine.connect() as conn, conn.begin():
+                left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                conn.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(left_ms)})
                 return fn(conn)
         finally:
             _deadline.reset(token)
@@ -451,25 +644,72 @@ class ResilientSource:
     ) -> T:
         """Run ``fn`` in a transaction on a connection to the source, within ``timeout`` seconds
         (default ``call_timeout_s``), retrying transient failures. Raises ``ProviderUnavailable``
-        for any failure of the source; ``AdapterError``s raised by ``fn`` pass through."""
+        for any failure of the source; ``AdapterError``s raised by ``fn`` pass through.
+
+        The first attempt is made directly; only a failure enters tenacity's retry loop, which
+        sees that failure as its first attempt (same attempts, backoff, deadline and logs as if
+        tenacity had made it)."""
         if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
             raise InvalidRequest("timeout must be a positive number of seconds")
         limit = self.config.call_timeout_s if timeout is None else float(timeout)
-        fields = dict(log_fields or {})
         started = time.monotonic()
         deadline = started + limit
-        tries = attempts or self.policy.attempts
 
         try:
             trial = self.circuit.admit()
         except CircuitOpen:
-            self._log("circuit_open", operation, fields, started, 0)
+            self._log("circuit_open", operation, log_fields, started, 0)
             raise ProviderUnavailable(self.agency, "circuit open", circuit_open=True) from None
 
-        counter = {"n": 0}
+        made = [1]
+        try:
+            try:
+                result = self._attempt(fn, deadline)
+            except AdapterError:
+                raise
+            except BaseException as first:
+                result = self._retry(operation, fn, first, limit, deadline, attempts, log_fields, made)
+        except AdapterError as exc:
+            self.circuit.record(ok=True, trial=trial)  # the source answered
+            self._log(type(exc).reason.lower(), operation, log_fields, started, made[0])
+            raise
+        except BaseException as exc:
+            failure = classify(exc, timeout=limit, past_deadline=time.monotonic() >= deadline)
+            if failure.counts:
+                self.circuit.record(ok=False, trial=trial, error=exc)
+            else:
+                self.circuit.release(trial=trial)
+            if failure.internal or not isinstance(exc, Exception):
+                if isinstance(exc, Exception):
+                    self._log("error", operation, log_fields, started, made[0], cause=failure.cause)
+                raise  # a bug, KeyboardInterrupt and the like: not the source's doing
+            outcome = "timeout" if failure.timed_out else "unavailable"
+            self._log(outcome, operation, log_fields, started, made[0], cause=failure.cause)
+            raise ProviderUnavailable(self.agency, failure.cause, timed_out=failure.timed_out) from None
+        self.circuit.record(ok=True, trial=trial)
+        self._log("ok", operation, log_fields, started, made[0])
+        return result
+
+    def _retry(
+        self,
+        operation: str,
+        fn: Callable[[Connection], T],
+        first: BaseException,
+        limit: float,
+        deadline: float,
+        attempts: int | None,
+        log_fields: Mapping[str, str] | None,
+        made: list[int],
+    ) -> T:
+        """tenacity's retry loop after a failed first attempt, whose failure it replays as its
+        attempt 1 (nothing is run again for it). ``made[0]`` counts the attempts made."""
+        fields = dict(log_fields or {})
+        replay: list[BaseException] = [first]
 
         def _one() -> T:
-            counter["n"] += 1
+            if replay:
+                raise replay.pop()
+            made[0] += 1
             return self._attempt(fn, deadline)
 
         def _retryable(exc: BaseException) -> bool:
@@ -490,55 +730,37 @@ class ResilientSource:
             )
 
         retrying = Retrying(
-            stop=_Stop(tries, deadline),
+            stop=_Stop(attempts or self.policy.attempts, deadline),
             wait=_Wait(self.policy, deadline),
             retry=retry_if_exception(lambda e: not isinstance(e, AdapterError) and _retryable(e)),
             reraise=True,
             before_sleep=_before_sleep,
         )
-        try:
-            result = retrying(_one)
-        except AdapterError as exc:
-            self.circuit.record(ok=True, trial=trial)  # the source answered
-            self._log(type(exc).reason.lower(), operation, fields, started, counter["n"])
-            raise
-        except BaseException as exc:
-            failure = classify(exc, timeout=limit, past_deadline=time.monotonic() >= deadline)
-            if failure.counts:
-                self.circuit.record(ok=False, trial=trial, error=exc)
-            else:
-                self.circuit.release(trial=trial)
-            if failure.internal or not isinstance(exc, Exception):
-                if isinstance(exc, Exception):
-                    self._log("error", operation, fields, started, counter["n"], cause=failure.cause)
-                raise  # a bug, KeyboardInterrupt and the like: not the source's doing
-            outcome = "timeout" if failure.timed_out else "unavailable"
-            self._log(outcome, operation, fields, started, counter["n"], cause=failure.cause)
-            raise ProviderUnavailable(self.agency, failure.cause, timed_out=failure.timed_out) from None
-        self.circuit.record(ok=True, trial=trial)
-        self._log("ok", operation, fields, started, counter["n"])
-        return result
+        return retrying(_one)
 
     def _log(
         self,
         outcome: str,
         operation: str,
-        fields: Mapping[str, str],
+        fields: Mapping[str, str] | None,
         started: float,
         attempts: int,
         cause: str | None = None,
     ) -> None:
+        quiet = outcome in ("ok", "subject_not_found")
+        if quiet and _debug_dropped():
+            return  # the event would be dropped unread: do not build it
         event_fields: dict[str, Any] = {
             "agency": self.agency.value,
             "op": operation,
             "outcome": outcome,
             "latency_ms": round((time.monotonic() - started) * 1000, 2),
             "attempt": attempts,
-            **fields,
+            **(fields or {}),
         }
         if cause is not None:
             event_fields["cause"] = cause
-        if outcome in ("ok", "subject_not_found"):
+        if quiet:
             log.debug("adapter.call", **event_fields)
         elif outcome in ("invalid_request",):
             log.info("adapter.call", **event_fields)

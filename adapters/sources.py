@@ -28,9 +28,14 @@ class SourceConfig(BaseModel):
     url: str = Field(description="SQLAlchemy URL, e.g. sqlite:////data/hrss.sqlite or postgresql://host/db")
     db_schema: str | None = Field(default=None, description="schema of the agency's tables (server DBs)")
     #: PostgreSQL drivers (libpq, psycopg) never wait less than 2 s to connect: a smaller value
-    #: behaves as 2 s there.
+    #: behaves as 2 s for the driver, but a call still gives up at its own deadline
+    #: (adapters.resilience.connect_within).
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     call_timeout_s: float = Field(default=2.0, gt=0, le=300)
+    #: Server databases: connections an adapter keeps open, i.e. the most calls to the agency in
+    #: flight at once (further callers wait for one, within their timeout). Size it to the
+    #: gateway's I/O threads. SQLite sources use one connection per calling thread instead.
+    pool_size: int = Field(default=32, ge=1, le=1024)
 
     @property
     def is_sqlite(self) -> bool:

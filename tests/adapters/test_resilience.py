@@ -281,6 +281,33 @@ def test_listener_that_never_answers_times_out(logs: list[MutableMapping[str, An
     assert info.value.timed_out and info.value.cause == "timed out after 1.0s"
 
 
+def test_hung_postgres_gives_up_at_the_callers_deadline(logs: list[MutableMapping[str, Any]]) -> None:
+    """A server that accepts connections and never answers: the call ends at its own deadline
+    (0.5 s), although the driver's connect timeout never goes below 2 s (the connect goes on in
+    a helper thread and is discarded)."""
+    with silent_listener() as port:
+        source = SourceConfig(url=f"postgresql://postgres@127.0.0.1:{port}/test", db_schema="hrss")
+        adapter = open_adapter(Agency.HRSS, source)  # default policy: 3 attempts, 3 s connect timeout
+        try:
+            for call in (
+                lambda: adapter.fetch("person_insurance", P1, timeout=0.5),
+                lambda: adapter.evaluate("currently_insured", P1, timeout=0.5),
+            ):
+                started = time.monotonic()
+                with pytest.raises(ProviderUnavailable) as info:
+                    call()
+                elapsed = time.monotonic() - started
+                assert elapsed < 0.7
+                assert info.value.timed_out and info.value.cause == "timed out after 0.5s"
+            started = time.monotonic()
+            health = adapter.health(timeout=0.3)
+            assert time.monotonic() - started < 0.5
+            assert health.state is HealthState.DOWN and health.detail == "timed out after 0.3s"
+        finally:
+            adapter.close()
+    assert [e["outcome"] for e in calls(logs)] == ["timeout"] * 3
+
+
 # ---- the circuit breaker on real sources: down, open, fail fast, half-open, back -------------
 
 

@@ -14,6 +14,17 @@ import sys
 import structlog
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the time of each write (a test harness or a daemon may
+    replace it after logging was configured; a stream bound at configure time may be closed)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(*, json: bool | None = None, level: str | None = None) -> None:
     """Configure structlog once per process. ``DSGW_LOG_FORMAT=json|console`` and ``DSGW_LOG_LEVEL``
     override the defaults (JSON unless stderr is a terminal)."""
@@ -32,7 +43,7 @@ def configure(*, json: bool | None = None, level: str | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -18,7 +18,9 @@ import asyncio
 import gc
 import multiprocessing
 import os
+import queue
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -230,11 +232,61 @@ async def _run_worker(config: GatewayConfig, worker: int, ready: Callable[[int],
         await w.stop()
 
 
-def _worker_main(config: GatewayConfig, worker: int) -> None:
+def _worker_main(config: GatewayConfig, worker: int, started: Any) -> None:
     from gateway import logs
 
     logs.configure(level=os.environ.get("DSGW_LOG_LEVEL", "INFO"))
-    asyncio.run(_run_worker(config, worker))
+    asyncio.run(_run_worker(config, worker, lambda port: started.put((worker, port))))
+
+
+def _serve_workers(config: GatewayConfig, ready: Callable[[int], None] | None) -> int:
+    """The parent of ``server.workers`` worker processes: starts them, tells ``ready`` once every
+    one listens, forwards SIGTERM / SIGINT (a signal that arrives while workers are still
+    starting is held until they can drain), and exits 0 only if every worker did."""
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_main, args=(config, w, started), name=f"dsgw-w{w}")
+        for w in range(config.server.workers)
+    ]
+    state = {"stop": False, "ready": False}
+
+    def stop_all() -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    def forward(signum: int, _frame: Any) -> None:
+        state["stop"] = True
+        if state["ready"]:
+            stop_all()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.start()
+    waiting = set(range(len(procs)))
+    deadline = time.monotonic() + 120
+    while waiting and time.monotonic() < deadline:
+        try:
+            worker, _port = started.get(timeout=0.2)
+            waiting.discard(worker)
+        except queue.Empty:
+            if any(p.exitcode is not None for p in procs):
+                break  # a worker failed to start: stop the others
+    state["ready"] = True
+    if waiting or state["stop"]:
+        stop_all()
+    elif ready is not None:
+        ready(int(config.server.listen.rpartition(":")[2]))
+    codes = []
+    for p in procs:
+        p.join()
+        codes.append(p.exitcode or 0)
+    if waiting:
+        _log.error("serve.worker_not_started", workers=sorted(waiting))
+        return 1
+    return 0 if all(code == 0 for code in codes) else 1
 
 
 def serve(config: GatewayConfig, *, ready: Callable[[int], None] | None = None) -> int:
@@ -247,28 +299,7 @@ def serve(config: GatewayConfig, *, ready: Callable[[int], None] | None = None) 
         from gateway.errors import UsageError
 
         raise UsageError("server.workers > 1 needs a fixed port (workers share it)")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker_main, args=(config, w), name=f"dsgw-w{w}")
-        for w in range(config.server.workers)
-    ]
-    for p in procs:
-        p.start()
-
-    def forward(signum: int, _frame: Any) -> None:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    if ready is not None:
-        ready(int(config.server.listen.rpartition(":")[2]))
-    codes = []
-    for p in procs:
-        p.join()
-        codes.append(p.exitcode or 0)
-    return 0 if all(code == 0 for code in codes) else 1
+    return _serve_workers(config, ready)
 
 
 class BackgroundGateway:

@@ -181,9 +181,13 @@ def test_two_workers_share_the_port_and_keep_their_own_logs(
             stderr=subprocess.STDOUT,
         )
     try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():  # written once every worker listens
+            assert proc.poll() is None, (tmp_path / "serve2.log").read_text()
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
         ca, cert, key = dev_home.agency_credentials("hrss")
         answered: list[str] = []
-        deadline = time.monotonic() + 60
         # every new channel is a new connection, which the kernel gives to either worker
         while len(answered) < 12 and time.monotonic() < deadline:
             rid = f"two-{uuid.uuid4().hex}"
@@ -197,9 +201,9 @@ def test_two_workers_share_the_port_and_keep_their_own_logs(
                         request_id=rid,
                     )
                 answered.append(rid)
-            except GatewayError:  # a worker not listening yet
+            except GatewayError:
                 assert proc.poll() is None, (tmp_path / "serve2.log").read_text()
-                time.sleep(0.2)
+                raise
         assert len(answered) == 12
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

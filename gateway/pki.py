@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import ipaddress
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -275,33 +274,14 @@ def _ensure_dir(path: Path) -> None:
         raise PkiConfigError("IO_ERROR", f"cannot create directory {path}: {exc.strerror or exc}") from None
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file next to ``path``, fsync it, rename it over ``path``."""
+    """Replace ``path`` atomically and durably (:func:`audit.layout.atomic_write`)."""
+    from audit.layout import atomic_write
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, data, mode=mode)
     except OSError as exc:
         raise PkiConfigError("IO_ERROR", f"cannot write {path}: {exc.strerror or exc}") from None
-    _fsync_dir(path.parent)
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -540,17 +540,9 @@ def load_public_key(path: Path) -> ReceiptPublicKey:
 
 
 def write_receipt(receipt: Mapping[str, Any], path: Path) -> None:
-    """Write a receipt file (pretty JSON, UTF-8, atomic replace)."""
+    """Write a receipt file (pretty JSON, UTF-8, atomic and durable replace)."""
+    from audit.layout import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(receipt, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".receipt-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text.encode("utf-8"))

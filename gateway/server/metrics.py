@@ -5,6 +5,7 @@ worker processes each serves its own port (the configured port + worker number).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -46,14 +47,24 @@ class GatewayMetrics:
         )
         self.info = Gauge("dsgw_worker", "This worker process", list(labels), registry=self.registry)
         self.info.labels(**labels).set(1)
-        self._circuits: Mapping[str, Callable[[], str]] = {}
+        # label children by label values (a label lookup per call costs more than the update)
+        self._calls: dict[tuple[str, str, str, str], Any] = {}
+        self._rpcs: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def decision(self, method: str, caller: str, provider: str, outcome: str) -> None:
-        self.calls.labels(method, caller, provider, outcome).inc()
+        key = (method, caller, provider, outcome)
+        child = self._calls.get(key)
+        if child is None:
+            child = self._calls[key] = self.calls.labels(*key)
+        child.inc()
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        self.rpcs.labels(method, code).inc()
-        self.latency.labels(method, code).observe(seconds)
+        key = (method, code)
+        children = self._rpcs.get(key)
+        if children is None:
+            children = self._rpcs[key] = (self.rpcs.labels(*key), self.latency.labels(*key))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch_circuits(self, states: Mapping[str, Callable[[], str]]) -> None:
         for provider, state in states.items():

@@ -120,20 +120,22 @@ class _Base:
     ) -> T:
         started = time.perf_counter()
         code = "OK"
-        log = _log.bind(method=method, request_id=request_id[:128], purpose=purpose[:64])
+        # the call's log fields (request id, caller, purpose; never personal data), bound only
+        # when something is logged
+        fields: dict[str, str] = {"method": method, "request_id": request_id[:128], "purpose": purpose[:64]}
         try:
             caller = self.auth.caller(context)
-            log = log.bind(caller=caller.value)
+            fields["caller"] = caller.value
             return await body(caller)
         except RequestError as exc:
             code = exc.code
-            log.info("call.refused", code=code, reason=exc.reason)
+            _log.info("call.refused", code=code, reason=exc.reason, **fields)
             await context.abort_with_status(to_grpc_status(exc))
             raise  # unreachable: abort raises
         except ConsentError as exc:
             error = _consent_error(exc)
             code = error.code
-            log.info("call.refused", code=code, reason=error.reason)
+            _log.info("call.refused", code=code, reason=error.reason, **fields)
             await context.abort_with_status(to_grpc_status(error))
             raise
         except asyncio.CancelledError:
@@ -141,13 +143,14 @@ class _Base:
             raise
         except DsgwError as exc:
             code = "INVALID_ARGUMENT"
+            _log.info("call.refused", code=code, reason=exc.reason, **fields)
             await context.abort_with_status(to_grpc_status(InvalidArgument(exc.reason, str(exc))))
             raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             code = "INTERNAL"
-            log.error("call.failed", error=type(exc).__name__)
+            _log.error("call.failed", error=type(exc).__name__, **fields)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the gateway)")
             raise
         finally:
@@ -155,7 +158,7 @@ class _Base:
             if self.metrics is not None:
                 self.metrics.observe(method, code, elapsed)
             if code == "OK":
-                log.debug("call.ok", ms=round(elapsed * 1000, 3))
+                _log.debug("call.ok", ms=round(elapsed * 1000, 3), **fields)
 
 
 def _consent_error(exc: ConsentError) -> RequestError:

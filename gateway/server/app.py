@@ -60,7 +60,9 @@ SERVICE_NAMES = (
 
 
 def ensure_home(config: GatewayConfig) -> None:
-    """The home's audit keys and one audit log per worker, created on first start."""
+    """The home's audit keys, one audit log per worker and the consent store's tables, created on
+    first start (once, before any worker starts: workers starting together must not race to
+    create them)."""
     home = config.home_dir
     keys = HomeKeys(home)
     if not keys.checkpoint_key.exists():
@@ -71,6 +73,7 @@ def ensure_home(config: GatewayConfig) -> None:
         if not (directory / "log.json").exists():
             node = config.node if worker == 0 else f"{config.node}-w{worker}"
             init_log(directory, loaded, node=node, suite=config.audit.suite)
+    ConsentStore(config.consent_store_url()).close()  # creates the tables if missing
 
 
 @dataclass
@@ -107,8 +110,7 @@ class Worker:
             reset_timeout_s=c.resilience.reset_timeout_s,
         )
         self.adapters = {a: open_adapter(a, p.source(), policy) for a, p in c.providers.items()}
-        self.store = ConsentStore(c.consent_store_url())
-        self.store.create_tables()
+        self.store = ConsentStore(c.consent_store_url(), create=False)  # ensure_home made the tables
         on_event = consent_hook(self.audit.append, node)
         signer = load_receipt_signer(c.home_dir, c.audit.suite)
         consent = ConsentService(self.store, catalogue=c.catalogue, signer=signer, on_event=on_event)

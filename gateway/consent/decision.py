@@ -97,6 +97,12 @@ _RANK: dict[DenyReason, int] = {
     DenyReason.CONSENT_NOT_YET_VALID: 5,
     DenyReason.USE_LIMIT_REACHED: 6,
 }
+_R_CONSUMER = _RANK[DenyReason.CONSUMER_MISMATCH]
+_R_PURPOSE = _RANK[DenyReason.PURPOSE_MISMATCH]
+_R_SCOPE = _RANK[DenyReason.FIELD_OUT_OF_SCOPE]
+_R_SENSITIVE = _RANK[DenyReason.SENSITIVE_WITHOUT_SEPARATE_CONSENT]
+_R_STATUS = _RANK[DenyReason.CONSENT_REVOKED]  # = expired = not yet valid
+_R_USES = _RANK[DenyReason.USE_LIMIT_REACHED]
 
 
 class BasisKind(StrEnum):
@@ -187,21 +193,6 @@ class Decision:
         }
 
 
-def _status_reason(record: ConsentRecord, now: datetime) -> DenyReason | None:
-    """Checks 5 and 6 for one consent (None: usable at ``now``)."""
-    terms = record.terms
-    status = record.status_at(now)
-    if status is ConsentStatus.REVOKED:
-        return DenyReason.CONSENT_REVOKED
-    if status is ConsentStatus.EXPIRED:
-        return DenyReason.CONSENT_EXPIRED
-    if now < terms.valid_from:
-        return DenyReason.CONSENT_NOT_YET_VALID
-    if terms.use_limit is not None and record.uses >= terms.use_limit:
-        return DenyReason.USE_LIMIT_REACHED
-    return None
-
-
 def _detail(reason: DenyReason, request: CheckRequest, record: ConsentRecord | None, fname: str) -> str:
     ds = f"{request.provider.value}.{request.dataset}"
     cid = record.terms.consent_id if record is not None else ""
@@ -240,66 +231,99 @@ def decide(
             detail=f"statutory duty {basis.reference}: no consent needed",
         )
 
-    subject = request.subject
-    fields = tuple(dict.fromkeys(request.fields))
+    # The hot path of every check: enum properties and the request's attributes are looked up once
+    # per call, each consent's status once (inline status_at), the ranks are plain integers and
+    # only the final answer gets a detail line.
+    subject_id, subject_kind = request.subject.id, request.subject.kind
+    fields = request.fields
+    if len(fields) > 1:
+        fields = tuple(dict.fromkeys(fields))
     sensitive = request.sensitive_fields
+    consumer, purpose = request.consumer, request.purpose
     provider, dataset = request.provider.value, request.dataset
+    key = (provider, dataset)
 
     covering: dict[str, list[ConsentRecord]] = {f: [] for f in fields}
-    # per field: (rank, granted_at, reason, record) of the consent that came closest
-    best: dict[str, tuple[int, datetime, DenyReason, ConsentRecord]] = {}
+    # per field: ((rank, granted_at, consent_id), reason, record) of the consent that came closest
+    best: dict[str, tuple[tuple[int, datetime, str], DenyReason, ConsentRecord]] = {}
 
     for record in records:
         terms = record.terms
-        if terms.subject_id != subject.id or terms.subject_kind is not subject.kind:
+        if terms.subject_id != subject_id or terms.subject_kind is not subject_kind:
             continue
-        scoped = terms.scope.fields_for(provider, dataset)
-        if scoped is None or record.status_at(now) is None:
-            continue  # not about this dataset, or not yet granted at `now`
-        if request.consumer not in terms.consumers:
-            pre: DenyReason | None = DenyReason.CONSUMER_MISMATCH
-        elif request.purpose not in terms.purposes:
-            pre = DenyReason.PURPOSE_MISMATCH
+        scoped = terms.scope.field_index().get(key)
+        if scoped is None:
+            continue  # not about this dataset
+        status: ConsentStatus | None = None  # record.status_at(now), inline
+        for event in record.history:
+            if event.at <= now:
+                status = event.status
+            else:
+                break
+        if status is None:
+            continue  # not yet granted at `now`
+        if consumer not in terms.consumers:
+            reason: DenyReason | None = DenyReason.CONSUMER_MISMATCH
+            rank = _R_CONSUMER
+        elif purpose not in terms.purposes:
+            reason = DenyReason.PURPOSE_MISMATCH
+            rank = _R_PURPOSE
         else:
-            pre = None
-        post = _status_reason(record, now) if pre is None else None
+            reason = None
+            rank = 0
+        if reason is not None:  # the same reason for every field
+            seen_key = (rank, terms.granted_at, terms.consent_id)
+            for fname in fields:
+                seen = best.get(fname)
+                if seen is None or seen_key > seen[0]:
+                    best[fname] = (seen_key, reason, record)
+            continue
+        # checks 5 and 6 (None: usable at `now`)
+        if status is ConsentStatus.REVOKED:
+            post: DenyReason | None = DenyReason.CONSENT_REVOKED
+        elif status is ConsentStatus.EXPIRED or now >= terms.valid_to:
+            post = DenyReason.CONSENT_EXPIRED
+        elif now < terms.valid_from:
+            post = DenyReason.CONSENT_NOT_YET_VALID
+        elif terms.use_limit is not None and record.uses >= terms.use_limit:
+            post = DenyReason.USE_LIMIT_REACHED
+        else:
+            post = None
+        separate = terms.separate
         for fname in fields:
-            if pre is not None:
-                reason = pre
-            elif fname not in scoped:
-                reason = DenyReason.FIELD_OUT_OF_SCOPE
-            elif fname in sensitive and not terms.separate:
-                reason = DenyReason.SENSITIVE_WITHOUT_SEPARATE_CONSENT
+            if fname not in scoped:
+                reason, rank = DenyReason.FIELD_OUT_OF_SCOPE, _R_SCOPE
+            elif not separate and fname in sensitive:
+                reason, rank = DenyReason.SENSITIVE_WITHOUT_SEPARATE_CONSENT, _R_SENSITIVE
             elif post is not None:
                 reason = post
+                rank = _R_USES if post is DenyReason.USE_LIMIT_REACHED else _R_STATUS
             else:
                 covering[fname].append(record)
                 continue
-            rank = _RANK[reason]
+            seen_key = (rank, terms.granted_at, terms.consent_id)
             seen = best.get(fname)
-            if seen is None or (rank, terms.granted_at, terms.consent_id) > (
-                seen[0],
-                seen[1],
-                seen[3].terms.consent_id,
-            ):
-                best[fname] = (rank, terms.granted_at, reason, record)
+            if seen is None or seen_key > seen[0]:
+                best[fname] = (seen_key, reason, record)
 
-    uncovered = [f for f in fields if not covering[f]]
-    if not uncovered:
+    worst_field: str | None = None
+    worst_rank = 0
+    for fname in fields:
+        if covering[fname]:
+            continue
+        seen = best.get(fname)
+        rank = seen[0][0] if seen is not None else 0
+        if worst_field is None or rank < worst_rank:
+            worst_field, worst_rank = fname, rank
+    if worst_field is None:
         return Decision(
             allowed=True,
             basis=BasisKind.CONSENT,
             consent_ids=_choose(covering),
-            detail=f"consent covers {provider}.{dataset} for {request.purpose}",
+            detail=f"consent covers {provider}.{dataset} for {purpose}",
         )
-
-    worst_field = uncovered[0]
-    worst_rank = _RANK[best[worst_field][2]] if worst_field in best else 0
-    for fname in uncovered[1:]:
-        rank = _RANK[best[fname][2]] if fname in best else 0
-        if rank < worst_rank:
-            worst_field, worst_rank = fname, rank
-    if worst_field not in best:
+    seen = best.get(worst_field)
+    if seen is None:
         return Decision(
             allowed=False,
             basis=BasisKind.NONE,
@@ -307,19 +331,23 @@ def decide(
             field=worst_field,
             detail=_detail(DenyReason.NO_CONSENT, request, None, worst_field),
         )
-    _, _, reason, record = best[worst_field]
+    _, denied, record = seen
     return Decision(
         allowed=False,
         basis=BasisKind.NONE,
-        reason=reason,
+        reason=denied,
         field=worst_field,
-        detail=_detail(reason, request, record, worst_field),
+        detail=_detail(denied, request, record, worst_field),
         denied_consent_id=record.terms.consent_id,
     )
 
 
 def _choose(covering: dict[str, list[ConsentRecord]]) -> tuple[str, ...]:
     """The fewest consents covering every field (greedy set cover, deterministic)."""
+    if len(covering) == 1:
+        (only,) = covering.values()
+        if len(only) == 1:  # the usual check: one field, one consent
+            return (only[0].terms.consent_id,)
     left = set(covering)
     chosen: list[str] = []
     candidates: dict[str, tuple[ConsentRecord, set[str]]] = {}

@@ -180,7 +180,9 @@ class Scope(_Model):
             raise ValueError("a dataset appears twice in the scope")
         return tuple(sorted(value, key=lambda i: (i.provider.value, i.dataset)))
 
-    def _index(self) -> Mapping[tuple[str, str], frozenset[str]]:
+    def field_index(self) -> Mapping[tuple[str, str], frozenset[str]]:
+        """``(provider, dataset)`` -> the fields covered (computed once; the store may set it when
+        it builds the scope)."""
         index: dict[tuple[str, str], frozenset[str]] | None = self.__dict__.get("_field_index")
         if index is None:
             index = {(i.provider.value, i.dataset): frozenset(i.fields) for i in self.items}
@@ -189,7 +191,7 @@ class Scope(_Model):
 
     def fields_for(self, provider: Agency | str, dataset: str) -> frozenset[str] | None:
         """The fields covered of ``provider.dataset``, or None when the dataset is not in scope."""
-        return self._index().get((str(provider), dataset))
+        return self.field_index().get((str(provider), dataset))
 
     def __iter__(self) -> Iterator[ScopeItem]:  # type: ignore[override]
         return iter(self.items)

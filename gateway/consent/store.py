@@ -31,7 +31,8 @@ No cache holds anything that changes: every :meth:`ConsentStore.records_for` rea
 and use counts from the database, so a revocation committed by any replica takes effect for the
 next check everywhere. What is memoised is only what cannot change: a bounded LRU
 (``record_cache`` consents, default 8,192, about 3 KB each) keeps the parsed terms and events of
-records assembled before, reused when the database returns the same events and use count.
+records assembled before, reused when the database returns the same events and use count; it
+admits a consent on its second sighting (see :class:`_Lru`).
 
 The hot path (:meth:`ConsentStore.records_for`) runs one indexed query on a connection of its
 own per thread, in autocommit mode (no transaction, so no stale snapshot), and builds the models
@@ -120,7 +121,7 @@ def to_us(value: datetime) -> int:
 
 
 def from_us(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
+    return EPOCH + timedelta(0, 0, value)
 
 
 metadata = MetaData()
@@ -214,6 +215,9 @@ _CHANNEL = {c.value: c for c in CaptureChannel}
 _AGENCY = {a.value: a for a in Agency}
 _KIND = {k.value: k for k in SubjectKind}
 _TERMS_FIELDS = len(ConsentTerms.model_fields)
+_TD = timedelta
+#: the C scanner behind json.loads, called directly (the hot path parses one document per consent)
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _iso(value: str) -> datetime:
@@ -240,11 +244,22 @@ class _NoUseLeft(Exception):
 
 
 class _Lru:
-    """A small thread-safe LRU of immutable values."""
+    """A small thread-safe LRU of immutable values that admits a key on its second ``put``.
+
+    Most checks are about subjects not seen lately (the memo mostly misses): a record that came
+    once and is evicted unused has only cost the LRU bookkeeping and a long-lived object graph
+    (fresh memory to fill, cold memory to free later, garbage-collector passes over it): measured,
+    an LRU that admits every record makes a random-subject check slower than no memo at all. So a
+    key is admitted when it comes again within about ``size / 2`` new keys (two generations of a
+    set of keys of ``size / 4`` each: strings, no graph); a subject checked again soon is served
+    from the memo from its third check on."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._data: OrderedDict[str, ConsentRecord] = OrderedDict()
+        self._seen: set[str] = set()
+        self._seen_before: set[str] = set()
+        self._window = max(1, size // 4)
         self._lock = threading.Lock()
 
     def get(self, key: str) -> ConsentRecord | None:
@@ -260,6 +275,11 @@ class _Lru:
         if self._size <= 0:
             return
         with self._lock:
+            if key not in self._data and key not in self._seen and key not in self._seen_before:
+                self._seen.add(key)  # first sighting: remember the key only
+                if len(self._seen) >= self._window:
+                    self._seen_before, self._seen = self._seen, set()
+                return
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self._size:
@@ -465,13 +485,14 @@ class ConsentStore:
     @staticmethod
     def _event(row: Sequence[Any]) -> StatusEvent:
         _, _, seq, status, at_us, rec_us, channel, evidence, note, _, _, _ = row
+        at = EPOCH + _TD(0, 0, at_us)  # from_us, inlined; a grant's recorded_at is usually its at
         return _trusted(
             StatusEvent,
             {
                 "seq": seq,
                 "status": _STATUS[status],
-                "at": from_us(at_us),
-                "recorded_at": from_us(rec_us),
+                "at": at,
+                "recorded_at": at if rec_us == at_us else EPOCH + _TD(0, 0, rec_us),
                 "channel": _CHANNEL[channel] if channel else None,
                 "evidence_ref": evidence,
                 "note": note,
@@ -484,31 +505,48 @@ class ConsentStore:
         writing them, and the tables refuse UPDATE. What is checked is that the JSON is the
         row's (same consent id and subject); anything malformed raises StoreError."""
         try:
-            d = json.loads(terms_json)
-            items = tuple(
-                _trusted(
-                    ScopeItem,
-                    {
-                        "provider": _AGENCY[i["provider"]],
-                        "dataset": i["dataset"],
-                        "fields": tuple(i["fields"]),
-                    },
-                )
-                for i in d["scope"]["items"]
-            )
-            d["scope"] = _trusted(Scope, {"items": items})
-            d["subject_kind"] = _KIND[d["subject_kind"]]
-            d["consumers"] = tuple(_AGENCY[c] for c in d["consumers"])
-            d["purposes"] = tuple(d["purposes"])
-            d["valid_from"] = _iso(d["valid_from"])
-            d["valid_to"] = _iso(d["valid_to"])
-            d["granted_at"] = _iso(d["granted_at"])
-            d["channel"] = _CHANNEL[d["channel"]]
+            try:
+                d, end = _scan_json(terms_json, 0)  # json.loads without its wrapper
+                if end != len(terms_json):
+                    raise ValueError("trailing data")
+            except StopIteration:
+                d = json.loads(terms_json)  # raises ValueError
             if d["consent_id"] != consent_id or d["subject_id"] != subject_id or len(d) != _TERMS_FIELDS:
                 raise ValueError("terms do not belong to their row")
+            items = []
+            index: dict[tuple[str, str], frozenset[str]] = {}
+            for i in d["scope"]["items"]:
+                provider, dataset, fields = i["provider"], i["dataset"], tuple(i["fields"])
+                if len(i) != 3:
+                    raise ValueError("scope item")
+                items.append(
+                    _trusted(ScopeItem, {"provider": _AGENCY[provider], "dataset": dataset, "fields": fields})
+                )
+                index[(provider, dataset)] = frozenset(fields)
+            scope = _trusted(Scope, {"items": tuple(items)})
+            scope.__dict__["_field_index"] = index  # what Scope.field_index() computes, at hand here
+            terms = _trusted(
+                ConsentTerms,
+                {
+                    "consent_id": consent_id,
+                    "subject_kind": _KIND[d["subject_kind"]],
+                    "subject_id": subject_id,
+                    "consumers": tuple([_AGENCY[c] for c in d["consumers"]]),
+                    "scope": scope,
+                    "purposes": tuple(d["purposes"]),
+                    "valid_from": _iso(d["valid_from"]),
+                    "valid_to": _iso(d["valid_to"]),
+                    "use_limit": d["use_limit"],
+                    "separate": d["separate"],
+                    "channel": _CHANNEL[d["channel"]],
+                    "evidence_ref": d["evidence_ref"],
+                    "notice_version": d["notice_version"],
+                    "granted_at": _iso(d["granted_at"]),
+                },
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise StoreError(f"consent {consent_id!r}: stored terms are damaged") from None
-        return _trusted(ConsentTerms, d)
+        return terms
 
     def _record(self, rows: Sequence[Sequence[Any]]) -> ConsentRecord:
         """One consent from its rows (one per event, in ``seq`` order). The terms and the events
@@ -526,7 +564,7 @@ class ConsentStore:
             history = cached.history + tuple(self._event(r) for r in rows[len(cached.history) :])
         else:
             terms = self._parse_terms(rows[0][1], cid, rows[0][11])
-            history = tuple(self._event(r) for r in rows)
+            history = (self._event(rows[0]),) if len(rows) == 1 else tuple([self._event(r) for r in rows])
         record = _trusted(ConsentRecord, {"terms": terms, "history": history, "uses": uses})
         self._memo.put(cid, record)
         return record
@@ -582,9 +620,11 @@ class ConsentStore:
             with self._engine.connect() as conn:
                 return self._assemble(conn.exec_driver_sql(self._hot_sql, params).all(), only)
         for attempt in (0, 1):
-            conn = getattr(self._local, "conn", None) or self._hot_connection()
+            cur = getattr(self._local, "cur", None)
+            if cur is None:
+                cur = self._hot_connection()
             try:
-                rows = conn.execute(self._hot_sql, params).fetchall()
+                rows = cur.execute(self._hot_sql, params).fetchall()
             except self._dbapi_error as exc:
                 self._drop_hot_connection()
                 if attempt == 1:
@@ -594,14 +634,16 @@ class ConsentStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _hot_connection(self) -> Any:
-        conn: Any = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        """This thread's cursor on its own autocommit connection (opened on first use; reusing
+        the cursor saves a cursor per check)."""
+        cur: Any = getattr(self._local, "cur", None)
+        if cur is not None:
+            return cur
         try:
             proxied = self._hot_engine.raw_connection()
         except DBAPIError as exc:
             raise StoreError(f"consent store unavailable: {type(exc.orig).__name__}") from None
-        conn = proxied.driver_connection
+        conn: Any = proxied.driver_connection
         if self.backend == "sqlite":
             conn.isolation_level = None  # autocommit: no implicit transaction
             # reads of a store of 100,000s of consents: map the file, keep more pages
@@ -609,7 +651,9 @@ class ConsentStore:
             conn.execute("PRAGMA cache_size=-32768")
         else:
             conn.autocommit = True
+        cur = conn.cursor()
         self._local.conn = conn
+        self._local.cur = cur
         self._local.proxied = proxied
         with self._hot_lock:
             alive = []
@@ -621,11 +665,11 @@ class ConsentStore:
                         other.close()
             alive.append((threading.current_thread(), proxied))
             self._hot_conns = alive
-        return conn
+        return cur
 
     def _drop_hot_connection(self) -> None:
         proxied = getattr(self._local, "proxied", None)
-        self._local.conn = self._local.proxied = None
+        self._local.conn = self._local.cur = self._local.proxied = None
         if proxied is not None:
             with self._hot_lock:
                 self._hot_conns = [(t, c) for t, c in self._hot_conns if c is not proxied]

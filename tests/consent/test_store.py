@@ -478,3 +478,31 @@ def test_damaged_stored_terms_fail_closed(backend: Backend, store: ConsentStore)
         )
     with pytest.raises(StoreError, match="damaged"):
         store.records_for("person", person())
+
+
+def test_memo_admits_a_record_on_its_second_sighting() -> None:
+    """The memo keeps only what comes back (a one-off record would only churn it)."""
+    from gateway.consent.store import _Lru
+
+    lru = _Lru(8)
+    sentinel: Any = object()
+    lru.put("a", sentinel)
+    assert lru.get("a") is None  # seen once: only the key is remembered
+    lru.put("a", sentinel)
+    assert lru.get("a") is sentinel
+    for n in range(20):  # many new keys push "b"'s sighting out of the window
+        lru.put(f"k{n}", sentinel)
+    lru.put("b", sentinel)
+    for n in range(20, 40):
+        lru.put(f"k{n}", sentinel)
+    lru.put("b", sentinel)
+    assert lru.get("b") is None
+    assert len(lru._data) <= 8
+    assert _Lru(0).get("a") is None
+
+
+def test_stored_terms_json_is_parsed_strictly() -> None:
+    good = '{"consent_id": "c1"}'
+    for damaged in (good + " x", good + "}", "[1, 2]", "", " ", "nul"):
+        with pytest.raises(StoreError, match="damaged"):
+            ConsentStore._parse_terms(damaged, "c1", "s")

@@ -4,8 +4,9 @@
     -> audit (fail closed) -> respond
 
 Each step is a small function of :mod:`gateway.pipeline`; this module runs them in order for
-Query, Verify and BatchVerify, puts the blocking ones (consent store, adapters) on the I/O
-threads, fans a multi-provider Query out concurrently, and writes the audit entry of every
+Query, Verify and BatchVerify, runs the blocking ones (consent store, adapters) inline when they
+touch only embedded SQLite files and on the I/O threads otherwise (bounded by the caller's
+deadline), fans a multi-provider Query out concurrently, and writes the audit entry of every
 outcome (allowed, denied, not found, provider failed) before the answer leaves. Identifier and
 argument errors are checked first, so that a denial names a valid subject.
 """
@@ -194,7 +195,7 @@ class Exchange:
         self._local_adapters = {
             id(a)
             for a in self.adapters.values()
-            if inline and getattr(getattr(a, "source", None), "_is_sqlite", False)
+            if inline and getattr(getattr(getattr(a, "source", None), "config", None), "is_sqlite", False)
         }
         self.datasets: dict[tuple[Agency, str], DatasetDescriptor] = {}
         self.predicates: dict[tuple[Agency, str], PredicateDescriptor] = {}

@@ -95,6 +95,8 @@ class ServerSection(_Section):
     #: handing each call to an I/O thread (faster: no hand-off, no lock contention; each call
     #: stays bounded by its deadline). Server databases always use the I/O threads.
     inline_local_io: bool = True
+    #: The interpreter's thread switch interval in a worker, milliseconds (Python's default: 5).
+    gil_switch_interval_ms: Annotated[float, Field(ge=0.05, le=100)] = 0.5
     #: Most items a BatchVerify evaluates per adapter query.
     batch_chunk: Annotated[int, Field(ge=1, le=5000)] = 500
 

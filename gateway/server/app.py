@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -220,6 +221,10 @@ def _circuit_state(adapter: Adapter) -> Callable[[], str]:
 
 
 async def _run_worker(config: GatewayConfig, worker: int, ready: Callable[[int], None] | None = None) -> None:
+    # The event loop shares the interpreter lock with the audit committer and I/O threads; a
+    # shorter switch interval gets it back sooner after a thread's turn (measured: more calls/s
+    # and less CPU per call than the 5 ms default, see docs/gateway.md).
+    sys.setswitchinterval(config.server.gil_switch_interval_ms / 1000)
     w = Worker(config, worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

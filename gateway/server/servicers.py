@@ -398,6 +398,10 @@ def consent_to_wire(record: ConsentRecord, now: Any) -> consent_pb2.Consent:
     return out
 
 
+#: The most consents of one subject ListBySubject looks at (a subject has a handful).
+MAX_CONSENTS_LISTED = 10_000
+
+
 class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
     """ConsentService over the consent service of :mod:`gateway.consent` (blocking calls on the
     I/O threads). Grants and revocations are written to the audit log inside the store's
@@ -509,17 +513,20 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
     ) -> consent_pb2.ListConsentsResponse:
         async def body(caller: Agency) -> consent_pb2.ListConsentsResponse:
             kind = kind_from_wire(request.subject.kind)
+            # an agency sees the consents that name it as a consumer (as with Get); the subject's
+            # whole list is for the subject (dsgw consent list, the subject report)
             records = await self.x._io(
                 lambda: self.service.list(
                     subject=request.subject.id,
                     subject_kind=kind.value if kind else None,
                     status=request.status or None,
-                    limit=request.limit or 100,
-                    offset=request.offset,
+                    limit=MAX_CONSENTS_LISTED,
                 )
             )
+            mine = [r for r in records if caller in r.terms.consumers]
+            page = mine[request.offset : request.offset + (request.limit or 100)]
             now = self.service.clock()
-            return consent_pb2.ListConsentsResponse(consents=[consent_to_wire(r, now) for r in records])
+            return consent_pb2.ListConsentsResponse(consents=[consent_to_wire(r, now) for r in page])
 
         return await self._run("ListBySubject", context, "", "", body)
 

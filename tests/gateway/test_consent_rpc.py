@@ -132,6 +132,11 @@ def test_grant_get_list_check_revoke(
         consent_pb2.ListConsentsRequest(subject=subject_ref(subject), status="revoked"), timeout=5
     )
     assert [c.consent_id for c in listed.consents] == [consent.consent_id]
+    # another agency is shown none of the consents that do not name it
+    others = consent_stub(gateway, "tax").ListBySubject(
+        consent_pb2.ListConsentsRequest(subject=subject_ref(subject)), timeout=5
+    )
+    assert list(others.consents) == []
 
     # revoking twice is refused as a precondition, not an internal error
     with pytest.raises(grpc.RpcError) as again:

@@ -10,6 +10,8 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -22,7 +24,7 @@ from adapters.contract import Sensitivity
 from dsgw.v1 import common_pb2, consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
 from gateway.consent.errors import ConsentError, ConsentExists, ConsentNotActive, ConsentNotFound
 from gateway.consent.model import ConsentRecord
-from gateway.consent.service import GrantRequest, ScopeRequest, audit_fields
+from gateway.consent.service import GrantRequest, ScopeRequest, parse_subject
 from gateway.errors import DsgwError
 from gateway.exchange import BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
 from gateway.pipeline.authenticate import authenticate
@@ -47,7 +49,7 @@ from gateway.server.wire import (
     value_to_wire,
 )
 
-__all__ = ["Authenticator", "ConsentServicer", "DataExchangeServicer"]
+__all__ = ["Authenticator", "ConsentServicer", "DataExchangeServicer", "consent_to_wire"]
 
 _log = structlog.get_logger("gateway.server")
 T = TypeVar("T")
@@ -431,8 +433,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                 scope.append(ScopeRequest(provider.value, s.dataset, tuple(s.fields) or None))
             consent_id = None
             if request.request_id:
-                import hashlib
-
                 digest = hashlib.sha256(f"{caller.value}\x00{request.request_id}".encode()).hexdigest()[:32]
                 consent_id = f"cns-{digest}"
             req = GrantRequest(
@@ -481,8 +481,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
             kind = kind_from_wire(request.subject.kind)
 
             def work() -> tuple[ConsentRecord, dict[str, Any] | None]:
-                from gateway.consent.service import parse_subject
-
                 subject = parse_subject(request.subject.id, kind)
                 revoked = self.service.revoke(
                     request.consent_id,
@@ -580,12 +578,7 @@ def _same_grant(service: Any, req: GrantRequest, record: ConsentRecord) -> bool:
 def _change_response(
     record: ConsentRecord, receipt: dict[str, Any] | None
 ) -> consent_pb2.ConsentChangeResponse:
-    import json
-
     out = consent_pb2.ConsentChangeResponse(consent=consent_to_wire(record, record.last_event.recorded_at))
     if receipt is not None:
         out.receipt_json = json.dumps(receipt, ensure_ascii=False, sort_keys=True).encode("utf-8")
     return out
-
-
-__all__ += ["audit_fields", "consent_to_wire"]

@@ -4,7 +4,6 @@ enums, field values, timestamps. Pure."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from typing import Any, TypeAlias
 
 from google.protobuf import timestamp_pb2
@@ -91,7 +90,3 @@ def timestamp_to(when: dt.datetime) -> timestamp_pb2.Timestamp:
 
 def timestamp_from(ts: timestamp_pb2.Timestamp) -> dt.datetime:
     return ts.ToDatetime(tzinfo=dt.UTC)
-
-
-def agencies(codes: Iterable[int]) -> list[Agency | None]:
-    return [agency_from_wire(c) for c in codes]

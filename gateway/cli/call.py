@@ -236,6 +236,12 @@ def _catalogue(args: argparse.Namespace) -> int:
         except GatewayError as exc:
             raise _refused(exc) from None
     data = MessageToDict(resp, preserving_proto_field_name=True)
+    # agency enums as the contract's codes (AGENCY_CODE_EDUCATION -> education)
+    data["caller"] = str(data.get("caller", "")).removeprefix("AGENCY_CODE_").lower()
+    for e in data.get("entries", []):
+        e["provider"] = str(e.get("provider", "")).removeprefix("AGENCY_CODE_").lower()
+        for p in e.get("predicates", []):
+            p["provider"] = str(p.get("provider", "")).removeprefix("AGENCY_CODE_").lower()
     lines = []
     for e in data.get("entries", []):
         fields = ", ".join(

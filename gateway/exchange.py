@@ -37,7 +37,14 @@ from gateway.idempotency import IdempotencyCache
 from gateway.pipeline import consent as consent_step
 from gateway.pipeline import fetch as fetch_step
 from gateway.pipeline.agreement import AgreementBook, allowed_fields, allowed_predicate
-from gateway.pipeline.errors import AuditFailed, InvalidArgument, NotFound, RequestError, Unavailable
+from gateway.pipeline.errors import (
+    AuditFailed,
+    InvalidArgument,
+    NotFound,
+    RequestError,
+    Unavailable,
+    echo_name,
+)
 from gateway.pipeline.identity import subject_of
 from gateway.pipeline.minimize import minimize
 from gateway.pipeline.purpose import check_purpose, known_purpose
@@ -332,8 +339,9 @@ class Exchange:
         adapter = self._adapter(provider)
         descriptor = self.datasets.get((provider, dataset))
         if descriptor is None:
-            shown = dataset if len(dataset) <= 64 and dataset.isprintable() else "(invalid)"
-            raise InvalidArgument("UNKNOWN_DATASET", f"{provider.value} offers no dataset {shown!r}")
+            raise InvalidArgument(
+                "UNKNOWN_DATASET", f"{provider.value} offers no dataset {echo_name(dataset)!r}"
+            )
         if descriptor.subject_kind is not subject.kind:
             raise InvalidArgument(
                 "SUBJECT_KIND_MISMATCH",
@@ -511,8 +519,9 @@ class Exchange:
         adapter = self._adapter(provider)
         pd = self.predicates.get((provider, predicate))
         if pd is None:
-            shown = predicate if len(predicate) <= 64 and predicate.isprintable() else "(invalid)"
-            raise InvalidArgument("UNKNOWN_PREDICATE", f"{provider.value} offers no predicate {shown!r}")
+            raise InvalidArgument(
+                "UNKNOWN_PREDICATE", f"{provider.value} offers no predicate {echo_name(predicate)!r}"
+            )
         if set(params) != set(pd.parameters) or any(v < 0 for v in params.values()):
             raise InvalidArgument(
                 "INVALID_REQUEST",

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from adapters.agencies import Agency
 from gateway.config import Agreement
-from gateway.pipeline.errors import InvalidArgument, PermissionDenied
+from gateway.pipeline.errors import InvalidArgument, PermissionDenied, echo_name
 
 __all__ = ["AgreementBook", "allowed_fields", "allowed_predicate"]
 
@@ -54,8 +54,7 @@ def allowed_fields(agreement: Agreement, requested: Sequence[str], offered: Sequ
     names = tuple(dict.fromkeys(requested))
     for name in names:
         if name not in offered:
-            shown = name if len(name) <= 64 and name.isprintable() else "(invalid)"
-            raise InvalidArgument("UNKNOWN_FIELD", f"{where} has no field {shown!r}")
+            raise InvalidArgument("UNKNOWN_FIELD", f"{where} has no field {echo_name(name)!r}")
     for name in names:
         if name not in agreement.fields:
             raise PermissionDenied(

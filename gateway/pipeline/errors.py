@@ -18,7 +18,14 @@ __all__ = [
     "RequestError",
     "Unauthenticated",
     "Unavailable",
+    "echo_name",
 ]
+
+
+def echo_name(name: str) -> str:
+    """A caller-sent name (field, dataset, predicate, purpose) as an error message may repeat it:
+    short printable names as they are, anything else as ``(invalid)``."""
+    return name if len(name) <= 64 and name.isprintable() else "(invalid)"
 
 
 class RequestError(DsgwError):

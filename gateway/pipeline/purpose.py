@@ -4,7 +4,7 @@ names. Pure."""
 from __future__ import annotations
 
 from gateway.config import Agreement
-from gateway.pipeline.errors import InvalidArgument, PermissionDenied
+from gateway.pipeline.errors import InvalidArgument, PermissionDenied, echo_name
 from gateway.purposes import PurposeCatalogue
 
 __all__ = ["check_purpose", "known_purpose"]
@@ -14,8 +14,7 @@ def known_purpose(code: str, catalogue: PurposeCatalogue) -> str:
     if not code:
         raise InvalidArgument("UNKNOWN_PURPOSE", "meta.purpose.code is required")
     if code not in catalogue:
-        shown = code if len(code) <= 64 and code.isprintable() else "(invalid)"
-        raise InvalidArgument("UNKNOWN_PURPOSE", f"unknown purpose code {shown!r}")
+        raise InvalidArgument("UNKNOWN_PURPOSE", f"unknown purpose code {echo_name(code)!r}")
     return code
 
 

@@ -205,11 +205,16 @@ class Exchange:
             if inline and getattr(getattr(getattr(a, "source", None), "config", None), "is_sqlite", False)
         }
         self.datasets: dict[tuple[Agency, str], DatasetDescriptor] = {}
+        #: the SENSITIVE fields of each dataset (derived once: every consent check needs them)
+        self._sensitive: dict[tuple[Agency, str], frozenset[str]] = {}
         self.predicates: dict[tuple[Agency, str], PredicateDescriptor] = {}
         for agency, adapter in self.adapters.items():
             description = adapter.describe()
             for d in description.datasets:
                 self.datasets[(agency, d.name)] = d
+                self._sensitive[(agency, d.name)] = frozenset(
+                    f.name for f in d.fields if f.sensitivity.value == "sensitive"
+                )
             for p in description.predicates:
                 self.predicates[(agency, p.name)] = p
 
@@ -319,7 +324,7 @@ class Exchange:
         """Step 4 (blocking: reads the consent store; counts a use of a limited consent). Under a
         statutory duty the store is not read: the pure decision needs no consents."""
         basis = consent_step.basis_of(agreement)
-        sensitive = frozenset(f.name for f in descriptor.fields if f.sensitivity.value == "sensitive")
+        sensitive = self._sensitive[(descriptor.agency, descriptor.name)]
         request = CheckRequest(
             subject=subject,
             consumer=caller,
@@ -411,8 +416,8 @@ class Exchange:
                 raise await self._denied("query", facts, exc) from None
             plans.append(_Plan(agreement, descriptor, adapter, fields, facts))
 
-        # step 4, consent (one trip to the I/O threads for every dataset); with one dataset,
-        # step 6 rides on the same trip when the decision allows it (one thread hand-off less)
+        # step 4, consent (one blocking step for every dataset); with one dataset, step 6 rides
+        # on the same step when the decision allows it (one thread hand-off less when not inline)
         def consent_then_fetch() -> tuple[list[Decision], list[Any] | None]:
             decisions = [
                 self._decide(meta.caller, p.agreement, p.descriptor, p.fields, subject, meta.purpose)

@@ -478,31 +478,11 @@ def grant_consents(config: Any, subjects: list[str]) -> int:
         store.close()
 
 
-def start_gateway(config_path: Path, home: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
-    ready = home / "ready.json"
-    ready.unlink(missing_ok=True)
-    log = (home / "gateway.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--ready-file", str(ready)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=str(Path(__file__).resolve().parents[1]),
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the gateway did not start: {(home / 'gateway.log').read_text()[-2000:]}")
-        time.sleep(0.05)
-    port = int(json.loads(ready.read_text())["port"])
-    if workers > 1:  # the parent reports the port before its workers listen on it
-        while time.monotonic() < deadline:
-            with contextlib.closing(socket.socket()) as s, contextlib.suppress(OSError):
-                s.connect(("127.0.0.1", port))
-                break
-            time.sleep(0.1)
-        time.sleep(2.0)  # and the other workers (started together) a moment more
-    return proc, port
+def start_gateway(config_path: Path, home: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The gateway as its own process; returns once every worker listens."""
+    from gateway.server.process import start_serve_process
+
+    return start_serve_process(config_path, ready=home / "ready.json", log=home / "gateway.log")
 
 
 def stop_gateway(proc: subprocess.Popen[bytes]) -> int:
@@ -639,7 +619,7 @@ def main() -> int:
         if not subjects:
             raise RuntimeError("no subject holds a graduation record")
 
-        gateway, port = start_gateway(dev.config, dev.home, args.workers)
+        gateway, port = start_gateway(dev.config, dev.home)
         pids = worker_pids(gateway, args.workers)
         progress(f"gateway: port {port}, {args.workers} worker(s), pid(s) {pids}")
         ca, cert, key = dev.agency_credentials("hrss")

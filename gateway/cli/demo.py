@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import functools
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -121,30 +120,6 @@ class _Tally:
         return result
 
 
-def _start_gateway(config: Path, home: Path) -> tuple[subprocess.Popen[bytes], int]:
-    ready = home / "serve.ready"
-    ready.unlink(missing_ok=True)
-    log = open(home / "serve.log", "ab")  # noqa: SIM115  (the child keeps it)
-    env = {**os.environ, "DSGW_LOG_FORMAT": "json", "DSGW_LOG_LEVEL": "info"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--ready-file", str(ready)],
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-    log.close()
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise CheckFailed(f"the gateway did not start (exit {proc.returncode}); see {home / 'serve.log'}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise CheckFailed(f"the gateway did not start within 60 s; see {home / 'serve.log'}")
-        time.sleep(0.05)
-    return proc, int(json.loads(ready.read_text())["port"])
-
-
 def _cli_json(*argv: str) -> tuple[int, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "gateway", *argv, "--json"], capture_output=True, text=True, check=False
@@ -163,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.client import GatewayClient
     from gateway.consent.receipts import load_public_key, verify_receipt
     from gateway.devsetup import make_dev_home
+    from gateway.server.process import start_serve_process
 
     say: Callable[[str], None] = (lambda _line: None) if args.json else (lambda line: print(line, flush=True))
     started = time.perf_counter()
@@ -184,7 +160,12 @@ def run(args: argparse.Namespace) -> int:
             f"  data, PKI (CA, server, 5 agency certificates) and config ready; identifiers: "
             f"{identifiers['forms_normalised']}/{identifiers['forms_tried']} stored forms normalised"
         )
-        proc, port = _start_gateway(dev.config, home)
+        proc, port = start_serve_process(
+            dev.config,
+            ready=home / "serve.ready",
+            log=home / "serve.log",
+            env={"DSGW_LOG_FORMAT": "json", "DSGW_LOG_LEVEL": "info"},
+        )
         say(f"  gateway listening on 127.0.0.1:{port} (mTLS; pid {proc.pid})")
         tally = _Tally()
         consents: dict[str, Any] = {"granted": 0, "revoked": 0, "receipts_verified": 0}

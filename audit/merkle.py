@@ -297,6 +297,19 @@ class CompactRange:
         for leaf in leaf_hashes:
             self.append(leaf)
 
+    def append_subtree(self, level: int, digest: bytes) -> None:
+        """Append the root of a perfect subtree of ``2**level`` leaves (as :func:`range_subtrees`
+        gives); the size must be a multiple of ``2**level``."""
+        self._check(digest, "subtree hash")
+        if level < 0 or self._size & ((1 << level) - 1):
+            raise ValueError(f"a subtree of 2**{level} leaves cannot follow a tree of size {self._size}")
+        carry = self._size >> level
+        while carry & 1:
+            digest = self._hash_fn(NODE_PREFIX + self._peaks.pop() + digest)
+            carry >>= 1
+        self._peaks.append(digest)
+        self._size += 1 << level
+
     def root(self) -> bytes:
         """MTH of the leaves appended so far: H("") when empty."""
         if not self._peaks:
@@ -316,6 +329,31 @@ class CompactRange:
 
 
 MerkleAccumulator = CompactRange
+
+
+def range_subtrees(
+    start: int, leaf_hashes: Sequence[bytes], hash_fn: HashFn = sha256
+) -> list[tuple[int, bytes]]:
+    """The perfect subtrees that the leaves ``[start, start + len(leaf_hashes))`` fold into on
+    their own, left to right, as (level, root) pairs: a tree of size ``start`` extended with them
+    by :meth:`CompactRange.append_subtree` equals it extended leaf by leaf. Lets several
+    processes hash disjoint ranges of a log and one fold the results in O(log n) per range."""
+    if start < 0:
+        raise ValueError(f"a range must not start before leaf 0, got {start}")
+    nodes: list[tuple[int, bytes]] = []
+    pop, push = nodes.pop, nodes.append
+    node = NODE_PREFIX
+    index = start
+    for leaf in leaf_hashes:
+        digest, level, block = leaf, 0, index
+        # merge with the left sibling while this node is a right child whose sibling is in range
+        while block & 1 and (block - 1) << level >= start:
+            digest = hash_fn(node + pop()[1] + digest)
+            block >>= 1
+            level += 1
+        push((level, digest))
+        index += 1
+    return nodes
 
 
 # --- verification -----------------------------------------------------------------------------

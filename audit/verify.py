@@ -31,9 +31,15 @@ checkpoint) if any.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
+import multiprocessing
+import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +57,12 @@ from audit.errors import (
 )
 from audit.index import AuditIndex
 from audit.keys import KeyProvider, Keyring
-from audit.merkle import LEAF_PREFIX, NODE_PREFIX, CompactRange
+from audit.merkle import LEAF_PREFIX, CompactRange, range_subtrees
 from audit.reader import LogReader, sealed_of
 from audit.record import TermEncoder
 from audit.seal import KeyShredded, SealError, UnknownKeyId, open_sealed
-from audit.segment import HEADER_SIZE, check_header, parse_frames
-from audit.suites import HashFn
+from audit.segment import HEADER_SIZE, BadFrame, check_header, parse_frames
+from audit.suites import HashFn, get_suite
 
 __all__ = ["Problem", "VerifyReport", "VerifyUsageError", "verify_log"]
 
@@ -100,6 +106,7 @@ class VerifyReport:
     opened: int = 0
     shredded: int = 0
     decrypted: bool = False
+    jobs: int = 1  # processes that scanned the segments
 
     @property
     def ok(self) -> bool:
@@ -119,6 +126,7 @@ class VerifyReport:
             "decrypted": self.decrypted,
             "opened": self.opened,
             "shredded": self.shredded,
+            "jobs": self.jobs,
             "problem": self.problem.to_json() if self.problem else None,
             "warnings": self.warnings,
         }
@@ -157,31 +165,135 @@ def _b64(data: bytes) -> str:
 
 
 class _Tree:
-    """A compact range folded inline (as :class:`audit.merkle.CompactRange`, without per-leaf
-    checks): the verification hot path."""
+    """The compact range being verified, fed with the perfect subtrees that segment scans return
+    (:func:`audit.merkle.range_subtrees`): O(log n) hashing per range in the verifying process."""
 
     def __init__(self, hash_fn: HashFn) -> None:
-        self.hash_fn = hash_fn
-        self.size = 0
-        self.peaks: list[bytes] = []
+        self.range = CompactRange(hash_fn)
 
-    def extend(self, leaves: Sequence[bytes]) -> None:
-        peaks = self.peaks
-        hash_fn = self.hash_fn
-        node = NODE_PREFIX
-        size = self.size
-        for leaf in leaves:
-            digest = leaf
-            carry = size
-            while carry & 1:
-                digest = hash_fn(node + peaks.pop() + digest)
-                carry >>= 1
-            peaks.append(digest)
-            size += 1
-        self.size = size
+    @property
+    def size(self) -> int:
+        return self.range.size
+
+    def add(self, nodes: Sequence[tuple[int, bytes]]) -> None:
+        append = self.range.append_subtree
+        for level, digest in nodes:
+            append(level, digest)
 
     def root(self) -> bytes:
-        return CompactRange.from_peaks(self.size, self.peaks, self.hash_fn).root()
+        return self.range.root()
+
+
+@dataclass(slots=True)
+class _SegmentScan:
+    """What one segment holds, as :func:`_scan_segment` found it (in this or a worker process):
+    the header problem if any (and the file's length), the index fields if they are not the
+    expected run from ``first``, the first bad frame, the subtrees of its leaves cut at the
+    checkpoint sizes inside it (one group per cut, then the rest), and the records if asked."""
+
+    first: int
+    length: int
+    header_problem: str | None = None
+    count: int = 0
+    indices: list[int] | None = None
+    bad: BadFrame | None = None
+    groups: list[list[tuple[int, bytes]]] = field(default_factory=list)
+    records: list[bytes] | None = None
+
+
+def _scan_segment(
+    path: Path, first: int, suite: str, cuts: Sequence[int], keep_records: bool
+) -> _SegmentScan:
+    """Read, parse and hash one segment (a pure function of the file: runs in a worker process
+    when the log is large). ``cuts``: the checkpoint sizes above ``first``, ascending."""
+    data = path.read_bytes()
+    scan = _SegmentScan(first, len(data))
+    scan.header_problem = check_header(data, first)
+    if scan.header_problem is not None:
+        return scan
+    parsed = parse_frames(data, HEADER_SIZE, first)
+    del data
+    indices, records = parsed.indices, parsed.records
+    count = scan.count = len(indices)
+    if indices != list(range(first, first + count)):
+        scan.indices = indices
+    scan.bad = parsed.bad
+    hash_fn = get_suite(suite).hash_fn
+    prefix = LEAF_PREFIX
+    leaves = [hash_fn(prefix + sealed_of(r)) for r in records]
+    done = 0
+    for cut in cuts:
+        if cut <= first:
+            continue
+        if cut > first + count:
+            break
+        scan.groups.append(range_subtrees(first + done, leaves[done : cut - first], hash_fn))
+        done = cut - first
+    scan.groups.append(range_subtrees(first + done, leaves[done:], hash_fn))
+    if keep_records:
+        scan.records = records
+    return scan
+
+
+# Segments are scanned in worker processes (both cores) when the log is at least this large.
+PARALLEL_MIN_BYTES = 32 * 2**20
+
+
+def default_jobs(segments: Sequence[tuple[int, Path]]) -> int:
+    """How many processes scan ``segments`` by default: one per CPU (at most one per segment) for
+    a log of :data:`PARALLEL_MIN_BYTES` or more, else 1 (in this process)."""
+    total = 0
+    for _, path in segments:
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    if total < PARALLEL_MIN_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, len(segments)))
+
+
+@contextlib.contextmanager
+def _segment_scans(
+    reader: LogReader,
+    segments: Sequence[tuple[int, Path]],
+    cuts: Sequence[int],
+    keep_records: bool,
+    jobs: int | None,
+    report: VerifyReport,
+) -> Iterator[Iterator[_SegmentScan]]:
+    """The scans of ``segments`` in order: in this process, or (``jobs`` > 1, this process
+    single-threaded as the CLI is, and never with records, which stay in this process) in a pool
+    of forked worker processes with a few segments in flight, so that memory stays bounded and an
+    early failure stops the rest."""
+    suite = reader.suite.name
+    if jobs is None:
+        jobs = default_jobs(segments)
+    # Workers are forked: no main-module re-import (spawn, forkserver), and safe only when this
+    # process runs no other thread (a lock another thread holds would stay held in the child).
+    if jobs <= 1 or keep_records or len(segments) < 2 or threading.active_count() > 1:
+        yield (_scan_segment(path, first, suite, cuts, keep_records) for first, path in segments)
+        return
+    report.jobs = jobs
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+
+        def ordered() -> Iterator[_SegmentScan]:
+            pending: deque[Future[_SegmentScan]] = deque()
+            todo = iter(segments)
+            for first, path in todo:
+                pending.append(pool.submit(_scan_segment, path, first, suite, cuts, False))
+                if len(pending) >= 2 * jobs:
+                    break
+            while pending:
+                scan = pending.popleft().result()
+                for first, path in todo:
+                    pending.append(pool.submit(_scan_segment, path, first, suite, cuts, False))
+                    break
+                yield scan
+
+        try:
+            yield ordered()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Verifier:
@@ -192,8 +304,10 @@ class _Verifier:
         given: Sequence[tuple[str, bytes]],
         auditor: KeyProvider | None,
         progress: Callable[[str], None] | None,
+        jobs: int | None = None,
     ) -> None:
         self.reader = reader
+        self.jobs = jobs
         self.verifiers = verifiers
         self.given = given
         self.hash_fn = reader.hash_fn
@@ -271,9 +385,7 @@ class _Verifier:
     def scan(self, checkpoints: list[_Checkpoint]) -> None:
         reader = self.reader
         report = self.report
-        hash_fn = self.hash_fn
-        leaf_prefix = LEAF_PREFIX
-        tree = _Tree(hash_fn)
+        tree = _Tree(self.hash_fn)
         pending = [c for c in checkpoints if c.size == 0]
         for c in pending:
             self.check_root(tree, c, 0)
@@ -282,71 +394,66 @@ class _Verifier:
         verified_to = 0  # largest checkpoint size verified
         max_cp = checkpoints[-1].size if checkpoints else 0
         segments = reader.segments()
+        sizes = [c.size for c in upcoming]
         expected = 0
-        for number, (first, path) in enumerate(segments):
-            is_last = number == len(segments) - 1
-            if first != expected:
-                if first > expected:
+        with _segment_scans(reader, segments, sizes, self.keyring is not None, self.jobs, report) as scans:
+            for number, ((first, path), scan) in enumerate(zip(segments, scans, strict=False)):
+                is_last = number == len(segments) - 1
+                if first != expected:
+                    if first > expected:
+                        raise _fail(
+                            "ENTRY_MISSING",
+                            f"entries {expected} to {first - 1} are missing: segment {path.name} "
+                            f"follows entry {expected - 1}"
+                            if expected
+                            else f"entries 0 to {first - 1} are missing",
+                            entry=expected,
+                        )
                     raise _fail(
-                        "ENTRY_MISSING",
-                        f"entries {expected} to {first - 1} are missing: segment {path.name} follows "
-                        f"entry {expected - 1}"
-                        if expected
-                        else f"entries 0 to {first - 1} are missing",
-                        entry=expected,
+                        "ENTRY_ORDER",
+                        f"segment {path.name} starts at entry {first}, which an earlier segment already has",
+                        entry=first,
                     )
-                raise _fail(
-                    "ENTRY_ORDER",
-                    f"segment {path.name} starts at entry {first}, which an earlier segment already has",
-                    entry=first,
-                )
-            data = path.read_bytes()
-            problem = check_header(data, first)
-            if problem is not None:
-                if is_last and len(data) < HEADER_SIZE and expected >= max_cp:
-                    report.warnings.append(
-                        f"segment {path.name} is an incomplete new segment ({len(data)} bytes)"
-                    )
-                    break
-                raise _fail("SEGMENT_HEADER", f"segment {path.name}: {problem}", entry=first)
-            parsed = parse_frames(data, HEADER_SIZE, expected)
-            del data
-            indices = parsed.indices
-            count = len(indices)
-            if indices != list(range(expected, expected + count)):
-                self.order_problem(indices, expected, path.name)
-            records = parsed.records
-            leaves = [hash_fn(leaf_prefix + sealed_of(r)) for r in records]
-            if self.keyring is not None:
-                self.open_all(expected, records)
-            # fold the leaves, checking the root at every checkpoint size on the way
-            done = 0
-            while at < len(upcoming) and upcoming[at].size <= expected + count:
-                cp = upcoming[at]
-                tree.extend(leaves[done : cp.size - expected])
-                done = cp.size - expected
-                self.check_root(tree, cp, verified_to)
-                verified_to = cp.size
-                at += 1
-            tree.extend(leaves[done:])
-            expected += count
-            if self.progress is not None:
-                self.progress(f"segment {path.name}: {expected:,} entries")
-            bad = parsed.bad
-            if bad is not None:
-                if is_last and bad.torn_tail and expected >= max_cp:
-                    report.warnings.append(
-                        f"segment {path.name}: the last frame (entry {expected}, "
-                        f"offset {bad.offset}) is incomplete: {bad.problem}; it was never acknowledged "
-                        "(an interrupted append), and opening the log for writing cuts it"
-                    )
-                else:
-                    raise _fail(
-                        "FRAME_CORRUPT",
-                        f"entry {expected} (segment {path.name}, offset {bad.offset}) is damaged: "
-                        f"{bad.problem}",
-                        entry=expected,
-                    )
+                problem = scan.header_problem
+                if problem is not None:
+                    if is_last and scan.length < HEADER_SIZE and expected >= max_cp:
+                        report.warnings.append(
+                            f"segment {path.name} is an incomplete new segment ({scan.length} bytes)"
+                        )
+                        break
+                    raise _fail("SEGMENT_HEADER", f"segment {path.name}: {problem}", entry=first)
+                count = scan.count
+                if scan.indices is not None:
+                    self.order_problem(scan.indices, expected, path.name)
+                if scan.records is not None:
+                    self.open_all(expected, scan.records)
+                # fold the subtrees, checking the root at every checkpoint size on the way
+                groups = iter(scan.groups)
+                while at < len(upcoming) and upcoming[at].size <= expected + count:
+                    cp = upcoming[at]
+                    tree.add(next(groups))
+                    self.check_root(tree, cp, verified_to)
+                    verified_to = cp.size
+                    at += 1
+                tree.add(next(groups))
+                expected += count
+                if self.progress is not None:
+                    self.progress(f"segment {path.name}: {expected:,} entries")
+                bad = scan.bad
+                if bad is not None:
+                    if is_last and bad.torn_tail and expected >= max_cp:
+                        report.warnings.append(
+                            f"segment {path.name}: the last frame (entry {expected}, "
+                            f"offset {bad.offset}) is incomplete: {bad.problem}; it was never "
+                            "acknowledged (an interrupted append), and opening the log for writing cuts it"
+                        )
+                    else:
+                        raise _fail(
+                            "FRAME_CORRUPT",
+                            f"entry {expected} (segment {path.name}, offset {bad.offset}) is damaged: "
+                            f"{bad.problem}",
+                            entry=expected,
+                        )
         report.entries = expected
         report.root = tree.root()
         if at < len(upcoming):
@@ -532,12 +639,16 @@ def verify_log(
     checkpoints: Sequence[tuple[str, bytes]] = (),
     auditor: KeyProvider | None = None,
     progress: Callable[[str], None] | None = None,
+    jobs: int | None = None,
 ) -> VerifyReport:
     """Verify the log behind ``reader`` (see the module docstring).
 
     ``keys``: the trusted checkpoint verifier keys (vkey strings; default: the one in
     ``log.json``). ``checkpoints``: (name, signed note) pairs the auditor kept. ``auditor``: a key
-    provider holding the auditor's PRIVATE key, to open and check every entry. Raises
+    provider holding the auditor's PRIVATE key, to open and check every entry. ``jobs``: processes
+    scanning segments (default :func:`default_jobs`: every CPU for a large log); segments are
+    scanned in this process with the auditor key (decryption runs here) or when other threads
+    run (workers are forked). Raises
     :class:`VerifyUsageError` for a malformed key; every finding is in the report.
     """
     started = time.perf_counter()
@@ -557,7 +668,7 @@ def verify_log(
             )
     else:
         verifiers.append(reader.meta.verifier)
-    work = _Verifier(reader, verifiers, checkpoints, auditor, progress)
+    work = _Verifier(reader, verifiers, checkpoints, auditor, progress, jobs)
     report = work.report
     try:
         if key_problem is not None:

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway import __version__
 from gateway.errors import CheckFailed, DsgwError
@@ -22,6 +22,14 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for a count: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def emit(args: argparse.Namespace, payload: Any, human: str | None = None) -> None:
     """Print ``payload`` as one JSON document with --json, else ``human`` (or the JSON pretty)."""
     if getattr(args, "json", False) or human is None:
@@ -30,10 +38,19 @@ def emit(args: argparse.Namespace, payload: Any, human: str | None = None) -> No
         print(human)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the contract's usage error: one line on stderr (no usage dump), exit 2.
+    Sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        verb = self.prog.removeprefix("dsgw").strip()
+        self.exit(2, f"dsgw: {verb + ': ' if verb else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import audit, call, consent, data, demo, ident, pki, serve
 
-    parser = argparse.ArgumentParser(prog="dsgw", description="Cross-department data-sharing gateway")
+    parser = _Parser(prog="dsgw", description="Cross-department data-sharing gateway")
     parser.add_argument("--version", action="version", version=f"dsgw {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, serve, call, pki, data, audit, consent, ident):
@@ -51,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -6,7 +6,7 @@
     dsgw audit checkpoint --log DIR [--home DIR --new]
     dsgw audit prove --log DIR --index N
     dsgw audit consistency --log DIR --old N [--new M]
-    dsgw audit verify --log DIR [--checkpoint FILE]... [--key VKEY]... [--auditor-key FILE]
+    dsgw audit verify --log DIR [--checkpoint FILE]... [--key VKEY]... [--auditor-key FILE] [--jobs N]
 
 Every verb takes ``--json``. Exit codes: 0 success, 1 a check failed (verification, a checkpoint
 that does not verify, a proof that does not lead to the checkpoint's root), 2 bad usage or input.
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import add_json_flag, emit
+from gateway.cli import add_json_flag, emit, positive_int
 from gateway.errors import CheckFailed, UsageError
 
 
@@ -136,6 +136,12 @@ def register(sub: Any) -> None:
         type=Path,
         metavar="FILE",
         help="auditor private key: also open and check every entry",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        metavar="N",
+        help="processes scanning segments (default: every CPU for a log of 32 MiB or more)",
     )
 
 
@@ -319,7 +325,9 @@ def _verify(args: argparse.Namespace) -> int:
         def progress(message: str) -> None:
             print(f"\r{message}", end="", file=sys.stderr, flush=True)
 
-    report = verify_log(reader, keys=args.key or None, checkpoints=given, auditor=auditor, progress=progress)
+    report = verify_log(
+        reader, keys=args.key or None, checkpoints=given, auditor=auditor, progress=progress, jobs=args.jobs
+    )
     if progress is not None:
         print(file=sys.stderr)
     if args.json:

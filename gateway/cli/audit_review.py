@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from adapters.agencies import Agency
 from audit.entry import Decision, Subject, SubjectKind
 from audit.errors import AuditError, KeyFormatError, VerificationError
-from gateway.cli import add_json_flag, emit
+from gateway.cli import add_json_flag, emit, positive_int
 from gateway.errors import CheckFailed, UsageError
 from gateway.identity import InvalidIdentifier, normalize_credit_code, normalize_resident_id
 
@@ -37,7 +37,9 @@ def register(sub: Any) -> None:
     search = sub.add_parser("search", help="find entries by subject, agency, purpose, decision, time")
     _log_options(search)
     _criteria_options(search, KINDS)
-    search.add_argument("--limit", type=_positive, metavar="N", help="show at most N entries (the earliest)")
+    search.add_argument(
+        "--limit", type=positive_int, metavar="N", help="show at most N entries (the earliest)"
+    )
     search.add_argument("--full-ids", action="store_true", help="show identifiers unmasked in the table")
     add_json_flag(search)
     search.set_defaults(handler=_search)
@@ -60,16 +62,16 @@ def register(sub: Any) -> None:
         "--spike-factor", type=float, default=3.0, metavar="K", help="k x trailing median (3)"
     )
     report.add_argument(
-        "--spike-min-history", type=_positive, default=7, metavar="DAYS", help="days before judging (7)"
+        "--spike-min-history", type=positive_int, default=7, metavar="DAYS", help="days before judging (7)"
     )
     report.add_argument(
-        "--spike-window", type=_positive, default=28, metavar="DAYS", help="trailing days (28)"
+        "--spike-window", type=positive_int, default=28, metavar="DAYS", help="trailing days (28)"
     )
     report.add_argument(
-        "--spike-min-count", type=_positive, default=10, metavar="N", help="minimum volume (10)"
+        "--spike-min-count", type=positive_int, default=10, metavar="N", help="minimum volume (10)"
     )
     report.add_argument(
-        "--max-subjects", type=_positive, default=50, metavar="N", help="per operator and day (50)"
+        "--max-subjects", type=positive_int, default=50, metavar="N", help="per operator and day (50)"
     )
     report.add_argument("--rule", action="append", choices=RULES, help="run only these rules (repeatable)")
     add_json_flag(report)
@@ -111,13 +113,6 @@ def register(sub: Any) -> None:
 
 
 # --- options ----------------------------------------------------------------------------------
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _log_options(parser: argparse.ArgumentParser) -> None:

@@ -167,6 +167,8 @@ def test_verify_untouched_and_tampered(
     log, home = setup
     code, out, err = dsgw(capsys, "audit", "verify", "--log", str(log))
     assert code == 0 and out.startswith("ok: 30 entries") and err == ""
+    code, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), "--jobs", "2", "--json")
+    assert code == 0 and json.loads(out)["entries"] == 30 and err == ""
     code, out, _ = dsgw(
         capsys,
         "audit",
@@ -236,6 +238,8 @@ def test_verify_keys_and_bad_input(
         (("verify", "--log", str(tmp_path)), "not an audit log"),
         (("verify", "--log", str(log), "--checkpoint", str(tmp_path / "missing.note")), "cannot read"),
         (("verify", "--log", str(log), "--auditor-key", str(HomeKeys(home).auditor_public_key)), "auditor"),
+        (("verify", "--log", str(log), "--jobs", "0"), "--jobs: must be at least 1"),
+        (("verify", "--log", str(log), "--jobs", "two"), "--jobs"),
         (("init", "--log", str(log), "--home", str(home), "--node", "gw-1"), "not an empty directory"),
         (("init", "--log", str(tmp_path / "n"), "--home", str(home), "--node", "bad node"), "node name"),
         (("vkey", "--log", str(tmp_path / "nope")), "not a directory"),
@@ -344,8 +348,9 @@ def test_verify_names_each_tampering(
     code_, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), *extra)
     assert code_ == 1 and named in err and out == ""
     one_line(err)
-    code_, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), "--json", *extra)
-    problem = json.loads(out)["problem"]
-    assert code_ == 1 and problem["code"] == code
-    assert named in problem["message"]
-    one_line(err)
+    for jobs in ("1", "2"):  # segments scanned here, then by two forked workers
+        code_, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), "--json", "--jobs", jobs, *extra)
+        problem = json.loads(out)["problem"]
+        assert code_ == 1 and problem["code"] == code, jobs
+        assert named in problem["message"]
+        one_line(err)

@@ -21,6 +21,7 @@ from audit.merkle import (
     inclusion_proof,
     leaf_hash,
     node_hash,
+    range_subtrees,
     root,
     verify_consistency,
     verify_inclusion,
@@ -536,6 +537,43 @@ def test_compact_range_root_after_every_append_matches_naive(size: int) -> None:
             assert accumulator.root() == naive_mth(leaves[:n])
     restored = CompactRange.from_peaks(accumulator.size, accumulator.peaks)
     assert restored.root() == accumulator.root() == root(leaves)
+
+
+@settings(max_examples=150, deadline=None)
+@given(size=st.integers(0, 300), data=st.data(), gm=st.booleans())
+def test_ranges_folded_as_subtrees_give_the_naive_roots(size: int, data: st.DataObject, gm: bool) -> None:
+    """Disjoint ranges hashed on their own (as verification workers do) and folded in order give
+    the naive root at every cut, whatever the cuts."""
+    h = sm3 if gm else sha256
+    leaves = synthetic_leaves(size, 5)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, size), max_size=8))) | {size})
+    accumulator = CompactRange(h)
+    start = 0
+    for cut in cuts:
+        nodes = range_subtrees(start, leaves[start:cut], h)
+        for level, digest in nodes:
+            # each node is a perfect, aligned subtree of the range: its naive root
+            assert start <= accumulator.size and accumulator.size % (1 << level) == 0
+            assert digest == naive_mth(leaves[accumulator.size : accumulator.size + (1 << level)], h)
+            accumulator.append_subtree(level, digest)
+        assert accumulator.size == cut
+        assert accumulator.root() == naive_mth(leaves[:cut], h)
+        start = cut
+    leaf_by_leaf = CompactRange(h)
+    leaf_by_leaf.extend(leaves)
+    assert accumulator.peaks == leaf_by_leaf.peaks
+
+
+def test_subtrees_must_be_aligned() -> None:
+    accumulator = CompactRange()
+    accumulator.extend(CT_LEAVES[:3])
+    with pytest.raises(ValueError, match="cannot follow a tree of size 3"):
+        accumulator.append_subtree(1, CT_LEAVES[3])
+    with pytest.raises(ValueError, match="32 bytes"):
+        accumulator.append_subtree(0, b"short")
+    with pytest.raises(ValueError, match="leaf 0"):
+        range_subtrees(-1, CT_LEAVES[:2])
+    assert range_subtrees(5, []) == []
 
 
 def test_compact_range_restore_copy_and_validation() -> None:

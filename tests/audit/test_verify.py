@@ -3,7 +3,8 @@
 Each test copies a pristine log (60 entries in several segments, a checkpoint every 10 entries),
 changes bytes or files as an attacker would, and checks the first problem verification reports.
 Every test runs on a ``default`` log (SHA-256, Ed25519 checkpoints) and on a ``gm`` log (SM3,
-SM4-GCM, SM2 checkpoints).
+SM4-GCM, SM2 checkpoints), and each with segments scanned in this process and in two forked
+worker processes (what a large log gets): both must name the same first problem.
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     return log_dir, home
 
 
+JOBS = [1]
+# problems found among the checkpoints and keys, before any segment is read
+CHECKED_BEFORE_THE_SCAN = {
+    "LOG_KEY_MISMATCH",
+    "CHECKPOINT_UNREADABLE",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_SIGNATURE",
+    "CHECKPOINT_UNKNOWN_KEY",
+    "CHECKPOINT_ORIGIN",
+    "CHECKPOINT_NAME",
+    "FORK",
+}
+
+
+@pytest.fixture(autouse=True, params=[1, 2], ids=["inline", "workers"])
+def jobs(request: pytest.FixtureRequest) -> Iterator[int]:
+    JOBS[0] = request.param
+    yield request.param
+    JOBS[0] = 1
+
+
 @pytest.fixture
 def log(pristine: tuple[Path, Path], tmp_path: Path) -> Iterator[Path]:
     copy = tmp_path / "log"
@@ -64,7 +86,11 @@ def auditor(home: Path) -> FileKeyProvider:
 
 
 def verify(log_dir: Path, **kw: object) -> VerifyReport:
-    return verify_log(LogReader(log_dir), **kw)  # type: ignore[arg-type]
+    report = verify_log(LogReader(log_dir), jobs=JOBS[0], **kw)  # type: ignore[arg-type]
+    scanned = report.problem is None or report.problem.code not in CHECKED_BEFORE_THE_SCAN
+    if scanned and kw.get("auditor") is None and len(list_segments(log_dir / "segments")) > 1:
+        assert report.jobs == JOBS[0], "the scan did not run where the test asked"
+    return report
 
 
 def frame(log_dir: Path, index: int) -> Frame:

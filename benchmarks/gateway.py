@@ -34,7 +34,8 @@ Measured, in the same run and with the same client:
 
 The machine's cores are shared by the gateway, the no-op server and the load generator; figures
 are noisy, the ratio is the figure to compare across machines. ``--py-spy FILE`` records the
-gateway process with py-spy (raw collapsed stacks) during its closed-loop phase (the figures of
+gateway process with py-spy (raw collapsed stacks) during its closed-loop phase, or with
+``--py-spy-phase batch`` during BatchVerify (the figures of
 such a run are lowered by the sampling). Progress lines first, then one JSON object as the last
 line.
 """
@@ -551,6 +552,31 @@ def sweep(
     return out
 
 
+def start_spy(out: Path, pid: int, seconds: int) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for ``seconds`` into ``out`` (raw collapsed stacks)."""
+    spy = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "-d",
+            str(seconds),
+            "-o",
+            str(out),
+            "-p",
+            str(pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    return spy
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -575,6 +601,9 @@ def main() -> int:
     parser.add_argument("--batch-items", type=int, default=None)
     parser.add_argument("--load", type=float, default=0.7, help="paced load as a share of the gateway's peak")
     parser.add_argument("--py-spy", type=Path, default=None, help="record the gateway with py-spy to FILE")
+    parser.add_argument(
+        "--py-spy-phase", choices=("closed", "batch"), default="closed", help="what --py-spy records"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="build the home in DIR and keep it")
     args = parser.parse_args()
     quick = args.quick
@@ -637,28 +666,8 @@ def main() -> int:
 
         progress(f"closed loop against the no-op server ({seconds:g} s per level, {args.channels} channels)")
         noop_levels = sweep(gen, noop_port, levels, seconds, warmup, "noop   ", [noop.proc.pid or 0])
-        if args.py_spy is not None:
-            spy_seconds = int(len(levels) * (seconds + warmup) + 2)
-            spy = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--nonblocking",
-                    "--format",
-                    "raw",
-                    "--rate",
-                    "200",
-                    "-d",
-                    str(spy_seconds),
-                    "-o",
-                    str(args.py_spy),
-                    "-p",
-                    str(pids[0]),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1.0)
+        if args.py_spy is not None and args.py_spy_phase == "closed":
+            spy = start_spy(args.py_spy, pids[0], int(len(levels) * (seconds + warmup) + 2))
         progress("closed loop against the gateway")
         gw_levels = sweep(gen, port, levels, seconds, warmup, "gateway", pids)
         if spy is not None:
@@ -682,7 +691,14 @@ def main() -> int:
         progress(f"  no-op   p50 {noop_paced['p50_ms']:.2f} ms  p99 {noop_paced['p99_ms']:.2f} ms")
 
         progress(f"BatchVerify: {batch_items:,} subjects on one stream, messages of 500")
-        batch = gen.call("batch", port=port, subjects=all_persons(dev.data), items=batch_items, chunk=500)
+        batch_subjects = all_persons(dev.data)
+        if args.py_spy is not None and args.py_spy_phase == "batch":
+            spy = start_spy(args.py_spy, pids[0], 8)
+        batch = gen.call("batch", port=port, subjects=batch_subjects, items=batch_items, chunk=500)
+        if spy is not None:
+            spy.wait(timeout=120)
+            spy = None
+            progress(f"  py-spy profile in {args.py_spy}")
         progress(f"  {batch['per_s']:,} subjects/s ({batch['seconds']:.2f} s; {batch['results']})")
 
         gen.stop()

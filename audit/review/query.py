@@ -40,19 +40,19 @@ from audit.blind_index import BlindIndexer
 from audit.checkpoint import Checkpoint, Signer, Sm2PrivateKey, open_note
 from audit.checkpoints import CheckpointStore
 from audit.entry import Access, AuditEntry, Decision, Subject, decode
-from audit.errors import AuditError, VerificationError
+from audit.errors import AuditError, InclusionProofError, VerificationError
 from audit.index import AuditIndex, IndexError_
 from audit.keys import KeyProvider, KeyProviderError, KeyRecord, Keyring, KeyringError, blind_index_key_id
 from audit.layout import LogMeta, LogPaths
-from audit.merkle import LEAF_PREFIX, MerkleProver
+from audit.merkle import LEAF_PREFIX, MerkleProver, verify_inclusion
+from audit.reader import LogReader as LogFiles
+from audit.reader import ReadError
 from audit.review import EntryRef, LocatedEntry
 from audit.review.export import ExportEntry, ExportLog, build_bundle
 from audit.seal import KeyShredded, SealError, open_sealed, parse_header
 from audit.segment import (
     FRAME_HEAD,
     FRAME_OVERHEAD,
-    HEADER_SIZE,
-    list_segments,
     parse_frames,
     segment_name,
     split_record,
@@ -226,7 +226,6 @@ class LogReader:
         self._indexer: BlindIndexer | None = None
         self._fds: dict[int, int] = {}
         self._checkpoint: tuple[bytes, Checkpoint] | None = None
-        self._leaves: list[bytes] | None = None
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], keys: AuditorKeys) -> LogReader:
@@ -420,34 +419,13 @@ class LogReader:
             self._checkpoint = (note, checkpoint)
         return self._checkpoint
 
-    def leaves(self, size: int) -> list[bytes]:
-        """The leaf hashes of entries ``[0, size)``: from the index, completed from the segments
-        when the index lags behind."""
-        if self._leaves is None or len(self._leaves) < size:
-            leaves = self.index.leaves(0, size)
-            if len(leaves) < size:
-                leaves = self._scan_leaves(size)
-            self._leaves = leaves
-        return self._leaves[:size]
-
-    def _scan_leaves(self, size: int) -> list[bytes]:
-        hash_fn = self.suite.hash_fn
-        leaves: list[bytes] = []
-        for first, path in list_segments(self.paths.segments):
-            if len(leaves) >= size:
-                break
-            if first != len(leaves):
-                raise LogCorrupted(
-                    f"log {self.origin}: segment {path.name} does not follow entry {len(leaves) - 1}"
-                )
-            parsed = parse_frames(path.read_bytes(), HEADER_SIZE, first)
-            for idx, record in zip(parsed.indices, parsed.records, strict=True):
-                if idx != len(leaves):
-                    raise LogCorrupted(f"log {self.origin}: entry {len(leaves)} is missing from {path.name}")
-                leaves.append(hash_fn(LEAF_PREFIX + split_record(record)[1]))
-        if len(leaves) < size:
-            raise LogCorrupted(f"log {self.origin} has {len(leaves)} entries, its checkpoint says {size}")
-        return leaves[:size]
+    def _prover(self, size: int) -> MerkleProver:
+        """A prover over entries ``[0, size)``: from the index's tile hashes when it has them
+        (milliseconds at millions of entries), else from every leaf hash."""
+        try:
+            return LogFiles(self.directory).prover(size)
+        except ReadError as exc:
+            raise LogCorrupted(f"log {self.origin}: {exc}") from None
 
     def key_record(self, key_id: bytes) -> KeyRecord:
         for record in self.keyring.records():
@@ -469,8 +447,7 @@ class LogReader:
                 f"log {self.origin}: entry {late[0]} is after its latest checkpoint (tree size "
                 f"{checkpoint.size}); export it once the log has checkpointed it"
             )
-        leaves = self.leaves(checkpoint.size)
-        prover = MerkleProver(leaves, self.suite.hash_fn)
+        prover = self._prover(checkpoint.size)
         if prover.root() != checkpoint.root_hash:
             raise LogCorrupted(f"log {self.origin}: its leaves do not lead to its checkpoint's root")
         hash_fn = self.suite.hash_fn
@@ -479,8 +456,13 @@ class LogReader:
         for idx in sorted(set(indices)):
             sealed = self.sealed(idx)
             leaf = hash_fn(LEAF_PREFIX + sealed)
-            if leaf != leaves[idx]:
-                raise LogCorrupted(f"log {self.origin} entry {idx}: its sealed bytes are not its leaf")
+            proof = tuple(prover.inclusion_proof(idx, checkpoint.size))
+            try:  # what the inspector will check offline, checked here first
+                verify_inclusion(idx, checkpoint.size, leaf, proof, checkpoint.root_hash, hash_fn)
+            except InclusionProofError:
+                raise LogCorrupted(
+                    f"log {self.origin} entry {idx}: its sealed bytes do not lead to its checkpoint's root"
+                ) from None
             payload = None
             if decrypt:
                 payload = self.payload(idx, sealed)
@@ -491,7 +473,7 @@ class LogReader:
                     index=idx,
                     sealed=sealed,
                     leaf_hash=leaf,
-                    proof=tuple(prover.inclusion_proof(idx, checkpoint.size)),
+                    proof=proof,
                     payload=payload,
                 )
             )

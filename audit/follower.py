@@ -37,7 +37,7 @@ import structlog
 
 from audit.errors import AuditError
 from audit.index import AuditIndex, IndexedFrame, IndexError_, remove_index
-from audit.layout import LogMeta, LogPaths
+from audit.layout import LogMeta, LogPaths, take_writer_lock
 from audit.merkle import LEAF_PREFIX, NODE_PREFIX, TILE_LEVEL, TILE_WIDTH, CompactRange
 from audit.record import RecordError, split_section
 from audit.segment import FRAME_OVERHEAD, HEADER_SIZE, check_header, parse_frames, segment_name
@@ -193,15 +193,20 @@ class IndexFollower:
 
 def rebuild_index(directory: str | os.PathLike[str]) -> int:
     """Recreate the index of the log in ``directory`` from its segments; returns the number of
-    entries indexed. The log must not be open for writing."""
+    entries indexed. Holds the writer lock meanwhile: :class:`~audit.layout.LogLocked` if the
+    log is open for writing."""
     paths = LogPaths(Path(directory))
     meta = LogMeta.load(paths.root)
-    remove_index(paths.index)
-    follower = IndexFollower(paths.root, meta=meta)
+    lock = take_writer_lock(paths.lock, paths.root)
     try:
-        return follower.advance(None)
+        remove_index(paths.index)
+        follower = IndexFollower(paths.root, meta=meta)
+        try:
+            return follower.advance(None)
+        finally:
+            follower.close()
     finally:
-        follower.close()
+        os.close(lock)
 
 
 # --- running a follower next to a writer ------------------------------------------------------

@@ -34,6 +34,7 @@ before SM2 checkpoints existed keeps its Ed25519 key). Every file with a secret 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -106,6 +107,25 @@ class LogLayoutError(AuditError):
 
 
 # --- files ------------------------------------------------------------------------------------
+
+
+class LogLocked(AuditError):
+    """Another process has the log open for writing."""
+
+    reason = "LOG_LOCKED"
+
+
+def take_writer_lock(lock_file: Path, root: Path) -> int:
+    """Take the log's writer lock (an exclusive ``flock`` on ``lock_file``, released when the
+    returned descriptor is closed, or when the process dies); :class:`LogLocked` if another
+    process holds it."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LogLocked(f"the audit log {root} is open for writing by another process") from None
+    return fd
 
 
 def fsync_dir(directory: Path) -> None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import struct
 import threading
@@ -72,12 +71,14 @@ from audit.layout import (
     HomeKeys,
     LogKeys,
     LogLayoutError,
+    LogLocked,
     LogMeta,
     LogPaths,
     check_keys,
     fsync_dir,
     new_log_id,
     now_iso,
+    take_writer_lock,
 )
 from audit.merkle import LEAF_PREFIX, NODE_PREFIX, CompactRange, empty_root
 from audit.record import Encoded, TermEncoder
@@ -125,12 +126,6 @@ class AuditUnavailable(AuditError):
     log failed earlier or is closed. Nothing was acknowledged; the caller must fail closed."""
 
     reason = "AUDIT_UNAVAILABLE"
-
-
-class LogLocked(AuditError):
-    """Another process has the log open for writing."""
-
-    reason = "LOG_LOCKED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,15 +427,7 @@ class AuditLog:
         return log
 
     def _lock(self) -> None:
-        fd = os.open(self._paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LogLocked(
-                f"the audit log {self._paths.root} is open for writing by another process"
-            ) from None
-        self._lock_fd = fd
+        self._lock_fd = take_writer_lock(self._paths.lock, self._paths.root)
 
     def _release(self) -> None:
         if self._seg_fd >= 0:

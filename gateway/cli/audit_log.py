@@ -6,6 +6,7 @@
     dsgw audit checkpoint --log DIR [--home DIR --new]
     dsgw audit prove --log DIR --index N
     dsgw audit consistency --log DIR --old N [--new M]
+    dsgw audit reindex --log DIR
     dsgw audit verify --log DIR [--checkpoint FILE]... [--key VKEY]... [--auditor-key FILE] [--jobs N]
 
 Every verb takes ``--json``. Exit codes: 0 success, 1 a check failed (verification, a checkpoint
@@ -113,6 +114,13 @@ def register(sub: Any) -> None:
     p.add_argument("--log", required=True, type=Path, metavar="DIR")
     p.add_argument("--old", required=True, metavar="N", help="the older tree size")
     p.add_argument("--new", metavar="M", help="the newer tree size (default: the latest checkpoint's)")
+
+    p = verb(
+        "reindex",
+        "rebuild the log's search index (and its tile hashes) from the segments; no key needed",
+        _reindex,
+    )
+    p.add_argument("--log", required=True, type=Path, metavar="DIR")
 
     p = verb("verify", "verify the whole audit log; exit 1 naming the first bad entry or checkpoint", _verify)
     p.add_argument("--log", required=True, type=Path, metavar="DIR")
@@ -306,6 +314,47 @@ def _consistency(args: argparse.Namespace) -> int:
         ]
     )
     emit(args, payload, human)
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    import time
+
+    from audit.follower import rebuild_index
+    from audit.merkle import TILE_LEVEL
+    from audit.reader import LogReader, ReadError
+
+    reader = LogReader(args.log)  # refuses a directory that is not a log, before touching it
+    started = time.perf_counter()
+    entries = rebuild_index(args.log)  # LogLocked (exit 2) while a writer has the log open
+    seconds = time.perf_counter() - started
+    payload: dict[str, Any] = {
+        "log_id": reader.log_id,
+        "entries": entries,
+        "tiles": entries >> TILE_LEVEL,
+        "seconds": round(seconds, 3),
+        "checkpoint_size": None,
+    }
+    # the rebuilt index describes the segments as they are now: check it against the signed
+    # checkpoint, so that a damaged log is not quietly given a matching index
+    try:
+        checkpoint, _ = reader.latest_checkpoint()
+    except ReadError:
+        checkpoint = None
+    if checkpoint is not None:
+        payload["checkpoint_size"] = checkpoint.size
+        if entries < checkpoint.size or reader.prover(checkpoint.size).root() != checkpoint.root_hash:
+            emit(args, payload, f"indexed {entries:,} entries of {reader.log_id}")
+            raise CheckFailed(
+                f"the segments do not lead to the latest checkpoint (tree size {checkpoint.size}): "
+                "run dsgw audit verify"
+            )
+    emit(
+        args,
+        payload,
+        f"indexed {entries:,} entries of {reader.log_id} ({payload['tiles']:,} tiles) in {seconds:.2f} s"
+        + (f"; the latest checkpoint (tree size {checkpoint.size}) matches" if checkpoint else ""),
+    )
     return 0
 
 

@@ -32,10 +32,14 @@ SIZE = 60
 
 
 def build(log_dir: Path, home: Path, start: int, stop: int, *, base: int = 0) -> None:
-    policy = CheckpointPolicy(every_entries=EVERY, every_seconds=3600)
+    """Append entries ``[start, stop)`` with a checkpoint at every multiple of EVERY, exactly (the
+    automatic policy checkpoints the size it finds when it gets to it: 51 as well as 50)."""
+    policy = CheckpointPolicy(every_entries=10**9, every_seconds=3600)
     with AuditLog.open(log_dir, home=home, index="thread", policy=policy) as log:
         for i in range(start, stop):
             log.append(proto(base + i))
+            if (i + 1) % EVERY == 0:
+                log.checkpoint_now(timeout=30)
         assert log.flush_index(timeout=30)
 
 

@@ -31,10 +31,12 @@ checkpoint) if any.
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import hmac
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -61,7 +63,7 @@ from audit.merkle import LEAF_PREFIX, CompactRange, range_subtrees
 from audit.reader import LogReader, sealed_of
 from audit.record import TermEncoder
 from audit.seal import KeyShredded, SealError, UnknownKeyId, open_sealed
-from audit.segment import HEADER_SIZE, BadFrame, check_header, parse_frames
+from audit.segment import FRAME_OVERHEAD, HEADER_SIZE, BadFrame, check_header, parse_frames
 from audit.suites import HashFn, get_suite
 
 __all__ = ["Problem", "VerifyReport", "VerifyUsageError", "verify_log"]
@@ -235,20 +237,36 @@ def _scan_segment(
     return scan
 
 
-# Segments are scanned in worker processes (both cores) when the log is at least this large.
+# Segments are scanned in worker processes (one per usable CPU) when the log is at least this
+# large; each worker holds about two segments in memory, so there are at most MAX_JOBS.
 PARALLEL_MIN_BYTES = 32 * 2**20
+MAX_JOBS = 8
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def default_jobs(segments: Sequence[tuple[int, Path]]) -> int:
-    """How many processes scan ``segments`` by default: one per CPU (at most one per segment) for
-    a log of :data:`PARALLEL_MIN_BYTES` or more, else 1 (in this process)."""
+    """How many processes scan ``segments`` by default: one per usable CPU (at most one per
+    segment, at most :data:`MAX_JOBS`) for a log of :data:`PARALLEL_MIN_BYTES` or more, else 1
+    (in this process)."""
     total = 0
     for _, path in segments:
         with contextlib.suppress(OSError):
             total += path.stat().st_size
     if total < PARALLEL_MIN_BYTES:
         return 1
-    return max(1, min(os.cpu_count() or 1, len(segments)))
+    return max(1, min(usable_cpus(), MAX_JOBS, len(segments)))
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the verifying process (which stops them): no traceback each."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -265,28 +283,46 @@ def _segment_scans(
     of forked worker processes with a few segments in flight, so that memory stays bounded and an
     early failure stops the rest."""
     suite = reader.suite.name
-    if jobs is None:
-        jobs = default_jobs(segments)
+    paths = dict(segments)
+
+    def inside(first: int) -> Sequence[int]:
+        """The checkpoint sizes a segment starting at ``first`` can hold: above ``first``, and no
+        more entries than its file has room for."""
+        low = bisect.bisect_right(cuts, first)
+        try:
+            room = max(0, paths[first].stat().st_size - HEADER_SIZE) // FRAME_OVERHEAD
+        except OSError:
+            return cuts[low:]  # the scan reports it
+        return cuts[low : bisect.bisect_right(cuts, first + room)]
+
+    # asked for more than is useful: no more workers than segments, CPUs or MAX_JOBS
+    jobs = default_jobs(segments) if jobs is None else min(jobs, len(segments), usable_cpus(), MAX_JOBS)
     # Workers are forked: no main-module re-import (spawn, forkserver), and safe only when this
     # process runs no other thread (a lock another thread holds would stay held in the child).
-    if jobs <= 1 or keep_records or len(segments) < 2 or threading.active_count() > 1:
-        yield (_scan_segment(path, first, suite, cuts, keep_records) for first, path in segments)
+    if (
+        jobs <= 1
+        or keep_records
+        or len(segments) < 2
+        or threading.active_count() > 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        yield (_scan_segment(path, first, suite, inside(first), keep_records) for first, path in segments)
         return
     report.jobs = jobs
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_interrupts) as pool:
 
         def ordered() -> Iterator[_SegmentScan]:
             pending: deque[Future[_SegmentScan]] = deque()
             todo = iter(segments)
             for first, path in todo:
-                pending.append(pool.submit(_scan_segment, path, first, suite, cuts, False))
+                pending.append(pool.submit(_scan_segment, path, first, suite, inside(first), False))
                 if len(pending) >= 2 * jobs:
                     break
             while pending:
                 scan = pending.popleft().result()
                 for first, path in todo:
-                    pending.append(pool.submit(_scan_segment, path, first, suite, cuts, False))
+                    pending.append(pool.submit(_scan_segment, path, first, suite, inside(first), False))
                     break
                 yield scan
 
@@ -397,7 +433,7 @@ class _Verifier:
         sizes = [c.size for c in upcoming]
         expected = 0
         with _segment_scans(reader, segments, sizes, self.keyring is not None, self.jobs, report) as scans:
-            for number, ((first, path), scan) in enumerate(zip(segments, scans, strict=False)):
+            for number, (first, path) in enumerate(segments):
                 is_last = number == len(segments) - 1
                 if first != expected:
                     if first > expected:
@@ -414,6 +450,14 @@ class _Verifier:
                         f"segment {path.name} starts at entry {first}, which an earlier segment already has",
                         entry=first,
                     )
+                try:  # only now: the gap and order checks above come first, as in the file order
+                    scan = next(scans)
+                except OSError as exc:
+                    raise _fail(
+                        "SEGMENT_UNREADABLE",
+                        f"segment {path.name} cannot be read ({exc.strerror or exc})",
+                        entry=first,
+                    ) from None
                 problem = scan.header_problem
                 if problem is not None:
                     if is_last and scan.length < HEADER_SIZE and expected >= max_cp:

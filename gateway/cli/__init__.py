@@ -24,7 +24,10 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def positive_int(text: str) -> int:
     """An argparse ``type`` for a count: an integer of at least 1."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
@@ -43,6 +46,7 @@ class _Parser(argparse.ArgumentParser):
     Sub-command parsers are of this class too."""
 
     def error(self, message: str) -> NoReturn:
+        message = " ".join(message.splitlines())  # an argument with a newline stays on one line
         verb = self.prog.removeprefix("dsgw").strip()
         self.exit(2, f"dsgw: {verb + ': ' if verb else ''}{message} (see {self.prog} --help)\n")
 

@@ -24,7 +24,7 @@ from audit.layout import HomeKeys, LogMeta
 from audit.log import AuditLog
 from audit.reader import Frame, LogReader
 from audit.segment import FRAME_HEAD, list_segments
-from audit.verify import VerifyReport, VerifyUsageError, verify_log
+from audit.verify import VerifyReport, VerifyUsageError, usable_cpus, verify_log
 from tests.audit.crash_writer import make_log, proto
 
 EVERY = 10
@@ -93,7 +93,7 @@ def verify(log_dir: Path, **kw: object) -> VerifyReport:
     report = verify_log(LogReader(log_dir), jobs=JOBS[0], **kw)  # type: ignore[arg-type]
     scanned = report.problem is None or report.problem.code not in CHECKED_BEFORE_THE_SCAN
     if scanned and kw.get("auditor") is None and len(list_segments(log_dir / "segments")) > 1:
-        assert report.jobs == JOBS[0], "the scan did not run where the test asked"
+        assert report.jobs == min(JOBS[0], usable_cpus()), "the scan did not run where the test asked"
     return report
 
 
@@ -403,3 +403,24 @@ def test_a_kept_checkpoint_of_another_log(log: Path, tmp_path: Path) -> None:
         and problem.checkpoint == "other.note"
     )
     assert meta.log_id not in problem.message or "trusted" in problem.message
+
+
+def test_an_unreadable_segment_is_named_after_the_gaps_before_it(log: Path) -> None:
+    segments = list_segments(log / "segments")
+    assert len(segments) >= 3
+    (first, path) = segments[1]
+    path.unlink()
+    path.mkdir()  # a segment that cannot be read
+    problem = verify(log).problem
+    assert problem is not None and problem.code == "SEGMENT_UNREADABLE" and problem.entry == first
+    assert path.name in problem.message
+    # a segment missing before it is the first problem, as the files are in order
+    segments[0][1].unlink()
+    problem = verify(log).problem
+    assert problem is not None and problem.code == "ENTRY_MISSING" and problem.entry == 0
+
+
+def test_more_jobs_than_segments_are_not_started(log: Path) -> None:
+    report = verify_log(LogReader(log), jobs=64)
+    assert report.ok
+    assert report.jobs <= len(list_segments(log / "segments"))

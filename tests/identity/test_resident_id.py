@@ -23,7 +23,7 @@ from gateway.identity import (
 )
 from gateway.identity.checksums import RESIDENT_CHECK, RESIDENT_WEIGHTS, resident_check_char
 from gateway.identity.divisions import TIANJIN_CODES
-from gateway.identity.forms import resident_id_stored_forms
+from gateway.identity.forms import resident_id_stored_forms, spaced, to_fullwidth, to_legacy15
 
 VALID = "11010519491231002X"
 LEGACY = "110105491231002"
@@ -256,9 +256,20 @@ def test_generated_numbers_parse_back(division: str, born: date, sequence: int) 
     assert rid.gender == ("M" if sequence % 2 else "F")
 
 
+def reference_stored_forms(number18: str) -> list[str]:
+    """The forms by their definition, each translated on its own (the oracle)."""
+    forms = [number18, number18.lower(), spaced(number18)]
+    legacy = to_legacy15(number18)
+    if legacy is not None:
+        forms.append(legacy)
+    forms += [to_fullwidth(f) for f in list(forms)]
+    return list(dict.fromkeys(forms))
+
+
 @given(valid_numbers)
 def test_stored_forms_round_trip(number: str) -> None:
     forms = resident_id_stored_forms(number)
+    assert forms == reference_stored_forms(number)
     assert forms[0] == number
     for form in forms:
         assert normalize_resident_id(form) == number

@@ -12,7 +12,8 @@ Measures, in one run, on this machine:
 * ``bulk_append_per_s``: building the search log through the same writer (append_many, large
   batches, the follower indexing alongside);
 * ``verify_per_s``: full verification (CRCs, indices, Merkle tree, every checkpoint's root and
-  signature) of the search log; ``verify_decrypt_per_s`` with the auditor key on a sample;
+  signature) of the search log, segments scanned by one process per usable CPU
+  (``verify_jobs``); ``verify_decrypt_per_s`` with the auditor key on a sample;
 * ``subject_search_ms``: finding all entries of one subject (blind term + index lookup) in a log
   of ``search_log_entries`` entries (10,000,000; --quick 1,000,000): median and max over 50
   subjects; ``subject_fetch_ms`` also reads and decrypts the matching entries;
@@ -294,6 +295,7 @@ def main() -> int:
         result["verify_per_s"] = round(report.entries / report.seconds)
         result["verify_seconds"] = round(report.seconds, 1)
         result["verify_checkpoints"] = report.checkpoints
+        result["verify_jobs"] = report.jobs  # processes that scanned the segments
         progress(
             f"  {report.entries:,} entries, {report.checkpoints:,} checkpoints in {report.seconds:.1f} s"
         )

@@ -190,10 +190,9 @@ class _Tree:
 class _SegmentScan:
     """What one segment holds, as :func:`_scan_segment` found it (in this or a worker process):
     the header problem if any (and the file's length), the index fields if they are not the
-    expected run from ``first``, the first bad frame, the subtrees of its leaves cut at the
+    expected run from the segment's first index, the first bad frame, the subtrees of its leaves cut at the
     checkpoint sizes inside it (one group per cut, then the rest), and the records if asked."""
 
-    first: int
     length: int
     header_problem: str | None = None
     count: int = 0
@@ -207,9 +206,10 @@ def _scan_segment(
     path: Path, first: int, suite: str, cuts: Sequence[int], keep_records: bool
 ) -> _SegmentScan:
     """Read, parse and hash one segment (a pure function of the file: runs in a worker process
-    when the log is large). ``cuts``: the checkpoint sizes above ``first``, ascending."""
+        when the log is large). ``cuts``: the checkpoint sizes above ``first``, ascending (those
+    beyond the segment's entries are ignored)."""
     data = path.read_bytes()
-    scan = _SegmentScan(first, len(data))
+    scan = _SegmentScan(len(data))
     scan.header_problem = check_header(data, first)
     if scan.header_problem is not None:
         return scan
@@ -225,8 +225,6 @@ def _scan_segment(
     leaves = [hash_fn(prefix + sealed_of(r)) for r in records]
     done = 0
     for cut in cuts:
-        if cut <= first:
-            continue
         if cut > first + count:
             break
         scan.groups.append(range_subtrees(first + done, leaves[done : cut - first], hash_fn))

@@ -149,7 +149,7 @@ def register(sub: Any) -> None:
         "--jobs",
         type=positive_int,
         metavar="N",
-        help="processes scanning segments (default: every CPU for a log of 32 MiB or more)",
+        help="processes scanning segments (default: one per CPU, at most 8, for a log of 32 MiB or more)",
     )
 
 

@@ -33,15 +33,16 @@ def resident_id_stored_forms(number18: str) -> list[str]:
     """Every stored form of a canonical 18-digit number: itself, lowercase x, 6-8-4 spaced,
     legacy 15-digit, and the full-width form of each, without repeats, canonical first.
 
-    The full-width forms are cut from one translation of the number (the space is not
-    translated), which batch lookups make for every subject."""
+    The lower-case and spaced full-width forms are cut from one translation of the number (the
+    space is not translated): batch lookups make these for every subject."""
     wide = to_fullwidth(number18)
     lower = number18.lower()
     forms = [number18, lower, spaced(number18)]
     wides = [wide, wide[:-1] + to_fullwidth(lower[-1]), spaced(wide)]
-    if number18[6:8] == "19":  # to_legacy15, on both forms
-        forms.append(number18[:6] + number18[8:17])
-        wides.append(wide[:6] + wide[8:17])
+    legacy = to_legacy15(number18)
+    if legacy is not None:
+        forms.append(legacy)
+        wides.append(to_fullwidth(legacy))
     return list(dict.fromkeys(forms + wides))
 
 

@@ -13,7 +13,8 @@ record (level, school_name, graduation_date) of every subject the education sour
   whose DataExchange.Query returns a fixed QueryResponse: a real answer of the gateway, so the
   same size on the wire. It is the limit: what the same client gets from a server doing nothing;
 * the load generator: grpc.aio, ``--channels`` channels (separate connections) with the hrss
-  client certificate, a closed loop of K concurrent callers.
+  client certificate (default 2 with one worker, 4 per worker with several), a closed loop of K
+  concurrent callers.
 
 Measured, in the same run and with the same client:
 
@@ -30,7 +31,10 @@ Measured, in the same run and with the same client:
   receives_subsistence_allowance, a statutory duty: no consent per subject; every item audited),
   50,000 subjects (--quick 10,000) in messages of 500 (goal >= 20,000/s);
 * ``audit_verified``: ``dsgw audit verify`` over the gateway's log(s) after it drained, and
-  ``audit_entries`` the entries they hold.
+  ``audit_entries`` the entries they hold; ``audit_entries_per_worker`` splits them by worker,
+  which shows how the kernel spread the ``--channels`` connections over the ``--workers``
+  (SO_REUSEPORT hashes each connection: with two channels and two workers, both would land on
+  the same worker half the time, making the run a one-worker run).
 
 The machine's cores are shared by the gateway, the no-op server and the load generator; figures
 are noisy, the ratio is the figure to compare across machines. ``--py-spy FILE`` records the
@@ -506,8 +510,10 @@ def worker_pids(proc: subprocess.Popen[bytes], workers: int) -> list[int]:
     return [proc.pid]
 
 
-def verify_audit(config: Any) -> tuple[bool, int]:
-    ok, entries = True, 0
+def verify_audit(config: Any) -> tuple[bool, list[int]]:
+    """``dsgw audit verify`` over each worker's log: (all verified, entries of each log). The
+    entries per log show how the kernel spread the channels' connections over the workers."""
+    ok, entries = True, []
     for directory in config.audit_dirs():
         out = subprocess.run(
             [sys.executable, "-m", "gateway", "audit", "verify", "--log", str(directory), "--json"],
@@ -518,10 +524,11 @@ def verify_audit(config: Any) -> tuple[bool, int]:
         if out.returncode != 0:
             progress(f"  audit verify {directory.name}: exit {out.returncode}: {out.stderr.strip()[-300:]}")
             ok = False
+            entries.append(0)
             continue
         report = json.loads(out.stdout.strip().splitlines()[-1])
         ok = ok and bool(report.get("ok"))
-        entries += int(report.get("entries", 0))
+        entries.append(int(report.get("entries", 0)))
     return ok, entries
 
 
@@ -593,7 +600,12 @@ def main() -> int:
     parser.add_argument(
         "--io-threads", type=int, default=None, help="server.io_threads (default: the product's)"
     )
-    parser.add_argument("--channels", type=int, default=2, help="client channels (connections)")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="client channels (connections); default 2 with one worker, 4 per worker with several",
+    )
     parser.add_argument(
         "--levels", default=None, help="closed-loop concurrency levels (default 4,8,32,96; --quick 8,32)"
     )
@@ -606,6 +618,8 @@ def main() -> int:
     )
     parser.add_argument("--keep", type=Path, default=None, help="build the home in DIR and keep it")
     args = parser.parse_args()
+    if args.channels is None:
+        args.channels = 2 if args.workers == 1 else 4 * args.workers
     quick = args.quick
     persons = args.persons or (5000 if quick else 20_000)
     employers = args.employers or (500 if quick else 2000)
@@ -709,8 +723,12 @@ def main() -> int:
         code = stop_gateway(gateway)
         gateway = None
         progress(f"gateway drained, exit {code}; verifying the audit log")
-        verified, entries = verify_audit(config)
-        progress(f"  audit verified: {verified}, {entries:,} entries")
+        verified, per_log = verify_audit(config)
+        entries = sum(per_log)
+        progress(
+            f"  audit verified: {verified}, {entries:,} entries"
+            + (f" ({' / '.join(f'{n:,}' for n in per_log)} per worker)" if len(per_log) > 1 else "")
+        )
 
         qps = peak["qps"]
         noop_qps = noop_peak["qps"]
@@ -736,6 +754,7 @@ def main() -> int:
                 "gateway_errors": gw_errors,
                 "audit_verified": verified and code == 0,
                 "audit_entries": entries,
+                "audit_entries_per_worker": per_log,
                 "gateway_exit": code,
                 "workers": args.workers,
                 "io_threads": config.server.io_threads,

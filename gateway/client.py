@@ -18,6 +18,7 @@ for UNAVAILABLE / RESOURCE_EXHAUSTED, ``retry_after_s``.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -290,7 +291,8 @@ class GatewayClient:
         scope: Sequence[tuple[Agency | str, str, Sequence[str]]],
         purposes: Sequence[str],
         *,
-        valid_days: float,
+        valid_days: int | None = None,
+        valid_to: datetime.datetime | None = None,
         channel: str,
         evidence_ref: str,
         notice_version: str,
@@ -302,17 +304,23 @@ class GatewayClient:
         timeout: float | None = None,
     ) -> tuple[consent_pb2.Consent, dict[str, Any] | None]:
         """Record the subject's consent (captured by this agency at ``channel``); returns the
-        consent and its signed receipt. ``consumers`` empty: this agency."""
-        import datetime as dt
+        consent and its signed receipt. ``consumers`` empty: this agency. The validity is
+        ``valid_days`` (counted by the gateway from when it records the grant, so a retry with
+        the same ``request_id`` is the same grant) or an explicit, timezone-aware ``valid_to``."""
         import json
 
         from gateway.server.wire import timestamp_to
 
+        if (valid_days is None) == (valid_to is None):
+            raise ValueError("give valid_days or valid_to (exactly one)")
+        if valid_days is not None and (
+            isinstance(valid_days, bool) or not isinstance(valid_days, int) or valid_days < 1
+        ):
+            raise ValueError("valid_days is a whole number of days, at least 1")
         request = consent_pb2.GrantConsentRequest(
             subject=_subject(subject, kind),
             consumers=[_agency(c) for c in consumers],
             purposes=list(purposes),
-            valid_to=timestamp_to(dt.datetime.now(dt.UTC) + dt.timedelta(days=valid_days)),
             use_limit=use_limit,
             separate=separate,
             channel=channel,
@@ -320,6 +328,12 @@ class GatewayClient:
             notice_version=notice_version,
             request_id=request_id or uuid.uuid4().hex,
         )
+        if valid_to is not None:
+            if valid_to.tzinfo is None:
+                raise ValueError("valid_to must be timezone-aware")
+            request.valid_to.CopyFrom(timestamp_to(valid_to))
+        else:
+            request.valid_days = valid_days or 0
         for provider, dataset, fields in scope:
             request.scope.add(provider=_agency(provider), dataset=dataset, fields=list(fields))
         resp: consent_pb2.ConsentChangeResponse = self._call(self._consent.Grant, request, timeout)

@@ -180,6 +180,7 @@ class GrantConsentRequest(_message.Message):
     EVIDENCE_REF_FIELD_NUMBER: _builtins.int
     NOTICE_VERSION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VALID_DAYS_FIELD_NUMBER: _builtins.int
     use_limit: _builtins.int
     separate: _builtins.bool
     channel: _builtins.str
@@ -188,6 +189,11 @@ class GrantConsentRequest(_message.Message):
     notice_version: _builtins.str
     request_id: _builtins.str
     """Idempotency: a retried grant with the same request id returns the same consent."""
+    valid_days: _builtins.int
+    """Instead of valid_to: the consent runs this many days (1..36525) from valid_from, or from when
+    the gateway first records it. A retry with the same request id and valid_days is the same
+    grant, whenever it is sent (a valid_to computed by the client from its clock is not).
+    """
     @_builtins.property
     def subject(self) -> _common_pb2.SubjectRef: ...
     @_builtins.property
@@ -203,7 +209,9 @@ class GrantConsentRequest(_message.Message):
         """Absent: now."""
 
     @_builtins.property
-    def valid_to(self) -> _timestamp_pb2.Timestamp: ...
+    def valid_to(self) -> _timestamp_pb2.Timestamp:
+        """The end of the validity: this, or valid_days (exactly one of the two)."""
+
     def __init__(
         self,
         *,
@@ -219,10 +227,11 @@ class GrantConsentRequest(_message.Message):
         evidence_ref: _builtins.str = ...,
         notice_version: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        valid_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "consumers", b"consumers", "evidence_ref", b"evidence_ref", "notice_version", b"notice_version", "purposes", b"purposes", "request_id", b"request_id", "scope", b"scope", "separate", b"separate", "subject", b"subject", "use_limit", b"use_limit", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "consumers", b"consumers", "evidence_ref", b"evidence_ref", "notice_version", b"notice_version", "purposes", b"purposes", "request_id", b"request_id", "scope", b"scope", "separate", b"separate", "subject", b"subject", "use_limit", b"use_limit", "valid_days", b"valid_days", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

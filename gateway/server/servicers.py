@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -402,6 +403,8 @@ def consent_to_wire(record: ConsentRecord, now: Any) -> consent_pb2.Consent:
 
 #: The most consents of one subject ListBySubject looks at (a subject has a handful).
 MAX_CONSENTS_LISTED = 10_000
+MAX_VALID_DAYS = 36_525
+"""The longest validity a Grant may ask for in days (a hundred years)."""
 
 
 class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
@@ -420,8 +423,19 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
         self, request: consent_pb2.GrantConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> consent_pb2.ConsentChangeResponse:
         async def body(caller: Agency) -> consent_pb2.ConsentChangeResponse:
-            if not request.HasField("valid_to"):
-                raise InvalidArgument("INVALID_VALIDITY", "valid_to is required")
+            days = request.valid_days
+            if days and request.HasField("valid_to"):
+                raise InvalidArgument("INVALID_VALIDITY", "give valid_to or valid_days, not both")
+            if not days and not request.HasField("valid_to"):
+                raise InvalidArgument("INVALID_VALIDITY", "valid_to or valid_days is required")
+            if days > MAX_VALID_DAYS:
+                raise InvalidArgument("INVALID_VALIDITY", f"valid_days is at most {MAX_VALID_DAYS}")
+            valid_from = timestamp_from(request.valid_from) if request.HasField("valid_from") else None
+            if days:  # the validity starts now (the retries below compare with the first start)
+                valid_from = valid_from or datetime.now(UTC)
+                valid_to = valid_from + timedelta(days=days)
+            else:
+                valid_to = timestamp_from(request.valid_to)
             consumers = [agency_from_wire(c) for c in request.consumers] or [caller]
             if any(c is None for c in consumers):
                 raise InvalidArgument("UNKNOWN_AGENCY", "unknown consumer agency")
@@ -442,8 +456,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                 consumers=[c.value for c in consumers if c is not None],
                 scope=scope,
                 purposes=list(request.purposes),
-                valid_from=timestamp_from(request.valid_from) if request.HasField("valid_from") else None,
-                valid_to=timestamp_from(request.valid_to),
+                valid_from=valid_from,
+                valid_to=valid_to,
                 use_limit=request.use_limit or None,
                 separate=request.separate,
                 channel=request.channel,
@@ -459,7 +473,14 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                 except ConsentExists:  # a retry: the same consent, if it is the same grant
                     assert consent_id is not None
                     record = self.service.get(consent_id)
-                    if not _same_grant(self.service, req, record):
+                    again = req
+                    if days and not request.HasField("valid_from"):
+                        # the days run from the first grant's start, not from this retry's
+                        start = record.terms.valid_from
+                        again = dataclasses.replace(
+                            req, valid_from=start, valid_to=start + timedelta(days=days)
+                        )
+                    if not _same_grant(self.service, again, record):
                         raise Conflict(
                             "REQUEST_ID_CONFLICT", "this request id was used for a different grant"
                         ) from None

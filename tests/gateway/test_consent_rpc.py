@@ -4,7 +4,9 @@ BatchVerify streams with per-item outcomes, consent checks per item and replayed
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -186,6 +188,52 @@ def test_grant_with_a_request_id_is_idempotent(
     assert error_info_of(exc.value)[0] == "REQUEST_ID_CONFLICT"
     listed = stub.ListBySubject(consent_pb2.ListConsentsRequest(subject=subject_ref(subject)), timeout=5)
     assert len(listed.consents) == 1
+
+
+def test_a_client_retry_with_valid_days_is_the_same_grant(
+    gateway: Gateway, subjects: Subjects, changes: list[tuple[str, str]]
+) -> None:
+    """The days run from the gateway's first recording of the grant: a retry sent later with the
+    same request id is the same grant (a client-computed valid_to would differ and conflict)."""
+    subject = subjects.graduates[11][0]  # no other test's subject
+    client = gateway.client("hrss")
+    rid = f"grant-{uuid.uuid4().hex}"
+    ask = {
+        "valid_days": 30,
+        "channel": "counter",
+        "evidence_ref": "form-days",
+        "notice_version": "v1",
+        "request_id": rid,
+    }
+    first, receipt = client.grant_consent(subject, [(*GRAD, ["level"])], ["graduate_employment"], **ask)
+    time.sleep(1.1)  # a retry a second later: timestamps have whole-second precision or better
+    second, again = client.grant_consent(subject, [(*GRAD, ["level"])], ["graduate_employment"], **ask)
+    changes.append((first.consent_id, "granted"))
+    assert second.consent_id == first.consent_id
+    assert second.valid_to == first.valid_to
+    assert again == receipt
+    span = first.valid_to.ToDatetime() - first.valid_from.ToDatetime()
+    assert span == dt.timedelta(days=30)
+    with pytest.raises(GatewayError) as exc:  # the same id for other days is another grant
+        client.grant_consent(
+            subject, [(*GRAD, ["level"])], ["graduate_employment"], **{**ask, "valid_days": 31}
+        )
+    assert exc.value.reason == "REQUEST_ID_CONFLICT"
+    stub = consent_stub(gateway, "hrss")
+    both = grant_request(subject, [(*GRAD, [])], ["graduate_employment"])
+    both.valid_days = 30
+    too_long = grant_request(subject, [(*GRAD, [])], ["graduate_employment"])
+    too_long.ClearField("valid_to")
+    too_long.valid_days = 36_526
+    neither = grant_request(subject, [(*GRAD, [])], ["graduate_employment"])
+    neither.ClearField("valid_to")
+    for request in (both, too_long, neither):
+        with pytest.raises(grpc.RpcError) as rpc:
+            stub.Grant(request, timeout=5)
+        assert rpc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info_of(rpc.value)[0] == "INVALID_VALIDITY"
+    with pytest.raises(ValueError, match="exactly one"):
+        client.grant_consent(subject, [(*GRAD, [])], ["graduate_employment"], **{**ask, "valid_days": None})
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from adapters.agencies import Agency
 
 TRUTH = "truth"
+SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg"})
+"""The database URLs an adapter opens (the drivers this distribution installs)."""
+
+
+def check_source_url(url: str) -> str:
+    """``url`` if an adapter can open it, else ValueError saying what is accepted (the message
+    never repeats the URL: it may hold a password)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError("not a database URL: use sqlite:///PATH or postgresql://HOST/DB") from None
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise ValueError(
+            f"{parsed.drivername!r} databases are not supported: use sqlite:///PATH or postgresql://HOST/DB"
+        )
+    return url
 
 
 class SourceConfig(BaseModel):
@@ -36,6 +53,8 @@ class SourceConfig(BaseModel):
     #: flight at once (further callers wait for one, within their timeout). Size it to the
     #: gateway's I/O threads. SQLite sources use one connection per calling thread instead.
     pool_size: int = Field(default=32, ge=1, le=1024)
+
+    _url_supported = field_validator("url")(check_source_url)
 
     @property
     def is_sqlite(self) -> bool:

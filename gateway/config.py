@@ -44,12 +44,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adapters.agencies import Agency
 from adapters.contract import DatasetDescriptor, PredicateDescriptor
-from adapters.sources import SourceConfig
+from adapters.sources import SourceConfig, check_source_url
 from gateway.errors import UsageError
 from gateway.pipeline.mask import MASKS
 from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue, load_catalogue
@@ -146,6 +154,8 @@ class ProviderSection(_Section):
     db_schema: str | None = None
     call_timeout_s: Annotated[float, Field(gt=0, le=300)] = 2.0
     connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+
+    _url_supported = field_validator("url")(check_source_url)
 
     def source(self) -> SourceConfig:
         return SourceConfig(

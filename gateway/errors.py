@@ -20,3 +20,10 @@ class CheckFailed(DsgwError):
     """A check the command performs failed (exit 1)."""
 
     reason = "CHECK_FAILED"
+
+
+class StartError(DsgwError):
+    """The gateway cannot start: its audit log is held by another process or damaged, its port is
+    taken, ... (exit 2, one line)."""
+
+    reason = "START_FAILED"

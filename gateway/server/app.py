@@ -37,6 +37,7 @@ from adapters.contract import Adapter
 from adapters.registry import open_adapter
 from adapters.resilience import ResiliencePolicy
 from audit.checkpoints import CheckpointPolicy
+from audit.errors import AuditError
 from audit.layout import HomeKeys
 from audit.log import AuditLog, init_log
 from dsgw.v1 import consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
@@ -45,6 +46,7 @@ from gateway.config import GatewayConfig
 from gateway.consent.receipts import load_receipt_signer
 from gateway.consent.service import ConsentService
 from gateway.consent.store import ConsentStore
+from gateway.errors import StartError
 from gateway.exchange import Exchange
 from gateway.pipeline.record import consent_hook
 from gateway.server.metrics import GatewayMetrics
@@ -96,14 +98,17 @@ class Worker:
 
     async def start(self, *, bind: str | None = None) -> int:
         c = self.config
-        self.audit = AuditLog.open(
-            c.audit_dir(self.worker),
-            home=c.home_dir,
-            policy=CheckpointPolicy(
-                every_entries=c.audit.checkpoint_every, every_seconds=c.audit.checkpoint_seconds
-            ),
-            index="process",  # the index follower runs in a child process: off this one's lock
-        )
+        try:
+            self.audit = AuditLog.open(
+                c.audit_dir(self.worker),
+                home=c.home_dir,
+                policy=CheckpointPolicy(
+                    every_entries=c.audit.checkpoint_every, every_seconds=c.audit.checkpoint_seconds
+                ),
+                index="process",  # the index follower runs in a child process: off this one's lock
+            )
+        except AuditError as exc:  # locked by another gateway, corrupt, not this home's keys
+            raise StartError(f"the audit log cannot be opened: {exc}") from None
         node = c.node if self.worker == 0 else f"{c.node}-w{self.worker}"
         policy = ResiliencePolicy(
             attempts=c.resilience.attempts,
@@ -156,18 +161,30 @@ class Worker:
             _log.warning(
                 "serve.plaintext", detail="listening WITHOUT TLS (development flag); never in production"
             )
-            self.port = self.server.add_insecure_port(address)
-        else:
-            creds = pki.ServerCredentialsReloader(
-                c.tls_file("cert"), c.tls_file("key"), c.tls_file("ca")
-            ).credentials()
-            self.port = self.server.add_secure_port(address, creds)
+        try:
+            if dev:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                creds = pki.ServerCredentialsReloader(
+                    c.tls_file("cert"), c.tls_file("key"), c.tls_file("ca")
+                ).credentials()
+                self.port = self.server.add_secure_port(address, creds)
+        except RuntimeError:  # grpc: "Failed to bind to address ..."
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise StartError(
+                f"cannot listen on {address} (server.listen): "
+                "the port is in use or the address is not this host's"
+            )
         if c.server.metrics_listen:
             host, _, mport = c.server.metrics_listen.rpartition(":")
             wanted = int(mport) + self.worker if int(mport) else 0
-            self.metrics_port = metrics.serve(host.strip("[]"), wanted)
+            try:
+                self.metrics_port = metrics.serve(host.strip("[]"), wanted)
+            except OSError as exc:
+                raise StartError(
+                    f"cannot serve metrics on {host}:{wanted} (server.metrics_listen): {exc.strerror or exc}"
+                ) from None
         await self.server.start()
         for name in (*SERVICE_NAMES, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -239,11 +256,19 @@ async def _run_worker(config: GatewayConfig, worker: int, ready: Callable[[int],
         await w.stop()
 
 
+START_FAILED_EXIT = 2
+"""A worker's exit code when it cannot start (its one-line reason is on stderr)."""
+
+
 def _worker_main(config: GatewayConfig, worker: int, started: Any) -> None:
     from gateway import logs
 
     logs.configure(level=os.environ.get("DSGW_LOG_LEVEL", "INFO"))
-    asyncio.run(_run_worker(config, worker, lambda port: started.put((worker, port))))
+    try:
+        asyncio.run(_run_worker(config, worker, lambda port: started.put((worker, port))))
+    except StartError as exc:  # one line, as the single-process gateway says it
+        print(f"dsgw: worker {worker}: {exc}", file=sys.stderr)
+        sys.exit(START_FAILED_EXIT)
 
 
 def _serve_workers(config: GatewayConfig, ready: Callable[[int], None] | None) -> int:
@@ -292,7 +317,7 @@ def _serve_workers(config: GatewayConfig, ready: Callable[[int], None] | None) -
         codes.append(p.exitcode or 0)
     if waiting:
         _log.error("serve.worker_not_started", workers=sorted(waiting))
-        return 1
+        return 2 if START_FAILED_EXIT in codes else 1
     return 0 if all(code == 0 for code in codes) else 1
 
 

@@ -248,6 +248,10 @@ BAD_CONFIGS: dict[str, tuple[Mapping[str, Any], tuple[str, ...]]] = {
         ("overlaps", "hrss-education-graduation"),
     ),
     "unknown-key": ({"server": {"listen": "127.0.0.1:0", "threads": 4}}, ("unknown key", "server.threads")),
+    "unsupported-provider-url": (
+        {"providers": {"education": {"url": "mysql://user:secret@db/education"}}},
+        ("providers.education.url", "'mysql' databases are not supported"),
+    ),
 }
 
 
@@ -291,6 +295,7 @@ def _one_line_reason(code: int, stdout: str, stderr: str, name: str) -> None:
     assert lines[0].startswith("dsgw: ")
     for word in BAD_CONFIGS[name][1]:
         assert word in lines[0], lines[0]
+    assert "secret" not in lines[0]  # a URL's password is never echoed
     assert stdout == ""
 
 
@@ -320,3 +325,46 @@ def test_good_configuration_checks(bad_starts: dict[str, subprocess.CompletedPro
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["ok"] is True and report["agreements"] == len(DEFAULT_AGREEMENTS)
+
+
+def _start_fails(config: Path, *words: str) -> None:
+    """``dsgw serve`` exits 2 with one ``dsgw:`` line naming the problem (after its JSON log
+    lines), no traceback."""
+    run = subprocess.run(
+        dsgw("serve", "--config", str(config)),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("dsgw: "), run.stderr
+    for word in words:
+        assert word in last, last
+
+
+def test_a_second_gateway_on_the_same_audit_log_fails_to_start_with_one_line(
+    served: tuple[subprocess.Popen[bytes], Path, int],
+) -> None:
+    _proc, config, _port = served  # the same home: its audit log is held by the running gateway
+    _start_fails(config, "audit log", "open for writing by another process")
+
+
+def test_a_taken_port_fails_to_start_with_one_line(dev_home: DevHome, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        grpc_taken = write_gateway_config(
+            dev_home, tmp_path / "a", server={"listen": f"127.0.0.1:{port}", "metrics_listen": ""}
+        )
+        _start_fails(grpc_taken, f"cannot listen on 127.0.0.1:{port}", "server.listen")
+        metrics_taken = write_gateway_config(
+            dev_home, tmp_path / "b", server={"listen": "127.0.0.1:0", "metrics_listen": f"127.0.0.1:{port}"}
+        )
+        _start_fails(metrics_taken, "cannot serve metrics", "server.metrics_listen")

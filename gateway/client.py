@@ -76,6 +76,22 @@ class GatewayError(Exception):
         return cls(code, reason, details or "", retry, metadata)
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _parameters(parameters: Mapping[str, int] | None) -> dict[str, int]:
+    """A predicate's parameters as the wire carries them (64-bit integers); ValueError naming
+    the parameter otherwise."""
+    out: dict[str, int] = {}
+    for name, value in (parameters or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"parameter {name!r} is not an integer")
+        if value not in _INT64:
+            raise ValueError(f"parameter {name!r} is outside the 64-bit integer range")
+        out[name] = value
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class DatasetResult:
     provider: Agency | None
@@ -234,7 +250,7 @@ class GatewayClient:
             subject=_subject(subject, kind),
             provider=_agency(provider),
             predicate=predicate,
-            parameters=dict(parameters or {}),
+            parameters=_parameters(parameters),
         )
         resp: exchange_pb2.VerifyResponse = self._call(self._stub.Verify, request, timeout)
         return VerifyResult(resp.request_id, _RESULTS.get(resp.result), resp.legal_basis, resp.replayed)
@@ -258,7 +274,7 @@ class GatewayClient:
             meta=_meta(purpose, request_id, self.operator),
             provider=_agency(provider),
             predicate=predicate,
-            parameters=dict(parameters or {}),
+            parameters=_parameters(parameters),
         )
         wire_kind: KindWire = (
             kind_to_wire(SubjectKind(kind)) if kind is not None else common_pb2.SUBJECT_KIND_UNSPECIFIED

@@ -264,7 +264,9 @@ class DatasetResult(_message.Message):
     provider: _common_pb2.AgencyCode.ValueType
     dataset: _builtins.str
     found: _builtins.bool
-    """False when the provider holds no record of the subject (values then empty)."""
+    """False when the provider holds no record of the subject (values then empty). When no named
+    provider holds one, the Query fails NOT_FOUND SUBJECT_NOT_FOUND instead.
+    """
     legal_basis: _builtins.str
     """The legal basis: "consent:<consent id>" or "statutory_duty:<reference>"."""
     @_builtins.property

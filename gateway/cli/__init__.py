@@ -33,6 +33,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system refusal: the path (if any) and the reason."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename is not None else reason
+
+
 def emit(args: argparse.Namespace, payload: Any, human: str | None = None) -> None:
     """Print ``payload`` as one JSON document with --json, else ``human`` (or the JSON pretty)."""
     if getattr(args, "json", False) or human is None:
@@ -87,3 +93,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("interrupted", 130)
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the environment refused: permissions, a read-only or full disk, ...
+        return fail(describe_os_error(exc), 2)

@@ -9,9 +9,11 @@
 
 Credentials: ``--agency CODE`` takes ``ca.crt`` and ``agencies/CODE.{crt,key}`` from the PKI
 directory (``--pki DIR``, default ``$DSGW_HOME/pki`` or ``~/.dsgw/pki``), or give ``--ca``,
-``--cert`` and ``--key``. A refused call exits 1 with ``CODE REASON: message``; bad arguments
-exit 2. ``batch-verify`` reads one identifier per line (or ``item_id,identifier``; ``-`` for
-stdin) and prints one result per line (JSON lines with --json).
+``--cert`` and ``--key`` (not both). A refused call exits 1 with ``CODE REASON: message``
+(with --json also ``{"ok": false, "code", "reason", ...}`` on stdout); bad arguments, and input
+the gateway finds invalid (INVALID_ARGUMENT), exit 2. ``batch-verify`` reads one identifier per
+line (or ``item_id,identifier``; ``-`` for stdin) and prints one result per line (JSON Lines with
+--json: a stream of any length), then the counts on stderr.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli import add_json_flag, emit
-from gateway.errors import CheckFailed, UsageError
+from gateway.errors import CheckFailed, DsgwError, UsageError
+
+if TYPE_CHECKING:
+    from gateway.client import GatewayError
 
 
 def register(sub: Any) -> None:
@@ -78,9 +83,12 @@ def _params(items: list[str]) -> dict[str, int]:
         if not eq or not name:
             raise UsageError(f"--param {item!r}: want NAME=INTEGER")
         try:
-            out[name.strip()] = int(value)
+            number = int(value)
         except ValueError:
             raise UsageError(f"--param {name}: {value!r} is not an integer") from None
+        if not -(2**63) <= number < 2**63:
+            raise UsageError(f"--param {name}: {value} is outside the 64-bit integer range")
+        out[name.strip()] = number
     return out
 
 
@@ -88,6 +96,10 @@ def _client(args: argparse.Namespace) -> Any:
     from gateway.client import GatewayClient
     from gateway.pki import default_pki_dir
 
+    if args.agency and (args.ca or args.cert or args.key):
+        raise UsageError("give --agency (with --pki) or --ca, --cert and --key, not both")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
     if args.agency:
         d = (args.pki or default_pki_dir()).expanduser()
         ca, cert, key = (
@@ -105,7 +117,24 @@ def _client(args: argparse.Namespace) -> Any:
     return GatewayClient(args.target, ca=ca, cert=cert, key=key, timeout=args.timeout, operator=args.operator)
 
 
-def _refused(exc: Exception) -> CheckFailed:
+def _refused(args: argparse.Namespace, exc: GatewayError) -> DsgwError:
+    """The error a refused call exits with: 2 (UsageError) when the gateway found the input
+    invalid (INVALID_ARGUMENT: a bad identifier, an unknown field, purpose or predicate), else 1
+    (a denial, NOT_FOUND, UNAVAILABLE, ...). With --json the refusal is also printed on stdout as
+    one JSON document: ``{"ok": false, "code", "reason", "message", "retry_after_s"}``."""
+    if getattr(args, "json", False):
+        emit(
+            args,
+            {
+                "ok": False,
+                "code": exc.code,
+                "reason": exc.reason,
+                "message": exc.message,
+                "retry_after_s": exc.retry_after_s,
+            },
+        )
+    if exc.code == "INVALID_ARGUMENT":
+        return UsageError(str(exc))
     return CheckFailed(str(exc))
 
 
@@ -123,7 +152,7 @@ def _query(args: argparse.Namespace) -> int:
         try:
             r = gw.query(args.subject, args.purpose, asks, request_id=args.request_id)
         except GatewayError as exc:
-            raise _refused(exc) from None
+            raise _refused(args, exc) from None
     payload = {
         "request_id": r.request_id,
         "replayed": r.replayed,
@@ -166,7 +195,7 @@ def _verify(args: argparse.Namespace) -> int:
                 request_id=args.request_id,
             )
         except GatewayError as exc:
-            raise _refused(exc) from None
+            raise _refused(args, exc) from None
     payload = {
         "request_id": r.request_id,
         "result": _answer(r.result),
@@ -220,8 +249,9 @@ def _batch(args: argparse.Namespace) -> int:
                 else:
                     print(f"{r.item_id}\t{answer}")
         except GatewayError as exc:
-            raise _refused(exc) from None
-    print(json.dumps({"summary": counts}) if args.json else f"# {counts}", file=sys.stderr)
+            raise _refused(args, exc) from None
+    summary = ", ".join(f"{name} {count}" for name, count in counts.items())
+    print(json.dumps({"summary": counts}) if args.json else f"# {summary}", file=sys.stderr)
     return 0
 
 
@@ -234,7 +264,7 @@ def _catalogue(args: argparse.Namespace) -> int:
         try:
             resp = gw.catalogue()
         except GatewayError as exc:
-            raise _refused(exc) from None
+            raise _refused(args, exc) from None
     data = MessageToDict(resp, preserving_proto_field_name=True)
     # agency enums as the contract's codes (AGENCY_CODE_EDUCATION -> education)
     data["caller"] = str(data.get("caller", "")).removeprefix("AGENCY_CODE_").lower()

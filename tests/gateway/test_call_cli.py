@@ -104,3 +104,74 @@ def test_bad_arguments_exit_2(gateway: Gateway, capsys: pytest.CaptureFixture[st
     assert code == 2 and err.count("\n") == 1 and "not an integer" in err
     assert main(["call", "catalogue", "--target", gateway.target]) == 2
     assert "give --agency" in capsys.readouterr().err
+
+
+def test_input_the_gateway_finds_invalid_exits_2_and_json_refusals_are_documents(
+    gateway: Gateway, subjects: Subjects, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hrss = _creds(gateway, "hrss")
+    query = [
+        "call",
+        "query",
+        *hrss,
+        "--purpose",
+        "graduate_employment",
+        "--dataset",
+        "education.graduation:level",
+    ]
+    bad = subjects.graduates[5][0][:-1] + ("0" if subjects.graduates[5][0][-1] != "0" else "1")
+    capsys.readouterr()
+    assert main([*query, "--subject", bad]) == 2  # INVALID_ARGUMENT: an input error, not a denial
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "INVALID_ARGUMENT INVALID_IDENTITY_NUMBER" in err
+    assert bad not in err
+    assert main([*query, "--subject", subjects.graduates[5][0], "--json"]) == 1  # a denial
+    captured = capsys.readouterr()
+    refusal = json.loads(captured.out)
+    assert refusal == {
+        "ok": False,
+        "code": "PERMISSION_DENIED",
+        "reason": "CONSENT_MISSING",
+        "message": refusal["message"],
+        "retry_after_s": None,
+    }
+    assert captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--param", "years=99999999999999999999999"], "outside the 64-bit integer range"),
+        (["--timeout", "0"], "--timeout must be more than 0"),
+        (["--agency", "tax"], "not both"),  # --agency beside explicit credential files
+    ],
+)
+def test_bad_call_options_exit_2_before_any_call(
+    gateway: Gateway, subjects: Subjects, capsys: pytest.CaptureFixture[str], extra: list[str], words: str
+) -> None:
+    verify = [
+        "call",
+        "verify",
+        *_creds(gateway, "hrss"),
+        "--subject",
+        subjects.graduates[5][0],
+        "--purpose",
+        "graduate_employment",
+        "--provider",
+        "education",
+        "--predicate",
+        "graduated_within_years",
+    ]
+    capsys.readouterr()
+    assert main([*verify, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+def test_the_client_refuses_parameters_the_wire_cannot_carry(gateway: Gateway, subjects: Subjects) -> None:
+    client = gateway.client("hrss")
+    args = (subjects.graduates[5][0], "graduate_employment", "education", "graduated_within_years")
+    with pytest.raises(ValueError, match="'years' is outside the 64-bit integer range"):
+        client.verify(*args, {"years": 10**30})
+    with pytest.raises(ValueError, match="'years' is not an integer"):
+        client.verify(*args, {"years": 2.5})  # type: ignore[dict-item]

@@ -343,8 +343,26 @@ def _describe_error(exc: ValidationError) -> str:
     return f"{loc}: {msg}" + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
 
 
+def _unknown_env_sections(environ: Mapping[str, str]) -> list[str]:
+    """``DSGW_<SECTION>__<KEY>`` variables whose section is not one of the configuration's (a
+    typo there would otherwise be ignored silently: the settings loader reads only known names)."""
+    sections = set(GatewayConfig.model_fields)
+    bad = []
+    for name in environ:
+        head, nested, _ = name.partition("__")
+        if nested and head.upper().startswith("DSGW_") and head[5:].lower() not in sections:
+            bad.append(name)
+    return sorted(bad)
+
+
 def config_from(data: Mapping[str, Any], *, check: bool = True) -> GatewayConfig:
-    """A validated configuration from plain data (the parsed file)."""
+    """A validated configuration from plain data (the parsed file) and the environment."""
+    unknown = _unknown_env_sections(os.environ)
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown section {unknown[0].partition('__')[0][5:].lower()!r} "
+            f"(known: {', '.join(sorted(GatewayConfig.model_fields))})"
+        )
     try:
         config = GatewayConfig(**data)
     except ValidationError as exc:

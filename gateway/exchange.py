@@ -386,6 +386,11 @@ class Exchange:
             raise InvalidArgument("INVALID_REQUEST", "name at least one dataset")
         if len(asks) > 16:
             raise InvalidArgument("INVALID_REQUEST", "at most 16 datasets per query")
+        named = [(a.provider, a.dataset) for a in asks]
+        if len(set(named)) != len(named):
+            provider, dataset = next(n for i, n in enumerate(named) if n in named[:i])
+            where = f"{provider.value}.{dataset}" if provider is not None else dataset
+            raise InvalidArgument("INVALID_REQUEST", f"{where} is named twice (name each dataset once)")
         fp = _fingerprint("query", meta.purpose, meta.operator, kind, subject_id, tuple(asks))
         result, replayed = await self.answers.run(
             meta.caller.value, meta.request_id, fp, lambda: self._query(meta, kind, subject_id, asks)

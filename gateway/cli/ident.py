@@ -14,7 +14,7 @@ from gateway.identity import (
     parse_credit_code,
     parse_resident_id,
 )
-from gateway.identity.checksums import clean_identifier
+from gateway.identity.checksums import looks_like_resident_id
 from gateway.identity.resident_id import KIND as PERSON_KIND
 
 KINDS = ("auto", "person", "employer")
@@ -37,11 +37,6 @@ def register(sub: Any) -> None:
     normalize.set_defaults(handler=_normalize)
 
 
-def _looks_like_person(value: str) -> bool:
-    text = clean_identifier(value)
-    return not text or len(text) == 15 or text[:17].isdigit()
-
-
 def parse_any(value: str, kind: str = "auto") -> ResidentId | CreditCode:
     """Parse ``value`` as ``kind``; ``auto`` takes whichever parses, else reports the error of the
     kind it looks like (all digits: a person)."""
@@ -55,7 +50,7 @@ def parse_any(value: str, kind: str = "auto") -> ResidentId | CreditCode:
         try:
             return parse_credit_code(value)
         except InvalidIdentifier as employer_error:
-            raise (person_error if _looks_like_person(value) else employer_error) from None
+            raise (person_error if looks_like_resident_id(value) else employer_error) from None
 
 
 def _describe(parsed: ResidentId | CreditCode) -> dict[str, Any]:

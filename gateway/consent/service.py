@@ -49,7 +49,7 @@ from gateway.consent.model import (
 from gateway.consent.receipts import ReceiptSigner
 from gateway.consent.store import ConsentStore, EventHook
 from gateway.identity import InvalidIdentifier
-from gateway.identity.checksums import clean_identifier
+from gateway.identity.checksums import looks_like_resident_id
 from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue
 
 __all__ = [
@@ -107,11 +107,6 @@ def dataset_infos(
     return {(d.agency, d.name): DatasetInfo.of(d) for d in descriptors}
 
 
-def _looks_like_person(value: str) -> bool:
-    text = clean_identifier(value)
-    return not text or len(text) == 15 or text[:17].isdigit()
-
-
 def parse_subject(value: str, kind: SubjectKind | str | None = None) -> Subject:
     """A subject in canonical form from an identifier and an optional kind (None: a valid
     identity number is a person, a valid credit code an employer). InvalidConsentRequest."""
@@ -134,7 +129,7 @@ def parse_subject(value: str, kind: SubjectKind | str | None = None) -> Subject:
     if len(kinds) == 1:
         k = kinds[0]
     else:
-        k = SubjectKind.PERSON if _looks_like_person(value) else SubjectKind.EMPLOYER
+        k = SubjectKind.PERSON if looks_like_resident_id(value) else SubjectKind.EMPLOYER
     reason = "INVALID_IDENTITY_NUMBER" if k is SubjectKind.PERSON else "INVALID_CREDIT_CODE"
     raise InvalidConsentRequest(reason, str(errors[k]))
 

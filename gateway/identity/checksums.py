@@ -80,3 +80,15 @@ def credit_check_char(first17: str) -> str:
     except KeyError as exc:
         raise ValueError(f"character {exc.args[0]!r} not allowed in a credit code") from None
     return CREDIT_CHARSET[(31 - total % 31) % 31]
+
+
+_SEPARATORS = str.maketrans("", "", "-_./")
+
+
+def looks_like_resident_id(raw: str) -> bool:
+    """Whether an identifier that parses as neither kind was meant as a resident identity number
+    (to report that kind's problem): empty, 15 characters (the legacy form), or digits before the
+    check character once separators such as ``-`` are set aside. Anything else is reported as a
+    credit code."""
+    text = clean_identifier(raw).translate(_SEPARATORS)
+    return not text or len(text) == 15 or text[:17].isdigit()

@@ -175,3 +175,25 @@ def test_the_client_refuses_parameters_the_wire_cannot_carry(gateway: Gateway, s
         client.verify(*args, {"years": 10**30})
     with pytest.raises(ValueError, match="'years' is not an integer"):
         client.verify(*args, {"years": 2.5})  # type: ignore[dict-item]
+
+
+def test_a_dataset_named_twice_in_one_query_is_refused(
+    gateway: Gateway, subjects: Subjects, capsys: pytest.CaptureFixture[str]
+) -> None:
+    query = [
+        "call",
+        "query",
+        *_creds(gateway, "hrss"),
+        "--subject",
+        subjects.graduates[5][0],
+        "--purpose",
+        "graduate_employment",
+        "--dataset",
+        "education.graduation:level",
+        "--dataset",
+        "education.graduation:school_name",
+    ]
+    capsys.readouterr()
+    assert main(query) == 2
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT INVALID_REQUEST: education.graduation is named twice" in err

@@ -92,6 +92,15 @@ def test_bad_environment_value_is_a_config_error(tmp_path: Path, monkeypatch: py
     assert "server.listen" in str(exc.value)
 
 
+def test_a_typo_in_an_environment_section_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSGW_SERVR__LISTEN", "0.0.0.0:7443")  # would be ignored silently
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path))
+    assert str(exc.value).startswith("DSGW_SERVR__LISTEN: unknown section 'servr'")
+
+
 def test_unrelated_environment_variables_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSGW_TEST_PG_URL", "postgresql://x@127.0.0.1/test")
     assert load_config(write(tmp_path)).node == "gw1"

@@ -109,3 +109,27 @@ def test_normalize_empty_argument(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "id", "normalize", " ")
     assert code == 2
     assert err == "dsgw: argument 1: invalid identity number: empty\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "kind_named"),
+    [
+        ("120101-19900307-118X", "invalid identity number"),  # digits with separators: a person's
+        ("12010119900307118", "invalid identity number"),
+        ("91120105MA05X1Y2Z", "invalid credit code"),
+        ("abc", "invalid credit code"),
+    ],
+)
+def test_an_identifier_of_neither_kind_is_reported_as_the_kind_it_looks_like(
+    capsys: pytest.CaptureFixture[str], value: str, kind_named: str
+) -> None:
+    from gateway.consent.errors import InvalidConsentRequest
+    from gateway.consent.service import parse_subject
+
+    assert main(["id", "check", value]) == 2
+    assert kind_named in capsys.readouterr().err
+    with pytest.raises(InvalidConsentRequest) as exc:  # the gateway's and the consent store's view
+        parse_subject(value)
+    assert exc.value.reason == (
+        "INVALID_IDENTITY_NUMBER" if kind_named == "invalid identity number" else "INVALID_CREDIT_CODE"
+    )

@@ -259,8 +259,10 @@ class CertificateInfo:
 
 
 def serial_hex(serial: int) -> str:
-    """Serials are shown (and accepted) as lowercase hexadecimal, like ``openssl x509 -serial``."""
-    return format(serial, "x")
+    """Serials are shown as lowercase hexadecimal in whole bytes (an even number of digits: the
+    digits ``openssl x509 -serial`` prints, which it prints in upper case)."""
+    digits = format(serial, "x")
+    return digits.zfill(len(digits) + len(digits) % 2)
 
 
 # --- files ------------------------------------------------------------------------------------

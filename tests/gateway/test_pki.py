@@ -569,3 +569,11 @@ def test_default_directory_follows_dsgw_home(tmp_path: Path, monkeypatch: pytest
     assert pki.default_pki_dir() == tmp_path / "pki"
     pki.init_pki()
     assert (tmp_path / "pki" / "ca.crt").exists()
+
+
+@pytest.mark.parametrize(
+    ("serial", "shown"), [(0x1, "01"), (0xAB, "ab"), (0x22B94294, "22b94294"), (0x2B94294, "02b94294")]
+)
+def test_serials_are_shown_in_whole_bytes(serial: int, shown: str) -> None:
+    assert pki.serial_hex(serial) == shown
+    assert int(shown, 16) == serial

@@ -98,6 +98,8 @@ def _client(args: argparse.Namespace) -> Any:
 
     if args.agency and (args.ca or args.cert or args.key):
         raise UsageError("give --agency (with --pki) or --ca, --cert and --key, not both")
+    if args.request_id is not None and not args.request_id:
+        raise UsageError("--request-id is empty (leave it out for a new one)")
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
     if args.agency:

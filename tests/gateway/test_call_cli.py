@@ -144,6 +144,7 @@ def test_input_the_gateway_finds_invalid_exits_2_and_json_refusals_are_documents
         (["--param", "years=99999999999999999999999"], "outside the 64-bit integer range"),
         (["--timeout", "0"], "--timeout must be more than 0"),
         (["--agency", "tax"], "not both"),  # --agency beside explicit credential files
+        (["--request-id", ""], "--request-id is empty"),
     ],
 )
 def test_bad_call_options_exit_2_before_any_call(

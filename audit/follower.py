@@ -30,13 +30,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
 from audit.errors import AuditError
-from audit.index import AuditIndex, IndexedFrame, IndexError_, remove_index
+from audit.index import AuditIndex, IndexedFrame, IndexError_, remove_index, replace_index
 from audit.layout import LogMeta, LogPaths, take_writer_lock
 from audit.merkle import LEAF_PREFIX, NODE_PREFIX, TILE_LEVEL, TILE_WIDTH, CompactRange
 from audit.record import RecordError, split_section
@@ -56,6 +56,8 @@ def _event(level: str, event: str, **fields: object) -> None:
 
 
 _CHUNK = 50_000
+REBUILD_SUFFIX = ".rebuild"
+"""The index is rebuilt aside, in ``index.sqlite.rebuild``, then moved into place."""
 
 
 class FollowerError(AuditError):
@@ -67,15 +69,23 @@ class FollowerError(AuditError):
 class IndexFollower:
     """Indexes the frames of one log directory, resuming where its index stops."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, meta: LogMeta | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        meta: LogMeta | None = None,
+        index_path: Path | None = None,
+    ) -> None:
+        """``index_path``: the index file to fill (default the log's own, ``index.sqlite``)."""
         self.paths = LogPaths(Path(directory))
         self.meta = meta or LogMeta.load(self.paths.root)
         self._hash: HashFn = get_suite(self.meta.suite).hash_fn
+        path = self.paths.index if index_path is None else index_path
         try:
-            self.index = AuditIndex.open(self.paths.index, log_id=self.meta.log_id)
+            self.index = AuditIndex.open(path, log_id=self.meta.log_id)
         except IndexError_:
-            remove_index(self.paths.index)
-            self.index = AuditIndex.open(self.paths.index, log_id=self.meta.log_id)
+            remove_index(path)
+            self.index = AuditIndex.open(path, log_id=self.meta.log_id)
         self._fd = -1
         self._load_state()
 
@@ -162,7 +172,8 @@ class IndexFollower:
         for idx, off, record in zip(indices, offsets, records, strict=True):
             if idx != expected:
                 raise FollowerError(
-                    f"segment {segment_name(self._segment)}: entry {expected} has index {idx}"
+                    f"segment {segment_name(self._segment)}: entry {expected} is missing or out of "
+                    f"order (entry {idx} is at its place)"
                 )
             split = 7 + 17 * record[6]  # the terms section is self-delimiting (audit.record)
             leaf = hash_fn(leaf_prefix + record[split:])
@@ -191,20 +202,35 @@ class IndexFollower:
         self.size = expected
 
 
-def rebuild_index(directory: str | os.PathLike[str]) -> int:
+def rebuild_index(
+    directory: str | os.PathLike[str], *, check: Callable[[AuditIndex], None] | None = None
+) -> int:
     """Recreate the index of the log in ``directory`` from its segments; returns the number of
-    entries indexed. Holds the writer lock meanwhile: :class:`~audit.layout.LogLocked` if the
-    log is open for writing."""
+    entries indexed. The new index is built aside (``index.sqlite.rebuild``), given to ``check``
+    (which raises to refuse it) and only then put in the place of the old one, atomically: a
+    refused or failed rebuild leaves the old index as it was (it may be the only record of an
+    entry changed since). Holds the writer lock meanwhile: :class:`~audit.layout.LogLocked` if
+    the log is open for writing; :class:`FollowerError` if a segment's frames are out of order."""
     paths = LogPaths(Path(directory))
     meta = LogMeta.load(paths.root)
     lock = take_writer_lock(paths.lock, paths.root)
+    built = paths.index.with_name(paths.index.name + REBUILD_SUFFIX)
     try:
-        remove_index(paths.index)
-        follower = IndexFollower(paths.root, meta=meta)
+        remove_index(built)  # left by a rebuild that crashed
         try:
-            return follower.advance(None)
-        finally:
-            follower.close()
+            follower = IndexFollower(paths.root, meta=meta, index_path=built)
+            try:
+                entries = follower.advance(None)
+                if check is not None:
+                    check(follower.index)
+                follower.index.standalone()
+            finally:
+                follower.close()
+            replace_index(built, paths.index)
+        except BaseException:
+            remove_index(built)
+            raise
+        return entries
     finally:
         os.close(lock)
 

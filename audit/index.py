@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
+from audit.layout import fsync_dir
 from audit.record import COLUMN_FIELDS, RecordError, day_name, parse_terms
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "IndexError_",
     "IndexState",
     "IndexedFrame",
+    "remove_index",
+    "replace_index",
 ]
 
 SCHEMA_VERSION = 1
@@ -187,6 +190,15 @@ class AuditIndex:
 
     def close(self) -> None:
         self._conn.close()
+
+    def standalone(self) -> None:
+        """Fold the write-ahead log into the file and leave WAL mode, so that the file alone holds
+        the index (before it is moved into place: :func:`replace_index`)."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error as exc:
+            raise IndexError_(f"{self.path}: {exc}") from None
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -376,6 +388,20 @@ def remove_index(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{suffix}")
+
+
+def replace_index(built: Path, path: Path) -> None:
+    """Put the standalone index file ``built`` (:meth:`AuditIndex.standalone`, closed) in the place
+    of ``path``, atomically: the old index's WAL files go first, so that they are never applied to
+    the new file; a crash leaves the old index (perhaps without its last transactions, which the
+    follower redoes) or the new one."""
+    with open(built, "rb") as handle:
+        os.fsync(handle.fileno())
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+    os.replace(built, path)
+    fsync_dir(path.parent)
 
 
 def _combo_row(cid: int, key: bytes) -> tuple[Any, ...]:

@@ -294,6 +294,15 @@ class LogReader:
                 idx.close()
         return MerkleProver(self.leaf_hashes(size), self.hash_fn)
 
+    def index_prover(self, index: AuditIndex, size: int) -> MerkleProver:
+        """A prover over entries ``[0, size)`` from ``index`` alone (e.g. one rebuilt aside, not
+        yet the log's): its tile hashes, and its leaf hashes where a root or proof needs them.
+        :class:`ReadError` if it holds fewer than ``size`` entries."""
+        if index.size < size:
+            raise ReadError(f"the index has {index.size} entries, fewer than {size}")
+        tiles = index.tiles(0, size >> TILE_LEVEL)
+        return MerkleProver(_IndexLeaves(index.path, self.log_id, size), self.hash_fn, tiles=tiles)
+
     # -- checkpoints ------------------------------------------------------------------------------
 
     def latest_checkpoint(self, verifiers: Sequence[Verifier] | None = None) -> tuple[Checkpoint, bytes]:

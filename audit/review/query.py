@@ -264,7 +264,7 @@ class LogReader:
             except IndexError_ as exc:
                 raise ReviewError(
                     f"log {self.origin}: its search index cannot be read ({exc}); "
-                    "opening the log for writing rebuilds it"
+                    f"rebuild it with dsgw audit reindex --log {self.directory}"
                 ) from None
         return self._index
 

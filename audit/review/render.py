@@ -108,11 +108,22 @@ def _refs(refs: Sequence[object], limit: int = 5) -> str:
     return shown + (f" (+{len(refs) - limit} more)" if len(refs) > limit else "")
 
 
+def _period(report: Report) -> str:
+    """The report's days: those asked for, an open end shown as the first or last day of the
+    entries (``all`` when there is neither a bound nor an entry)."""
+    days = sorted(report.kinds)
+    first = report.since or (days[0] if days else None)
+    last = report.until or (days[-1] if days else None)
+    if first is None and last is None:
+        return "all"
+    if first is None or last is None:
+        return f"from {first}" if first is not None else f"until {last}"
+    return f"{first.isoformat()} .. {last.isoformat()}"
+
+
 def render_report(report: Report) -> str:
     """The review report: period, volumes, denials, anomalies."""
-    since = report.since.isoformat() if report.since else "start"
-    until = report.until.isoformat() if report.until else "end"
-    parts = [f"Audit report {since} .. {until} ({report.config.timezone}): {report.entries} entries"]
+    parts = [f"Audit report {_period(report)} ({report.config.timezone}): {report.entries} entries"]
     parts.append("\nVolumes (access requests per day, caller, purpose, decision)")
     parts.append(
         table(
@@ -178,15 +189,19 @@ def render_report(report: Report) -> str:
 def render_subject_report(report: SubjectReport, *, languages: Sequence[Language] = ("en", "zh")) -> str:
     """A citizen's report as numbered paragraphs, in the languages asked for."""
     reads = sum(report.readers.values())
+    failed = sum(report.failed.values())
     head = {
         "en": (
             f"Access report for {report.subject_kind} {report.subject_masked}: "
             f"{len(report.items)} event(s), {reads} allowed read(s), "
-            f"{report.denied} refused request(s). Times are {report.timezone}."
+            + (f"{failed} failed request(s) (no data given), " if failed else "")
+            + f"{report.denied} refused request(s). Times are {report.timezone}."
         ),
         "zh": (
             f"{report.subject_masked} 的数据使用记录：共 {len(report.items)} 条，"
-            f"允许查询 {reads} 次，拒绝 {report.denied} 次。时间为 {report.timezone} 时间。"
+            f"允许查询 {reads} 次，"
+            + (f"查询失败 {failed} 次（未提供数据），" if failed else "")
+            + f"拒绝 {report.denied} 次。时间为 {report.timezone} 时间。"
         ),
     }
     lines = [head[lang] for lang in languages]

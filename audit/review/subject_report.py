@@ -172,8 +172,11 @@ class SubjectReport:
     timezone: str
     items: tuple[SubjectItem, ...]
     readers: dict[str, int]
-    """Allowed reads of the subject's data per calling agency."""
+    """Reads of the subject's data per calling agency: allowed requests the provider answered
+    (data, a count, a yes/no answer or "no record"); failed ones are in ``failed``."""
     denied: int
+    failed: dict[str, int] = field(default_factory=dict)
+    """Allowed requests that failed (the provider unavailable, ...) per calling agency: no data given."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -181,6 +184,7 @@ class SubjectReport:
             "timezone": self.timezone,
             "events": len(self.items),
             "reads_by_agency": dict(sorted(self.readers.items())),
+            "failed_by_agency": dict(sorted(self.failed.items())),
             "denied": self.denied,
             "items": [item.to_json() for item in self.items],
         }
@@ -234,6 +238,10 @@ def _outcome_words(body: Access, language: Language) -> str:
         why = _REASONS_EN.get(body.reason, body.reason)
         return f"The request was refused ({why}); no data was given."
     kind = body.outcome.kind
+    if kind == OutcomeKind.FOUND and body.predicate is not None:  # a comparison: its result only
+        if language == "zh":
+            return "已允许，仅给出了“是/否”的核验结果，未提供您的数据本身。"
+        return "Allowed; only a yes/no answer was given, not your data itself."
     if language == "zh":
         return {
             OutcomeKind.FOUND: "已允许，提供了数据。",
@@ -333,16 +341,20 @@ def subject_report(
     )
     items: list[SubjectItem] = []
     readers: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
     denied = 0
     for item in mine:
         entry = item.entry
         local = entry.time.astimezone(zone)
         body = entry.body
         if isinstance(body, Access):
-            if body.decision == Decision.ALLOWED:
-                readers[entry.caller.value if entry.caller else ""] += 1
-            else:
+            caller = entry.caller.value if entry.caller else ""
+            if body.decision == Decision.DENIED:
                 denied += 1
+            elif body.outcome.kind == OutcomeKind.FAILED:
+                failed[caller] += 1
+            else:
+                readers[caller] += 1
             items.append(
                 SubjectItem(
                     time=local,
@@ -398,4 +410,5 @@ def subject_report(
         items=tuple(items),
         readers=dict(readers),
         denied=denied,
+        failed=dict(failed),
     )

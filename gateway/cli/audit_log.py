@@ -21,13 +21,20 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
+import hmac
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli import add_json_flag, emit, positive_int
 from gateway.errors import CheckFailed, UsageError
+
+if TYPE_CHECKING:
+    from audit.checkpoint import Checkpoint
+    from audit.index import AuditIndex
+    from audit.merkle import MerkleProver
+    from audit.reader import LogReader
 
 
 def _b64(data: bytes) -> str:
@@ -246,16 +253,20 @@ def _prove(args: argparse.Namespace) -> int:
     reader = LogReader(args.log)
     checkpoint, note = reader.latest_checkpoint()
     if index >= checkpoint.size:
+        size = reader.size()
+        if index >= size:
+            raise UsageError(f"the log has no entry {index} (it has {size:,} entries)")
         raise UsageError(
             f"entry {index} is not covered by the latest checkpoint (tree size {checkpoint.size}): "
             "wait for the next checkpoint or write one (dsgw audit checkpoint --new)"
         )
-    prover = reader.prover(checkpoint.size)
+    prover = _prover(reader, checkpoint.size)
     if prover.root(checkpoint.size) != checkpoint.root_hash:
         raise CheckFailed(
             f"the log's root at tree size {checkpoint.size} is not the checkpoint's: run dsgw audit verify"
         )
     leaf = prover.subtree_hash(index, index + 1)
+    _check_stored(reader, index, leaf)
     proof = prover.inclusion_proof(index, checkpoint.size)
     verify_inclusion(index, checkpoint.size, leaf, proof, checkpoint.root_hash, reader.hash_fn)
     payload: dict[str, Any] = {
@@ -289,10 +300,13 @@ def _consistency(args: argparse.Namespace) -> int:
     new = checkpoint.size if args.new is None else _integer("--new", args.new)
     if old > new:
         raise UsageError(f"--old {old} is larger than the new tree size {new}")
-    prover = reader.prover(new)
+    prover = _prover(reader, new)
     new_root = prover.root(new)
     if new == checkpoint.size and new_root != checkpoint.root_hash:
         raise CheckFailed(f"the log's root at tree size {new} is not the checkpoint's: run dsgw audit verify")
+    # the proof comes from the index: check (cheaply) that the segments still hold the entries
+    for last in sorted({old - 1, new - 1} - {-1}):
+        _check_stored(reader, last, prover.subtree_hash(last, last + 1))
     old_root = prover.root(old)
     proof = prover.consistency_proof(old, new)
     verify_consistency(old, new, old_root, new_root, proof, reader.hash_fn)
@@ -317,38 +331,66 @@ def _consistency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prover(reader: LogReader, size: int) -> MerkleProver:
+    """The reader's prover over entries ``[0, size)``; CheckFailed if the log cannot give their
+    leaves (segments cut short or damaged, with no index to read them from)."""
+    from audit.reader import ReadError
+
+    try:
+        return reader.prover(size)
+    except ReadError as exc:
+        raise CheckFailed(
+            f"the log cannot give the leaves of tree size {size} ({exc}): run dsgw audit verify"
+        ) from None
+
+
+def _check_stored(reader: LogReader, index: int, leaf: bytes) -> None:
+    """CheckFailed unless the segments still hold entry ``index`` with leaf hash ``leaf`` (a proof
+    comes from the index, which is not evidence: the entry it proves must still be there)."""
+    from audit.reader import ReadError
+
+    try:
+        frame = reader.frame(index)
+    except ReadError as exc:
+        raise CheckFailed(
+            f"entry {index} cannot be read from the segments ({exc}): run dsgw audit verify"
+        ) from None
+    if not hmac.compare_digest(reader.leaf_hash(frame.sealed), leaf):
+        raise CheckFailed(
+            f"entry {index}: its frame is damaged or is another entry's (its leaf hash is not the "
+            "one indexed): run dsgw audit verify"
+        )
+
+
 def _reindex(args: argparse.Namespace) -> int:
     import time
 
-    from audit.follower import rebuild_index
+    from audit.follower import FollowerError, rebuild_index
     from audit.merkle import TILE_LEVEL
     from audit.reader import LogReader, ReadError
 
     reader = LogReader(args.log)  # refuses a directory that is not a log, before touching it
+    # the rebuilt index describes the segments as they are now: it replaces the old one only if it
+    # leads to the signed checkpoint, so that a damaged log is not quietly given a matching index
+    # (and the old index, which may be the only record of a changed entry's leaf, is kept)
+    try:
+        checkpoint, _ = reader.latest_checkpoint()
+    except ReadError:
+        checkpoint = None
     started = time.perf_counter()
-    entries = rebuild_index(args.log)  # LogLocked (exit 2) while a writer has the log open
+    check = None if checkpoint is None else functools.partial(_check_rebuilt, reader, checkpoint)
+    try:
+        entries = rebuild_index(args.log, check=check)  # LogLocked (exit 2) while a writer has it open
+    except FollowerError as exc:
+        raise CheckFailed(f"{exc}; the index is kept: run dsgw audit verify") from None
     seconds = time.perf_counter() - started
     payload: dict[str, Any] = {
         "log_id": reader.log_id,
         "entries": entries,
         "tiles": entries >> TILE_LEVEL,
         "seconds": round(seconds, 3),
-        "checkpoint_size": None,
+        "checkpoint_size": None if checkpoint is None else checkpoint.size,
     }
-    # the rebuilt index describes the segments as they are now: check it against the signed
-    # checkpoint, so that a damaged log is not quietly given a matching index
-    try:
-        checkpoint, _ = reader.latest_checkpoint()
-    except ReadError:
-        checkpoint = None
-    if checkpoint is not None:
-        payload["checkpoint_size"] = checkpoint.size
-        if entries < checkpoint.size or reader.prover(checkpoint.size).root() != checkpoint.root_hash:
-            emit(args, payload, f"indexed {entries:,} entries of {reader.log_id}")
-            raise CheckFailed(
-                f"the segments do not lead to the latest checkpoint (tree size {checkpoint.size}): "
-                "run dsgw audit verify"
-            )
     emit(
         args,
         payload,
@@ -356,6 +398,48 @@ def _reindex(args: argparse.Namespace) -> int:
         + (f"; the latest checkpoint (tree size {checkpoint.size}) matches" if checkpoint else ""),
     )
     return 0
+
+
+def _check_rebuilt(reader: LogReader, checkpoint: Checkpoint, built: AuditIndex) -> None:
+    """CheckFailed, naming the first entry it can, unless the index ``built`` from the segments
+    leads to ``checkpoint``'s root."""
+    size = checkpoint.size
+    refused = f"the segments do not lead to the latest checkpoint (tree size {size})"
+    kept = "the index is kept" if reader.paths.index.exists() else "no index was written"
+    advice = f"{kept}: run dsgw audit verify"
+    if built.size < size:
+        raise CheckFailed(
+            f"{refused}: entry {built.size} is missing or cannot be read (the segments hold "
+            f"{built.size:,} entries); {advice}"
+        )
+    if reader.index_prover(built, size).root() == checkpoint.root_hash:
+        return
+    changed = _first_changed_leaf(reader, built, size)
+    where = (
+        f"entry {changed} is not the one indexed (its leaf hash changed)"
+        if changed is not None
+        else f"one of entries 0 to {size - 1} was changed"
+    )
+    raise CheckFailed(f"{refused}: {where}; {advice}")
+
+
+def _first_changed_leaf(reader: LogReader, built: AuditIndex, size: int) -> int | None:
+    """The first entry below ``size`` whose leaf hash in ``built`` differs from the old index's."""
+    old = reader.index()
+    if old is None:
+        return None
+    try:
+        step = 65_536
+        for start in range(0, size, step):
+            before, after = old.leaves(start, min(start + step, size)), built.leaves(start, start + step)
+            for offset, (a, b) in enumerate(zip(before, after, strict=False)):
+                if a != b:
+                    return start + offset
+            if len(before) < min(step, size - start):
+                return None
+        return None
+    finally:
+        old.close()
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -46,16 +46,16 @@ def register(sub: Any) -> None:
 
     report = sub.add_parser("report", help="volumes, denials and unusual patterns per day")
     _log_options(report)
-    report.add_argument("--since", type=date.fromisoformat, metavar="DATE", help="first day (local)")
-    report.add_argument("--until", type=date.fromisoformat, metavar="DATE", help="last day, inclusive")
+    report.add_argument("--since", type=_day, metavar="DATE", help="first day (local)")
+    report.add_argument("--until", type=_day, metavar="DATE", help="last day, inclusive")
     report.add_argument(
         "--timezone", default=DEFAULT_TZ, metavar="TZ", help=f"days and working hours in TZ ({DEFAULT_TZ})"
     )
     report.add_argument("--work-hours", default="08:00-18:00", metavar="HH:MM-HH:MM", help="(08:00-18:00)")
     report.add_argument("--workdays", default="1-5", metavar="D-D", help="ISO weekdays, 1=Monday (1-5)")
-    report.add_argument("--holiday", action="append", type=date.fromisoformat, default=[], metavar="DATE")
+    report.add_argument("--holiday", action="append", type=_day, default=[], metavar="DATE")
     report.add_argument(
-        "--workday", action="append", type=date.fromisoformat, default=[], metavar="DATE",
+        "--workday", action="append", type=_day, default=[], metavar="DATE",
         help="a make-up working day on a weekend (调休)",
     )  # fmt: skip
     report.add_argument(
@@ -129,7 +129,13 @@ def _criteria_options(parser: argparse.ArgumentParser, kinds: tuple[str, ...]) -
     parser.add_argument("--employer", metavar="CODE", help="an employer's unified social credit code")
     parser.add_argument("--caller", choices=AGENCIES, help="the agency that asked")
     parser.add_argument("--provider", choices=AGENCIES, help="the agency whose data was asked")
-    parser.add_argument("--purpose", metavar="CODE")
+    parser.add_argument("--purpose", metavar="CODE", help="a purpose code of the purpose catalogue")
+    parser.add_argument(
+        "--purposes",
+        type=Path,
+        metavar="FILE",
+        help="the gateway's purpose catalogue (JSON or TOML; default: the built-in one)",
+    )
     parser.add_argument("--decision", choices=[d.value for d in Decision])
     parser.add_argument("--kind", choices=kinds)
     parser.add_argument("--since", metavar="TIME", help="date or ISO time, inclusive (local unless offset)")
@@ -177,6 +183,8 @@ def _criteria(args: argparse.Namespace) -> Any:
     if args.subject and args.employer:
         raise UsageError("give --subject or --employer, not both")
     zone = _zone(args.timezone)
+    if args.purpose is not None:
+        _known_purpose(args.purpose, args.purposes)
     subject = None
     if args.subject:
         subject = _subject(args.subject, employer=False)
@@ -195,6 +203,21 @@ def _criteria(args: argparse.Namespace) -> Any:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _known_purpose(code: str, catalogue_file: Path | None) -> None:
+    """UsageError, naming ``code``, unless it is in the purpose catalogue the gateway uses
+    (``catalogue_file``, default the built-in one): the gateway records no other purpose."""
+    from gateway.purposes import DEFAULT_CATALOGUE, UnknownPurpose, load_catalogue
+
+    catalogue = load_catalogue(catalogue_file) if catalogue_file is not None else DEFAULT_CATALOGUE
+    try:
+        catalogue.require(code)
+    except UnknownPurpose as exc:
+        where = (
+            str(catalogue_file) if catalogue_file is not None else "the built-in catalogue (see --purposes)"
+        )
+        raise UsageError(f"--purpose: {exc}: it is not in {where}") from None
 
 
 def _keys(args: argparse.Namespace, *, need_auditor: bool = True) -> Any:
@@ -270,20 +293,44 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(text: str) -> date:
+    """An argparse type: a calendar day (YYYY-MM-DD)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a date (YYYY-MM-DD)") from None
+
+
+def _work_hours(text: str) -> tuple[time, time]:
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        return time.fromisoformat(start), time.fromisoformat(end)
+    except ValueError:
+        raise UsageError(f"--work-hours {text!r}: use HH:MM-HH:MM, e.g. 08:00-18:00") from None
+
+
+def _workdays(text: str) -> frozenset[int]:
+    first, sep, last = text.partition("-")
+    if not (sep and first.isdigit() and last.isdigit() and 1 <= int(first) <= int(last) <= 7):
+        raise UsageError(
+            f"--workdays {text!r}: use D-D, ISO weekdays from 1 (Monday) to 7 (Sunday), e.g. 1-5"
+        )
+    return frozenset(range(int(first) - 1, int(last)))
+
+
 def _report_config(args: argparse.Namespace) -> Any:
     from audit.review.report import RULES, ReportConfig
 
+    work_start, work_end = _work_hours(args.work_hours)
+    workdays = _workdays(args.workdays)
     try:
-        start_text, end_text = args.work_hours.split("-")
-        first_text, last_text = args.workdays.split("-")
-        first, last = int(first_text), int(last_text)
-        if not 1 <= first <= last <= 7:
-            raise ValueError
         return ReportConfig(
             timezone=args.timezone,
-            work_start=time.fromisoformat(start_text),
-            work_end=time.fromisoformat(end_text),
-            workdays=frozenset(range(first - 1, last)),
+            work_start=work_start,
+            work_end=work_end,
+            workdays=workdays,
             holidays=frozenset(args.holiday),
             extra_workdays=frozenset(args.workday),
             spike_factor=args.spike_factor,
@@ -294,8 +341,7 @@ def _report_config(args: argparse.Namespace) -> Any:
             rules=frozenset(args.rule or RULES),
         )
     except ValueError as exc:
-        detail = str(exc) or "use HH:MM-HH:MM for --work-hours and D-D (1=Monday) for --workdays"
-        raise UsageError(f"bad report option: {detail}") from None
+        raise UsageError(f"bad report option: {exc}") from None
 
 
 def _report(args: argparse.Namespace) -> int:

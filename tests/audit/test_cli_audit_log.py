@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -153,7 +154,7 @@ def test_prove_and_consistency(setup: tuple[Path, Path], capsys: pytest.CaptureF
     for argv, words in [
         (("prove", "--index", "-1"), "at least 0"),
         (("prove", "--index", "x"), "not an integer"),
-        (("prove", "--index", "30"), "not covered"),
+        (("prove", "--index", "30"), "the log has no entry 30 (it has 30 entries)"),
         (("consistency", "--old", "20", "--new", "5"), "larger"),
     ]:
         code, _, err = dsgw(capsys, "audit", *argv, "--log", str(log))
@@ -402,3 +403,191 @@ def test_reindex_rebuilds_a_lost_index_and_checks_it_against_the_checkpoint(
     code, _, err = dsgw(capsys, "audit", "reindex", "--log", str(tmp_path))
     assert code == 2 and "not an audit log" in err
     one_line(err)
+
+
+# --- the proofs and the reindex check the segments, not only the index ------------------------
+
+
+@pytest.fixture(scope="module")
+def pristine60(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A log of 60 entries in several segments, a checkpoint every 10 (copied by each test)."""
+    from tests.audit.crash_writer import make_log
+    from tests.audit.test_verify import build
+
+    log, home, _ = make_log(tmp_path_factory.mktemp("pristine60"), segment_bytes=8192)
+    build(log, home, 0, 60)
+    return log, home
+
+
+@pytest.fixture
+def log60(pristine60: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    copy = tmp_path / "log"
+    shutil.copytree(pristine60[0], copy)
+    return copy, pristine60[1]
+
+
+def _index_dump(log: Path) -> list[object]:
+    index = LogReader(log).index()
+    assert index is not None
+    try:
+        return [index.state(), index.dump()]
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("crc_fixed", "entry 25 is not the one indexed"),
+        ("crc", "entry 25 is missing or cannot be read"),
+        ("truncated", "entry 55 is missing or cannot be read"),
+        ("deleted", "entry 25 is missing or out of order"),
+        ("swapped", "entry 25 is missing or out of order"),
+    ],
+)
+def test_reindex_of_a_tampered_log_keeps_the_old_index(
+    case: str,
+    named: str,
+    log60: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log, home = log60
+    _tamper(case, log, home, tmp_path)
+    before = _index_dump(log)
+    for argv in ((), ("--json",)):
+        code, out, err = dsgw(capsys, "audit", "reindex", "--log", str(log), *argv)
+        assert code == 1 and named in err and "the index is kept" in err and out == "", err
+        one_line(err)
+    assert _index_dump(log) == before
+    assert not [p.name for p in log.iterdir() if ".rebuild" in p.name]
+    # so verify can still name the entry, as before the reindex
+    code, _, err = dsgw(capsys, "audit", "verify", "--log", str(log))
+    assert code == 1 and "cannot name" not in err
+    assert re.search(r"entr(y|ies) 25\b" if case != "truncated" else checkpoint_name(60), err), err
+
+
+def test_reindex_replaces_the_index_only_when_it_leads_to_the_checkpoint(
+    log60: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, _home = log60
+    from tests.audit.test_verify import drop_index
+
+    before = _index_dump(log)
+    code, out, err = dsgw(capsys, "audit", "reindex", "--log", str(log), "--json")
+    assert code == 0 and err == "" and json.loads(out)["entries"] == 60
+    assert _index_dump(log) == before
+    assert sorted(p.name for p in log.iterdir() if p.name.startswith("index.sqlite")) == ["index.sqlite"]
+    # a crashed rebuild's leftover is cleared; a lost index comes back
+    drop_index(log)
+    (log / "index.sqlite.rebuild").write_bytes(b"left by a crash")
+    assert dsgw(capsys, "audit", "reindex", "--log", str(log))[0] == 0
+    assert _index_dump(log) == before and not (log / "index.sqlite.rebuild").exists()
+    # a tampered log with no index left: refused, and no index written
+    from tests.audit.test_verify import edit
+
+    edit(log, 25, 30, crc=True)
+    drop_index(log)
+    code, _, err = dsgw(capsys, "audit", "reindex", "--log", str(log))
+    assert code == 1 and "one of entries 0 to 59 was changed" in err and "no index was written" in err
+    one_line(err)
+    assert not (log / "index.sqlite").exists() and not (log / "index.sqlite.rebuild").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "index", "named"),
+    [
+        ("crc_fixed", 25, "entry 25: its frame is damaged or is another entry's"),
+        ("crc", 25, "entry 25 cannot be read"),
+        ("truncated", 57, "entry 57 cannot be read"),
+        ("deleted", 25, "entry 25 cannot be read"),
+        ("swapped", 25, "entry 25 cannot be read"),
+        ("swapped", 26, "entry 26 cannot be read"),
+    ],
+)
+def test_prove_checks_the_entry_is_still_in_the_segments(
+    case: str,
+    index: int,
+    named: str,
+    log60: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log, home = log60
+    assert dsgw(capsys, "audit", "prove", "--log", str(log), "--index", str(index))[0] == 0
+    _tamper(case, log, home, tmp_path)
+    for argv in ((), ("--json",)):
+        code, out, err = dsgw(capsys, "audit", "prove", "--log", str(log), "--index", str(index), *argv)
+        assert code == 1 and named in err and out == "", err
+        one_line(err)
+    # an entry the tampering did not touch is still proved
+    assert dsgw(capsys, "audit", "prove", "--log", str(log), "--index", "3")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("case", "argv", "named"),
+    [
+        ("truncated", ("--old", "10"), "entry 59 cannot be read"),
+        ("deleted", ("--old", "10", "--new", "30"), "entry 29 cannot be read"),
+        ("swapped", ("--old", "26", "--new", "40"), "entry 25 cannot be read"),
+        ("crc_fixed", ("--old", "20", "--new", "26"), "entry 25: its frame is damaged"),
+    ],
+)
+def test_consistency_checks_the_segments_still_hold_the_entries(
+    case: str,
+    argv: tuple[str, ...],
+    named: str,
+    log60: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log, home = log60
+    assert dsgw(capsys, "audit", "consistency", "--log", str(log), *argv)[0] == 0
+    _tamper(case, log, home, tmp_path)
+    code, out, err = dsgw(capsys, "audit", "consistency", "--log", str(log), *argv, "--json")
+    assert code == 1 and named in err and out == "", err
+    one_line(err)
+
+
+def test_prove_beyond_the_log_or_the_checkpoint(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, home = setup
+    with AuditLog.open(log, home=home, index="thread", policy=CheckpointPolicy(10_000, 3600)) as writer:
+        writer.append(proto(30))
+        writer.append(proto(31))
+        assert writer.flush_index(timeout=30)
+    (log / "checkpoints" / checkpoint_name(32)).unlink()  # as if the writer had crashed before it
+    (log / "checkpoints" / "latest").write_bytes((log / "checkpoints" / checkpoint_name(30)).read_bytes())
+    code, _, err = dsgw(capsys, "audit", "prove", "--log", str(log), "--index", "31")
+    assert code == 2 and "not covered by the latest checkpoint (tree size 30)" in err
+    one_line(err)
+    for index in ("32", "1000"):
+        code, _, err = dsgw(capsys, "audit", "prove", "--log", str(log), "--index", index)
+        assert code == 2 and f"the log has no entry {index} (it has 32 entries)" in err
+        assert "checkpoint" not in err
+        one_line(err)
+
+
+def test_the_quick_start_of_the_docs_runs_as_written(tmp_path: Path) -> None:
+    """docs/audit-log.md's quick start, up to verify (prove needs entries), in a shell: every file
+    it reads (vkey.txt, cp.note) is written by an earlier line."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "audit-log.md").read_text()
+    block = doc.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    upto = next(i for i, line in enumerate(lines) if line.startswith("dsgw audit verify"))
+    script = "\n".join(["set -euo pipefail", *lines[: upto + 1]]).replace(
+        "/var/lib/dsgw", str(tmp_path / "d")
+    )
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().splitlines()[-1].startswith("ok: 0 entries")

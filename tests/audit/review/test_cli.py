@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,20 @@ def logs(replicas: Replicas) -> list[str]:
 @pytest.fixture(scope="module")
 def keys(replicas: Replicas) -> list[str]:
     return ["--home", str(replicas.home)]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gateway's own purpose catalogue, with the replicas' ``benefit_review`` (not built in)."""
+    path = tmp_path_factory.mktemp("catalogue") / "purposes.json"
+    purpose = {
+        "code": "benefit_review",
+        "name_zh": "待遇复核",
+        "name_en": "Benefit review",
+        "description": ".",
+    }
+    path.write_text(json.dumps({"version": "test", "purposes": [purpose]}))
+    return path
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -70,7 +85,7 @@ def test_search_by_subject(capsys: pytest.CaptureFixture[str], logs: list[str], 
 
 
 def test_search_filters(
-    capsys: pytest.CaptureFixture[str], logs: list[str], keys: list[str], replicas: Replicas
+    capsys: pytest.CaptureFixture[str], logs: list[str], keys: list[str], replicas: Replicas, catalogue: Path
 ) -> None:
     data = run_json(
         capsys,
@@ -91,7 +106,18 @@ def test_search_filters(
         capsys, "search", *logs, *keys, "--provider", "tax", "--since", "2026-11-05", "--until", "2026-11-05"
     )
     assert [e["entry"]["request_id"] for e in data["entries"]] == ["person-read-2"]
-    data = run_json(capsys, "search", *logs, *keys, "--purpose", "benefit_review", "--limit", "2")
+    data = run_json(
+        capsys,
+        "search",
+        *logs,
+        *keys,
+        "--purpose",
+        "benefit_review",
+        "--purposes",
+        str(catalogue),
+        "--limit",
+        "2",
+    )
     assert data["count"] == 2 and data["truncated"]
     data = run_json(capsys, "search", *logs, *keys, "--kind", "push_notification", "--timezone", "UTC")
     assert [e["log"] for e in data["entries"]] == [replicas.b.origin]
@@ -125,6 +151,12 @@ def test_search_with_explicit_key_files(
         (["--since", "2026-11-05", "--until", "2026-11-04"], "ends before"),
         (["--subject", PERSON, "--timezone", "Mars/Base"], "unknown time zone"),
         (["--kind", "consent_change", "--decision", "allowed"], "access entries only"),
+        (["--purpose", "nosuch"], "--purpose: unknown purpose code 'nosuch'"),
+        (["--purpose", "benefit_review"], "unknown purpose code 'benefit_review'"),
+        (
+            ["--purpose", "nosuch", "--purposes", "/nonexistent/purposes.json"],
+            "cannot read purpose catalogue",
+        ),
     ],
 )
 def test_search_input_errors(
@@ -215,6 +247,38 @@ def test_report_input_errors(
     capsys: pytest.CaptureFixture[str], logs: list[str], keys: list[str], argv: list[str]
 ) -> None:
     assert_usage_error(run(capsys, "report", *logs, *keys, *argv))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workdays", "abc"], "--workdays 'abc': use D-D, ISO weekdays from 1 (Monday) to 7 (Sunday)"),
+        (["--workdays", "1-5-7"], "--workdays '1-5-7': use D-D"),
+        (["--workdays", "5-1"], "--workdays '5-1': use D-D"),
+        (["--work-hours", "0800"], "--work-hours '0800': use HH:MM-HH:MM"),
+        (["--work-hours", "08:00-6pm"], "--work-hours '08:00-6pm': use HH:MM-HH:MM"),
+        (["--since", "2026-02-30"], "--since: 2026-02-30 is not a date (YYYY-MM-DD)"),
+        (["--until", "soon"], "--until: soon is not a date (YYYY-MM-DD)"),
+        (["--holiday", "2026-13-01"], "--holiday: 2026-13-01 is not a date (YYYY-MM-DD)"),
+    ],
+)
+def test_report_option_messages(
+    capsys: pytest.CaptureFixture[str], logs: list[str], keys: list[str], argv: list[str], message: str
+) -> None:
+    result = run(capsys, "report", *logs, *keys, *argv)
+    assert_usage_error(result, message)
+    for noise in ("unpack", "fromisoformat", "Invalid isoformat"):
+        assert noise not in result[2]
+
+
+def test_report_header_without_a_range(
+    capsys: pytest.CaptureFixture[str], logs: list[str], keys: list[str]
+) -> None:
+    code, out, _ = run(capsys, "report", *logs, *keys)
+    assert code == 0
+    assert out.startswith("Audit report 2026-11-02 .. 2026-11-19 (Asia/Shanghai): ")
+    code, out, _ = run(capsys, "report", *logs, *keys, "--since", "2026-11-17")
+    assert out.startswith("Audit report 2026-11-17 .. 2026-11-19 (Asia/Shanghai): ")
 
 
 def test_subject_report(capsys: pytest.CaptureFixture[str], logs: list[str], keys: list[str]) -> None:
@@ -355,3 +419,42 @@ def test_console_script_exit_codes(bundle: Path, logs: list[str], tmp_path: Path
     bad = subprocess.run([*command, str(tampered), *logs], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_unknown_purpose_against_the_gateways_catalogue(
+    capsys: pytest.CaptureFixture[str], logs: list[str], keys: list[str], catalogue: Path, tmp_path: Path
+) -> None:
+    """--purpose is checked against the catalogue the gateway uses, as --caller against the agencies."""
+    assert_usage_error(
+        run(
+            capsys,
+            "search",
+            *logs,
+            *keys,
+            "--purpose",
+            "employment_subsidy_review",
+            "--purposes",
+            str(catalogue),
+        ),
+        f"not in {catalogue}",
+    )
+    out = str(tmp_path / "b.json")
+    assert_usage_error(
+        run(capsys, "export", *logs, *keys, "--purpose", "nosuch", "--out", out),
+        "unknown purpose code 'nosuch'",
+    )
+    assert run_json(capsys, "search", *logs, *keys, "--purpose", "employment_subsidy_review")["count"] > 0
+
+
+def test_a_missing_index_points_to_reindex(
+    capsys: pytest.CaptureFixture[str], replicas: Replicas, keys: list[str], tmp_path: Path
+) -> None:
+    copy = tmp_path / "gw-b"
+    shutil.copytree(replicas.b.directory, copy)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
+    result = run(capsys, "search", "--log", str(copy), *keys, "--subject", PERSON)
+    assert_usage_error(result, f"rebuild it with dsgw audit reindex --log {copy}")
+    assert "opening the log for writing" not in result[2]
+    assert run(capsys, "reindex", "--log", str(copy))[0] == 0
+    assert run_json(capsys, "search", "--log", str(copy), *keys, "--subject", PERSON)["count"] == 2

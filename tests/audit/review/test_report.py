@@ -315,3 +315,24 @@ def test_local_day_bounds() -> None:
     start, end = local_day_bounds(date(2026, 11, 2))
     assert start == datetime(2026, 11, 1, 16, tzinfo=UTC)
     assert end - start == timedelta(days=1)
+
+
+def test_report_header_names_the_days_of_the_entries() -> None:
+    """Without a range the header shows the first and last day of the entries, never 'start .. end'."""
+    from audit.review.render import render_report
+
+    entries = located(
+        [access(local(2026, 11, 2, 9)), access(local(2026, 11, 5, 23, 30)), consent(local(2026, 11, 3))]
+    )
+    header = render_report(build_report(entries)).splitlines()[0]
+    assert header == "Audit report 2026-11-02 .. 2026-11-05 (Asia/Shanghai): 3 entries"
+    header = render_report(build_report(entries, since=date(2026, 11, 3))).splitlines()[0]
+    assert header.startswith("Audit report 2026-11-03 .. 2026-11-05 ")
+    header = render_report(build_report(entries, until=date(2026, 11, 4))).splitlines()[0]
+    assert header.startswith("Audit report 2026-11-02 .. 2026-11-04 ")
+    assert render_report(build_report([])).startswith("Audit report all (Asia/Shanghai): 0 entries")
+    assert render_report(build_report([], since=date(2026, 11, 3))).startswith(
+        "Audit report from 2026-11-03 "
+    )
+    for since, until in ((None, None), (date(2026, 11, 3), None)):
+        assert "start" not in render_report(build_report(entries, since=since, until=until)).splitlines()[0]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from adapters.agencies import Agency
-from audit.entry import Subject, SubjectKind
+from audit.entry import AuditEntry, Subject, SubjectKind
 from audit.review.render import render_subject_report
 from audit.review.subject_report import agency_label, mask_identifier, subject_report
 from tests.audit.review import OTHER, PERSON, access, consent, denied, local, located, push
@@ -117,3 +118,46 @@ def test_labels_and_masks() -> None:
     assert agency_label(None) == "an unidentified agency"
     assert mask_identifier("12345678") == "********"
     assert mask_identifier("91120116MA05ABCDXX") == "9112**********CDXX"
+
+
+def test_failed_requests_are_not_counted_as_reads() -> None:
+    """Allowed requests that failed gave no data: counted apart from the reads, in table and JSON."""
+
+    def unavailable(when: datetime, request_id: str, caller: str = "tax") -> AuditEntry:
+        return access(
+            when, caller=caller, request_id=request_id, outcome="failed", reason="PROVIDER_UNAVAILABLE"
+        )
+
+    entries = located(
+        [
+            access(local(2026, 11, 3, 9), request_id="read"),
+            *(unavailable(local(2026, 11, 3, 10 + i), f"failed-{i}") for i in range(2)),
+            unavailable(local(2026, 11, 3, 13), "failed-hrss", caller="hrss"),
+            denied(local(2026, 11, 4, 10)),
+        ]
+    )
+    report = subject_report(ME, entries)
+    assert report.readers == {"tax": 1}
+    assert report.failed == {"hrss": 1, "tax": 2}
+    data = report.to_json()
+    assert data["reads_by_agency"] == {"tax": 1}
+    assert data["failed_by_agency"] == {"hrss": 1, "tax": 2}
+    assert data["denied"] == 1
+    english = render_subject_report(report, languages=("en",))
+    assert (
+        "5 event(s), 1 allowed read(s), 3 failed request(s) (no data given), 1 refused request(s)" in english
+    )
+    assert "允许查询 1 次，查询失败 3 次（未提供数据），拒绝 1 次" in render_subject_report(report)
+    failed = next(i for i in report.items if i.reference == "failed-0")
+    assert "no data was given" in failed.text["en"] and "the data was given" not in failed.text["en"]
+
+
+def test_a_check_gives_only_a_yes_or_no() -> None:
+    report = subject_report(ME, _entries())
+    check = next(i for i in report.items if i.check)
+    assert check.text["en"].endswith("Allowed; only a yes/no answer was given, not your data itself.")
+    assert "the data was given" not in check.text["en"]
+    assert "“是/否”" in check.text["zh"] and "提供了数据" not in check.text["zh"]
+    read = next(i for i in report.items if i.reference == "req-42")
+    assert read.text["en"].endswith("Allowed; the data was given.")
+    assert report.to_json()["failed_by_agency"] == {}

@@ -11,26 +11,30 @@ first use; ``--suite default`` forces Ed25519. Receipts go to
 Times: ISO 8601 (``2025-07-01``, ``2025-07-01T09:30``, ``2025-07-01T09:30+08:00``); without a
 zone they are Beijing time (UTC+8). A date alone as ``--valid-to`` means to the end of that day.
 
-Exit codes: 0 done / allowed / receipt valid; 1 ``check`` denied or a receipt that does not
-verify; 2 bad input (nothing stored), with a one-line reason on stderr.
+Exit codes: 0 done / allowed / receipt valid; 1 ``check`` denied, a receipt that does not
+verify, or a grant or revocation that WAS recorded but whose receipt file could not be written
+(the line on stderr names the consent id: do not grant again); 2 bad input, configuration or an
+unusable home, audit log, store or receipt path (nothing stored), with a one-line reason on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import add_json_flag, emit
+from gateway.cli import add_json_flag, emit, fail
 from gateway.consent.decision import CONSENT_REQUIRED, Basis
 from gateway.consent.errors import InvalidReceipt
-from gateway.consent.model import CaptureChannel, PushChannel
+from gateway.consent.model import MAX_USE_LIMIT, CaptureChannel, PushChannel
 from gateway.consent.receipts import (
     ALG_SM2,
     RECEIPT_KEY_FILES,
@@ -49,6 +53,40 @@ from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue, load_catalogue
 BEIJING = timezone(timedelta(hours=8), "UTC+08:00")
 KEY_PATH = Path("keys") / "receipt-ed25519.pem"
 
+#: Times the command line accepts (``--valid-from``, ``--valid-to``, ``--at``): [MIN_TIME, MAX_TIME).
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+TIME_RANGE = "1970-01-01 to 9998-12-31"
+MAX_DAYS = 36500
+MAX_LIST = 10_000
+MAX_OFFSET = 1_000_000_000
+#: As ``gateway.consent.model``: the patterns of the terms, checked here to name the option.
+_REF = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+_OPTIONAL_REF = re.compile(r"^[^\x00-\x1f\x7f]{0,128}$")
+_CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+RECEIPT_EXIT = (
+    "exit codes: 0 done and receipt written; 1 the change WAS recorded but the receipt file could not "
+    "be written (stderr names the consent id: do not repeat the command); 2 bad input or an unusable "
+    "home, store, audit log or receipt path (nothing stored)"
+)
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in [low, high] (a usage error naming the option else)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}-{high}")
+        return value
+
+    return parse
+
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser("consent", help="consent records and signed receipts")
@@ -57,7 +95,11 @@ def register(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", type=Path, help="gateway home (default $DSGW_HOME or ~/.dsgw)")
     common.add_argument("--store", metavar="URL", help="consent store URL (default HOME/consent.sqlite)")
-    common.add_argument("--store-schema", metavar="SCHEMA", help="schema of the tables on PostgreSQL")
+    common.add_argument(
+        "--store-schema",
+        metavar="SCHEMA",
+        help="with --store: schema of the tables on PostgreSQL (lower-case letters, digits, '_')",
+    )
     common.add_argument("--purposes", type=Path, metavar="FILE", help="purpose catalogue (JSON or TOML)")
     common.add_argument(
         "--audit-log", type=Path, metavar="DIR", help="audit log of consent changes (default HOME/audit/cli)"
@@ -69,7 +111,9 @@ def register(sub: Any) -> None:
     )
     add_json_flag(common)
 
-    g = csub.add_parser("grant", parents=[common], help="record a consent and write its signed receipt")
+    g = csub.add_parser(
+        "grant", parents=[common], help="record a consent and write its signed receipt", epilog=RECEIPT_EXIT
+    )
     g.add_argument("--subject", required=True, help="resident identity number or credit code")
     g.add_argument(
         "--kind", choices=("person", "employer"), help="subject kind (default: from the identifier)"
@@ -83,28 +127,57 @@ def register(sub: Any) -> None:
         help="provider dataset and fields (all fields if none) (repeat)",
     )
     g.add_argument("--purpose", action="append", required=True, help="purpose code (repeat)")
-    g.add_argument("--valid-from", help="start of validity (default now)")
-    g.add_argument("--valid-to", help="end of validity (exclusive; a date means through that day)")
-    g.add_argument("--days", type=int, help="validity of N days from the start (instead of --valid-to)")
-    g.add_argument("--use-limit", type=int, help="maximum number of disclosures")
+    g.add_argument("--valid-from", help=f"start of validity ({TIME_RANGE}; default now)")
+    g.add_argument(
+        "--valid-to", help=f"end of validity (exclusive; a date means through that day; {TIME_RANGE})"
+    )
+    g.add_argument(
+        "--days",
+        type=_int_in(1, MAX_DAYS),
+        help=f"validity of N days from the start, 1-{MAX_DAYS} (instead of --valid-to)",
+    )
+    g.add_argument(
+        "--use-limit",
+        type=_int_in(1, MAX_USE_LIMIT),
+        help=f"maximum number of disclosures (1-{MAX_USE_LIMIT})",
+    )
     g.add_argument(
         "--separate", action="store_true", help="the subject consented separately (sensitive data)"
     )
     g.add_argument("--channel", choices=[c.value for c in CaptureChannel], default="counter")
-    g.add_argument("--evidence", required=True, metavar="REF", help="evidence reference (form no., session)")
-    g.add_argument("--notice-version", required=True, metavar="V", help="version of the notice text shown")
-    g.add_argument("--consent-id", help="use this consent id (default: a new random one)")
-    g.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file")
-    g.set_defaults(handler=_grant)
+    g.add_argument(
+        "--evidence",
+        required=True,
+        metavar="REF",
+        help="evidence reference (form no., session; 1-128 printable characters)",
+    )
+    g.add_argument(
+        "--notice-version",
+        required=True,
+        metavar="V",
+        help="version of the notice text shown (1-128 printable characters)",
+    )
+    g.add_argument(
+        "--consent-id",
+        help="use this consent id (1-64 of A-Z a-z 0-9 . _ : -; default: a new random one)",
+    )
+    g.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file (its directory must exist)")
+    g.set_defaults(handler=_verb(_grant))
 
-    r = csub.add_parser("revoke", parents=[common], help="revoke a consent and write its signed receipt")
+    r = csub.add_parser(
+        "revoke", parents=[common], help="revoke a consent and write its signed receipt", epilog=RECEIPT_EXIT
+    )
     r.add_argument("consent_id", metavar="CONSENT_ID")
     r.add_argument("--subject", help="refuse unless the consent is this subject's")
     r.add_argument("--channel", choices=[c.value for c in CaptureChannel], help="how it was requested")
-    r.add_argument("--evidence", default="", metavar="REF", help="evidence reference")
-    r.add_argument("--note", default="subject_request", help="machine-readable reason")
-    r.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file")
-    r.set_defaults(handler=_revoke)
+    r.add_argument(
+        "--evidence", default="", metavar="REF", help="evidence reference (at most 128 characters)"
+    )
+    r.add_argument(
+        "--note", default="subject_request", help="machine-readable reason (at most 128 characters)"
+    )
+    r.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file (its directory must exist)")
+    r.set_defaults(handler=_verb(_revoke))
 
     c = csub.add_parser("check", parents=[common], help="decide one disclosure (exit 1 when denied)")
     c.add_argument("--subject", required=True)
@@ -113,28 +186,35 @@ def register(sub: Any) -> None:
     c.add_argument("--dataset", required=True, metavar="PROVIDER.DATASET")
     c.add_argument("--fields", metavar="F1,F2", help="requested fields (default: all)")
     c.add_argument("--purpose", required=True)
-    c.add_argument("--at", help="decide as of this time (default now)")
+    c.add_argument("--at", help=f"decide as of this time ({TIME_RANGE}; default now)")
     c.add_argument("--statutory-duty", metavar="REF", help="the agreement is a statutory duty (reference)")
     c.add_argument("--consume", action="store_true", help="count a use when allowed")
-    c.set_defaults(handler=_check)
+    c.set_defaults(handler=_verb(_check))
 
     ls = csub.add_parser("list", parents=[common], help="list consents, newest first")
     ls.add_argument("--subject")
     ls.add_argument("--kind", choices=("person", "employer"))
     ls.add_argument("--status", choices=("granted", "revoked", "expired"))
-    ls.add_argument("--limit", type=int, default=100)
-    ls.add_argument("--offset", type=int, default=0)
-    ls.set_defaults(handler=_list)
+    ls.add_argument(
+        "--limit",
+        type=_int_in(1, MAX_LIST),
+        default=100,
+        help=f"at most N (1-{MAX_LIST}, default 100)",
+    )
+    ls.add_argument(
+        "--offset", type=_int_in(0, MAX_OFFSET), default=0, help=f"skip N consents (0-{MAX_OFFSET})"
+    )
+    ls.set_defaults(handler=_verb(_list))
 
     v = csub.add_parser(
         "verify-receipt", parents=[common], help="verify a receipt offline (exit 1 if altered)"
     )
     v.add_argument("file", type=Path, metavar="FILE")
     v.add_argument("--key", type=Path, metavar="PEM", help="public key PEM (default: the home's receipt key)")
-    v.set_defaults(handler=_verify)
+    v.set_defaults(handler=_verb(_verify))
 
     k = csub.add_parser("receipt-key", parents=[common], help="print the receipt public key (PEM)")
-    k.set_defaults(handler=_receipt_key)
+    k.set_defaults(handler=_verb(_receipt_key))
 
     o = csub.add_parser("opt-out", parents=[common], help="refuse proactive contact by channel or category")
     o.add_argument("--subject", required=True)
@@ -144,12 +224,14 @@ def register(sub: Any) -> None:
     o.add_argument("--undo", action="store_true", help="lift the refusal")
     o.add_argument("--list", action="store_true", help="show the current refusals and their history")
     o.add_argument("--capture-channel", choices=[c.value for c in CaptureChannel])
-    o.add_argument("--evidence", default="", metavar="REF")
-    o.set_defaults(handler=_opt_out)
+    o.add_argument(
+        "--evidence", default="", metavar="REF", help="evidence reference (at most 128 characters)"
+    )
+    o.set_defaults(handler=_verb(_opt_out))
 
     e = csub.add_parser("expire", parents=[common], help="record expiry of consents past their validity")
-    e.add_argument("--at", help="as of this time (default now)")
-    e.set_defaults(handler=_expire)
+    e.add_argument("--at", help=f"as of this time ({TIME_RANGE}; default now)")
+    e.set_defaults(handler=_verb(_expire))
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -162,21 +244,117 @@ def home_of(args: argparse.Namespace) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".dsgw"
 
 
+def home_label(args: argparse.Namespace) -> str:
+    """How the user named the home, for messages."""
+    if args.home is not None:
+        return "--home"
+    return "DSGW_HOME" if os.environ.get("DSGW_HOME") else "home"
+
+
 def parse_time(text: str, *, end_of_day: bool = False, what: str = "time") -> datetime:
     """ISO date or datetime; naive means Beijing time; a date is its start (or, with
-    ``end_of_day``, the start of the next day)."""
+    ``end_of_day``, the start of the next day). UsageError outside [MIN_TIME, MAX_TIME)."""
     value = text.strip()
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            start = datetime.combine(day, time(0), BEIJING)
-            return (start + timedelta(days=1) if end_of_day else start).astimezone(UTC)
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = datetime.combine(day, time(0), BEIJING)
+            if end_of_day:
+                moment += timedelta(days=1)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=BEIJING)
+        moment = moment.astimezone(UTC)
     except ValueError:
         raise UsageError(f"{what} {text!r} is not an ISO 8601 date or time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=BEIJING)
-    return moment.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, the day after 9999-12-31
+        moment = MAX_TIME
+    if not MIN_TIME <= moment < MAX_TIME:
+        raise UsageError(f"{what} must be from {TIME_RANGE}")
+    return moment
+
+
+def _plus_days(start: datetime, days: int) -> datetime:
+    try:
+        end = start + timedelta(days=days)
+    except OverflowError:
+        end = MAX_TIME
+    if end >= MAX_TIME:
+        raise UsageError(f"--days: the validity would end after {TIME_RANGE.split()[-1]}")
+    return end
+
+
+def _check_ref(option: str, value: str, *, optional: bool = False) -> None:
+    """The terms' reference pattern, with a message naming the option (not pydantic's)."""
+    if not (_OPTIONAL_REF if optional else _REF).match(value):
+        bound = "at most 128" if optional else "1-128"
+        raise UsageError(f"{option}: {bound} printable characters")
+
+
+def _writable_dir(path: Path, label: str) -> None:
+    """UsageError naming ``label`` and ``path`` unless ``path`` is a writable directory or can be
+    made one (its nearest existing ancestor is a writable directory). Creates nothing."""
+    probe = path
+    for probe in (path, *path.absolute().parents):
+        if probe.exists():
+            break
+    if not probe.is_dir():
+        raise UsageError(f"{label} {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{label} {path}: {probe} is not writable")
+
+
+def _check_receipt_out(path: Path) -> None:
+    """``--receipt-out``: a file in an existing, writable directory (nothing is created for it)."""
+    parent = path.absolute().parent
+    if path.is_dir():
+        raise UsageError(f"--receipt-out {path} is a directory")
+    if not parent.exists():
+        raise UsageError(f"--receipt-out {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"--receipt-out {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--receipt-out {path}: directory {parent} is not writable")
+
+
+def _receipt_target(args: argparse.Namespace) -> Callable[[str, str], Path]:
+    """Checks, before anything is stored, that the receipt can be written; the receipt path of a
+    consent id and action then."""
+    if args.receipt_out is not None:
+        _check_receipt_out(args.receipt_out)
+        return lambda _cid, _action: Path(args.receipt_out)
+    receipts = home_of(args) / "receipts"
+    _writable_dir(receipts, home_label(args))
+    return lambda cid, action: receipts / f"{cid}.{action}.json"
+
+
+def _write_receipt(receipt: dict[str, Any], out: Path, consent_id: str, action: str) -> str | None:
+    """Write the receipt; the one-line problem if that fails (the change itself is recorded)."""
+    try:
+        write_receipt(receipt, out)
+    except OSError as exc:
+        return (
+            f"consent {consent_id} WAS {action} (recorded and audited); only its receipt file {out} "
+            f"could not be written: {exc.strerror or type(exc).__name__}"
+        )
+    return None
+
+
+def _verb(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The checks every verb shares. (A file-system error that still escapes, a path made
+    unwritable meanwhile, is one line with exit 2 at gateway.cli.main.)"""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        if args.store_schema is not None:
+            if not args.store:
+                raise UsageError("--store-schema needs --store")
+            if not _SCHEMA.match(args.store_schema):
+                raise UsageError("--store-schema must be lower-case letters, digits and '_' (at most 63)")
+        return handler(args)
+
+    return run
 
 
 def _catalogue(args: argparse.Namespace) -> PurposeCatalogue:
@@ -185,11 +363,11 @@ def _catalogue(args: argparse.Namespace) -> PurposeCatalogue:
 
 @contextmanager
 def _store(args: argparse.Namespace) -> Iterator[ConsentStore]:
-    store = (
-        ConsentStore(args.store, schema=args.store_schema)
-        if args.store
-        else ConsentStore.for_home(home_of(args))
-    )
+    if args.store:
+        store = ConsentStore(args.store, schema=args.store_schema)
+    else:
+        _writable_dir(home_of(args), home_label(args))
+        store = ConsentStore.for_home(home_of(args))
     try:
         yield store
     finally:
@@ -198,6 +376,13 @@ def _store(args: argparse.Namespace) -> Iterator[ConsentStore]:
 
 def _signer(args: argparse.Namespace) -> ReceiptSigner:
     return load_receipt_signer(home_of(args), getattr(args, "suite", None))
+
+
+def _audit_dir(args: argparse.Namespace) -> Path:
+    """The audit log's directory, checked writable (or creatable); nothing is created."""
+    directory = Path(args.audit_log).expanduser() if args.audit_log else home_of(args) / "audit" / "cli"
+    _writable_dir(directory, "--audit-log" if args.audit_log else home_label(args))
+    return directory
 
 
 @contextmanager
@@ -209,7 +394,7 @@ def _audit_log(args: argparse.Namespace) -> Iterator[Any]:
     from audit.log import AuditLog, init_log
 
     home = home_of(args)
-    directory = Path(args.audit_log).expanduser() if args.audit_log else home / "audit" / "cli"
+    directory = _audit_dir(args)
     keys = HomeKeys(home)
     if not keys.checkpoint_key.exists():
         keys.generate()
@@ -250,15 +435,18 @@ def _split_dataset(text: str) -> tuple[str, str]:
 
 
 def _grant(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)  # one clock reading: the grant time, the default start, --days
     valid_from = parse_time(args.valid_from, what="--valid-from") if args.valid_from else None
     if (args.valid_to is None) == (args.days is None):
         raise UsageError("give exactly one of --valid-to or --days")
     if args.valid_to is not None:
         valid_to = parse_time(args.valid_to, end_of_day=True, what="--valid-to")
     else:
-        if args.days < 1:
-            raise UsageError("--days must be at least 1")
-        valid_to = (valid_from or datetime.now(UTC)) + timedelta(days=args.days)
+        valid_to = _plus_days(valid_from or now, args.days)
+    _check_ref("--evidence", args.evidence)
+    _check_ref("--notice-version", args.notice_version)
+    if args.consent_id is not None and not _CONSENT_ID.match(args.consent_id):
+        raise UsageError("--consent-id: 1-64 of A-Z a-z 0-9 . _ : -, starting with a letter or digit")
     request = GrantRequest(
         subject=args.subject,
         subject_kind=args.kind,
@@ -276,22 +464,30 @@ def _grant(args: argparse.Namespace) -> int:
     )
     with _service(args) as service:
         # validate before the receipt key or the audit log is made: bad input makes nothing
-        service.validate_grant(request, service.clock())
+        service.validate_grant(request, now)
+    # and refuse now (nothing stored) if the receipt or the audit entry could not be written
+    target = _receipt_target(args)
+    _audit_dir(args)
     with _service(args, signer=True, audited=True) as service:
-        granted = service.grant(request)
-    out = args.receipt_out or home_of(args) / "receipts" / f"{granted.record.consent_id}.grant.json"
+        granted = service.grant(request, now=now)
+    cid = granted.record.consent_id
+    out = target(cid, "grant")
     assert granted.receipt is not None
-    write_receipt(granted.receipt, out)
+    problem = _write_receipt(granted.receipt, out, cid, "granted")
     payload = {
         "consent": granted.record.to_json(),
-        "receipt_file": str(out),
+        "receipt_file": None if problem else str(out),
         "receipt": granted.receipt,
     }
-    emit(args, payload, f"granted {granted.record.consent_id}\nreceipt {out}")
-    return 0
+    emit(args, payload, f"granted {cid}\n" + ("receipt NOT written" if problem else f"receipt {out}"))
+    return fail(problem, 1) if problem else 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    _check_ref("--evidence", args.evidence, optional=True)
+    _check_ref("--note", args.note, optional=True)
+    target = _receipt_target(args)
+    _audit_dir(args)
     with _service(args, signer=True, audited=True) as service:
         revoked = service.revoke(
             args.consent_id,
@@ -300,14 +496,18 @@ def _revoke(args: argparse.Namespace) -> int:
             evidence_ref=args.evidence,
             note=args.note,
         )
-    out = args.receipt_out or home_of(args) / "receipts" / f"{revoked.record.consent_id}.revoke.json"
+    cid = revoked.record.consent_id
+    out = target(cid, "revoke")
     assert revoked.receipt is not None
-    write_receipt(revoked.receipt, out)
-    payload = {"consent": revoked.record.to_json(), "receipt_file": str(out), "receipt": revoked.receipt}
-    emit(
-        args, payload, f"revoked {revoked.record.consent_id} at {revoked.event.at.isoformat()}\nreceipt {out}"
-    )
-    return 0
+    problem = _write_receipt(revoked.receipt, out, cid, "revoked")
+    payload = {
+        "consent": revoked.record.to_json(),
+        "receipt_file": None if problem else str(out),
+        "receipt": revoked.receipt,
+    }
+    receipt_line = "receipt NOT written" if problem else f"receipt {out}"
+    emit(args, payload, f"revoked {cid} at {revoked.event.at.isoformat()}\n{receipt_line}")
+    return fail(problem, 1) if problem else 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -412,6 +612,7 @@ def _receipt_key(args: argparse.Namespace) -> int:
 
 
 def _opt_out(args: argparse.Namespace) -> int:
+    _check_ref("--evidence", args.evidence, optional=True)
     with _service(args) as service:
         if args.list:
             if args.channel or args.category or args.undo:
@@ -445,6 +646,7 @@ def _opt_out(args: argparse.Namespace) -> int:
 
 def _expire(args: argparse.Namespace) -> int:
     now = parse_time(args.at, what="--at") if args.at else None
+    _audit_dir(args)
     with _service(args, audited=True) as service:
         done = service.expire(now=now)
     ids = [record.consent_id for record, _ in done]

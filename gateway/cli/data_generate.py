@@ -6,13 +6,17 @@ schema) and the ground truth they were derived from.
     dsgw data generate --url postgresql://host/db [--schema-prefix P] --persons N ...
 
 Writes ``DIR/<agency>.sqlite`` and ``DIR/truth.sqlite`` (or one schema per agency on the server),
-all-or-nothing: existing databases are only replaced with ``--force``.
+all-or-nothing: existing databases are only replaced with ``--force``. A directory that cannot be
+written (permissions, a read-only file system) is refused before anything is generated; a write
+that fails on the way (a full disk) leaves nothing behind. Both exit 2 with one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,19 @@ def _integer(option: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise UsageError(f"{option} {text!r} is not an integer") from None
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` is a writable directory, or can be made one (its nearest existing ancestor is a
+    writable directory); UsageError else. Creates nothing."""
+    probe = out
+    for probe in (out, *out.absolute().parents):
+        if probe.exists():
+            break
+    if not probe.is_dir():
+        raise UsageError(f"--out {out}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {probe} is not writable")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -99,7 +116,18 @@ def _generate(args: argparse.Namespace) -> int:
         if not args.json:
             print(message, file=sys.stderr)
 
-    summary = generate(config, progress)
+    if args.out is not None:
+        _check_out(args.out)
+    where = f"--out {args.out}" if args.out is not None else "the database"
+    try:
+        summary = generate(config, progress)  # all-or-nothing: a failure leaves nothing behind
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # e.g. EROFS, ENOSPC, a directory made unwritable meanwhile
+        raise UsageError(f"cannot write {where}: {exc.strerror or type(exc).__name__}") from None
+    except sqlite3.Error as exc:  # e.g. "database or disk is full"
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"cannot write {where}: {reason}") from None
     payload = summary.as_dict()
     lines = [
         f"{name}: {sum(t.values()):,} rows, {summary.sizes.get(name, 0):,} bytes, {summary.locations[name]}"

@@ -15,12 +15,16 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from adapters.agencies import Agency
 from adapters.base import SqlAdapter
@@ -37,9 +41,12 @@ from adapters.contract import (
 )
 from adapters.registry import ADAPTER_CLASSES, open_adapter
 from adapters.resilience import DEFAULT_POLICY
-from adapters.sources import SourceConfig, server_sources, sqlite_sources
+from adapters.sources import SourceConfig, check_source_url, server_sources, sqlite_sources
 from gateway.cli import add_json_flag, emit
 from gateway.errors import CheckFailed, DsgwError, UsageError
+
+#: As ``dsgw data generate --schema-prefix`` (adapters.synthetic.writers).
+_SCHEMA_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
 
 def register(sub: Any) -> None:
@@ -74,7 +81,12 @@ def _source_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--data", type=Path, metavar="DIR", help="directory of the agencies' SQLite files")
     group.add_argument("--url", metavar="URL", help="server database URL (one schema per agency)")
-    parser.add_argument("--schema-prefix", default="", metavar="P", help="with --url: schemas are P<agency>")
+    parser.add_argument(
+        "--schema-prefix",
+        default="",
+        metavar="P",
+        help="with --url: schemas are P<agency> (lower-case letters, digits, '_'; at most 40)",
+    )
     parser.add_argument(
         "--timeout", type=float, metavar="S", help="per-call (extract: per-page) timeout, seconds"
     )
@@ -126,6 +138,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
         if "DSGW_LOG_LEVEL" not in os.environ:
             logs.configure(level="ERROR")  # the failure is reported as the one-line reason
+        _check_source_args(args)
         try:
             return handler(args)
         except DsgwError:
@@ -142,6 +155,27 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             raise CheckFailed(f"unexpected error ({type(exc).__name__})") from None
 
     return run
+
+
+def _check_source_args(args: argparse.Namespace) -> None:
+    """``--url`` and ``--schema-prefix`` as ``dsgw data generate`` checks them (UsageError, exit 2);
+    the message never repeats the URL (it may hold a password)."""
+    if args.url is not None:
+        try:
+            parsed = make_url(args.url)
+        except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+            raise UsageError("--url is not a database URL") from None
+        try:
+            check_source_url(args.url)
+        except ValueError:
+            raise UsageError(
+                f"--url back end {parsed.drivername!r} not supported (sqlite, postgresql)"
+            ) from None
+    if args.schema_prefix:
+        if args.url is None:
+            raise UsageError("--schema-prefix needs --url")
+        if not _SCHEMA_PREFIX.match(args.schema_prefix):
+            raise UsageError("--schema-prefix must be lower-case letters, digits and '_' (at most 40)")
 
 
 def _agency(value: str) -> Agency:

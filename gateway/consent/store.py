@@ -47,6 +47,7 @@ import builtins
 import contextlib
 import json
 import random
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -195,6 +196,48 @@ _APPEND_ONLY = ("consent", "consent_event", "consent_opt_out")
 _TERMINAL = ("revoked", "expired")
 
 
+#: Short, fixed reasons for driver errors, by a pattern of the driver's message (lower case).
+#: Only these fixed texts are shown: a driver's message may name the host, user or database, and
+#: a URL's password must never reach a message.
+_REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), reason)
+    for pattern, reason in (
+        (r"connection refused", "connection refused"),
+        (
+            r"password authentication failed|no password supplied|authentication failed",
+            "authentication failed",
+        ),
+        (r'database ".*" does not exist', "database does not exist"),
+        (r'role ".*" does not exist', "role does not exist"),
+        (r"could not translate host name|name or service not known|nodename nor servname", "unknown host"),
+        (r"timeout expired|timed out", "connection timed out"),
+        (r"no route to host|network is unreachable", "host unreachable"),
+        (r"too many connections|remaining connection slots", "too many connections"),
+        (r"starting up|shutting down", "server starting up or shutting down"),
+        (r"server closed the connection|terminating connection|connection is closed", "connection lost"),
+        (r"unable to open database file", "cannot open the database file"),
+        (r"database is locked", "database is locked"),
+        (r"readonly database|read-only", "read-only database"),
+        (r"disk is full", "disk full"),
+        (r"disk i/o error", "disk I/O error"),
+        (r"file is not a database", "not a database file"),
+        (r"permission denied", "permission denied"),
+        (r"\bssl\b", "SSL error"),
+    )
+)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a driver error (``DBAPIError.orig`` or the driver's own): one of the
+    fixed texts above, never the driver's message; the exception class when none matches."""
+    orig = getattr(exc, "orig", None) or exc
+    message = str(orig).lower()
+    for pattern, reason in _REASONS:
+        if pattern.search(message):
+            return reason
+    return type(orig).__name__
+
+
 def _is_retryable(exc: DBAPIError) -> bool:
     """A lost race: a unique-key conflict, a busy SQLite database, a PostgreSQL serialization
     failure or deadlock."""
@@ -306,7 +349,7 @@ class ConsentStore:
     ) -> None:
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise StoreError("consent store URL is not a database URL") from None
         self.backend = parsed.get_backend_name()
         if self.backend not in ("sqlite", "postgresql"):
@@ -325,13 +368,13 @@ class ConsentStore:
         try:
             self._engine: Engine = make_engine(source, create=True, **kw)
         except Exception as exc:
-            raise StoreError(f"cannot open consent store: {type(exc).__name__}") from None
+            raise StoreError(f"cannot open consent store: {_reason(exc)}") from None
         try:
             self._hot_engine: Engine = (
                 self._engine if memory else make_engine(source, create=True, poolclass=NullPool)
             )
         except Exception as exc:
-            raise StoreError(f"cannot open consent store: {type(exc).__name__}") from None
+            raise StoreError(f"cannot open consent store: {_reason(exc)}") from None
         if self.backend == "sqlite" and not memory:
 
             @event.listens_for(self._engine, "connect")
@@ -404,7 +447,7 @@ class ConsentStore:
         except StoreError:
             raise
         except DBAPIError as exc:
-            raise StoreError(f"cannot create consent tables: {type(exc.orig).__name__}") from None
+            raise StoreError(f"cannot create consent tables: {_reason(exc)}") from None
 
     def _create(self, conn: Connection) -> None:
         if self.backend == "postgresql":  # replicas starting together: one creates, the others wait
@@ -467,7 +510,7 @@ class ConsentStore:
                 again = _is_retryable(exc) and (retry_integrity or not isinstance(exc, IntegrityError))
                 if not again or attempt == attempts - 1:
                     if isinstance(exc, OperationalError):
-                        raise StoreError(f"consent store unavailable: {type(exc.orig).__name__}") from None
+                        raise StoreError(f"consent store unavailable: {_reason(exc)}") from None
                     raise
                 time.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 0.05)
@@ -478,7 +521,7 @@ class ConsentStore:
             with self._engine.connect() as conn:
                 return fn(conn)
         except OperationalError as exc:
-            raise StoreError(f"consent store unavailable: {type(exc.orig).__name__}") from None
+            raise StoreError(f"consent store unavailable: {_reason(exc)}") from None
 
     # --- rows -> models -------------------------------------------------------------------------
 
@@ -628,7 +671,7 @@ class ConsentStore:
             except self._dbapi_error as exc:
                 self._drop_hot_connection()
                 if attempt == 1:
-                    raise StoreError(f"consent store unavailable: {type(exc).__name__}") from None
+                    raise StoreError(f"consent store unavailable: {_reason(exc)}") from None
                 continue
             return self._assemble(rows, only)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -642,7 +685,7 @@ class ConsentStore:
         try:
             proxied = self._hot_engine.raw_connection()
         except DBAPIError as exc:
-            raise StoreError(f"consent store unavailable: {type(exc.orig).__name__}") from None
+            raise StoreError(f"consent store unavailable: {_reason(exc)}") from None
         conn: Any = proxied.driver_connection
         if self.backend == "sqlite":
             conn.isolation_level = None  # autocommit: no implicit transaction

@@ -185,6 +185,7 @@ def test_grant_needs_one_validity_end(cli: Cli) -> None:
 
 def test_receipt_out_and_valid_to_date(cli: Cli, tmp_path: Path) -> None:
     target = tmp_path / "out" / "r.json"
+    target.parent.mkdir()  # --receipt-out makes no directory (test_cli_errors)
     args = [a for a in GRANT if a not in ("--days", "30")]
     rc, out, _ = cli("grant", *args, "--valid-to", "2099-12-31", "--receipt-out", str(target), "--json")
     assert rc == 0 and target.exists()

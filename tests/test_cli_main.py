@@ -31,3 +31,22 @@ def test_a_usage_error_is_one_line_with_exit_2(capsys: pytest.CaptureFixture[str
     assert cli.main(["id", "check", "--no-such-option", "x"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("dsgw: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "where"),
+    [
+        (
+            ["id", "check", "X", "extra"],
+            "dsgw: id check: unrecognized arguments: extra (see dsgw id check --help)",
+        ),
+        (["audit", "vkey", "--log", "L", "--key", "x"], "(see dsgw audit vkey --help)"),
+        (["--bogus", "id", "check", "X"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_left_over_arguments_point_to_the_verbs_own_help(
+    capsys: pytest.CaptureFixture[str], argv: list[str], where: str
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and where in err

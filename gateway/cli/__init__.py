@@ -49,12 +49,31 @@ def emit(args: argparse.Namespace, payload: Any, human: str | None = None) -> No
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the contract's usage error: one line on stderr (no usage dump), exit 2.
-    Sub-command parsers are of this class too."""
+    Sub-command parsers are of this class too. Each remembers itself in the namespace it fills,
+    so that arguments left over (which the top parser reports) are reported by the verb's own
+    parser, pointing to its help."""
 
     def error(self, message: str) -> NoReturn:
         message = " ".join(message.splitlines())  # an argument with a newline stays on one line
         verb = self.prog.removeprefix("dsgw").strip()
         self.exit(2, f"dsgw: {verb + ': ' if verb else ''}{message} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if not hasattr(parsed, "_verb_parser"):  # the innermost parser returns first
+            parsed._verb_parser = self
+        return parsed, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            verb: _Parser = getattr(parsed, "_verb_parser", self)
+            verb.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:

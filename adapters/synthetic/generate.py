@@ -150,6 +150,18 @@ def make_target(config: GenerateConfig) -> Target:
     return PostgresTarget(config.url, config.schema_prefix, config.force)
 
 
+def _written(name: str, counts: dict[str, int], seconds: float) -> str:
+    """The progress line of one written database: its own rows, and apart the record links it
+    made (they are moved to the truth at the end, where the summary counts them)."""
+    links = counts.get("record_link", 0)
+    own = sum(counts.values()) - links
+    return (
+        f"{name}: {own:,} rows"
+        + (f" (+{links:,} record links for the truth)" if links else "")
+        + (f" in {seconds:.1f} s")
+    )
+
+
 def generate(config: GenerateConfig, progress: Progress | None = None) -> GenerateSummary:
     """Generate the five agency databases and the truth; returns what was written."""
     say = progress or (lambda _msg: None)
@@ -170,12 +182,12 @@ def generate(config: GenerateConfig, progress: Progress | None = None) -> Genera
             with ctx.Pool(min(config.workers, len(TASK_ORDER))) as pool:
                 for name, counts, seconds in pool.imap_unordered(_run_task, TASK_ORDER):
                     rows[name] = counts
-                    say(f"{name}: {sum(counts.values()):,} rows in {seconds:.1f} s")
+                    say(_written(name, counts, seconds))
         else:
             for task in TASK_ORDER:
                 name, counts, seconds = _run_task(task)
                 rows[name] = counts
-                say(f"{name}: {sum(counts.values()):,} rows in {seconds:.1f} s")
+                say(_written(name, counts, seconds))
         phases["write"] = time.perf_counter() - t_write
         t_assemble = time.perf_counter()
         target.assemble()

@@ -46,6 +46,36 @@ def configure(*, json: bool | None = None, level: str | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(renderer, lvl)
+
+
+_HANDLER_NAME = "dsgw-structlog"
+
+
+def _route_standard_logging(renderer: structlog.typing.Processor, level: int) -> None:
+    """Records of the standard ``logging`` module (gRPC's Python layer, asyncio's "exception was
+    never retrieved", libraries) rendered like our own lines, one per record with any traceback
+    inside it (JSON: an ``exception`` member), instead of Python's plain-text last resort."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.INFO))
 
 
 def redact(identifier: str) -> str:

@@ -4,8 +4,10 @@ Every verb takes ``--home DIR`` (default ``$DSGW_HOME``, else ``~/.dsgw``): the 
 ``DIR/consent.sqlite`` unless ``--store URL`` names another (e.g. ``postgresql://host/db``, with
 ``--store-schema``), the receipt signing key is ``DIR/keys/receipt-ed25519.pem`` (Ed25519), or
 ``DIR/keys/receipt-sm2.pem`` (SM2, alg ``SM2-SM3``) with ``--suite gm`` or when the home has that
-key already (a home is configured for gm receipts by its first ``--suite gm``); keys are made on
-first use; ``--suite default`` forces Ed25519. Receipts go to
+key already (a home is configured for gm receipts by its first ``--suite gm`` and stays gm:
+``--suite default`` is then refused, exit 2); keys are made on first use. ``verify-receipt``
+verifies with the home's receipt key that the receipt's key_id names (or one of ``--key``'s).
+Receipts go to
 ``DIR/receipts/<consent id>.<grant|revoke>.json`` unless ``--receipt-out``.
 
 Times: ISO 8601 (``2025-07-01``, ``2025-07-01T09:30``, ``2025-07-01T09:30+08:00``); without a
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -36,12 +37,17 @@ from gateway.consent.decision import CONSENT_REQUIRED, Basis
 from gateway.consent.errors import InvalidReceipt
 from gateway.consent.model import MAX_USE_LIMIT, CaptureChannel, PushChannel
 from gateway.consent.receipts import (
-    ALG_SM2,
     RECEIPT_KEY_FILES,
+    ReceiptPublicKey,
     ReceiptSigner,
     alg_of,
+    home_receipt_keys,
+    key_id_of,
     load_public_key,
+    load_public_keys,
     load_receipt_signer,
+    public_key_pem,
+    receipt_suite,
     verify_receipt_bytes,
     write_receipt,
 )
@@ -107,7 +113,8 @@ def register(sub: Any) -> None:
     common.add_argument(
         "--suite",
         choices=("default", "gm"),
-        help="receipt algorithm: default Ed25519, gm SM2-SM3 (default: gm if the home has an SM2 key)",
+        help="receipt algorithm: default Ed25519, gm SM2-SM3 (default: gm if the home has an SM2 key; "
+        "a home stays gm once it has one)",
     )
     add_json_flag(common)
 
@@ -210,10 +217,14 @@ def register(sub: Any) -> None:
         "verify-receipt", parents=[common], help="verify a receipt offline (exit 1 if altered)"
     )
     v.add_argument("file", type=Path, metavar="FILE")
-    v.add_argument("--key", type=Path, metavar="PEM", help="public key PEM (default: the home's receipt key)")
+    v.add_argument(
+        "--key", type=Path, metavar="PEM", help="public key PEM, one or more keys (default: the home's keys)"
+    )
     v.set_defaults(handler=_verb(_verify))
 
-    k = csub.add_parser("receipt-key", parents=[common], help="print the receipt public key (PEM)")
+    k = csub.add_parser(
+        "receipt-key", parents=[common], help="print every receipt public key of the home (PEM)"
+    )
     k.set_defaults(handler=_verb(_receipt_key))
 
     o = csub.add_parser("opt-out", parents=[common], help="refuse proactive contact by channel or category")
@@ -375,7 +386,15 @@ def _store(args: argparse.Namespace) -> Iterator[ConsentStore]:
 
 
 def _signer(args: argparse.Namespace) -> ReceiptSigner:
-    return load_receipt_signer(home_of(args), getattr(args, "suite", None))
+    """The home's receipt signer. A gm home (one with an SM2 receipt key) stays gm: ``--suite
+    default`` is refused there rather than signing with Ed25519."""
+    home, suite = home_of(args), getattr(args, "suite", None)
+    if suite == "default" and receipt_suite(home) == "gm":
+        raise UsageError(
+            f"this home signs receipts with SM2 ({home / 'keys' / RECEIPT_KEY_FILES['gm']}) and stays gm: "
+            "--suite default is refused"
+        )
+    return load_receipt_signer(home, suite)
 
 
 def _audit_dir(args: argparse.Namespace) -> Path:
@@ -566,9 +585,9 @@ def _verify(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
-    key = load_public_key(args.key) if args.key else _home_public_key(args, data)
+    keys = load_public_keys(args.key) if args.key else _home_public_keys(args)
     try:
-        verified = verify_receipt_bytes(data, key)
+        verified = verify_receipt_bytes(data, keys)
     except InvalidReceipt as exc:
         if args.json:
             emit(args, {"valid": False, "reason": exc.reason, "message": str(exc)})
@@ -585,29 +604,31 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _home_public_key(args: argparse.Namespace, data: bytes) -> Any:
-    """The home's receipt key of the receipt's algorithm (``--suite`` overrides)."""
-    suite = getattr(args, "suite", None)
-    if suite is None:
-        try:
-            alg = json.loads(data)["payload"]["alg"]
-        except (ValueError, TypeError, KeyError):
-            alg = None
-        suite = "gm" if alg == ALG_SM2 else "default"
-    path = home_of(args) / "keys" / RECEIPT_KEY_FILES[suite]
-    if not path.exists():
-        raise UsageError(f"no receipt key at {path}; pass --key PUBLIC_KEY.pem")
-    return load_public_key(path)
+def _home_public_keys(args: argparse.Namespace) -> list[ReceiptPublicKey]:
+    """The home's receipt keys (Ed25519 and SM2; only the ``--suite`` one when given), among which
+    the receipt's key_id picks; a usage error only when there is none at all."""
+    home, suite = home_of(args), getattr(args, "suite", None)
+    if suite is not None:
+        path = home / "keys" / RECEIPT_KEY_FILES[suite]
+        if not path.exists():
+            raise UsageError(f"no receipt key at {path}; pass --key PUBLIC_KEY.pem")
+        return [load_public_key(path)]
+    keys = home_receipt_keys(home)
+    if not keys:
+        raise UsageError(f"no receipt key in {home / 'keys'}; pass --key PUBLIC_KEY.pem")
+    return keys
 
 
 def _receipt_key(args: argparse.Namespace) -> int:
+    """Every receipt key of the home, the signing one first (made on first use), so that any
+    receipt the home issued verifies offline from this output."""
     signer = _signer(args)
-    pem = signer.public_pem()
-    emit(
-        args,
-        {"key_id": signer.key_id, "alg": alg_of(signer.public_key), "public_key_pem": pem},
-        pem.rstrip("\n"),
-    )
+    keys = [signer.public_key] + [
+        k for k in home_receipt_keys(home_of(args)) if key_id_of(k) != signer.key_id
+    ]
+    items = [{"key_id": key_id_of(k), "alg": alg_of(k), "public_key_pem": public_key_pem(k)} for k in keys]
+    human = "".join(f"# alg {i['alg']} key_id {i['key_id']}\n{i['public_key_pem']}" for i in items)
+    emit(args, {**items[0], "keys": items}, human.rstrip("\n"))
     return 0
 
 

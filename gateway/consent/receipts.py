@@ -54,7 +54,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -86,12 +86,15 @@ __all__ = [
     "ReceiptSigner",
     "VerifiedReceipt",
     "canonical_bytes",
+    "home_receipt_keys",
     "key_id_of",
     "load_or_create_signing_key",
     "load_or_create_sm2_signing_key",
     "load_public_key",
+    "load_public_keys",
     "load_receipt_signer",
     "public_key_pem",
+    "receipt_key_for",
     "receipt_payload",
     "verify_receipt",
     "verify_receipt_bytes",
@@ -106,6 +109,7 @@ RECEIPT_KEY_FILES = {"default": "receipt-ed25519.pem", "gm": "receipt-sm2.pem"}
 ReceiptPublicKey = Ed25519PublicKey | Sm2PublicKey
 ReceiptPrivateKey = Ed25519PrivateKey | Sm2PrivateKey
 CANONICALIZATION = "RFC8785"
+_KEY_TYPE = {ALG: "Ed25519", ALG_SM2: "SM2"}
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _FILE_KEYS = frozenset({"payload", "signature", "key_id"})
 MAX_RECEIPT_BYTES = 1 << 20
@@ -329,8 +333,38 @@ def _no_floats(text: str) -> Any:
     raise InvalidReceipt("receipt JSON has a non-integer number (receipts carry none)")
 
 
-def verify_receipt_bytes(data: bytes, public_key: ReceiptPublicKey) -> VerifiedReceipt:
-    """Verify a receipt file's bytes; InvalidReceipt (fail closed) unless it verifies."""
+def verify_receipt_bytes(
+    data: bytes, public_key: ReceiptPublicKey | Sequence[ReceiptPublicKey]
+) -> VerifiedReceipt:
+    """Verify a receipt file's bytes with ``public_key``, or with the one of several keys that the
+    receipt's key_id names (:func:`receipt_key_for`); InvalidReceipt (fail closed) unless it
+    verifies."""
+    obj = parse_receipt_bytes(data)
+    if not isinstance(public_key, (Ed25519PublicKey, Sm2PublicKey)):
+        public_key = receipt_key_for(obj, public_key)
+    return verify_receipt(obj, public_key)
+
+
+def receipt_key_for(receipt: Any, keys: Sequence[ReceiptPublicKey]) -> ReceiptPublicKey:
+    """The key of ``keys`` that should verify ``receipt`` (a parsed receipt file): the one its
+    key_id names. ReceiptKeyMismatch when the receipt names a well-formed key id that none of
+    several keys has; a malformed receipt (or a single key) is left to :func:`verify_receipt`,
+    which says what is wrong."""
+    if not keys:
+        raise ReceiptKeyError("no receipt key to verify with")
+    key_id = receipt.get("key_id") if isinstance(receipt, dict) else None
+    for key in keys:
+        if key_id_of(key) == key_id:
+            return key
+    if len(keys) > 1 and isinstance(key_id, str) and _KEY_ID.match(key_id):
+        have = ", ".join(f"{_KEY_TYPE[alg_of(k)]} {key_id_of(k)}" for k in keys)
+        raise ReceiptKeyMismatch(f"no receipt key has the id {key_id} (the keys are {have})")
+    return keys[0]
+
+
+def parse_receipt_bytes(data: bytes) -> Any:
+    """A receipt file's bytes as JSON; InvalidReceipt for anything a receipt cannot be (too large,
+    not UTF-8 JSON, duplicate keys, non-integer numbers, NaN)."""
     if len(data) > MAX_RECEIPT_BYTES:
         raise InvalidReceipt("receipt is too large")
     try:
@@ -342,7 +376,7 @@ def verify_receipt_bytes(data: bytes, public_key: ReceiptPublicKey) -> VerifiedR
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidReceipt("receipt is not valid UTF-8 JSON") from None
-    return verify_receipt(obj, public_key)
+    return obj
 
 
 def verify_receipt(receipt: Any, public_key: ReceiptPublicKey) -> VerifiedReceipt:
@@ -360,6 +394,10 @@ def verify_receipt(receipt: Any, public_key: ReceiptPublicKey) -> VerifiedReceip
         signature = base64.b64decode(sig_text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidReceipt("receipt signature is not base64") from None
+    claimed = payload.get("alg") if isinstance(payload, dict) else None
+    if claimed in _KEY_TYPE and claimed != alg:  # the key's type is not the receipt's algorithm
+        whose = "its key_id names" if key_id == key_id_of(public_key) else "the key is"
+        raise ReceiptKeyMismatch(f"the receipt says alg {claimed} but {whose} an {_KEY_TYPE[alg]} key")
     size_ok = len(signature) == 64 if alg == ALG else 8 <= len(signature) <= 72
     if not size_ok or base64.b64encode(signature).decode("ascii") != sig_text:
         raise InvalidReceipt(f"receipt signature is not a canonical base64 {alg} signature")
@@ -507,6 +545,33 @@ def load_receipt_signer(
     return ReceiptSigner(load_or_create_signing_key(path, create=create), issuer=issuer)
 
 
+def home_receipt_keys(home: Path) -> list[ReceiptPublicKey]:
+    """The public keys of every receipt key the home holds (``keys/receipt-ed25519.pem``, then
+    ``keys/receipt-sm2.pem``; none is made)."""
+    keys: list[ReceiptPublicKey] = []
+    for name in RECEIPT_KEY_FILES.values():
+        path = home / "keys" / name
+        if path.exists():
+            keys.append(load_public_key(path))
+    return keys
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----\s*", re.DOTALL)
+
+
+def load_public_keys(path: Path) -> list[ReceiptPublicKey]:
+    """Every receipt public key of a PEM file (``dsgw consent receipt-key`` prints one block per
+    key the home holds), in file order; see :func:`load_public_key`."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ReceiptKeyError(f"cannot read key {path}: {exc.strerror or exc}") from None
+    blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data)]
+    return (
+        [_public_key_of(block, path) for block in blocks] if len(blocks) > 1 else [_public_key_of(data, path)]
+    )
+
+
 def load_public_key(path: Path) -> ReceiptPublicKey:
     """A receipt public key from a PEM file holding a public key (or the private key itself):
     Ed25519, or SM2 (SubjectPublicKeyInfo on the SM2 curve, or the SEC 1 private key)."""
@@ -514,6 +579,10 @@ def load_public_key(path: Path) -> ReceiptPublicKey:
         data = path.read_bytes()
     except OSError as exc:
         raise ReceiptKeyError(f"cannot read key {path}: {exc.strerror or exc}") from None
+    return _public_key_of(data, path)
+
+
+def _public_key_of(data: bytes, path: Path) -> ReceiptPublicKey:
     if b"-----BEGIN EC PRIVATE KEY-----" in data:
         der = _unpem(data, "EC PRIVATE KEY")
         private_sm2 = _sm2_private_from_der(der) if der is not None else None

@@ -118,7 +118,9 @@ class Worker:
         self.adapters = {a: open_adapter(a, p.source(), policy) for a, p in c.providers.items()}
         self.store = ConsentStore(c.consent_store_url(), create=False)  # ensure_home made the tables
         on_event = consent_hook(self.audit.append, node)
-        signer = load_receipt_signer(c.home_dir, c.audit.suite)
+        # a gm gateway signs receipts with SM2; otherwise the home decides (a home that holds an
+        # SM2 receipt key stays gm, as dsgw consent does)
+        signer = load_receipt_signer(c.home_dir, "gm" if c.audit.suite == "gm" else None)
         consent = ConsentService(self.store, catalogue=c.catalogue, signer=signer, on_event=on_event)
         self.executor = ThreadPoolExecutor(c.server.io_threads, thread_name_prefix="dsgw-io")
         metrics = GatewayMetrics(self.worker)

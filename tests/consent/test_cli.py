@@ -110,7 +110,8 @@ def test_grant_check_revoke_verify(cli: Cli, tmp_path: Path) -> None:
     assert err.startswith("dsgw: ") and err.count("\n") == 1
 
     rc, out, _ = cli("receipt-key")
-    assert rc == 0 and out.startswith("-----BEGIN PUBLIC KEY-----")
+    assert rc == 0 and out.startswith("# alg Ed25519 key_id ")  # explanatory text (RFC 7468), then PEM
+    assert out.splitlines()[1] == "-----BEGIN PUBLIC KEY-----"
     pub = tmp_path / "pub.pem"
     pub.write_text(out)
     rc, _, _ = cli("verify-receipt", str(receipt_file), "--key", str(pub))

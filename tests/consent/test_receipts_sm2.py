@@ -199,9 +199,117 @@ def test_cli_gm_receipts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     rc, out, err = cli("verify-receipt", str(tampered), "--json")
     assert rc == 1 and out["valid"] is False and out["reason"] == "RECEIPT_SIGNATURE_INVALID"
     assert err.startswith("dsgw: ") and err.count("\n") == 1
-    rc, out, _ = cli("receipt-key", "--suite", "default", "--json")
-    assert out["alg"] == "Ed25519"
     other = tmp_path / "ed.pem"
-    other.write_text(out["public_key_pem"])
+    other.write_text(public_key_pem(Ed25519PrivateKey.generate().public_key()))
     rc, _, err = cli("verify-receipt", str(grant_file), "--key", str(other))
     assert rc == 1 and err.count("\n") == 1
+
+
+# --- the verifier picks the key by key_id; a gm home stays gm ------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], home: Path) -> Cli:
+    return Cli(capsys, ["--home", str(home)])
+
+
+def _one_line(err: str) -> str:
+    assert err.startswith("dsgw: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_receipt_claiming_the_other_algorithm_fails_the_check(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    cli = _cli(capsys, home)
+    rc, out, _ = cli("grant", *GRANT, "--json")
+    assert rc == 0 and out["receipt"]["payload"]["alg"] == "Ed25519"
+    swapped = tmp_path / "t6.json"
+    receipt = out["receipt"]
+    swapped.write_text(json.dumps({**receipt, "payload": {**receipt["payload"], "alg": "SM2-SM3"}}))
+    # a home without an SM2 key: still a failed check (exit 1), not a missing key (exit 2)
+    rc, out, err = cli("verify-receipt", str(swapped), "--json")
+    assert rc == 1 and out["valid"] is False and out["reason"] == "RECEIPT_KEY_MISMATCH"
+    assert "the receipt says alg SM2-SM3 but its key_id names an Ed25519 key" in _one_line(err)
+    # the same once the home also holds an SM2 key
+    load_or_create_sm2_signing_key(home / "keys" / "receipt-sm2.pem")
+    rc, _, err = cli("verify-receipt", str(swapped))
+    assert rc == 1 and "the receipt says alg SM2-SM3 but its key_id names an Ed25519 key" in _one_line(err)
+    # a key_id that names none of the home's keys
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(
+        json.dumps({**receipt, "key_id": "0" * 16, "payload": {**receipt["payload"], "key_id": "0" * 16}})
+    )
+    rc, out, err = cli("verify-receipt", str(unknown), "--json")
+    assert rc == 1 and out["reason"] == "RECEIPT_KEY_MISMATCH"
+    assert f"no receipt key has the id {'0' * 16}" in _one_line(err)
+    # no receipt key at all and no --key: a usage error
+    rc, _, err = _cli(capsys, tmp_path / "empty")("verify-receipt", str(swapped))
+    assert rc == 2 and "pass --key" in _one_line(err)
+
+
+def test_key_of_another_type_is_named_as_such(
+    receipts: tuple[dict[str, Any], dict[str, Any]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    grant = receipts[0]
+    ed = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(
+        ReceiptKeyMismatch, match="the receipt says alg SM2-SM3 but the key is an Ed25519 key"
+    ):
+        verify_receipt(grant, ed)
+    sm2 = Sm2PrivateKey.generate().public_key()
+    ed_signer = ReceiptSigner(Ed25519PrivateKey.generate())
+    ed_grant = ed_signer.sign_payload({**grant["payload"], "alg": "Ed25519", "key_id": ed_signer.key_id})
+    with pytest.raises(ReceiptKeyMismatch, match="the receipt says alg Ed25519 but the key is an SM2 key"):
+        verify_receipt(ed_grant, sm2)
+    receipt_file, key_file = tmp_path / "r.json", tmp_path / "ed.pem"
+    receipt_file.write_text(json.dumps(grant))
+    key_file.write_text(public_key_pem(ed))
+    rc, _, err = _cli(capsys, tmp_path / "home")("verify-receipt", str(receipt_file), "--key", str(key_file))
+    assert rc == 1 and "but the key is an Ed25519 key" in _one_line(err)
+    assert "canonical base64" not in err
+
+
+def test_gm_home_stays_gm_and_receipt_key_prints_every_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    cli = _cli(capsys, home)
+    rc, out, _ = cli("grant", *GRANT, "--suite", "gm", "--json")
+    assert rc == 0
+    cid = out["consent"]["consent_id"]
+    for verb, args in (("grant", GRANT), ("revoke", [cid]), ("receipt-key", [])):
+        rc, out, err = cli(verb, *args, "--suite", "default")
+        assert rc == 2 and out is None and "--suite default is refused" in _one_line(err)
+    assert not (home / "keys" / "receipt-ed25519.pem").exists()
+    rc, out, _ = cli("list", "--json")
+    assert out["count"] == 1 and out["consents"][0]["status"] == "granted"
+
+    # a home that holds both keys (an Ed25519 one from before it became gm): every key is printed,
+    # and every receipt it issued verifies from that output alone
+    home = tmp_path / "both"
+    cli = _cli(capsys, home)
+    rc, out, _ = cli("grant", *GRANT, "--json")
+    ed_receipt = Path(out["receipt_file"])
+    rc, out, _ = cli("grant", *GRANT, "--suite", "gm", "--json")
+    sm2_receipt = Path(out["receipt_file"])
+    rc, out, _ = cli("receipt-key", "--json")
+    assert rc == 0 and out["alg"] == "SM2-SM3"  # the signing key first
+    assert [k["alg"] for k in out["keys"]] == ["SM2-SM3", "Ed25519"]
+    ids = [k["key_id"] for k in out["keys"]]
+    assert ids == [
+        json.loads(sm2_receipt.read_text())["key_id"],
+        json.loads(ed_receipt.read_text())["key_id"],
+    ]
+    rc, text, _ = cli("receipt-key")
+    assert rc == 0 and f"# alg SM2-SM3 key_id {ids[0]}" in text and f"# alg Ed25519 key_id {ids[1]}" in text
+    assert text.count("-----BEGIN PUBLIC KEY-----") == 2
+    keys = tmp_path / "keys.pem"
+    keys.write_text(text)
+    for receipt in (ed_receipt, sm2_receipt):
+        rc, out, err = _cli(capsys, tmp_path / "elsewhere")(
+            "verify-receipt", str(receipt), "--key", str(keys)
+        )
+        assert rc == 0, err
+        rc, out, err = cli("verify-receipt", str(receipt), "--json")
+        assert rc == 0 and out["valid"], err

@@ -57,3 +57,32 @@ def test_gm_gateway_end_to_end(
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True and report["suite"] == "gm"
     assert report["entries"] == 2  # the grant and the query
+
+
+def test_a_default_gateway_on_a_gm_home_signs_receipts_with_sm2(
+    dev_home: DevHome, subjects: Subjects, tmp_path: Path
+) -> None:
+    """A home that holds an SM2 receipt key (made by dsgw consent --suite gm) stays gm: the
+    gateway's receipts follow it even with audit.suite = "default"."""
+    from gateway.client import GatewayClient
+    from gateway.consent.receipts import load_or_create_sm2_signing_key
+
+    home = tmp_path / "gm-receipts-home"
+    config = load_config(write_gateway_config(dev_home, home))
+    assert config.audit.suite == "default"
+    load_or_create_sm2_signing_key(home / "keys" / "receipt-sm2.pem", create=True)
+    with BackgroundGateway(config) as gw:
+        ca, cert, key = dev_home.agency_credentials("hrss")
+        with GatewayClient(f"127.0.0.1:{gw.port}", ca=ca, cert=cert, key=key) as client:
+            _consent, receipt = client.grant_consent(
+                subjects.graduates[1][0],
+                [("education", "graduation", [])],
+                ["graduate_employment"],
+                valid_days=30,
+                channel="app",
+                evidence_ref="APP-GM-HOME",
+                notice_version="v1",
+            )
+    assert receipt is not None and receipt["payload"]["alg"] == "SM2-SM3"
+    verify_receipt(receipt, load_public_key(home / "keys" / "receipt-sm2.pem"))
+    assert not (home / "keys" / "receipt-ed25519.pem").exists()

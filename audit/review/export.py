@@ -40,8 +40,11 @@ signed as a C2SP signed note (:func:`audit.checkpoint.sign_note`) and ``signatur
 note's signature lines. So any signed-note verifier checks a bundle: rebuild the note as
 ``JCS(bundle - signatures) + "\\n" + "\\n" + line + "\\n" ...``.
 
-What a verification proves, and what it does not:
+What a verification proves, and what it does not (checked in this order):
 
+* the bundle is well formed: every member present and of its type, base64 canonical, indices
+  ascending and within JSON's safe integers, a known suite (:class:`BundleFormatError`, naming
+  the member by its path, e.g. ``logs[0].entries[3].index``), before anything is verified;
 * the bundle signature verifies under a trusted key (:class:`BundleSignatureError`);
 * each checkpoint is well formed and signed by a trusted key, which is the key the section names
   in ``vkey`` (:class:`BundleCheckpointError`);
@@ -63,6 +66,7 @@ import base64
 import binascii
 import hmac
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -313,6 +317,7 @@ class VerifiedExport:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "ok": True,
             "verified": True,
             "signed_by": list(self.signed_by),
             "created": self.created,
@@ -324,23 +329,48 @@ class VerifiedExport:
         }
 
 
-def _need(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: dict[str, Any]) -> Any:
-    value = data.get(key)
+MAX_JSON_INTEGER = 2**53 - 1
+"""The largest integer JSON carries exactly (RFC 8785 refuses larger ones)."""
+
+_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def _need(data: Mapping[str, Any], key: str, kind: type, where: dict[str, Any], path: str = "") -> Any:
+    """``data[key]`` if it is of ``kind``; else a :class:`BundleFormatError` naming the member
+    (``path`` is where ``data`` is in the bundle, e.g. ``logs[0].entries[2]``)."""
+    name = f"{path}.{key}" if path else key
+    if key not in data:
+        raise BundleFormatError(f"member {name!r} is missing", **where)
+    value = data[key]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise BundleFormatError(f"member {key!r} is missing or of the wrong type", **where)
+        raise BundleFormatError(f"member {name!r} is not {_KIND_NAMES[kind]}", **where)
     return value
 
 
-def _b64d(text: Any, what: str, where: dict[str, Any]) -> bytes:
+def _b64d(text: Any, name: str, where: dict[str, Any]) -> bytes:
     if not isinstance(text, str):
-        raise BundleFormatError(f"{what} is not a base64 string", **where)
+        raise BundleFormatError(f"member {name!r} is not a base64 string", **where)
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
-        raise BundleFormatError(f"{what} is not valid base64", **where) from None
+        raise BundleFormatError(f"member {name!r} is not valid base64", **where) from None
     if _b64(raw) != text:
-        raise BundleFormatError(f"{what} is not canonical base64", **where)
+        raise BundleFormatError(f"member {name!r} is not canonical base64", **where)
     return raw
+
+
+def _check_numbers(value: Any, path: str) -> None:
+    """A :class:`BundleFormatError` naming the first number canonical JSON cannot carry."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_numbers(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_numbers(item, f"{path}[{i}]")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_JSON_INTEGER:
+        raise BundleFormatError(f"member {path!r} is an integer beyond JSON's safe range (2^53 - 1)")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise BundleFormatError(f"member {path!r} is not a finite number")
 
 
 def _verifiers(trusted: Sequence[str | Verifier]) -> list[Verifier]:
@@ -368,8 +398,8 @@ def _check_signature(bundle: Mapping[str, Any], verifiers: Sequence[Verifier]) -
     unsigned = {key: value for key, value in bundle.items() if key != "signatures"}
     try:
         text = canonical_json(unsigned) + b"\n"
-    except ValueError as exc:
-        raise BundleFormatError(str(exc)) from None
+    except ValueError:
+        raise BundleFormatError("the bundle cannot be serialised as canonical JSON (RFC 8785)") from None
     note = text + b"\n" + "".join(line + "\n" for line in lines).encode("utf-8")
     try:
         _, names = verify_note(note, verifiers)
@@ -378,149 +408,195 @@ def _check_signature(bundle: Mapping[str, Any], verifiers: Sequence[Verifier]) -
     return tuple(names)
 
 
-def _suite(name: Any, where: dict[str, Any]) -> Suite:
-    if not isinstance(name, str):
-        raise BundleFormatError("member 'suite' is missing or of the wrong type", **where)
+def _suite(section: Mapping[str, Any], where: dict[str, Any], path: str) -> Suite:
+    name = _need(section, "suite", str, where, path)
     try:
         return get_suite(name)
     except UnsupportedSuite:
         raise BundleFormatError(f"unknown algorithm suite {name!r}", **where) from None
 
 
-def _keys(section: Mapping[str, Any], where: dict[str, Any]) -> dict[bytes, KeyRecord]:
+def _keys(section: Mapping[str, Any], where: dict[str, Any], path: str) -> dict[bytes, KeyRecord]:
     raw = section.get("keys", [])
     if not isinstance(raw, list):
-        raise BundleFormatError("member 'keys' is not a list", **where)
+        raise BundleFormatError(f"member '{path}.keys' is not a list", **where)
     out: dict[bytes, KeyRecord] = {}
-    for item in raw:
+    for i, item in enumerate(raw):
+        at = f"{path}.keys[{i}]"
         if not isinstance(item, dict):
-            raise BundleFormatError("a key record is not an object", **where)
+            raise BundleFormatError(f"member {at!r} is not an object", **where)
         try:
-            key_id = bytes.fromhex(_need(item, "key_id", str, where))
-            record = KeyRecord(key_id, _need(item, "period", str, where), "", WrappedKey.from_json(item))
+            key_id = bytes.fromhex(_need(item, "key_id", str, where, at))
+            record = KeyRecord(key_id, _need(item, "period", str, where, at), "", WrappedKey.from_json(item))
         except (ValueError, AuditError) as exc:
             if isinstance(exc, BundleFormatError):
                 raise
-            raise BundleFormatError("a key record is malformed", **where) from None
+            raise BundleFormatError(f"member {at!r} is not a valid key record", **where) from None
         if len(key_id) != 8 or key_id in out:
-            raise BundleFormatError("a key record has a bad or duplicate key id", **where)
+            raise BundleFormatError(f"member {at!r} has a bad or duplicate key id", **where)
         out[key_id] = record
     return out
 
 
-def _check_content(
-    item: Mapping[str, Any],
-    *,
-    sealed: bytes,
-    index: int,
-    section: Mapping[str, Any],
-    suite: Suite,
-    keys: Mapping[bytes, KeyRecord],
-    auditor: KeyProvider | None,
-    where: dict[str, Any],
-) -> tuple[LocatedEntry, bool]:
-    payload = _b64d(item.get("payload"), "payload", where)
-    shown = item.get("entry")
-    if not isinstance(shown, dict):
-        raise BundleFormatError("a decrypted entry lacks its 'entry' object", **where)
+@dataclass(frozen=True)
+class _Item:
+    """An entry of a section, well formed (not yet verified)."""
+
+    index: int
+    sealed: bytes
+    leaf_hash: bytes
+    proof: tuple[bytes, ...]
+    payload: bytes | None  # with ``shown``, only for a decrypted entry
+    shown: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A log's section, well formed (not yet verified)."""
+
+    origin: str
+    log_id: str
+    suite: Suite
+    vkey: Verifier
+    checkpoint: bytes
+    keys: dict[bytes, KeyRecord]
+    items: tuple[_Item, ...]
+
+
+def _parse_item(item: Any, origin: str, path: str) -> _Item:
+    if not isinstance(item, dict):
+        raise BundleFormatError(f"member {path!r} is not an object", origin=origin)
+    index = _need(item, "index", int, {"origin": origin}, path)
+    if not 0 <= index <= MAX_JSON_INTEGER:
+        raise BundleFormatError(f"member '{path}.index' is out of range (0 to 2^53 - 1)", origin=origin)
+    at = {"origin": origin, "index": index}
+    sealed = _b64d(item.get("sealed"), f"{path}.sealed", at)
+    claimed = _b64d(item.get("leaf_hash"), f"{path}.leaf_hash", at)
+    proof = tuple(
+        _b64d(p, f"{path}.proof[{k}]", at) for k, p in enumerate(_need(item, "proof", list, at, path))
+    )
+    payload, shown = None, None
+    if "payload" in item or "entry" in item:
+        payload = _b64d(item.get("payload"), f"{path}.payload", at)
+        shown = _need(item, "entry", dict, at, path)
+    return _Item(index, sealed, claimed, proof, payload, shown)
+
+
+def _parse_section(section: Any, path: str) -> _Section:
+    if not isinstance(section, dict):
+        raise BundleFormatError(f"member {path!r} is not an object")
+    origin = _need(section, "origin", str, {}, path)
+    where: dict[str, Any] = {"origin": origin}
+    suite = _suite(section, where, path)
+    log_id = _need(section, "log_id", str, where, path)
     try:
-        entry = decode(payload)
+        vkey = Verifier.from_vkey(_need(section, "vkey", str, where, path))
+    except KeyFormatError:
+        raise BundleFormatError(f"member '{path}.vkey' is not a verifier key", **where) from None
+    checkpoint = _need(section, "checkpoint", str, where, path).encode("utf-8")
+    keys = _keys(section, where, path)
+    items: list[_Item] = []
+    for j, raw in enumerate(_need(section, "entries", list, where, path)):
+        item = _parse_item(raw, origin, f"{path}.entries[{j}]")
+        if items and item.index <= items[-1].index:
+            order = "entries are not in ascending index order, each once"
+            raise BundleFormatError(order, origin=origin, index=item.index)
+        items.append(item)
+    return _Section(origin, log_id, suite, vkey, checkpoint, keys, tuple(items))
+
+
+def _well_formed(data: Mapping[str, Any]) -> tuple[str, str, list[_Section]]:
+    """The bundle's ``created``, ``note`` and parsed sections; :class:`BundleFormatError` naming
+    the first member that is missing, of the wrong type, not base64, out of order or unknown."""
+    if data.get("format") != FORMAT:
+        raise BundleFormatError(f"not a {FORMAT} bundle")
+    unknown = set(data) - {"format", "created", "note", "logs", "signatures"}
+    if unknown:
+        raise BundleFormatError(f"unknown member(s) {', '.join(sorted(unknown))}")
+    created = _need(data, "created", str, {})
+    note = data.get("note", "")
+    if not isinstance(note, str):
+        raise BundleFormatError("member 'note' is not a string")
+    raw = _need(data, "logs", list, {})
+    sections = [_parse_section(section, f"logs[{i}]") for i, section in enumerate(raw)]
+    origins = [section.origin for section in sections]
+    if len(set(origins)) != len(origins):
+        raise BundleFormatError("a log appears twice in the bundle")
+    _check_numbers({k: v for k, v in data.items() if k != "signatures"}, "")
+    return created, note, sections
+
+
+def _check_content(item: _Item, section: _Section, auditor: KeyProvider | None) -> tuple[LocatedEntry, bool]:
+    assert item.payload is not None and item.shown is not None
+    where: dict[str, Any] = {"origin": section.origin, "index": item.index}
+    try:
+        entry = decode(item.payload)
     except InvalidEntry:
         raise EntryContentError("the decrypted payload is not a valid audit entry", **where) from None
-    if entry.model_dump(mode="json") != shown:
+    if entry.model_dump(mode="json") != item.shown:
         raise EntryContentError("the entry shown differs from its decrypted payload", **where)
     checked = False
     if auditor is not None:
-        log_id = _need(section, "log_id", str, where)
         try:
-            key_id = parse_header(sealed, index=index).key_id
+            key_id = parse_header(item.sealed, index=item.index).key_id
         except SealError:
             raise EntryContentError("the sealed bytes are not a sealed entry", **where) from None
-        record = keys.get(key_id)
+        record = section.keys.get(key_id)
         if record is None:
             raise EntryContentError(f"the bundle lacks the data key {key_id.hex()} of this entry", **where)
         try:
-            dek = auditor.unwrap(record.wrapped, dek_context(log_id, key_id, record.period))
+            dek = auditor.unwrap(record.wrapped, dek_context(section.log_id, key_id, record.period))
         except KeyProviderError as exc:
             raise EntryContentError(f"the data key {key_id.hex()} does not unwrap ({exc})", **where) from None
         if key_id_for(dek) != key_id:
             raise EntryContentError(f"the data key record {key_id.hex()} unwraps to another key", **where)
         try:
-            opened = open_sealed(sealed, keyring_or_dek=dek, log_id=log_id, index=index, suite=suite)
+            opened = open_sealed(
+                item.sealed, keyring_or_dek=dek, log_id=section.log_id, index=item.index, suite=section.suite
+            )
         except SealError as exc:
             raise EntryContentError(f"the sealed bytes do not open ({exc.reason})", **where) from None
-        if not hmac.compare_digest(opened, payload):
+        if not hmac.compare_digest(opened, item.payload):
             raise EntryContentError("the decrypted payload is not what the sealed entry contains", **where)
         checked = True
-    return LocatedEntry(section["origin"], index, entry), checked
+    return LocatedEntry(section.origin, item.index, entry), checked
 
 
 def _verify_section(
-    section: Any, verifiers: Sequence[Verifier], auditor: KeyProvider | None
+    section: _Section, verifiers: Sequence[Verifier], auditor: KeyProvider | None
 ) -> tuple[VerifiedLog, list[LocatedEntry]]:
-    if not isinstance(section, dict):
-        raise BundleFormatError("a log section is not an object")
-    origin = _need(section, "origin", str, {})
-    where: dict[str, Any] = {"origin": origin}
-    suite = _suite(section.get("suite"), where)
-    _need(section, "log_id", str, where)
-    vkey = _need(section, "vkey", str, where)
-    try:
-        own = Verifier.from_vkey(vkey)
-    except KeyFormatError:
-        raise BundleFormatError("member 'vkey' is not a verifier key", **where) from None
+    where: dict[str, Any] = {"origin": section.origin}
+    own, suite = section.vkey, section.suite
     if own not in verifiers:
         raise BundleCheckpointError(f"the log's key {own.name}+{own.key_id:08x} is not trusted", **where)
-    note = _need(section, "checkpoint", str, where).encode("utf-8")
     try:
-        checkpoint, signed_by = open_note(note, verifiers, hash_size=suite.digest_size)
+        checkpoint, signed_by = open_note(section.checkpoint, verifiers, hash_size=suite.digest_size)
     except (VerificationError, KeyFormatError) as exc:
         raise BundleCheckpointError(f"the checkpoint does not verify ({exc})", **where) from None
     if own.name not in signed_by:
         raise BundleCheckpointError(f"the checkpoint is not signed by the log's key {own.name}", **where)
-    if checkpoint.origin != origin:
+    if checkpoint.origin != section.origin:
         raise BundleCheckpointError(f"the checkpoint is of origin {checkpoint.origin!r}", **where)
-    keys = _keys(section, where)
-    items = _need(section, "entries", list, where)
     found: list[LocatedEntry] = []
-    last = -1
     checked = 0
-    for item in items:
-        if not isinstance(item, dict):
-            raise BundleFormatError("an entry is not an object", **where)
-        index = _need(item, "index", int, where)
-        at = {"origin": origin, "index": index}
-        if index <= last:
-            raise BundleFormatError("entries are not in ascending index order, each once", **at)
-        last = index
-        sealed = _b64d(item.get("sealed"), "sealed", at)
-        claimed = _b64d(item.get("leaf_hash"), "leaf_hash", at)
-        proof_text = _need(item, "proof", list, at)
-        proof = [_b64d(p, "a proof hash", at) for p in proof_text]
-        if not hmac.compare_digest(leaf_hash(sealed, suite.hash_fn), claimed):
+    for item in section.items:
+        at: dict[str, Any] = {"origin": section.origin, "index": item.index}
+        if not hmac.compare_digest(leaf_hash(item.sealed, suite.hash_fn), item.leaf_hash):
             raise EntryInclusionError("the leaf hash is not the hash of the sealed bytes", **at)
         try:
-            verify_inclusion(index, checkpoint.size, claimed, proof, checkpoint.root_hash, suite.hash_fn)
+            size, root = checkpoint.size, checkpoint.root_hash
+            verify_inclusion(item.index, size, item.leaf_hash, list(item.proof), root, suite.hash_fn)
         except VerificationError as exc:
             raise EntryInclusionError(str(exc), **at) from None
-        if "payload" in item or "entry" in item:
-            located, ok = _check_content(
-                item,
-                sealed=sealed,
-                index=index,
-                section=section,
-                suite=suite,
-                keys=keys,
-                auditor=auditor,
-                where=at,
-            )
+        if item.payload is not None:
+            located, ok = _check_content(item, section, auditor)
             found.append(located)
             checked += ok
     verified = VerifiedLog(
-        origin=origin,
+        origin=section.origin,
         tree_size=checkpoint.size,
         root_hash=checkpoint.root_hash,
-        entries=len(items),
+        entries=len(section.items),
         decrypted=len(found),
         content_checked=checked,
     )
@@ -537,24 +613,14 @@ def verify_export(
     :class:`~audit.checkpoint.Verifier`). With ``auditor`` (a key provider holding the auditor
     private key) decrypted entries are also opened from their sealed bytes and compared.
 
+    The checks run in the order docs/audit-review.md lists them: well-formedness (every member,
+    before anything is verified), the bundle signature, then each log's checkpoint and entries.
     Fails closed: raises an :class:`ExportError` subclass at the first problem; a
     :class:`~audit.errors.KeyFormatError` for a malformed trusted key."""
     verifiers = _verifiers(trusted_vkeys)
     data = load_bundle(bundle) if isinstance(bundle, bytes | str) else dict(bundle)
-    if data.get("format") != FORMAT:
-        raise BundleFormatError(f"not a {FORMAT} bundle")
+    created, note, sections = _well_formed(data)
     signed_by = _check_signature(data, verifiers)
-    created = _need(data, "created", str, {})
-    note = data.get("note", "")
-    if not isinstance(note, str):
-        raise BundleFormatError("member 'note' is not a string")
-    unknown = set(data) - {"format", "created", "note", "logs", "signatures"}
-    if unknown:
-        raise BundleFormatError(f"unknown member(s) {', '.join(sorted(unknown))}")
-    sections = _need(data, "logs", list, {})
-    origins = [s.get("origin") if isinstance(s, dict) else None for s in sections]
-    if len(set(origins)) != len(origins):
-        raise BundleFormatError("a log appears twice in the bundle")
     logs: list[VerifiedLog] = []
     entries: list[LocatedEntry] = []
     for section in sections:

@@ -85,9 +85,14 @@ class ReviewError(AuditError):
 class LogCorrupted(VerificationError):
     """What the review read from a log does not hold together (a frame that is not the entry the
     index names, a sealed entry that does not open, leaves that do not lead to the signed root):
-    run ``dsgw audit verify``."""
+    run ``dsgw audit verify``. ``origin`` and ``index`` name the log and entry when known."""
 
     reason = "LOG_CORRUPTED"
+
+    def __init__(self, message: str, *, origin: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.origin = origin
+        self.index = index
 
 
 # --- criteria ---------------------------------------------------------------------------------
@@ -347,7 +352,9 @@ class LogReader:
             try:
                 fd = os.open(self.paths.segments / segment_name(first), os.O_RDONLY)
             except FileNotFoundError:
-                raise LogCorrupted(f"log {self.origin}: segment {segment_name(first)} is missing") from None
+                raise LogCorrupted(
+                    f"log {self.origin}: segment {segment_name(first)} is missing", origin=self.origin
+                ) from None
             self._fds[first] = fd
         return fd
 
@@ -360,12 +367,18 @@ class LogReader:
         fd = self._fd(first)
         head = os.pread(fd, FRAME_HEAD.size, offset)
         if len(head) != FRAME_HEAD.size:
-            raise LogCorrupted(f"log {self.origin} entry {idx}: its frame is cut short")
+            raise LogCorrupted(
+                f"log {self.origin} entry {idx}: its frame is cut short", origin=self.origin, index=idx
+            )
         length, _ = FRAME_HEAD.unpack(head)
         frame = os.pread(fd, length + FRAME_OVERHEAD, offset)
         parsed = parse_frames(frame, 0, idx)
         if parsed.bad is not None or parsed.indices != [idx]:
-            raise LogCorrupted(f"log {self.origin} entry {idx}: its frame is damaged or is another entry's")
+            raise LogCorrupted(
+                f"log {self.origin} entry {idx}: its frame is damaged or is another entry's",
+                origin=self.origin,
+                index=idx,
+            )
         return split_record(parsed.records[0])[1]
 
     def payload(self, idx: int, sealed: bytes | None = None) -> bytes:
@@ -380,7 +393,7 @@ class LogReader:
         except KeyShredded:
             raise
         except SealError as exc:
-            raise LogCorrupted(f"log {self.origin}: {exc}") from None
+            raise LogCorrupted(f"log {self.origin}: {exc}", origin=self.origin, index=idx) from None
         except KeyProviderError as exc:
             raise ReviewError(f"log {self.origin} entry {idx}: cannot unwrap its data key ({exc})") from None
 
@@ -412,10 +425,12 @@ class LogReader:
                 checkpoint, _ = open_note(note, [self.meta.verifier], hash_size=self.suite.digest_size)
             except VerificationError as exc:
                 raise LogCorrupted(
-                    f"log {self.origin}: its latest checkpoint does not verify ({exc})"
+                    f"log {self.origin}: its latest checkpoint does not verify ({exc})", origin=self.origin
                 ) from None
             if checkpoint.origin != self.origin:
-                raise LogCorrupted(f"log {self.origin}: its latest checkpoint is of another log")
+                raise LogCorrupted(
+                    f"log {self.origin}: its latest checkpoint is of another log", origin=self.origin
+                )
             self._checkpoint = (note, checkpoint)
         return self._checkpoint
 
@@ -425,7 +440,7 @@ class LogReader:
         try:
             return LogFiles(self.directory).prover(size)
         except ReadError as exc:
-            raise LogCorrupted(f"log {self.origin}: {exc}") from None
+            raise LogCorrupted(f"log {self.origin}: {exc}", origin=self.origin) from None
 
     def key_record(self, key_id: bytes) -> KeyRecord:
         for record in self.keyring.records():
@@ -449,7 +464,9 @@ class LogReader:
             )
         prover = self._prover(checkpoint.size)
         if prover.root() != checkpoint.root_hash:
-            raise LogCorrupted(f"log {self.origin}: its leaves do not lead to its checkpoint's root")
+            raise LogCorrupted(
+                f"log {self.origin}: its leaves do not lead to its checkpoint's root", origin=self.origin
+            )
         hash_fn = self.suite.hash_fn
         entries = []
         keys: dict[bytes, KeyRecord] = {}
@@ -461,7 +478,9 @@ class LogReader:
                 verify_inclusion(idx, checkpoint.size, leaf, proof, checkpoint.root_hash, hash_fn)
             except InclusionProofError:
                 raise LogCorrupted(
-                    f"log {self.origin} entry {idx}: its sealed bytes do not lead to its checkpoint's root"
+                    f"log {self.origin} entry {idx}: its sealed bytes do not lead to its checkpoint's root",
+                    origin=self.origin,
+                    index=idx,
                 ) from None
             payload = None
             if decrypt:

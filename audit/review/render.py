@@ -7,11 +7,12 @@ stay aligned in a terminal. Subject identifiers are masked unless ``full_ids`` i
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from audit.entry import Access, ConsentChange
-from audit.review import LocatedEntry
+from audit.review import EntryRef, LocatedEntry
 from audit.review.export import VerifiedExport
 from audit.review.report import Report
 from audit.review.subject_report import Language, SubjectReport, mask_identifier
@@ -22,6 +23,7 @@ __all__ = [
     "render_report",
     "render_subject_report",
     "render_verified_export",
+    "short_log_names",
     "table",
     "text_width",
 ]
@@ -103,9 +105,48 @@ def render_entries(
     return f"{body}\n{len(items)} entr{'y' if len(items) == 1 else 'ies'}"
 
 
-def _refs(refs: Sequence[object], limit: int = 5) -> str:
-    shown = ", ".join(str(r) for r in refs[:limit])
-    return shown + (f" (+{len(refs) - limit} more)" if len(refs) > limit else "")
+def short_log_names(origins: Iterable[str]) -> dict[str, str]:
+    """A short name for each log origin: its node (``dsgw.audit/<node>/<uuid>``) when no other of
+    ``origins`` has the same, else the whole origin."""
+    unique = sorted(set(origins))
+    node = {}
+    for origin in unique:
+        parts = origin.split("/")
+        node[origin] = parts[1] if len(parts) >= 3 and parts[1] else origin
+    counts = Counter(node.values())
+    return {origin: node[origin] if counts[node[origin]] == 1 else origin for origin in unique}
+
+
+def _runs(indices: Iterable[int]) -> list[tuple[int, int]]:
+    """Consecutive indices as (first, last) runs, ascending."""
+    runs: list[tuple[int, int]] = []
+    for index in sorted(set(indices)):
+        if runs and index == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
+
+
+def _refs(refs: Sequence[EntryRef], names: Mapping[str, str], limit: int = 5) -> str:
+    """The entries compactly, e.g. ``gw1 #0-#4, #17; gw2 #3 (+203 more)``: each log once (by its
+    short name), consecutive indices as ranges, at most ``limit`` runs (the full list is in --json)."""
+    by_log: dict[str, list[int]] = {}
+    for ref in refs:
+        by_log.setdefault(ref.origin, []).append(ref.index)
+    parts = []
+    room = limit
+    shown = 0
+    for origin, indices in by_log.items():
+        runs = _runs(indices)[:room]
+        if not runs:
+            break
+        room -= len(runs)
+        shown += sum(last - first + 1 for first, last in runs)
+        text = ", ".join(f"#{a}" if a == b else f"#{a}-#{b}" for a, b in runs)
+        parts.append(f"{names.get(origin, origin)} {text}")
+    rest = len(set(refs)) - shown
+    return "; ".join(parts) + (f" (+{rest} more)" if rest else "")
 
 
 def _period(report: Report) -> str:
@@ -163,6 +204,7 @@ def render_report(report: Report) -> str:
         parts.append("(none)")
     parts.append(f"\nAnomalies ({len(report.anomalies)})")
     if report.anomalies:
+        names = short_log_names(ref.origin for a in report.anomalies for ref in a.refs)
         parts.append(
             table(
                 ["day", "rule", "caller", "operator", "count", "finding", "entries"],
@@ -174,13 +216,16 @@ def render_report(report: Report) -> str:
                         a.operator or "-",
                         a.count,
                         a.message,
-                        _refs(a.refs),
+                        _refs(a.refs, names),
                     ]
                     for a in report.anomalies
                 ),
                 right=(4,),
             )
         )
+        legend = [f"{short} = {origin}" for origin, short in names.items() if short != origin]
+        if legend:
+            parts.append(f"logs: {', '.join(legend)}")
     else:
         parts.append("(none)")
     return "\n".join(parts)

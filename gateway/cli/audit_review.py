@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapters.agencies import Agency
@@ -25,6 +25,9 @@ from audit.errors import AuditError, KeyFormatError, VerificationError
 from gateway.cli import add_json_flag, emit, positive_int
 from gateway.errors import CheckFailed, UsageError
 from gateway.identity import InvalidIdentifier, normalize_credit_code, normalize_resident_id
+
+if TYPE_CHECKING:
+    from audit.checkpoint import Verifier
 
 DEFAULT_TZ = "Asia/Shanghai"
 AGENCIES = [a.value for a in Agency]
@@ -225,27 +228,51 @@ def _keys(args: argparse.Namespace, *, need_auditor: bool = True) -> Any:
     from audit.layout import HomeKeys
     from audit.review.query import AuditorKeys
 
-    home = HomeKeys(args.home) if args.home else None
+    home = None
+    if args.home is not None:
+        if not args.home.is_dir():
+            raise UsageError(f"--home {args.home}: no such directory")
+        home = HomeKeys(args.home)
     auditor_path = args.auditor_key or (home.auditor_key if home and home.auditor_key.exists() else None)
     blind_paths = list(args.blind_key)
     if not blind_paths and home is not None and home.blind_index_key.exists():
         blind_paths.append(home.blind_index_key)
     if auditor_path is None and (need_auditor or not blind_paths):
+        if home is not None:
+            raise UsageError(
+                f"--home {args.home}: no auditor key ({home.auditor_key} does not exist): "
+                "give --auditor-key FILE"
+            )
         raise UsageError("reading the audit log needs the auditor key: give --auditor-key FILE or --home DIR")
     provider = FileKeyProvider.from_private_key_file(auditor_path) if auditor_path else None
     blind = tuple(load_blind_index_key(p) for p in blind_paths)
     return AuditorKeys(provider=provider, blind_keys=blind)
 
 
+def _check_failed(args: argparse.Namespace, exc: VerificationError) -> CheckFailed:
+    """A failed check (exit 1), named by its code: with --json, ``{"ok": false, "problem": {code,
+    message, log, entry}}`` on stdout (as ``dsgw audit verify --json``); the one stderr line
+    carries the code too."""
+    if getattr(args, "json", False):
+        problem = {
+            "code": exc.reason,
+            "message": str(exc),
+            "log": getattr(exc, "origin", None),
+            "entry": getattr(exc, "index", None),
+        }
+        emit(args, {"ok": False, "problem": problem})
+    return CheckFailed(f"{exc.reason}: {exc}")
+
+
 @contextlib.contextmanager
-def _failures() -> Iterator[None]:
+def _failures(args: argparse.Namespace) -> Iterator[None]:
     """Map the audit package's errors to the CLI's: a failed check exits 1, the rest 2."""
     from pydantic import ValidationError
 
     try:
         yield
     except VerificationError as exc:
-        raise CheckFailed(str(exc)) from None
+        raise _check_failed(args, exc) from None
     except (AuditError, ValueError, ValidationError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(message) from None
@@ -279,7 +306,7 @@ def _warn_lagging(result: Any) -> None:
 def _search(args: argparse.Namespace) -> int:
     from audit.review.render import render_entries
 
-    with _failures():
+    with _failures(args):
         criteria = _criteria(args)
         if criteria.is_empty:
             raise UsageError("give at least one criterion (--subject, --caller, --since, ...)")
@@ -349,7 +376,7 @@ def _report(args: argparse.Namespace) -> int:
     from audit.review.render import render_report
     from audit.review.report import build_report
 
-    with _failures():
+    with _failures(args):
         config = _report_config(args)
         zone = config.zone
         if args.since and args.until and args.until < args.since:
@@ -375,7 +402,7 @@ def _subject_report(args: argparse.Namespace) -> int:
     from audit.review.render import render_subject_report
     from audit.review.subject_report import subject_report
 
-    with _failures():
+    with _failures(args):
         _zone(args.timezone)
         subject = _subject(args.subject_id, employer=args.employer)
         languages: tuple[Any, ...] = ("en", "zh") if args.lang == "both" else (args.lang,)
@@ -421,7 +448,7 @@ def _signer(args: argparse.Namespace, logs: Any, refs: list[Any]) -> Any:
 def _export(args: argparse.Namespace) -> int:
     from audit.review.export import dump_bundle
 
-    with _failures():
+    with _failures(args):
         refs = [_parse_ref(text) for text in args.entry]
         criteria = _criteria(args)
         with _open_logs(args) as logs:
@@ -451,16 +478,37 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trust_file(path: Path) -> list[Verifier]:
+    """The verifier keys in ``path``, one a line; blank lines and ``#`` comments are skipped, and
+    a bad line is named ``FILE:LINE``."""
+    from audit.checkpoint import Verifier
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file of verifier keys") from None
+    keys = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            keys.append(Verifier.from_vkey(text))
+        except KeyFormatError as exc:
+            raise UsageError(f"{path}:{number}: {exc}") from None
+    return keys
+
+
 def _verify_export(args: argparse.Namespace) -> int:
     from audit.keys import FileKeyProvider
     from audit.layout import LogMeta
     from audit.review.export import load_bundle, verify_export
     from audit.review.render import render_verified_export
 
-    with _failures():
-        trusted: list[str] = list(args.trust)
+    with _failures(args):
+        trusted: list[str | Verifier] = list(args.trust)
         for path in args.trust_file:
-            trusted += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            trusted += _trust_file(path)
         trusted += [LogMeta.load(directory).vkey for directory in args.log]
         if not trusted:
             raise UsageError("name the keys you trust: --trust VKEY, --trust-file FILE or --log DIR")

@@ -458,3 +458,140 @@ def test_a_missing_index_points_to_reindex(
     assert "opening the log for writing" not in result[2]
     assert run(capsys, "reindex", "--log", str(copy))[0] == 0
     assert run_json(capsys, "search", "--log", str(copy), *keys, "--subject", PERSON)["count"] == 2
+
+
+# --- failed checks: one JSON problem on stdout, the code on the one stderr line ----------------
+
+
+def assert_check_failed(result: tuple[int, str, str], code: str, *, json_out: bool = True) -> dict[str, Any]:
+    status, out, err = result
+    assert status == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith(f"dsgw: {code}: ")
+    if not json_out:
+        assert out == ""
+        return {}
+    data = json.loads(out)
+    assert data["ok"] is False and data["problem"]["code"] == code
+    assert lines[0] == f"dsgw: {code}: {data['problem']['message']}"
+    problem: dict[str, Any] = data["problem"]
+    return problem
+
+
+def test_verify_export_failures_in_json(
+    capsys: pytest.CaptureFixture[str], bundle: Path, logs: list[str], replicas: Replicas, tmp_path: Path
+) -> None:
+    original = json.loads(bundle.read_text())
+
+    def verify(mutate: Any, *extra: str) -> tuple[int, str, str]:
+        data = json.loads(json.dumps(original))
+        mutate(data)
+        path = tmp_path / "tampered.json"
+        path.write_text(json.dumps(data))
+        return run(capsys, "verify-export", str(path), *logs, *extra)
+
+    signature = verify(lambda d: d.update(created="2030-01-01T00:00:00Z"), "--json")
+    problem = assert_check_failed(signature, "EXPORT_SIGNATURE")
+    assert "does not verify" in problem["message"] and problem["entry"] is None
+    assert_check_failed(
+        verify(lambda d: d.update(created="2030-01-01T00:00:00Z")), "EXPORT_SIGNATURE", json_out=False
+    )
+
+    index = original["logs"][0]["entries"][0]["index"]
+
+    def reverse_proof(d: dict[str, Any]) -> None:
+        """A bad proof, re-signed by the exporter (the home's checkpoint key)."""
+        from audit.checkpoint import Signer, sign_note
+        from audit.review.export import canonical_json
+
+        d["logs"][0]["entries"][0]["proof"].reverse()
+        key = Signer.from_key_string(
+            HomeKeys(replicas.home).checkpoint_key.read_text(encoding="ascii").strip()
+        )
+        signer = Signer(replicas.a.origin, key.private_key)
+        text = canonical_json({k: v for k, v in d.items() if k != "signatures"}) + b"\n"
+        d["signatures"] = sign_note(text, [signer])[len(text) + 1 :].decode().splitlines()
+
+    problem = assert_check_failed(verify(reverse_proof, "--json"), "EXPORT_INCLUSION")
+    assert problem["entry"] == index and problem["log"] == original["logs"][0]["origin"]
+
+    # malformed content is a format error naming the member, not a signature failure
+    for mutate, member in [
+        (lambda d: d["logs"][0]["entries"][0].update(index="zero"), "'logs[0].entries[0].index'"),
+        (lambda d: d["logs"][0]["entries"][0].update(index=9007199254740993), "'logs[0].entries[0].index'"),
+        (lambda d: d["logs"][0]["entries"][0].update(sealed="%%%"), "'logs[0].entries[0].sealed'"),
+        (lambda d: d["logs"][0]["entries"][0].update(proof=None), "'logs[0].entries[0].proof'"),
+        (lambda d: d.update(logs={}), "'logs'"),
+    ]:
+        problem = assert_check_failed(verify(mutate, "--json"), "EXPORT_FORMAT")
+        assert member in problem["message"] and "safe integer domain" not in problem["message"]
+
+    (tmp_path / "garbage.json").write_text("{not json")
+    garbage = run(capsys, "verify-export", str(tmp_path / "garbage.json"), *logs, "--json")
+    assert "not valid JSON" in assert_check_failed(garbage, "EXPORT_FORMAT")["message"]
+
+
+@pytest.fixture
+def tampered_a(replicas: Replicas, tmp_path: Path) -> tuple[Path, int]:
+    """A copy of replica a with one of PERSON's entries changed in its segment."""
+    from audit.review.query import AuditorKeys, LogReader
+
+    copy = tmp_path / "gw-a"
+    shutil.copytree(replicas.a.directory, copy)
+    target = replicas.a.indices(lambda e: e.subject is not None and e.subject.id == PERSON)[1]
+    with LogReader.open(copy, AuditorKeys()) as reader:
+        _, offset = reader.index.location(target) or (0, 0)
+    path = next((copy / "segments").iterdir())
+    data = bytearray(path.read_bytes())
+    data[offset + 40] ^= 0x01
+    path.write_bytes(bytes(data))
+    return copy, target
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["search", "--subject", PERSON],
+        ["report", "--since", "2026-11-02", "--until", "2026-11-30"],
+        ["subject-report", PERSON],
+    ],
+)
+def test_review_of_a_tampered_log_fails_in_json(
+    capsys: pytest.CaptureFixture[str], keys: list[str], tampered_a: tuple[Path, int], verb: list[str]
+) -> None:
+    copy, target = tampered_a
+    argv = [verb[0], "--log", str(copy), *keys, *verb[1:]]
+    problem = assert_check_failed(run(capsys, *argv, "--json"), "LOG_CORRUPTED")
+    assert problem["entry"] == target and f"entry {target}" in problem["message"]
+    assert_check_failed(run(capsys, *argv), "LOG_CORRUPTED", json_out=False)
+
+
+# --- key and trust files ----------------------------------------------------------------------
+
+
+def test_home_without_keys_is_named(
+    capsys: pytest.CaptureFixture[str], logs: list[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nonexistent"
+    assert_usage_error(
+        run(capsys, "search", *logs, "--home", str(missing), "--subject", PERSON),
+        f"--home {missing}: no such directory",
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run(capsys, "search", *logs, "--home", str(empty), "--subject", PERSON)
+    assert_usage_error(result, f"--home {empty}: no auditor key ({empty / 'keys' / 'auditor.key'}")
+
+
+def test_trust_file_comments_and_bad_lines(
+    capsys: pytest.CaptureFixture[str], bundle: Path, replicas: Replicas, tmp_path: Path
+) -> None:
+    vkeys = [LogMeta.load(r.directory).vkey for r in (replicas.a, replicas.b)]
+    trust = tmp_path / "trusted.txt"
+    trust.write_text(f"# inspector keys\n\n  {vkeys[0]}\n   # replica b\n{vkeys[1]}\n\n")
+    assert run_json(capsys, "verify-export", str(bundle), "--trust-file", str(trust))["verified"]
+    trust.write_text(f"# inspector keys\n{vkeys[0]}\n\nnot a key\n")
+    assert_usage_error(
+        run(capsys, "verify-export", str(bundle), "--trust-file", str(trust)), f"{trust}:4: verifier key"
+    )

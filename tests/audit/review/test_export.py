@@ -6,6 +6,7 @@ import base64
 import copy
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -307,8 +308,8 @@ def test_each_tamper_is_rejected_even_when_re_signed(
     tampered = copy.deepcopy(bundle)
     tamper(tampered)
     trusted = _trusted(logs, exporter)
-    # as is, the signature no longer verifies
-    with pytest.raises(BundleSignatureError):
+    # as is, the signature no longer verifies (a malformed bundle is named as such, first)
+    with pytest.raises(BundleFormatError if error is BundleFormatError else BundleSignatureError):
         verify_export(tampered, trusted)
     # re-signed by the exporter, the specific check still fails
     with pytest.raises(error) as caught:
@@ -371,6 +372,52 @@ def test_format_and_trusted_key_errors(
         verify_export(bundle, ["not a key"])
     with pytest.raises(KeyFormatError):
         verify_export(bundle, [])
+
+
+def _first(bundle: dict[str, Any], log: int = 1) -> dict[str, Any]:
+    entry: dict[str, Any] = bundle["logs"][log]["entries"][0]
+    return entry
+
+
+E = "'logs[1].entries[0]"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda b: _first(b).update(sealed="not base64!"), f"{E}.sealed' is not valid base64"),
+        (lambda b: _first(b).update(index="zero"), f"{E}.index' is not an integer"),
+        (lambda b: _first(b).update(index=1.0), f"{E}.index' is not an integer"),
+        (lambda b: _first(b).update(index=2**53 + 1), f"{E}.index' is out of range"),
+        (lambda b: _first(b).update(index=-1), f"{E}.index' is out of range"),
+        (lambda b: _first(b).update(proof=None), f"{E}.proof' is not a list"),
+        (lambda b: _first(b).pop("leaf_hash"), f"{E}.leaf_hash' is not a base64 string"),
+        (lambda b: _first(b, 0).pop("entry"), "'logs[0].entries[0].entry' is missing"),
+        (lambda b: _first(b, 0)["entry"].update(n=2**60), "'logs[0].entries[0].entry.n' is an integer"),
+        (lambda b: b.update(logs={}), "member 'logs' is not a list"),
+        (lambda b: b["logs"][0].pop("checkpoint"), "'logs[0].checkpoint' is missing"),
+        (lambda b: b["logs"].append(7), "'logs[2]' is not an object"),
+    ],
+)
+def test_malformed_content_is_a_format_error_before_the_signature(
+    bundle: dict[str, Any], logs: tuple[FakeLog, FakeLog], exporter: Signer, tamper: Tamper, message: str
+) -> None:
+    """Well-formedness is checked first and names the member, signed or not."""
+    tampered = copy.deepcopy(bundle)
+    tamper(tampered)
+    for candidate in (tampered, resign_lenient(tampered, exporter)):
+        with pytest.raises(BundleFormatError, match=re.escape(message)) as caught:
+            verify_export(candidate, _trusted(logs, exporter))
+        assert "safe integer domain" not in str(caught.value)
+        assert caught.value.reason == "EXPORT_FORMAT"
+
+
+def resign_lenient(bundle: dict[str, Any], signer: Signer) -> dict[str, Any]:
+    """:func:`resign`, or the bundle as is when canonical JSON cannot carry it."""
+    try:
+        return resign(bundle, signer)
+    except ValueError:
+        return bundle
 
 
 def test_canonical_json() -> None:

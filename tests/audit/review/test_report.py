@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from audit.review import EntryRef
+from audit.review import EntryRef, LocatedEntry
 from audit.review.report import (
     ReportConfig,
     anomalies,
@@ -336,3 +336,34 @@ def test_report_header_names_the_days_of_the_entries() -> None:
     )
     for since, until in ((None, None), (date(2026, 11, 3), None)):
         assert "start" not in render_report(build_report(entries, since=since, until=until)).splitlines()[0]
+
+
+def _off_hours_row(entries: list[LocatedEntry]) -> tuple[str, str]:
+    from audit.review.render import render_report
+
+    text = render_report(build_report(entries, ReportConfig(rules=frozenset({"off_hours"}))))
+    return next(line for line in text.splitlines() if "off_hours" in line), text
+
+
+def test_anomaly_entries_are_shown_compactly_each_log_once() -> None:
+    """The table names each log once (by its node) and runs of indices; --json keeps every ref."""
+    a = "dsgw.audit/gw1/0c454a3b-7d4e-4a55-9a6c-1f2e3d4c5b6a"
+    b = "dsgw.audit/gw2/9f8e7d6c-0000-4000-8000-000000000000"
+    night = [access(local(2026, 11, 2, 23, i % 60)) for i in range(220)]
+    # log a: #0-#4, then (a gap) #17-#221; log b: #3-#12
+    entries = [LocatedEntry(a, i if i < 5 else i + 12, e) for i, e in enumerate(night[:210])]
+    entries += located(night[210:], b, start=3)
+    row, text = _off_hours_row(entries)
+    assert row.endswith("gw1 #0-#4, #17-#221; gw2 #3-#12")
+    assert a not in row and len(row) < 250
+    assert f"gw1 = {a}" in text and f"gw2 = {b}" in text
+    report = build_report(entries, ReportConfig(rules=frozenset({"off_hours"})))
+    assert len(report.to_json()["anomalies"][0]["entries"]) == 220
+
+    scattered = [LocatedEntry(a, 3 * i, access(local(2026, 11, 2, 23, i))) for i in range(12)]
+    row, _ = _off_hours_row(scattered)
+    assert row.endswith("gw1 #0, #3, #6, #9, #12 (+7 more)")
+    # two logs of the same node keep their whole origins
+    twin = "dsgw.audit/gw1/11111111-2222-4333-8444-555555555555"
+    row, text = _off_hours_row([*scattered[:1], LocatedEntry(twin, 0, night[0])])
+    assert row.endswith(f"{a} #0; {twin} #0") and "logs:" not in text

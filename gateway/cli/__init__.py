@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from gateway import __version__
-from gateway.errors import CheckFailed, DsgwError
+from gateway.errors import CheckFailed, DsgwError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -31,6 +33,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def check_writable_dir(path: Path, label: str) -> None:
+    """UsageError naming ``label`` (the option) and ``path`` unless ``path`` is a writable
+    directory or can be made one (its nearest existing ancestor is a writable directory).
+    Creates nothing."""
+    probe = path
+    for probe in (path, *path.absolute().parents):
+        if probe.exists():
+            break
+    if not probe.is_dir():
+        raise UsageError(f"{label} {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{label} {path}: {probe} is not writable")
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -32,7 +32,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import add_json_flag, emit, fail
+from gateway.cli import add_json_flag, check_writable_dir, emit, fail
 from gateway.consent.decision import CONSENT_REQUIRED, Basis
 from gateway.consent.errors import InvalidReceipt
 from gateway.consent.model import MAX_USE_LIMIT, CaptureChannel, PushChannel
@@ -303,19 +303,6 @@ def _check_ref(option: str, value: str, *, optional: bool = False) -> None:
         raise UsageError(f"{option}: {bound} printable characters")
 
 
-def _writable_dir(path: Path, label: str) -> None:
-    """UsageError naming ``label`` and ``path`` unless ``path`` is a writable directory or can be
-    made one (its nearest existing ancestor is a writable directory). Creates nothing."""
-    probe = path
-    for probe in (path, *path.absolute().parents):
-        if probe.exists():
-            break
-    if not probe.is_dir():
-        raise UsageError(f"{label} {path}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{label} {path}: {probe} is not writable")
-
-
 def _check_receipt_out(path: Path) -> None:
     """``--receipt-out``: a file in an existing, writable directory (nothing is created for it)."""
     parent = path.absolute().parent
@@ -336,7 +323,7 @@ def _receipt_target(args: argparse.Namespace) -> Callable[[str, str], Path]:
         _check_receipt_out(args.receipt_out)
         return lambda _cid, _action: Path(args.receipt_out)
     receipts = home_of(args) / "receipts"
-    _writable_dir(receipts, home_label(args))
+    check_writable_dir(receipts, home_label(args))
     return lambda cid, action: receipts / f"{cid}.{action}.json"
 
 
@@ -377,7 +364,7 @@ def _store(args: argparse.Namespace) -> Iterator[ConsentStore]:
     if args.store:
         store = ConsentStore(args.store, schema=args.store_schema)
     else:
-        _writable_dir(home_of(args), home_label(args))
+        check_writable_dir(home_of(args), home_label(args))
         store = ConsentStore.for_home(home_of(args))
     try:
         yield store
@@ -400,7 +387,7 @@ def _signer(args: argparse.Namespace) -> ReceiptSigner:
 def _audit_dir(args: argparse.Namespace) -> Path:
     """The audit log's directory, checked writable (or creatable); nothing is created."""
     directory = Path(args.audit_log).expanduser() if args.audit_log else home_of(args) / "audit" / "cli"
-    _writable_dir(directory, "--audit-log" if args.audit_log else home_label(args))
+    check_writable_dir(directory, "--audit-log" if args.audit_log else home_label(args))
     return directory
 
 

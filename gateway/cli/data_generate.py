@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.cli import add_json_flag, emit
+from gateway.cli import add_json_flag, check_writable_dir, emit
 from gateway.errors import UsageError
 
 
@@ -56,19 +55,6 @@ def _integer(option: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise UsageError(f"{option} {text!r} is not an integer") from None
-
-
-def _check_out(out: Path) -> None:
-    """``--out`` is a writable directory, or can be made one (its nearest existing ancestor is a
-    writable directory); UsageError else. Creates nothing."""
-    probe = out
-    for probe in (out, *out.absolute().parents):
-        if probe.exists():
-            break
-    if not probe.is_dir():
-        raise UsageError(f"--out {out}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: {probe} is not writable")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -117,7 +103,7 @@ def _generate(args: argparse.Namespace) -> int:
             print(message, file=sys.stderr)
 
     if args.out is not None:
-        _check_out(args.out)
+        check_writable_dir(args.out, "--out")
     where = f"--out {args.out}" if args.out is not None else "the database"
     try:
         summary = generate(config, progress)  # all-or-nothing: a failure leaves nothing behind

@@ -37,9 +37,9 @@ def register(sub: Any) -> None:
     where.add_argument("--out", type=Path, metavar="DIR", help="directory for the SQLite databases")
     where.add_argument("--url", metavar="URL", help="server database (PostgreSQL), one schema per agency")
     parser.add_argument("--schema-prefix", default="", metavar="P", help="prefix of the schema names (--url)")
-    parser.add_argument("--persons", required=True, metavar="N", help="residents of the city")
-    parser.add_argument("--employers", required=True, metavar="M", help="employers")
-    parser.add_argument("--seed", default="0", metavar="S", help="random seed (default 0)")
+    parser.add_argument("--persons", required=True, metavar="N", help="residents of the city (1-20,000,000)")
+    parser.add_argument("--employers", required=True, metavar="M", help="employers (1-5,000,000)")
+    parser.add_argument("--seed", default="0", metavar="S", help="random seed, 0 to 2^63 - 1 (default 0)")
     parser.add_argument(
         "--as-of", default=None, metavar="YYYY-MM-DD", help="evaluation date (default 2026-11-01)"
     )
@@ -59,18 +59,25 @@ def _integer(option: str, text: str) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from adapters.synthetic.dirt import DirtRates
-    from adapters.synthetic.generate import DEFAULT_AS_OF, GenerateConfig, config_error, generate
+    from adapters.synthetic.generate import (
+        DEFAULT_AS_OF,
+        MAX_EMPLOYERS,
+        MAX_PERSONS,
+        GenerateConfig,
+        config_error,
+        generate,
+    )
 
     persons = _integer("--persons", args.persons)
     employers = _integer("--employers", args.employers)
     seed = _integer("--seed", args.seed)
     workers = _integer("--workers", args.workers)
-    if persons < 1:
-        raise UsageError("--persons must be at least 1")
-    if employers < 1:
-        raise UsageError("--employers must be at least 1")
-    if seed < 0:
-        raise UsageError("--seed must not be negative")
+    if not 1 <= persons <= MAX_PERSONS:
+        raise UsageError(f"--persons must be 1-{MAX_PERSONS:,}")
+    if not 1 <= employers <= MAX_EMPLOYERS:
+        raise UsageError(f"--employers must be 1-{MAX_EMPLOYERS:,}")
+    if not 0 <= seed < 2**63:
+        raise UsageError("--seed must be 0 to 2^63 - 1")
     if not 1 <= workers <= 16:
         raise UsageError("--workers must be 1-16")
     if args.schema_prefix and args.url is None:

@@ -68,6 +68,9 @@ def test_generate_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str
         ["--persons", "10", "--employers", "10", "--as-of", "2026-02-30"],
         ["--persons", "10", "--employers", "10", "--as-of", "tomorrow"],
         ["--persons", "10", "--employers", "10", "--schema-prefix", "x_"],
+        ["--persons", "100000000", "--employers", "10"],  # over the cap: named in --help
+        ["--persons", "10", "--employers", "99999999"],
+        ["--persons", "10", "--employers", "10", "--seed", str(2**63)],
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
@@ -136,3 +139,10 @@ def test_dirt_file_and_as_of_apply(tmp_path: Path, capsys: pytest.CaptureFixture
         "WHERE table_name = 'ac01' AND id_recoverable = 1 AND substr(subject_id, 7, 2) = '19'"
     ).fetchone()
     assert legacy[0] > 0 and legacy[0] == legacy[1]
+
+
+def test_a_count_over_the_cap_names_the_option_and_its_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["data", "generate", "--out", str(tmp_path / "x"), "--persons", "100000000", "--employers", "1"]
+    assert _fail(argv, capsys) == "dsgw: --persons must be 1-20,000,000\n"

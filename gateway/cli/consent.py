@@ -94,6 +94,9 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+_KIND_HELP = "the subject's kind (default: from its form)"
+
+
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser("consent", help="consent records and signed receipts")
     csub = parser.add_subparsers(dest="consent_command", required=True, metavar="VERB")
@@ -187,21 +190,21 @@ def register(sub: Any) -> None:
     r.set_defaults(handler=_verb(_revoke))
 
     c = csub.add_parser("check", parents=[common], help="decide one disclosure (exit 1 when denied)")
-    c.add_argument("--subject", required=True)
-    c.add_argument("--kind", choices=("person", "employer"))
+    c.add_argument("--subject", required=True, help="the subject's identity number or credit code")
+    c.add_argument("--kind", choices=("person", "employer"), help=_KIND_HELP)
     c.add_argument("--consumer", required=True, help="consumer agency code")
     c.add_argument("--dataset", required=True, metavar="PROVIDER.DATASET")
     c.add_argument("--fields", metavar="F1,F2", help="requested fields (default: all)")
-    c.add_argument("--purpose", required=True)
+    c.add_argument("--purpose", required=True, help="the purpose code the consumer asks for")
     c.add_argument("--at", help=f"decide as of this time ({TIME_RANGE}; default now)")
     c.add_argument("--statutory-duty", metavar="REF", help="the agreement is a statutory duty (reference)")
     c.add_argument("--consume", action="store_true", help="count a use when allowed")
     c.set_defaults(handler=_verb(_check))
 
     ls = csub.add_parser("list", parents=[common], help="list consents, newest first")
-    ls.add_argument("--subject")
-    ls.add_argument("--kind", choices=("person", "employer"))
-    ls.add_argument("--status", choices=("granted", "revoked", "expired"))
+    ls.add_argument("--subject", help="only this subject's consents")
+    ls.add_argument("--kind", choices=("person", "employer"), help=_KIND_HELP)
+    ls.add_argument("--status", choices=("granted", "revoked", "expired"), help="only this status")
     ls.add_argument(
         "--limit",
         type=_int_in(1, MAX_LIST),
@@ -228,8 +231,8 @@ def register(sub: Any) -> None:
     k.set_defaults(handler=_verb(_receipt_key))
 
     o = csub.add_parser("opt-out", parents=[common], help="refuse proactive contact by channel or category")
-    o.add_argument("--subject", required=True)
-    o.add_argument("--kind", choices=("person", "employer"))
+    o.add_argument("--subject", required=True, help="the subject's identity number or credit code")
+    o.add_argument("--kind", choices=("person", "employer"), help=_KIND_HELP)
     o.add_argument("--channel", choices=[p.value for p in PushChannel], help="push channel refused")
     o.add_argument("--category", help="policy category refused (purpose catalogue)")
     o.add_argument("--undo", action="store_true", help="lift the refusal")

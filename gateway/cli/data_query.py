@@ -96,17 +96,20 @@ def _args_describe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agency", metavar="A", help="only this agency")
 
 
+_DATASET_HELP = "a dataset of that agency (dsgw data describe)"
+
+
 def _args_fetch(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agency", required=True, metavar="A")
-    p.add_argument("--dataset", required=True, metavar="D")
+    p.add_argument("--agency", required=True, metavar="A", help="the provider agency's code, e.g. hrss")
+    p.add_argument("--dataset", required=True, metavar="D", help=_DATASET_HELP)
     p.add_argument("--subject", required=True, metavar="ID", help="identity number or credit code")
     p.add_argument("--fields", metavar="F1,F2", help="only these fields (default: all)")
     p.add_argument("--as-of", metavar="DATE", help="evaluation date YYYY-MM-DD (default: today)")
 
 
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agency", required=True, metavar="A")
-    p.add_argument("--predicate", required=True, metavar="P")
+    p.add_argument("--agency", required=True, metavar="A", help="the provider agency's code, e.g. hrss")
+    p.add_argument("--predicate", required=True, metavar="P", help="one of its predicates")
     p.add_argument("--subject", required=True, metavar="ID", help="identity number or credit code")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="integer parameter (repeat)")
     p.add_argument("--as-of", metavar="DATE", help="evaluation date YYYY-MM-DD (default: today)")
@@ -117,11 +120,11 @@ def _args_health(p: argparse.ArgumentParser) -> None:
 
 
 def _args_extract(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agency", required=True, metavar="A")
-    p.add_argument("--dataset", required=True, metavar="D")
+    p.add_argument("--agency", required=True, metavar="A", help="the provider agency's code, e.g. hrss")
+    p.add_argument("--dataset", required=True, metavar="D", help=_DATASET_HELP)
     p.add_argument("--since", metavar="W", help="only subjects changed after this watermark")
     p.add_argument("--limit", type=int, metavar="N", help="stop after N records")
-    p.add_argument("--chunk-size", type=int, default=5000, metavar="N")
+    p.add_argument("--chunk-size", type=int, default=5000, metavar="N", help="rows per read (default 5000)")
     p.add_argument("--as-of", metavar="DATE", help="evaluation date YYYY-MM-DD (default: today)")
 
 

@@ -37,6 +37,22 @@ if TYPE_CHECKING:
     from audit.reader import LogReader
 
 
+class _OneLog(argparse.Action):
+    """``--log`` of a verb that reads one log: given twice is a usage error (the second would
+    silently replace the first: ``verify --log A --log B`` would check B alone)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice: this command reads one log (run it once per log)")
+        setattr(namespace, self.dest, values)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -97,7 +113,12 @@ def register(sub: Any) -> None:
 
     p = verb("init", "create a new, empty audit log", _init)
     p.add_argument(
-        "--log", required=True, type=Path, metavar="DIR", help="the log directory (absent or empty)"
+        "--log",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        action=_OneLog,
+        help="the log directory (absent or empty)",
     )
     p.add_argument(
         "--home", required=True, type=Path, metavar="DIR", help="home with the keys (dsgw audit keygen)"
@@ -106,19 +127,19 @@ def register(sub: Any) -> None:
     p.add_argument("--suite", default="default", choices=["default", "gm"], help="algorithm suite")
 
     p = verb("vkey", "print the log's checkpoint verifier key (signed-note vkey)", _vkey)
-    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--log", required=True, type=Path, metavar="DIR", action=_OneLog)
 
     p = verb("checkpoint", "print the latest signed checkpoint byte for byte", _checkpoint)
-    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--log", required=True, type=Path, metavar="DIR", action=_OneLog)
     p.add_argument("--home", type=Path, metavar="DIR", help="the writer's home (with --new)")
     p.add_argument("--new", action="store_true", help="write a new checkpoint first (needs --home)")
 
     p = verb("prove", "inclusion proof of an entry against the latest checkpoint", _prove)
-    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--log", required=True, type=Path, metavar="DIR", action=_OneLog)
     p.add_argument("--index", required=True, metavar="N", help="the entry's index")
 
     p = verb("consistency", "consistency proof between two tree sizes", _consistency)
-    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--log", required=True, type=Path, metavar="DIR", action=_OneLog)
     p.add_argument("--old", required=True, metavar="N", help="the older tree size")
     p.add_argument("--new", metavar="M", help="the newer tree size (default: the latest checkpoint's)")
 
@@ -127,10 +148,10 @@ def register(sub: Any) -> None:
         "rebuild the log's search index (and its tile hashes) from the segments; no key needed",
         _reindex,
     )
-    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--log", required=True, type=Path, metavar="DIR", action=_OneLog)
 
     p = verb("verify", "verify the whole audit log; exit 1 naming the first bad entry or checkpoint", _verify)
-    p.add_argument("--log", required=True, type=Path, metavar="DIR")
+    p.add_argument("--log", required=True, type=Path, metavar="DIR", action=_OneLog)
     p.add_argument(
         "--checkpoint",
         action="append",

@@ -591,3 +591,13 @@ def test_the_quick_start_of_the_docs_runs_as_written(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().splitlines()[-1].startswith("ok: 0 entries")
+
+
+@pytest.mark.parametrize("verb", ["verify", "vkey", "checkpoint", "reindex"])
+def test_a_verb_that_reads_one_log_refuses_a_second(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``verify --log A --log B`` checked B alone and said ok for A: refused now."""
+    code, _out, err = dsgw(capsys, "audit", verb, "--log", str(tmp_path / "a"), "--log", str(tmp_path / "b"))
+    assert code == 2
+    assert "--log given twice: this command reads one log" in err and err.count("\n") == 1

@@ -837,7 +837,7 @@ class RevocationChecker:
         self._cache: dict[bytes, bool] = {}
         self.reloads = 0
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, warn: bool = True) -> None:
         now = self._clock()
         if self._checked_at is not None and now - self._checked_at < self.interval:
             return
@@ -857,12 +857,24 @@ class RevocationChecker:
         except CrlError as exc:
             self._error = exc
             self._serials = frozenset()
-            _log.warning("crl_rejected", reason=exc.reason, path=str(self.crl_path))
+            if warn:
+                _log.warning("crl_rejected", reason=exc.reason, path=str(self.crl_path))
             return
         self._error = None
         self._issuer = crl.issuer
         self._serials = frozenset(entry.serial_number for entry in crl)
         self._next_update = crl.next_update_utc
+
+    def check(self) -> None:
+        """Read the files now and raise :class:`CrlError` if the CRL cannot be trusted (what every
+        call would be refused for); a start checks this once."""
+        self.reload()
+        with self._lock:
+            self._refresh(warn=False)  # the caller reports the error
+            if self._error is not None:
+                raise self._error
+            if self._next_update is not None and self._now() >= self._next_update:
+                raise CrlError("CRL_EXPIRED", f"CRL {self.crl_path} is past its next update")
 
     def reload(self) -> None:
         """Re-read the files on the next call, whatever the interval."""

@@ -1,7 +1,8 @@
 """``dsgw serve --config FILE``: the gateway until SIGTERM (then it drains and exits 0).
 
 ``--check`` validates the configuration (and its cross-checks against the providers and the
-purpose catalogue) and exits: 0 when good, 2 with a one-line reason naming the bad key.
+purpose catalogue), the TLS files and the CRL (readable, matching, signed by the CA, current) and
+exits: 0 when good, 2 with a one-line reason naming the bad key.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gateway.config import load_config
 def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the gateway (gRPC, mTLS) until SIGTERM")
     p.add_argument("--config", type=Path, required=True, help="configuration file (TOML or JSON)")
-    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--check", action="store_true", help="check the configuration, TLS files and CRL; exit")
     p.add_argument(
         "--ready-file", type=Path, help='write {"port": N} here once listening (for scripts and tests)'
     )
@@ -31,6 +32,9 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.check:
+        from gateway.server.app import preflight
+
+        preflight(config)  # the TLS files and the CRL too: what a start would refuse
         emit(
             args,
             {

@@ -46,7 +46,7 @@ from gateway.config import GatewayConfig
 from gateway.consent.receipts import load_receipt_signer
 from gateway.consent.service import ConsentService
 from gateway.consent.store import ConsentStore
-from gateway.errors import StartError
+from gateway.errors import DsgwError, StartError
 from gateway.exchange import Exchange
 from gateway.pipeline.record import consent_hook
 from gateway.server.metrics import GatewayMetrics
@@ -268,7 +268,7 @@ def _worker_main(config: GatewayConfig, worker: int, started: Any) -> None:
     logs.configure(level=os.environ.get("DSGW_LOG_LEVEL", "INFO"))
     try:
         asyncio.run(_run_worker(config, worker, lambda port: started.put((worker, port))))
-    except StartError as exc:  # one line, as the single-process gateway says it
+    except DsgwError as exc:  # one line, as the single-process gateway says it
         print(f"dsgw: worker {worker}: {exc}", file=sys.stderr)
         sys.exit(START_FAILED_EXIT)
 
@@ -323,16 +323,34 @@ def _serve_workers(config: GatewayConfig, ready: Callable[[int], None] | None) -
     return 0 if all(code == 0 for code in codes) else 1
 
 
+def preflight(config: GatewayConfig) -> None:
+    """What a start needs beyond a valid configuration, checked before anything listens (and by
+    ``dsgw serve --check``): a fixed port for several workers; the server certificate, key and CA
+    readable and matching; a CRL signed by that CA and current (else every call would be refused
+    while health said SERVING). :class:`StartError` naming the key."""
+    if config.server.workers > 1 and config.server.listen.endswith(":0"):
+        raise StartError("server.listen: server.workers > 1 needs a fixed port (the workers share it)")
+    if config.server.insecure_dev_plaintext:
+        return
+    try:
+        pki.ServerCredentialsReloader(
+            config.tls_file("cert"), config.tls_file("key"), config.tls_file("ca")
+        ).initial_configuration()
+    except pki.PkiError as exc:
+        raise StartError(f"tls (ca, cert, key): {exc}") from None
+    try:
+        pki.RevocationChecker(config.tls_file("crl"), config.tls_file("ca")).check()
+    except pki.PkiError as exc:
+        raise StartError(f"tls.crl: {exc}") from None
+
+
 def serve(config: GatewayConfig, *, ready: Callable[[int], None] | None = None) -> int:
     """Run the gateway until SIGTERM; returns the exit code (0 after a clean drain)."""
+    preflight(config)
     ensure_home(config)
     if config.server.workers == 1:
         asyncio.run(_run_worker(config, 0, ready))
         return 0
-    if config.server.listen.endswith(":0"):
-        from gateway.errors import UsageError
-
-        raise UsageError("server.workers > 1 needs a fixed port (workers share it)")
     return _serve_workers(config, ready)
 
 

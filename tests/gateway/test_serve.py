@@ -368,3 +368,38 @@ def test_a_taken_port_fails_to_start_with_one_line(dev_home: DevHome, tmp_path: 
             dev_home, tmp_path / "b", server={"listen": "127.0.0.1:0", "metrics_listen": f"127.0.0.1:{port}"}
         )
         _start_fails(metrics_taken, "cannot serve metrics", "server.metrics_listen")
+
+
+@pytest.mark.parametrize("case", ["crl-of-another-ca", "missing-crl", "missing-ca", "key-of-another-cert"])
+def test_tls_files_a_start_cannot_use_fail_it_and_the_check_with_one_line(
+    case: str, dev_home: DevHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a foreign or missing CRL let the gateway start and say SERVING while refusing every
+    call; with two workers a bad TLS file gave each worker's traceback."""
+    from gateway import pki
+    from gateway.cli import main
+
+    other = pki.init_pki(tmp_path / "other-pki")
+    tls = {
+        "ca": str(dev_home.pki / "ca.crt"),
+        "cert": str(dev_home.pki / "server.crt"),
+        "key": str(dev_home.pki / "server.key"),
+        "crl": str(dev_home.pki / "crl.pem"),
+    }
+    change, key = {
+        "crl-of-another-ca": ({"crl": str(other.crl)}, "tls.crl"),
+        "missing-crl": ({"crl": str(tmp_path / "nowhere" / "crl.pem")}, "tls.crl"),
+        "missing-ca": ({"ca": str(tmp_path / "nowhere" / "ca.crt")}, "tls (ca, cert, key)"),
+        "key-of-another-cert": ({"key": str(other.server_key)}, "tls (ca, cert, key)"),
+    }[case]
+    config = write_gateway_config(
+        dev_home,
+        tmp_path / "home",
+        server={"listen": f"127.0.0.1:{_free_port()}", "workers": 2, "metrics_listen": ""},
+        extra={"tls": {**tls, **change}},
+    )
+    _start_fails(config, key)
+    capsys.readouterr()
+    assert main(["serve", "--config", str(config), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and key in err

@@ -1,7 +1,7 @@
 """A complete development gateway home in one call: synthetic agency data, a development PKI
 with every agency's client certificate, audit keys, and a configuration with a realistic set of
 data-sharing agreements. ``dsgw demo``, the integration tests and ``benchmarks/gateway.py`` use
-it; ``dsgw dev-home DIR`` writes one for a person to try the gateway by hand.
+it; ``dsgw demo --home DIR`` leaves one in DIR for a person to try the gateway by hand.
 
     home/
       data/<agency>.sqlite, truth.sqlite   synthetic sources (dsgw data generate)

@@ -50,3 +50,16 @@ def test_demo_refuses_a_tiny_city(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--persons", "5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at least 100 persons" in err
+
+
+def test_demo_runs_in_the_gm_suite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """audit.suite = gm: SM4/SM3/SM2 log and SM2 receipts (the demo read an Ed25519 key and failed)."""
+    pytest.importorskip("gmssl_pyx")
+    monkeypatch.setenv("DSGW_AUDIT__SUITE", "gm")
+    argv = ["demo", "--home", str(tmp_path / "home"), "--json", "--persons", "300", "--employers", "30"]
+    assert main([*argv, "--sample", "4"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["consents"]["receipts_verified"] >= 1
+    assert summary["audit"]["verified"] is True

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sample < 4:
         raise UsageError("--sample must be at least 4")
     from gateway.client import GatewayClient
-    from gateway.consent.receipts import load_public_key, verify_receipt
+    from gateway.consent.receipts import home_receipt_keys, receipt_key_for, verify_receipt
     from gateway.devsetup import make_dev_home
     from gateway.server.process import start_serve_process
 
@@ -192,7 +192,6 @@ def run(args: argparse.Namespace) -> int:
                 half = graduates[: len(graduates) // 2]
                 for p in half:
                     tally.run(functools.partial(hrss.query, p, "graduate_employment", grad_ds))
-                key = load_public_key(home / "keys" / "receipt-ed25519.pem")
                 granted: dict[str, str] = {}
                 for p in half:
                     consent, receipt = hrss.grant_consent(
@@ -206,8 +205,8 @@ def run(args: argparse.Namespace) -> int:
                     )
                     granted[p] = consent.consent_id
                     consents["granted"] += 1
-                    if receipt is not None:
-                        verify_receipt(receipt, key)
+                    if receipt is not None:  # Ed25519, or SM2 on a gm home: the key its id names
+                        verify_receipt(receipt, receipt_key_for(receipt, home_receipt_keys(home)))
                         consents["receipts_verified"] += 1
                 for p in half:
                     tally.run(functools.partial(hrss.query, p, "graduate_employment", grad_ds))
@@ -220,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
                 _, receipt = hrss.revoke_consent(granted[revoked], revoked, channel="counter")
                 consents["revoked"] += 1
                 if receipt is not None:
-                    verify_receipt(receipt, key)
+                    verify_receipt(receipt, receipt_key_for(receipt, home_receipt_keys(home)))
                     consents["receipts_verified"] += 1
                 tally.run(lambda: hrss.query(revoked, "graduate_employment", grad_ds))
                 # other denials

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -39,6 +39,7 @@ from gateway.pipeline import fetch as fetch_step
 from gateway.pipeline.agreement import AgreementBook, allowed_fields, allowed_predicate
 from gateway.pipeline.errors import (
     AuditFailed,
+    Conflict,
     InvalidArgument,
     NotFound,
     RequestError,
@@ -148,6 +149,23 @@ class BatchOutcome:
     error_reason: str = ""
 
 
+MAX_ITEM_ID = 128
+"""The longest BatchVerify item id (characters); a longer one is answered INVALID_ITEM_ID."""
+MAX_REMEMBERED_ITEMS = 100_000
+"""Items of one BatchVerify request id remembered for replay; later items are answered (and
+audited) but a re-sent one is evaluated again."""
+
+
+@dataclass(slots=True)
+class _BatchMemory:
+    """What a BatchVerify request id has answered: when it started, its header's fingerprint, and
+    per item id the subject's fingerprint with the outcome."""
+
+    started: float
+    header: bytes
+    items: dict[str, tuple[bytes, BatchOutcome]] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class _Plan:
     """One provider dataset of a request, as the steps resolve it."""
@@ -196,7 +214,7 @@ class Exchange:
         self.today = today
         self.limiter = RateLimiter()
         self.answers: IdempotencyCache[Any] = IdempotencyCache(config.server.idempotency_ttl_s)
-        self._batches: OrderedDict[tuple[str, str], tuple[float, dict[str, BatchOutcome]]] = OrderedDict()
+        self._batches: OrderedDict[tuple[str, str], _BatchMemory] = OrderedDict()
         inline = config.server.inline_local_io
         self._inline_store = inline and getattr(consent.store, "backend", "") == "sqlite"
         self._local_adapters = {
@@ -361,20 +379,24 @@ class Exchange:
             f"{meta.caller.value}:{agreement.id}", agreement.rate_limit_per_s, agreement.rate_burst
         )
 
-    def batch_answers(self, caller: Agency, request_id: str) -> dict[str, BatchOutcome]:
+    def batch_answers(self, caller: Agency, request_id: str, header: bytes) -> _BatchMemory:
         """The answers given so far on a BatchVerify request id, by item id (kept like other
-        answers: a re-sent item is replayed, not audited again)."""
+        answers: a re-sent item is replayed, not audited again). ``header`` fingerprints the
+        stream's purpose, operator, provider, predicate and parameters: the same request id with
+        another header is REQUEST_ID_CONFLICT (it must never replay answers about other data)."""
         key = (caller.value, request_id)
         now = time.monotonic()
         ttl = self.config.server.idempotency_ttl_s
         while self._batches and (
-            len(self._batches) > 10_000 or now - next(iter(self._batches.values()))[0] > ttl
+            len(self._batches) > 10_000 or now - next(iter(self._batches.values())).started > ttl
         ):
             self._batches.popitem(last=False)
         held = self._batches.get(key)
         if held is None:
-            held = self._batches[key] = (now, {})
-        return held[1]
+            held = self._batches[key] = _BatchMemory(now, header)
+        elif held.header != header:
+            raise Conflict("REQUEST_ID_CONFLICT", "this request id was used for a different BatchVerify")
+        return held
 
     # -- Query -----------------------------------------------------------------------------------
 
@@ -675,7 +697,8 @@ class BatchVerifier:
         self.agreement = agreement
         self.descriptor = descriptor
         self.params = params
-        self._seen = exchange.batch_answers(meta.caller, meta.request_id)
+        header = _fingerprint(meta.purpose, meta.operator, pd.agency, pd.name, sorted(params.items()))
+        self._seen = exchange.batch_answers(meta.caller, meta.request_id, header)
 
     def _facts(self, subject: Subject) -> AccessFacts:
         f = self.x._facts(self.meta, subject, self.pd.agency)
@@ -737,10 +760,11 @@ class BatchVerifier:
         replayed without a new audit entry."""
         out: list[BatchOutcome | None] = [None] * len(items)
         todo: list[tuple[int, Subject]] = []
+        marks: dict[int, bytes] = {}
+        remembered = self._seen.items
         for pos, item in enumerate(items):
-            seen = self._seen.get(item.item_id) if item.item_id else None
-            if seen is not None:
-                out[pos] = seen
+            if len(item.item_id) > MAX_ITEM_ID:
+                out[pos] = BatchOutcome(item.item_id[:MAX_ITEM_ID], None, "INVALID_ITEM_ID")
                 continue
             try:
                 subject = subject_of(item.kind or self.pd.subject_kind, item.subject_id)
@@ -749,6 +773,17 @@ class BatchVerifier:
             except RequestError as exc:
                 out[pos] = BatchOutcome(item.item_id, None, exc.reason)
                 continue
+            if item.item_id:
+                mark = _fingerprint(subject.kind, subject.id)
+                seen = remembered.get(item.item_id)
+                if seen is not None:  # a re-sent item: the same subject replays, another conflicts
+                    out[pos] = (
+                        seen[1]
+                        if seen[0] == mark
+                        else BatchOutcome(item.item_id, None, "REQUEST_ID_CONFLICT")
+                    )
+                    continue
+                marks[pos] = mark
             todo.append((pos, subject))
         if todo:
             self.x._rate(self.meta, self.agreement)
@@ -763,11 +798,11 @@ class BatchVerifier:
                 for pos, reason, answer in results:
                     outcome = BatchOutcome(items[pos].item_id, answer, reason)
                     out[pos] = outcome
-                    if items[pos].item_id and reason not in (
-                        "PROVIDER_UNAVAILABLE",
-                        "PROVIDER_TIMEOUT",
-                        "CIRCUIT_OPEN",
+                    if (
+                        pos in marks
+                        and reason not in ("PROVIDER_UNAVAILABLE", "PROVIDER_TIMEOUT", "CIRCUIT_OPEN")
+                        and len(remembered) < MAX_REMEMBERED_ITEMS
                     ):
-                        self._seen[items[pos].item_id] = outcome
+                        remembered[items[pos].item_id] = (marks[pos], outcome)
                 self.x.metrics.decision("batch_verify", self.meta.caller.value, self.pd.agency.value, "items")
         return [o for o in out if o is not None]

@@ -1,0 +1,61 @@
+"""BatchVerify request ids: a re-sent item replays its answer only for the same header and the
+same subject; anything else is REQUEST_ID_CONFLICT (a replay must never answer about other data)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from gateway.client import GatewayError
+from tests.gateway.conftest import Gateway, Subjects
+
+PURPOSE, PROVIDER, PREDICATE = "employment_assistance", "civil_affairs", "receives_subsistence_allowance"
+
+
+def _two_answers(subjects: Subjects) -> tuple[str, str]:
+    """A subject civil affairs answers yes for, and one it answers no (or no record) for."""
+    answer = {s: subjects.answers[(PROVIDER, PREDICATE, s)] for s in subjects.assisted + subjects.unknown}
+    yes = next(s for s, a in answer.items() if a is True)
+    other = next(s for s, a in answer.items() if a is not True)
+    return yes, other
+
+
+def test_a_re_sent_item_about_another_subject_conflicts(gateway: Gateway, subjects: Subjects) -> None:
+    client = gateway.client("hrss")
+    yes, other = _two_answers(subjects)
+    rid = f"batch-{uuid.uuid4().hex}"
+    first = list(client.batch_verify([("1", yes)], PURPOSE, PROVIDER, PREDICATE, request_id=rid))
+    assert [(r.result, r.error_reason) for r in first] == [(True, "")]
+    again = list(client.batch_verify([("1", yes)], PURPOSE, PROVIDER, PREDICATE, request_id=rid))
+    assert again == first  # the same item: replayed
+    swapped = list(client.batch_verify([("1", other)], PURPOSE, PROVIDER, PREDICATE, request_id=rid))
+    assert [(r.item_id, r.result, r.error_reason) for r in swapped] == [("1", None, "REQUEST_ID_CONFLICT")]
+
+
+def test_an_item_id_reused_in_one_stream_for_another_subject_conflicts(
+    gateway: Gateway, subjects: Subjects
+) -> None:
+    client = gateway.client("hrss")
+    yes, other = _two_answers(subjects)
+    rid = f"batch-{uuid.uuid4().hex}"
+    items = [("a", yes), ("b", other), ("a", other)]  # chunk=1: the third reaches a later message
+    out = list(client.batch_verify(items, PURPOSE, PROVIDER, PREDICATE, request_id=rid, chunk=1))
+    assert [(r.item_id, r.error_reason) for r in out] == [("a", ""), ("b", ""), ("a", "REQUEST_ID_CONFLICT")]
+
+
+def test_the_same_request_id_with_another_header_is_refused(gateway: Gateway, subjects: Subjects) -> None:
+    client = gateway.client("hrss")
+    yes, _ = _two_answers(subjects)
+    rid = f"batch-{uuid.uuid4().hex}"
+    list(client.batch_verify([("1", yes)], PURPOSE, PROVIDER, PREDICATE, request_id=rid))
+    with pytest.raises(GatewayError) as exc:
+        list(client.batch_verify([("1", yes)], PURPOSE, PROVIDER, "near_subsistence", request_id=rid))
+    assert (exc.value.code, exc.value.reason) == ("ALREADY_EXISTS", "REQUEST_ID_CONFLICT")
+
+
+def test_an_overlong_item_id_is_refused_per_item(gateway: Gateway, subjects: Subjects) -> None:
+    client = gateway.client("hrss")
+    yes, _ = _two_answers(subjects)
+    out = list(client.batch_verify([("x" * 1000, yes), ("ok", yes)], PURPOSE, PROVIDER, PREDICATE))
+    assert [(len(r.item_id), r.error_reason) for r in out] == [(128, "INVALID_ITEM_ID"), (2, "")]

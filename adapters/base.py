@@ -202,8 +202,11 @@ def months_covered(first: int, last: int | None, window: tuple[int, int]) -> set
 
 
 def years_before(day: dt.date, years: int) -> dt.date:
-    """``day`` minus whole calendar years (29 February -> 28 February in a common year)."""
+    """``day`` minus whole calendar years (29 February -> 28 February in a common year); before
+    the calendar's first day (``date.min``) there is nothing: that day."""
     year = day.year - years
+    if year < dt.MINYEAR:
+        return dt.date.min
     try:
         return day.replace(year=year)
     except ValueError:

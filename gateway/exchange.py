@@ -149,6 +149,9 @@ class BatchOutcome:
     error_reason: str = ""
 
 
+MAX_PARAMETER = 2**31 - 1
+"""The largest predicate parameter (years, months, counts): what every provider's arithmetic and
+database takes."""
 MAX_ITEM_ID = 128
 """The longest BatchVerify item id (characters); a longer one is answered INVALID_ITEM_ID."""
 MAX_REMEMBERED_ITEMS = 100_000
@@ -554,11 +557,11 @@ class Exchange:
             raise InvalidArgument(
                 "UNKNOWN_PREDICATE", f"{provider.value} offers no predicate {echo_name(predicate)!r}"
             )
-        if set(params) != set(pd.parameters) or any(v < 0 for v in params.values()):
+        if set(params) != set(pd.parameters) or any(not 0 <= v <= MAX_PARAMETER for v in params.values()):
             raise InvalidArgument(
                 "INVALID_REQUEST",
                 f"predicate {predicate!r} takes parameters ({', '.join(pd.parameters) or 'none'}), "
-                "non-negative integers",
+                f"integers from 0 to {MAX_PARAMETER:,}",
             )
         if subject_kind is not None and subject_kind is not pd.subject_kind:
             raise InvalidArgument("SUBJECT_KIND_MISMATCH", f"{predicate!r} is about {pd.subject_kind.value}s")

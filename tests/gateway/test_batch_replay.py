@@ -59,3 +59,20 @@ def test_an_overlong_item_id_is_refused_per_item(gateway: Gateway, subjects: Sub
     yes, _ = _two_answers(subjects)
     out = list(client.batch_verify([("x" * 1000, yes), ("ok", yes)], PURPOSE, PROVIDER, PREDICATE))
     assert [(len(r.item_id), r.error_reason) for r in out] == [(128, "INVALID_ITEM_ID"), (2, "")]
+
+
+@pytest.mark.parametrize(("years", "reason"), [(2026, ""), (5000, ""), (2**31, "INVALID_REQUEST")])
+def test_large_predicate_parameters_are_answered_or_refused_never_internal(
+    gateway: Gateway, subjects: Subjects, years: int, reason: str
+) -> None:
+    """years=2026 reached the year 0 inside the provider and gave INTERNAL: within the range it
+    means "ever"; past 2^31 - 1 the request is INVALID_ARGUMENT."""
+    client = gateway.client("hrss")
+    args = (subjects.employers[0], "hiring_subsidy", "market_regulation", "registered_within_years")
+    if not reason:
+        answer = client.verify(*args, {"years": years})
+        assert answer.result is True  # registered within the last 2026 years: every employer
+        return
+    with pytest.raises(GatewayError) as exc:
+        client.verify(*args, {"years": years})
+    assert (exc.value.code, exc.value.reason) == ("INVALID_ARGUMENT", reason)

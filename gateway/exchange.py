@@ -449,6 +449,9 @@ class Exchange:
         # step 4, consent (one blocking step for every dataset); with one dataset, step 6 rides
         # on the same step when the decision allows it (one thread hand-off less when not inline)
         def consent_then_fetch() -> tuple[list[Decision], list[Any] | None]:
+            left = self._time_left(meta)
+            for p in plans:  # no time for the providers: no consent use is spent
+                fetch_step.require_time(p.adapter, left)
             decisions = [
                 self._decide(meta.caller, p.agreement, p.descriptor, p.fields, subject, meta.purpose)
                 for p in plans
@@ -627,6 +630,7 @@ class Exchange:
         timeout = self._time_left(meta)
 
         def work() -> tuple[Decision, bool | None]:
+            fetch_step.require_time(adapter, self._time_left(meta))  # before a consent use is spent
             decision = self._decide(
                 meta.caller, agreement, descriptor, descriptor.field_names(), subject, meta.purpose
             )

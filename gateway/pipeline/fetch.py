@@ -37,11 +37,17 @@ def _open_retry_s(adapter: Adapter) -> float:
     return float(reset) if isinstance(reset, int | float) and reset > 0 else RETRY_AFTER_OPEN_S
 
 
-def _guard(adapter: Adapter, timeout: float | None, call: Callable[[float | None], T]) -> T:
+def require_time(adapter: Adapter, timeout: float | None) -> None:
+    """PROVIDER_TIMEOUT unless ``timeout`` leaves time to call the provider. Checked before the
+    consent step too, so that a call which cannot reach the provider spends no consent use."""
     if timeout is not None and timeout < MIN_CALL_S:
         raise Unavailable(
             "PROVIDER_TIMEOUT", f"no time left to call {adapter.agency.value}", retry_after_s=1.0
         )
+
+
+def _guard(adapter: Adapter, timeout: float | None, call: Callable[[float | None], T]) -> T:
+    require_time(adapter, timeout)
     try:
         return call(timeout)
     except ProviderUnavailable as exc:

@@ -1,0 +1,40 @@
+"""A call whose deadline leaves no time to reach the provider is refused before the consent step:
+it spends no use of a use-limited consent (it spent one per attempt, with nothing disclosed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.client import GatewayError
+from tests.gateway.conftest import Gateway, Subjects
+
+
+def test_a_call_without_time_for_the_provider_spends_no_consent_use(
+    gateway: Gateway, subjects: Subjects
+) -> None:
+    client = gateway.client("hrss")
+    subject = subjects.graduates[10][0]  # no other test's subject
+    consent, _ = client.grant_consent(
+        subject,
+        [("education", "graduation", [])],
+        ["graduate_employment"],
+        valid_days=30,
+        use_limit=1,
+        channel="app",
+        evidence_ref="APP-USES",
+        notice_version="v1",
+    )
+    asks = [("education", "graduation", ["level"])]
+    for _ in range(3):  # 20 ms: less than the time the gateway keeps to audit and answer
+        with pytest.raises(GatewayError) as exc:
+            client.query(subject, "graduate_employment", asks, timeout=0.02)
+        assert exc.value.reason in ("PROVIDER_TIMEOUT", "") and exc.value.code in (
+            "UNAVAILABLE",
+            "DEADLINE_EXCEEDED",
+        )
+    answer = client.query(subject, "graduate_employment", asks)  # the one use is still there
+    assert answer.results[0].found
+    with pytest.raises(GatewayError) as spent:
+        client.query(subject, "graduate_employment", asks)
+    assert spent.value.reason == "CONSENT_USE_LIMIT_REACHED"
+    assert consent.consent_id

@@ -137,6 +137,17 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A request id reused for a different request."""
     CONSENT_NOT_FOUND: _ErrorReason.ValueType  # 34
     CONSENT_NOT_ACTIVE: _ErrorReason.ValueType  # 35
+    INVALID_VALIDITY: _ErrorReason.ValueType  # 36
+    """INVALID_ARGUMENT from ConsentService.Grant: a validity window, capture channel, use limit or
+    opt-out category it cannot take.
+    """
+    INVALID_CHANNEL: _ErrorReason.ValueType  # 37
+    INVALID_USE_LIMIT: _ErrorReason.ValueType  # 38
+    UNKNOWN_CATEGORY: _ErrorReason.ValueType  # 39
+    INVALID_ITEM_ID: _ErrorReason.ValueType  # 40
+    """A BatchVerify item's error_reason: its item id is longer than 128 characters."""
+    INTERNAL: _ErrorReason.ValueType  # 41
+    """INTERNAL: a fault of the gateway (logged there; no detail is given to the caller)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons carried in google.rpc.ErrorInfo.reason (domain "dsgw.v1")."""
@@ -183,6 +194,17 @@ REQUEST_ID_CONFLICT: ErrorReason.ValueType  # 33
 """A request id reused for a different request."""
 CONSENT_NOT_FOUND: ErrorReason.ValueType  # 34
 CONSENT_NOT_ACTIVE: ErrorReason.ValueType  # 35
+INVALID_VALIDITY: ErrorReason.ValueType  # 36
+"""INVALID_ARGUMENT from ConsentService.Grant: a validity window, capture channel, use limit or
+opt-out category it cannot take.
+"""
+INVALID_CHANNEL: ErrorReason.ValueType  # 37
+INVALID_USE_LIMIT: ErrorReason.ValueType  # 38
+UNKNOWN_CATEGORY: ErrorReason.ValueType  # 39
+INVALID_ITEM_ID: ErrorReason.ValueType  # 40
+"""A BatchVerify item's error_reason: its item id is longer than 128 characters."""
+INTERNAL: ErrorReason.ValueType  # 41
+"""INTERNAL: a fault of the gateway (logged there; no detail is given to the caller)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

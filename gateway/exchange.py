@@ -270,7 +270,7 @@ class Exchange:
             ) from None
 
     def _check_meta(self, meta: CallMeta) -> None:
-        if not _REQUEST_ID.match(meta.request_id or ""):
+        if not _REQUEST_ID.fullmatch(meta.request_id or ""):
             raise InvalidArgument(
                 "INVALID_REQUEST",
                 "meta.request_id is required: 1-128 characters of letters, digits and ._:@/+=-",

@@ -7,6 +7,8 @@ Callers are agencies (mTLS). A grant or a revocation is recorded on behalf of th
 the agency that captured it (counter, app, web, paper: the evidence reference says where the
 subject's own act is kept); each yields a signed receipt (RFC 8785 canonical JSON, Ed25519)
 and an audit entry. A revocation takes effect for the next call on every gateway replica.
+An agency sees (Get, ListBySubject) and revokes only the consents that name it as a consumer:
+any other is NOT_FOUND CONSENT_NOT_FOUND, as a consent id that does not exist.
 """
 
 from collections import abc as _abc
@@ -188,11 +190,15 @@ class GrantConsentRequest(_message.Message):
     evidence_ref: _builtins.str
     notice_version: _builtins.str
     request_id: _builtins.str
-    """Idempotency: a retried grant with the same request id returns the same consent."""
+    """Idempotency: a retried grant with the same request id returns the same consent. Optional;
+    when given, 1-128 characters of A-Z a-z 0-9 . _ : @ / + = -, a letter or digit first (as
+    RequestMeta.request_id), else INVALID_ARGUMENT INVALID_REQUEST.
+    """
     valid_days: _builtins.int
     """Instead of valid_to: the consent runs this many days (1..36525) from valid_from, or from when
     the gateway first records it. A retry with the same request id and valid_days is the same
-    grant, whenever it is sent (a valid_to computed by the client from its clock is not).
+    grant, whenever it is sent (a valid_to computed by the client from its clock is not). An end
+    after 9999-12-31 is INVALID_ARGUMENT INVALID_VALIDITY.
     """
     @_builtins.property
     def subject(self) -> _common_pb2.SubjectRef: ...
@@ -210,7 +216,10 @@ class GrantConsentRequest(_message.Message):
 
     @_builtins.property
     def valid_to(self) -> _timestamp_pb2.Timestamp:
-        """The end of the validity: this, or valid_days (exactly one of the two)."""
+        """The end of the validity: this, or valid_days (exactly one of the two). At most 36525 days
+        after valid_from (or now), as valid_days allows. A time outside 0001-01-01..9999-12-31 UTC
+        (or nanos outside 0..999999999) is INVALID_ARGUMENT INVALID_VALIDITY, as for valid_from.
+        """
 
     def __init__(
         self,
@@ -246,6 +255,10 @@ class RevokeConsentRequest(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     EVIDENCE_REF_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.str
+    """1-64 characters of A-Z a-z 0-9 . _ : -, a letter or digit first (else INVALID_ARGUMENT
+    INVALID_REQUEST). A consent that does not name the calling agency as a consumer is NOT_FOUND
+    CONSENT_NOT_FOUND, and is not changed.
+    """
     channel: _builtins.str
     evidence_ref: _builtins.str
     @_builtins.property
@@ -298,6 +311,9 @@ class GetConsentRequest(_message.Message):
 
     CONSENT_ID_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.str
+    """As in RevokeConsentRequest: a malformed id is INVALID_ARGUMENT INVALID_REQUEST; a consent
+    that does not name the calling agency as a consumer is NOT_FOUND CONSENT_NOT_FOUND.
+    """
     def __init__(
         self,
         *,
@@ -412,7 +428,9 @@ class CheckConsentResponse(_message.Message):
     basis: _builtins.str
     """"consent", "statutory_duty" or "none"."""
     reason: _builtins.str
-    """A DenyReason when denied (CONSENT_MISSING, CONSENT_REVOKED, ...)."""
+    """When denied, the ErrorReason name Query gives for the same request (CONSENT_MISSING,
+    CONSENT_PURPOSE_MISMATCH, CONSENT_FIELD_OUT_OF_SCOPE, CONSENT_REVOKED, ...); empty when allowed.
+    """
     field: _builtins.str
     detail: _builtins.str
     @_builtins.property

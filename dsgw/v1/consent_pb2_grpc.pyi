@@ -7,6 +7,8 @@ Callers are agencies (mTLS). A grant or a revocation is recorded on behalf of th
 the agency that captured it (counter, app, web, paper: the evidence reference says where the
 subject's own act is kept); each yields a signed receipt (RFC 8785 canonical JSON, Ed25519)
 and an audit entry. A revocation takes effect for the next call on every gateway replica.
+An agency sees (Get, ListBySubject) and revokes only the consents that name it as a consumer:
+any other is NOT_FOUND CONSENT_NOT_FOUND, as a consent id that does not exist.
 """
 
 from collections import abc as _abc

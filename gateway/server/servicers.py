@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -27,8 +28,9 @@ from gateway.consent.errors import ConsentError, ConsentExists, ConsentNotActive
 from gateway.consent.model import ConsentRecord
 from gateway.consent.service import GrantRequest, ScopeRequest, parse_subject
 from gateway.errors import DsgwError
-from gateway.exchange import BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
+from gateway.exchange import _REQUEST_ID, BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
 from gateway.pipeline.authenticate import authenticate
+from gateway.pipeline.consent import DENY_REASONS
 from gateway.pipeline.errors import (
     Conflict,
     FailedPrecondition,
@@ -404,7 +406,33 @@ def consent_to_wire(record: ConsentRecord, now: Any) -> consent_pb2.Consent:
 #: The most consents of one subject ListBySubject looks at (a subject has a handful).
 MAX_CONSENTS_LISTED = 10_000
 MAX_VALID_DAYS = 36_525
-"""The longest validity a Grant may ask for in days (a hundred years)."""
+"""The longest validity a Grant may ask for, in days (a hundred years): through valid_days, or
+from valid_from (else now) to valid_to."""
+
+#: A consent id as the store issues and keeps them (:data:`gateway.consent.model.ConsentId`).
+_CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+def _consent_id(consent_id: str) -> str:
+    """``consent_id`` if it has the form of a consent id, else INVALID_ARGUMENT (the id is not
+    echoed: it may be anything, of any length)."""
+    if not _CONSENT_ID.fullmatch(consent_id):
+        raise InvalidArgument(
+            "INVALID_REQUEST",
+            "consent_id must be 1-64 characters of letters, digits and ._:- (a letter or digit first)",
+        )
+    return consent_id
+
+
+def _validity_time(ts: Any, name: str) -> datetime:
+    """A Grant's ``valid_from`` / ``valid_to``; INVALID_VALIDITY outside what a Timestamp (and
+    a datetime) holds: 0001-01-01 to 9999-12-31 UTC, nanos 0..999,999,999."""
+    try:
+        return timestamp_from(ts)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            "INVALID_VALIDITY", f"{name} is not a valid time (0001-01-01 to 9999-12-31 UTC)"
+        ) from None
 
 
 class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
@@ -430,12 +458,31 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                 raise InvalidArgument("INVALID_VALIDITY", "valid_to or valid_days is required")
             if days > MAX_VALID_DAYS:
                 raise InvalidArgument("INVALID_VALIDITY", f"valid_days is at most {MAX_VALID_DAYS}")
-            valid_from = timestamp_from(request.valid_from) if request.HasField("valid_from") else None
+            if request.request_id and not _REQUEST_ID.fullmatch(request.request_id):
+                raise InvalidArgument(
+                    "INVALID_REQUEST",
+                    "request_id must be 1-128 characters of letters, digits and ._:@/+=- "
+                    "(a letter or digit first)",
+                )
+            valid_from = (
+                _validity_time(request.valid_from, "valid_from") if request.HasField("valid_from") else None
+            )
+            start = valid_from or datetime.now(UTC)
             if days:  # the validity starts now (the retries below compare with the first start)
-                valid_from = valid_from or datetime.now(UTC)
-                valid_to = valid_from + timedelta(days=days)
+                valid_from = start
+                try:
+                    valid_to = start + timedelta(days=days)
+                except OverflowError:
+                    raise InvalidArgument(
+                        "INVALID_VALIDITY", "valid_from + valid_days is after 9999-12-31"
+                    ) from None
             else:
-                valid_to = timestamp_from(request.valid_to)
+                valid_to = _validity_time(request.valid_to, "valid_to")
+                if valid_to - start > timedelta(days=MAX_VALID_DAYS):
+                    raise InvalidArgument(
+                        "INVALID_VALIDITY",
+                        f"valid_to is at most {MAX_VALID_DAYS} days after valid_from (or now)",
+                    )
             consumers = [agency_from_wire(c) for c in request.consumers] or [caller]
             if any(c is None for c in consumers):
                 raise InvalidArgument("UNKNOWN_AGENCY", "unknown consumer agency")
@@ -497,14 +544,19 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
         self, request: consent_pb2.RevokeConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> consent_pb2.ConsentChangeResponse:
         async def body(caller: Agency) -> consent_pb2.ConsentChangeResponse:
+            consent_id = _consent_id(request.consent_id)
             if not request.subject.id:
                 raise InvalidArgument("INVALID_REQUEST", "subject is required to revoke a consent")
             kind = kind_from_wire(request.subject.kind)
 
             def work() -> tuple[ConsentRecord, dict[str, Any] | None]:
                 subject = parse_subject(request.subject.id, kind)
+                # as with Get: an agency revokes (on the subject's behalf) only the consents that
+                # name it as a consumer; any other is not found, and nothing is changed. The
+                # consumers are terms, fixed at the grant, so reading them first is not a race.
+                _visible(self.service.get(consent_id), caller)
                 revoked = self.service.revoke(
-                    request.consent_id,
+                    consent_id,
                     subject=subject.id,
                     channel=request.channel or None,
                     evidence_ref=request.evidence_ref,
@@ -520,9 +572,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
         self, request: consent_pb2.GetConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> consent_pb2.Consent:
         async def body(caller: Agency) -> consent_pb2.Consent:
-            record = await self.x._io(self.service.get, request.consent_id)
-            if caller not in record.terms.consumers:
-                raise NotFound("CONSENT_NOT_FOUND", f"no consent {request.consent_id!r} for {caller.value}")
+            record = _visible(await self.x._io(self.service.get, _consent_id(request.consent_id)), caller)
             return consent_to_wire(record, self.service.clock())
 
         return await self._run("Get", context, "", request.consent_id, body)
@@ -575,12 +625,21 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                 allowed=decision.allowed,
                 basis=decision.basis.value,
                 consent_ids=list(decision.consent_ids),
-                reason=decision.reason.value if decision.reason else "",
+                # the ErrorReason name, as Query answers the same request (not the decision's)
+                reason=DENY_REASONS[decision.reason] if decision.reason else "",
                 field=decision.field or "",
                 detail=decision.detail,
             )
 
         return await self._run("Check", context, request.purpose, "", body)
+
+
+def _visible(record: ConsentRecord, caller: Agency) -> ConsentRecord:
+    """``record`` if it names ``caller`` as a consumer, else not found: the same answer, word for
+    word, as for a consent id that does not exist."""
+    if caller not in record.terms.consumers:
+        raise ConsentNotFound(record.consent_id)
+    return record
 
 
 def _same_grant(service: Any, req: GrantRequest, record: ConsentRecord) -> bool:

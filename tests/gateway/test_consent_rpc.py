@@ -12,13 +12,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.agencies import Agency
 from audit.entry import AuditEntry
 from dsgw.v1 import consent_pb2
 from gateway.client import GatewayError
+from gateway.consent.decision import DenyReason
+from gateway.pipeline.consent import DENY_REASONS
 from gateway.server.status import error_info_of
-from gateway.server.wire import agency_to_wire
+from gateway.server.wire import agency_to_wire, timestamp_to
 from tests.gateway.conftest import (
     Gateway,
     Subjects,
@@ -114,9 +117,10 @@ def test_grant_get_list_check_revoke(
     ok = check(["level"])
     assert ok.allowed and ok.basis == "consent" and list(ok.consent_ids) == [consent.consent_id]
     out_of_scope = check(["level", "school_name"])
-    assert not out_of_scope.allowed and out_of_scope.reason == "FIELD_OUT_OF_SCOPE"
+    # the reasons are ErrorReason names, as Query gives them (not the decision's own names)
+    assert not out_of_scope.allowed and out_of_scope.reason == "CONSENT_FIELD_OUT_OF_SCOPE"
     assert out_of_scope.field == "school_name"
-    assert check(["level"], "employment_subsidy_review").reason == "PURPOSE_MISMATCH"
+    assert check(["level"], "employment_subsidy_review").reason == "CONSENT_PURPOSE_MISMATCH"
 
     revoked = revoke(gateway, "hrss", consent.consent_id, subject)
     changes.append((consent.consent_id, "revoked"))
@@ -278,6 +282,210 @@ def test_grant_without_validity_end_is_refused(gateway: Gateway, subjects: Subje
     with pytest.raises(grpc.RpcError) as exc:
         consent_stub(gateway, "hrss").Grant(req, timeout=5)
     assert _reason(exc.value) == ("INVALID_ARGUMENT", "INVALID_VALIDITY")
+
+
+def test_revoke_is_for_the_consents_consumers(
+    gateway: Gateway, subjects: Subjects, changes: list[tuple[str, str]]
+) -> None:
+    """An agency revokes only the consents it may Get (those naming it as a consumer): another
+    consent is NOT_FOUND, word for word as an id that does not exist, and is not changed."""
+    subject = subjects.graduates[4][0]  # no other test's subject in this module
+    mine = grant(gateway, "hrss", subject, [(*GRAD, ["level"])], ["graduate_employment"]).consent
+    changes.append((mine.consent_id, "granted"))
+    # recorded by hrss for education: hrss is not a consumer of it
+    for_education = grant(
+        gateway, "hrss", subject, [(*GRAD, [])], ["graduate_employment"], consumers=["education"]
+    ).consent
+    changes.append((for_education.consent_id, "granted"))
+
+    def refused(agency: str, consent_id: str) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as exc:
+            revoke(gateway, agency, consent_id, subject)
+        assert _reason(exc.value) == ("NOT_FOUND", "CONSENT_NOT_FOUND")
+        return exc.value
+
+    missing = "cns-" + "0" * 32
+    for agency, consent_id in (("education", mine.consent_id), ("hrss", for_education.consent_id)):
+        error = refused(agency, consent_id)
+        with pytest.raises(grpc.RpcError) as get:
+            consent_stub(gateway, agency).Get(consent_pb2.GetConsentRequest(consent_id=consent_id), timeout=5)
+        assert error.details() == get.value.details()  # the same answer as Get
+        unknown = refused(agency, missing)
+        assert error.details() == (unknown.details() or "").replace(missing, consent_id)
+        assert error.trailing_metadata() is not None
+        assert b"graduate_employment" not in b"".join(
+            v if isinstance(v, bytes) else v.encode() for _, v in error.trailing_metadata() or ()
+        )
+    # nothing changed: both are still granted, with their one event
+    for agency, consent in (("hrss", mine), ("education", for_education)):
+        got = consent_stub(gateway, agency).Get(
+            consent_pb2.GetConsentRequest(consent_id=consent.consent_id), timeout=5
+        )
+        assert got.status == "granted" and [h.status for h in got.history] == ["granted"]
+    # each consumer revokes its own
+    for agency, consent in (("hrss", mine), ("education", for_education)):
+        revoked = revoke(gateway, agency, consent.consent_id, subject)
+        changes.append((consent.consent_id, "revoked"))
+        assert revoked.consent.status == "revoked"
+
+
+def _grant_with(subject: str, **validity: object) -> consent_pb2.GrantConsentRequest:
+    req = grant_request(subject, [(*GRAD, [])], ["graduate_employment"])
+    req.ClearField("valid_to")
+    for name, value in validity.items():
+        if isinstance(value, int):
+            setattr(req, name, value)
+        else:
+            getattr(req, name).CopyFrom(value)
+    return req
+
+
+_Y9999 = int(dt.datetime(9999, 12, 31, tzinfo=dt.UTC).timestamp())
+
+
+@pytest.mark.parametrize(
+    "validity",
+    [
+        {"valid_to": Timestamp(seconds=2_534_023_008_000)},
+        {"valid_to": Timestamp(seconds=-(10**12))},
+        {"valid_to": Timestamp(seconds=int(time.time()) + 86_400, nanos=2 * 10**9)},
+        {"valid_to": Timestamp(seconds=int(time.time()) + 86_400, nanos=-1)},
+        {"valid_from": Timestamp(seconds=-(10**12)), "valid_days": 3},
+        {"valid_from": Timestamp(seconds=_Y9999), "valid_days": 30},
+        {"valid_to": Timestamp(seconds=int(time.time()) + 36_526 * 86_400)},
+        {
+            "valid_from": Timestamp(seconds=int(time.time())),
+            "valid_to": Timestamp(seconds=int(time.time()) + 36_525 * 86_400 + 1),
+        },
+    ],
+    ids=[
+        "to-after-9999",
+        "to-before-0001",
+        "to-nanos-too-big",
+        "to-nanos-negative",
+        "from-before-0001",
+        "from-9999-plus-days",
+        "to-more-than-36525-days-from-now",
+        "to-more-than-36525-days-from-from",
+    ],
+)
+def test_grant_with_an_out_of_range_validity_is_invalid_validity(
+    gateway: Gateway, subjects: Subjects, validity: dict[str, object]
+) -> None:
+    subject = subjects.graduates[5][0]
+    stub = consent_stub(gateway, "hrss")
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Grant(_grant_with(subject, **validity), timeout=5)
+    assert _reason(exc.value) == ("INVALID_ARGUMENT", "INVALID_VALIDITY")
+    details = exc.value.details() or ""
+    assert "\n" not in details and 0 < len(details) < 120
+    listed = stub.ListBySubject(consent_pb2.ListConsentsRequest(subject=subject_ref(subject)), timeout=5)
+    assert list(listed.consents) == []
+
+
+def test_valid_to_and_valid_days_have_the_same_bound(
+    gateway: Gateway, subjects: Subjects, changes: list[tuple[str, str]]
+) -> None:
+    subject = subjects.graduates[6][0]
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+    longest = _grant_with(
+        subject,
+        valid_from=timestamp_to(start),
+        valid_to=timestamp_to(start + dt.timedelta(days=36_525)),
+    )
+    consent = consent_stub(gateway, "hrss").Grant(longest, timeout=5).consent
+    changes.append((consent.consent_id, "granted"))
+    assert consent.valid_to.ToDatetime(tzinfo=dt.UTC) - consent.valid_from.ToDatetime(
+        tzinfo=dt.UTC
+    ) == dt.timedelta(days=36_525)
+
+
+@pytest.mark.parametrize("method", ["Get", "Revoke"])
+@pytest.mark.parametrize(
+    "consent_id",
+    ["x" * 1_000_000, "c" * 65, "", "-cns", "cns 1", "cns/1", "cns-\u00e9", "cns-1\n"],
+    ids=["million", "65-chars", "empty", "dash-first", "space", "slash", "non-ascii", "trailing-newline"],
+)
+def test_malformed_consent_ids_are_refused_without_echo(
+    gateway: Gateway, subjects: Subjects, method: str, consent_id: str
+) -> None:
+    stub = consent_stub(gateway, "hrss")
+    with pytest.raises(grpc.RpcError) as exc:
+        if method == "Get":
+            stub.Get(consent_pb2.GetConsentRequest(consent_id=consent_id), timeout=5)
+        else:
+            stub.Revoke(
+                consent_pb2.RevokeConsentRequest(
+                    consent_id=consent_id, subject=subject_ref(subjects.graduates[7][0]), channel="counter"
+                ),
+                timeout=5,
+            )
+    assert _reason(exc.value) == ("INVALID_ARGUMENT", "INVALID_REQUEST")  # with its ErrorInfo
+    details = exc.value.details() or ""
+    assert len(details) < 120 and (not consent_id or consent_id not in details)
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    ["r" * 129, "r" * 1_000_000, "-grant", "grant 1", "grant\n1", "grant-1\n", "grant-\u00e9", "grant,1"],
+)
+def test_grant_request_ids_follow_the_request_meta_rule(
+    gateway: Gateway, subjects: Subjects, request_id: str
+) -> None:
+    subject = subjects.graduates[8][0]
+    stub = consent_stub(gateway, "hrss")
+    request = grant_request(subject, [(*GRAD, [])], ["graduate_employment"], request_id=request_id)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Grant(request, timeout=5)
+    assert _reason(exc.value) == ("INVALID_ARGUMENT", "INVALID_REQUEST")
+    assert len(exc.value.details() or "") < 160
+    listed = stub.ListBySubject(consent_pb2.ListConsentsRequest(subject=subject_ref(subject)), timeout=5)
+    assert list(listed.consents) == []
+
+
+def test_grant_request_id_of_128_allowed_characters_is_accepted(
+    gateway: Gateway, subjects: Subjects, changes: list[tuple[str, str]]
+) -> None:
+    rid = ("G0._:@/+=-" + uuid.uuid4().hex * 4)[:128]
+    resp = grant(
+        gateway, "hrss", subjects.graduates[9][0], [(*GRAD, [])], ["graduate_employment"], request_id=rid
+    )
+    changes.append((resp.consent.consent_id, "granted"))
+
+
+def test_check_reasons_are_the_error_reasons_query_gives(
+    gateway: Gateway, subjects: Subjects, changes: list[tuple[str, str]]
+) -> None:
+    """Check answers a denial with the ErrorReason Query refuses the same request with."""
+    subject = subjects.graduates[10][0]
+    client = gateway.client("hrss")
+    stub = consent_stub(gateway, "hrss")
+
+    def both(fields: list[str]) -> tuple[str, str]:
+        check = stub.Check(
+            consent_pb2.CheckConsentRequest(
+                subject=subject_ref(subject),
+                provider=agency_to_wire(Agency.EDUCATION),
+                dataset="graduation",
+                fields=fields,
+                purpose="graduate_employment",
+            ),
+            timeout=5,
+        )
+        assert not check.allowed
+        with pytest.raises(GatewayError) as query:
+            client.query(subject, "graduate_employment", [(*GRAD, fields)])
+        assert query.value.code == "PERMISSION_DENIED"
+        return check.reason, query.value.reason
+
+    assert both(["level"]) == ("CONSENT_MISSING", "CONSENT_MISSING")
+    consent = grant(gateway, "hrss", subject, [(*GRAD, ["level"])], ["graduate_employment"]).consent
+    changes.append((consent.consent_id, "granted"))
+    reason = DENY_REASONS[DenyReason.FIELD_OUT_OF_SCOPE]
+    assert both(["level", "school_name"]) == (reason, reason)
+    revoke(gateway, "hrss", consent.consent_id, subject)
+    changes.append((consent.consent_id, "revoked"))
+    assert both(["level"]) == ("CONSENT_REVOKED", "CONSENT_REVOKED")
 
 
 # --- BatchVerify -------------------------------------------------------------------------------

@@ -26,7 +26,10 @@ any RFC 9180 implementation (the tests check it against ``cryptography``'s own H
 
 Rotation never rewrites an entry: a new DEK for a new period (or on demand,
 :meth:`Keyring.rotate`) only adds a keyring line; a new auditor key (:meth:`Keyring.rewrap`)
-re-wraps every DEK and the blind-index key under the new public key (needs the old private key).
+re-wraps every DEK and the blind-index key under the new public key (needs the old private key);
+on a log's keyring that is the whole rotation, :func:`audit.layout.rotate_auditor_key`, which also
+makes ``log.json`` name the new key. A keyring never takes a new DEK wrapped under another KEK than
+the one its keys are wrapped under (a writer left with a retired public key fails closed).
 Crypto-shredding (:meth:`Keyring.shred`) removes a period's wrapped DEKs from the keyring, leaving
 a tombstone with the time; the entries' ciphertext, and so the Merkle tree over it, is unchanged,
 but their payloads raise :class:`~audit.seal.KeyShredded` for ever.
@@ -82,6 +85,7 @@ __all__ = [
     "KeyRecord",
     "Keyring",
     "KeyringError",
+    "PeriodNotOver",
     "PrivateKeyRequired",
     "Tombstone",
     "UnwrapFailed",
@@ -94,6 +98,7 @@ __all__ = [
     "hpke_open",
     "hpke_seal",
     "kek_id_for",
+    "keyring_kek_ids",
     "load_auditor_private_key",
     "load_auditor_public_key",
     "load_blind_index_key",
@@ -144,6 +149,13 @@ class KeyringError(AuditError):
     """A keyring file that is malformed, belongs to another log, or an operation it refuses."""
 
     reason = "KEYRING"
+
+
+class PeriodNotOver(KeyringError):
+    """Shredding refused: the period is the current or a future one (a writer may still be sealing
+    with its data key)."""
+
+    reason = "PERIOD_NOT_OVER"
 
 
 class BlindIndexKeyMismatch(KeyringError):
@@ -621,6 +633,12 @@ class _State:
             )
         return out
 
+    def kek_ids(self) -> set[str]:
+        kek_ids = {record.wrapped.kek_id for record in self.keys.values()}
+        if self.blind_index is not None:
+            kek_ids.add(self.blind_index.wrapped.kek_id)
+        return kek_ids
+
     def to_bytes(self) -> bytes:
         return b"".join(
             json.dumps(line, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
@@ -686,6 +704,13 @@ def _parse(data: bytes, path: Path) -> _State:
     if state is None:
         raise KeyringError(f"{path}: empty keyring file")
     return state
+
+
+def keyring_kek_ids(path: str | os.PathLike[str]) -> set[str]:
+    """The ids of the auditor keys that the keyring file at ``path`` wraps its live keys under
+    (no key needed): :meth:`Keyring.kek_ids` without opening a :class:`Keyring`."""
+    target = Path(path)
+    return _parse(target.read_bytes(), target).kek_ids()
 
 
 def _iso(when: datetime) -> str:
@@ -797,6 +822,11 @@ class Keyring:
         """The periods with live DEKs, sorted."""
         return sorted({r.period for r in self._state.keys.values()})
 
+    def kek_ids(self) -> set[str]:
+        """The ids of the auditor keys (KEKs) that the live data keys and the blind-index key are
+        wrapped under: one after :meth:`rewrap`, empty for an empty keyring."""
+        return self._state.kek_ids()
+
     def reload(self) -> None:
         """Re-read the keyring file (another process may have added or shredded keys)."""
         state = _parse(self._path.read_bytes(), self._path)
@@ -831,6 +861,13 @@ class Keyring:
         def add(state: _State) -> None:
             if key_id in state.keys or key_id in state.tombstones:  # pragma: no cover - 2^-64
                 raise KeyringError("data key id collision; retry")
+            others = state.kek_ids() - {wrapped.kek_id}
+            if others:  # the auditor key was rotated: never wrap a new key under the retired one
+                raise KekMismatch(
+                    f"the keyring of log {state.log_id!r} is wrapped under auditor key "
+                    f"{', '.join(sorted(others))}, not {wrapped.kek_id}: give this writer the current "
+                    "auditor public key"
+                )
             state.keys[key_id] = record
 
         self._mutate(add)
@@ -927,7 +964,7 @@ class Keyring:
         when = now or datetime.now(UTC)
         _check_period(period, self.granularity)
         if not force and period >= self.period_of(when):
-            raise KeyringError(f"refusing to shred period {period}: it is not over yet (pass force=True)")
+            raise PeriodNotOver(f"refusing to shred period {period}: it is not over yet (pass force=True)")
         shredded_at = _iso(when)
         shredded: list[bytes] = []
 
@@ -946,11 +983,32 @@ class Keyring:
                 self._current = None
         return shredded
 
-    def rewrap(self, new_provider: KeyProvider, *, old_providers: Sequence[KeyProvider] = ()) -> int:
+    def rewrap(
+        self,
+        new_provider: KeyProvider,
+        *,
+        old_providers: Sequence[KeyProvider] = (),
+        update_log: bool = True,
+    ) -> int:
         """Auditor-key rotation: re-wrap every live DEK and the blind-index key under
         ``new_provider``'s KEK, without touching any entry. Keys wrapped under the current
         provider's KEK (or one of ``old_providers``) are unwrapped with it, which needs its private
-        key. Afterwards this keyring uses ``new_provider``. Returns how many keys were re-wrapped."""
+        key. Afterwards this keyring uses ``new_provider``. Returns how many keys were re-wrapped.
+
+        When this is a log's keyring (a ``log.json`` next to it) and ``update_log`` (the default),
+        this is the whole rotation of the log's auditor key,
+        :func:`audit.layout.rotate_auditor_key`: under the log's writer lock
+        (:class:`~audit.layout.LogLocked` while a gateway has it open), the keyring first, then
+        ``log.json`` names the new KEK."""
+        if update_log and (self._path.parent / "log.json").is_file():
+            from audit.layout import rotate_auditor_key  # audit.layout imports this module
+
+            done = rotate_auditor_key(
+                self._path.parent, new_provider, old_providers=(self._provider, *old_providers)
+            )
+            self._provider = new_provider
+            self.reload()
+            return done.rewrapped
         providers = {p.kek_id: p for p in (self._provider, *old_providers)}
         count = 0
 

@@ -40,21 +40,32 @@ import os
 import re
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.checkpoint import SCHEME_ED25519, SCHEME_SM2, Signer, Sm2PrivateKey, Verifier
 from audit.errors import AuditError, KeyFormatError, UnsupportedSuite
 from audit.keys import (
     FileKeyProvider,
+    KekMismatch,
     KeyProvider,
+    Keyring,
+    KeyringError,
+    PrivateKeyRequired,
+    Tombstone,
+    WrappedKey,
     blind_index_key_id,
     generate_auditor_key,
     generate_blind_index_key,
+    kek_id_for,
+    keyring_kek_ids,
+    load_auditor_public_key,
     load_blind_index_key,
 )
 from audit.suites import SUITES
@@ -70,13 +81,17 @@ __all__ = [
     "LOG_JSON",
     "SEGMENTS_DIR",
     "HomeKeys",
+    "KekRotation",
     "LogKeys",
     "LogLayoutError",
     "LogMeta",
     "LogPaths",
+    "ShredReport",
     "atomic_write",
     "fsync_dir",
     "new_log_id",
+    "rotate_auditor_key",
+    "shred_period",
     "signer_for",
     "validate_node",
 ]
@@ -215,7 +230,12 @@ def new_log_id(node: str) -> str:
 class LogMeta:
     """The content of ``log.json``. ``vkey`` is the verifier key of the log's checkpoints;
     ``kek_id`` the auditor key that wraps the data keys; ``blind_index_key_id`` the key check
-    value of the blind-index key (:func:`audit.keys.blind_index_key_id`, hex)."""
+    value of the blind-index key (:func:`audit.keys.blind_index_key_id`, hex).
+
+    ``kek_rotation`` is set only while an auditor-key rotation is under way
+    (:func:`rotate_auditor_key`): the id of the new KEK. If the rotation was interrupted,
+    :meth:`load` tells from the keyring which of the two keys it holds, and gives that one as
+    ``kek_id``."""
 
     log_id: str
     node: str
@@ -226,6 +246,7 @@ class LogMeta:
     created: str
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     version: int = FORMAT_VERSION
+    kek_rotation: str | None = None
 
     def __post_init__(self) -> None:
         if not _LOG_ID.fullmatch(self.log_id):
@@ -243,6 +264,8 @@ class LogMeta:
             raise LogLayoutError(f"log.json: an SM2 checkpoint key in a log of suite {self.suite!r}")
         if not re.fullmatch(r"[0-9a-f]{16}", self.kek_id):
             raise LogLayoutError("log.json: kek_id is not 16 hex digits")
+        if self.kek_rotation is not None and not re.fullmatch(r"[0-9a-f]{16}", self.kek_rotation):
+            raise LogLayoutError("log.json: kek_rotation is not 16 hex digits")
         if not re.fullmatch(r"[0-9a-f]{16}", self.blind_index_key_id):
             raise LogLayoutError("log.json: blind_index_key_id is not 16 hex digits")
         if isinstance(self.segment_bytes, bool) or not isinstance(self.segment_bytes, int):
@@ -257,7 +280,8 @@ class LogMeta:
         return Verifier.from_vkey(self.vkey)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        rotation = {} if self.kek_rotation is None else {"kek_rotation": self.kek_rotation}
+        return rotation | {
             "format": FORMAT,
             "version": self.version,
             "log_id": self.log_id,
@@ -286,6 +310,7 @@ class LogMeta:
                 created=_field(data, "created", str),
                 segment_bytes=_field(data, "segment_bytes", int),
                 version=_field(data, "version", int),
+                kek_rotation=None if data.get("kek_rotation") is None else _field(data, "kek_rotation", str),
             )
         except LogLayoutError:
             raise
@@ -306,7 +331,16 @@ class LogMeta:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise LogLayoutError(f"{paths.log_json} is not valid JSON") from None
-        return cls.from_json(data)
+        meta = cls.from_json(data)
+        if meta.kek_rotation is not None and meta.kek_rotation != meta.kek_id:
+            # an interrupted rotation: the keyring (rewritten first, atomically) says which KEK
+            try:
+                held = keyring_kek_ids(paths.keyring)
+            except (OSError, KeyringError):
+                held = set()
+            if held == {meta.kek_rotation}:
+                meta = replace(meta, kek_id=meta.kek_rotation)
+        return meta
 
     def save(self, directory: Path) -> None:
         text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
@@ -429,19 +463,39 @@ class HomeKeys:
     def files(self) -> tuple[Path, ...]:
         return (self.checkpoint_key, self.blind_index_key, self.auditor_key, self.auditor_public_key)
 
-    def generate(self, *, suite: str = "default") -> str:
+    def generate(
+        self, *, suite: str = "default", auditor_public_key: str | os.PathLike[str] | None = None
+    ) -> str:
         """Write a new checkpoint signing key, blind-index key and auditor key pair (all 0600, in
         a 0700 ``keys`` directory); refuses to replace any existing file. Returns the auditor
         KEK id. With ``suite="gm"`` also the SM2 checkpoint key; if the other keys exist already,
-        only the SM2 key is added."""
+        only the SM2 key is added.
+
+        ``auditor_public_key``: the file of an EXISTING auditor public key (PEM or raw X25519, e.g.
+        an organisation-wide one) to use instead of a new pair: the home gets only its public half,
+        ``auditor.key.pub`` (PEM), and no ``auditor.key``, as a gateway should."""
         if suite not in SUITES:
             raise LogLayoutError(f"unknown suite {suite!r}")
+        given = None
+        if auditor_public_key is not None:
+            try:
+                given = load_auditor_public_key(auditor_public_key)
+            except FileNotFoundError:
+                raise LogLayoutError(f"{auditor_public_key}: no such auditor public key file") from None
+            except KeyFormatError as exc:
+                raise LogLayoutError(str(exc)) from None
         existing = [p for p in self.files() if p.exists()]
+        needed = {self.checkpoint_key, self.blind_index_key, self.auditor_public_key}
         if suite == "gm" and self.checkpoint_sm2_key.exists():
             existing.insert(0, self.checkpoint_sm2_key)
-        elif suite == "gm" and len(existing) == len(self.files()):
+        elif suite == "gm" and needed <= set(existing):
+            kek_id = FileKeyProvider.from_public_key_file(self.auditor_public_key).kek_id
+            if given is not None and kek_id_for(given) != kek_id:
+                raise LogLayoutError(
+                    f"{self.auditor_public_key} exists and holds another auditor key ({kek_id})"
+                )
             self.generate_sm2()
-            return FileKeyProvider.from_public_key_file(self.auditor_public_key).kek_id
+            return kek_id
         if existing:
             raise LogLayoutError(f"{existing[0]} exists: refusing to replace a key")
         if suite == "gm":
@@ -451,11 +505,18 @@ class HomeKeys:
         signer = Signer.generate(CHECKPOINT_KEY_NAME)
         _write_new_secret(self.checkpoint_key, (signer.to_key_string() + "\n").encode("ascii"))
         generate_blind_index_key(self.blind_index_key)
-        files = generate_auditor_key(self.auditor_key)
+        if given is None:
+            kek_id = generate_auditor_key(self.auditor_key).kek_id
+        else:
+            pem = given.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            _write_new_secret(self.auditor_public_key, pem)
+            kek_id = kek_id_for(given)
         if suite == "gm":
             self.generate_sm2()
         fsync_dir(self.directory)
-        return files.kek_id
+        return kek_id
 
     def generate_sm2(self) -> None:
         """Write a new SM2 checkpoint signing key (0600); :class:`FileExistsError` if there is one,
@@ -535,4 +596,123 @@ def check_keys(meta: LogMeta, keys: LogKeys) -> None:
     if keys.provider.kek_id != meta.kek_id:
         raise LogLayoutError(
             f"the auditor key {keys.provider.kek_id} is not the key of log {meta.log_id} ({meta.kek_id})"
+            + _rotation_note(meta)
         )
+
+
+def _rotation_note(meta: LogMeta) -> str:
+    if meta.kek_rotation is None:
+        return ""
+    if meta.kek_rotation == meta.kek_id:
+        return f"; its rotation to auditor key {meta.kek_id} was interrupted after the keyring was re-wrapped"
+    return (
+        f"; its rotation to auditor key {meta.kek_rotation} was interrupted before the keyring was re-wrapped"
+    )
+
+
+# --- key management of a log: auditor-key rotation and crypto-shredding ---------------------------
+
+
+@dataclass(frozen=True)
+class KekRotation:
+    """What :func:`rotate_auditor_key` did: the log, the auditor key ids before and after, and how
+    many wrapped keys (data keys and the blind-index key) it re-wrapped."""
+
+    log_id: str
+    old_kek_id: str
+    new_kek_id: str
+    rewrapped: int
+
+
+def rotate_auditor_key(
+    directory: str | os.PathLike[str],
+    new_provider: KeyProvider,
+    *,
+    old_providers: Sequence[KeyProvider] = (),
+) -> KekRotation:
+    """Rotate the auditor key (KEK) of the log in ``directory``: re-wrap every live data key and
+    the blind-index key under ``new_provider`` (its public key is enough) and make ``log.json``
+    name it. Keys wrapped under another KEK are unwrapped with the one of ``old_providers`` of
+    that KEK, which needs its private key. Entries are not touched.
+
+    Holds the writer lock throughout (:class:`LogLocked` while a gateway has the log open). Three
+    atomic, durable steps: ``log.json`` records the rotation (``kek_rotation``), the keyring is
+    rewritten under the new KEK, ``log.json`` names the new KEK. After a crash in between, the log
+    opens with the key the keyring holds (:meth:`LogMeta.load` tells which, and errors name it);
+    calling this again finishes the rotation. Idempotent."""
+    paths = LogPaths(Path(directory))
+    LogMeta.load(paths.root)  # refuses a directory that is not a log before taking its lock
+    lock = take_writer_lock(paths.lock, paths.root)
+    try:
+        meta = LogMeta.load(paths.root)
+        keyring = Keyring.open(paths.keyring, new_provider, log_id=meta.log_id)
+        given = {p.kek_id for p in old_providers}
+        missing = sorted(keyring.kek_ids() - {new_provider.kek_id} - given)
+        if missing:
+            raise KekMismatch(
+                f"the keyring of log {meta.log_id} holds keys wrapped under auditor key "
+                f"{', '.join(missing)}: re-wrapping them needs its private key (--auditor-key)"
+            )
+        old_kek_id = meta.kek_id
+        if meta.kek_rotation != new_provider.kek_id:
+            replace(meta, kek_rotation=new_provider.kek_id).save(paths.root)
+        try:
+            count = keyring.rewrap(new_provider, old_providers=list(old_providers), update_log=False)
+        except BaseException:
+            # the keyring is replaced atomically: if it was not, withdraw the rotation record
+            with contextlib.suppress(OSError, KeyringError, LogLayoutError):
+                if keyring_kek_ids(paths.keyring) == {old_kek_id}:
+                    replace(meta, kek_rotation=None).save(paths.root)
+            raise
+        replace(meta, kek_id=new_provider.kek_id, kek_rotation=None).save(paths.root)
+    finally:
+        os.close(lock)
+    return KekRotation(meta.log_id, old_kek_id, new_provider.kek_id, count)
+
+
+@dataclass(frozen=True)
+class ShredReport:
+    """What :func:`shred_period` did: the data keys it shredded now, and all the tombstones of the
+    period (those shredded now and earlier)."""
+
+    log_id: str
+    period: str
+    shredded: list[bytes]
+    tombstones: list[Tombstone]
+
+
+class _NoUnwrap:
+    """The provider of a keyring opened only to shred: it neither wraps nor unwraps."""
+
+    def __init__(self, kek_id: str) -> None:
+        self._kek_id = kek_id
+
+    @property
+    def kek_id(self) -> str:
+        return self._kek_id
+
+    def wrap(self, data_key: bytes, context: bytes) -> WrappedKey:
+        raise PrivateKeyRequired("a keyring opened to shred does not wrap keys")
+
+    def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
+        raise PrivateKeyRequired("a keyring opened to shred does not unwrap keys")
+
+
+def shred_period(
+    directory: str | os.PathLike[str], period: str, *, force: bool = False, now: datetime | None = None
+) -> ShredReport:
+    """Crypto-shred ``period`` of the log in ``directory`` (:meth:`audit.keys.Keyring.shred`): its
+    data keys leave the keyring for tombstones; its entries still verify but never open again.
+    Needs no key. Holds the writer lock (:class:`LogLocked` while a gateway has the log open).
+    Refuses the current or a future period unless ``force``
+    (:class:`~audit.keys.PeriodNotOver`). Idempotent: shredding a shredded period shreds nothing."""
+    paths = LogPaths(Path(directory))
+    meta = LogMeta.load(paths.root)
+    lock = take_writer_lock(paths.lock, paths.root)
+    try:
+        keyring = Keyring.open(paths.keyring, _NoUnwrap(meta.kek_id), log_id=meta.log_id)
+        shredded = keyring.shred(period, now=now, force=force)
+        tombstones = [t for t in keyring.tombstones() if t.period == period]
+    finally:
+        os.close(lock)
+    return ShredReport(meta.log_id, period, shredded, tombstones)

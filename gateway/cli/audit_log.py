@@ -1,6 +1,8 @@
 """``dsgw audit`` verbs of the log itself: keys, creation, checkpoints, proofs and verification.
 
-    dsgw audit keygen --home DIR [--suite gm]
+    dsgw audit keygen --home DIR [--suite gm] [--auditor-public-key FILE]
+    dsgw audit rewrap --log DIR --auditor-key OLD_PRIVATE... --new-public-key NEW_PUB
+    dsgw audit shred --log DIR --period PERIOD [--force]
     dsgw audit init --log DIR --home DIR --node NAME [--suite default|gm]
     dsgw audit vkey --log DIR
     dsgw audit checkpoint --log DIR [--home DIR --new]
@@ -110,6 +112,55 @@ def register(sub: Any) -> None:
         choices=["default", "gm"],
         help="gm: also the SM2 checkpoint key (only it, if the other keys exist)",
     )
+    p.add_argument(
+        "--auditor-public-key",
+        type=Path,
+        metavar="FILE",
+        help="use this EXISTING auditor public key (e.g. the organisation's) instead of a new key pair: "
+        "the home gets only its public half",
+    )
+
+    p = verb(
+        "rewrap",
+        "rotate the log's auditor key: re-wrap its data keys under a new public key (no entry changes); "
+        "refused while a gateway has the log open",
+        _rewrap,
+    )
+    p.add_argument("--log", required=True, type=Path, metavar="DIR", action=_OneLog)
+    p.add_argument(
+        "--auditor-key",
+        required=True,
+        action="append",
+        type=Path,
+        metavar="OLD_PRIVATE",
+        help="the current auditor PRIVATE key, which unwraps the data keys (repeatable: older keys too)",
+    )
+    p.add_argument(
+        "--new-public-key",
+        required=True,
+        type=Path,
+        metavar="NEW_PUB",
+        help="the new auditor PUBLIC key (its .pub file) the data keys are wrapped under from now on",
+    )
+
+    p = verb(
+        "shred",
+        "crypto-shred a retention period: its data keys are destroyed, its entries still verify but "
+        "can never be read again; refused while a gateway has the log open",
+        _shred,
+    )
+    p.add_argument("--log", required=True, type=Path, metavar="DIR", action=_OneLog)
+    p.add_argument(
+        "--period",
+        required=True,
+        metavar="PERIOD",
+        help="the period, in the log's granularity (month: YYYY-MM)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also shred the current (or a future) period, whose data key a writer may still use",
+    )
 
     p = verb("init", "create a new, empty audit log", _init)
     p.add_argument(
@@ -188,23 +239,86 @@ def _keygen(args: argparse.Namespace) -> int:
     from audit.layout import HomeKeys
 
     keys = HomeKeys(args.home)
-    kek_id = keys.generate(suite=args.suite)
-    payload = {
+    kek_id = keys.generate(suite=args.suite, auditor_public_key=args.auditor_public_key)
+    private = keys.auditor_key.exists()
+    payload: dict[str, Any] = {
         "home": str(args.home),
         "checkpoint_key": str(keys.checkpoint_key),
         "blind_index_key": str(keys.blind_index_key),
-        "auditor_key": str(keys.auditor_key),
+        "auditor_key": str(keys.auditor_key) if private else None,
         "auditor_public_key": str(keys.auditor_public_key),
         "kek_id": kek_id,
     }
     if args.suite == "gm":
         payload["checkpoint_sm2_key"] = str(keys.checkpoint_sm2_key)
+    if private:
+        advice = f"give {keys.auditor_key.name} to the auditors and keep only the .pub on the gateway"
+    else:
+        advice = "the home holds only the auditor's public key"
+    emit(args, payload, f"keys written to {keys.directory} (auditor key {kek_id}); {advice}")
+    return 0
+
+
+def _rewrap(args: argparse.Namespace) -> int:
+    from audit.keys import FileKeyProvider
+    from audit.layout import rotate_auditor_key
+
+    old = [FileKeyProvider.from_private_key_file(path) for path in args.auditor_key]
+    new = FileKeyProvider.from_public_key_file(args.new_public_key)
+    done = rotate_auditor_key(args.log, new, old_providers=old)
+    payload = {
+        "log": str(args.log),
+        "log_id": done.log_id,
+        "old_kek_id": done.old_kek_id,
+        "new_kek_id": done.new_kek_id,
+        "rewrapped": done.rewrapped,
+    }
     emit(
         args,
         payload,
-        f"keys written to {keys.directory} (auditor key {kek_id}); give {keys.auditor_key.name} to the "
-        "auditors and keep only the .pub on the gateway",
+        f"{done.log_id}: {done.rewrapped} wrapped keys re-wrapped from auditor key {done.old_kek_id} to "
+        f"{done.new_kek_id}; put {args.new_public_key} in each gateway's home as keys/auditor.key.pub "
+        "before it reopens the log",
     )
+    return 0
+
+
+def _shred(args: argparse.Namespace) -> int:
+    from audit.keys import PeriodNotOver
+    from audit.layout import shred_period
+
+    try:
+        report = shred_period(args.log, args.period, force=args.force)
+    except PeriodNotOver:
+        raise UsageError(
+            f"refusing to shred period {args.period}: it is not over yet (a writer may still seal with its "
+            "data key); pass --force to shred it anyway"
+        ) from None
+    now = {key_id for key_id in report.shredded}
+    payload = {
+        "log": str(args.log),
+        "log_id": report.log_id,
+        "period": report.period,
+        "shredded": [key_id.hex() for key_id in report.shredded],
+        "already_shredded": [t.key_id.hex() for t in report.tombstones if t.key_id not in now],
+        "tombstones": [
+            {"key_id": t.key_id.hex(), "created": t.created, "shredded_at": t.shredded_at}
+            for t in report.tombstones
+        ],
+    }
+    if report.shredded:
+        human = (
+            f"{report.log_id}: shredded {len(report.shredded)} data keys of period {report.period}; "
+            "its entries still verify but can never be read again"
+        )
+    elif report.tombstones:
+        human = (
+            f"{report.log_id}: period {report.period} was shredded already "
+            f"({len(report.tombstones)} data keys, at {report.tombstones[-1].shredded_at}); nothing to do"
+        )
+    else:
+        human = f"{report.log_id}: no data keys of period {report.period}; nothing to shred"
+    emit(args, payload, human)
     return 0
 
 
@@ -469,6 +583,13 @@ def _verify(args: argparse.Namespace) -> int:
     from audit.verify import read_checkpoint_file, verify_log
 
     reader = LogReader(args.log)
+    if reader.meta.kek_rotation is not None:
+        print(
+            f"dsgw: warning: an auditor key rotation of this log to {reader.meta.kek_rotation} was "
+            f"interrupted; the data keys are wrapped under {reader.meta.kek_id}: finish it with "
+            "dsgw audit rewrap",
+            file=sys.stderr,
+        )
     given = [read_checkpoint_file(path) for path in args.checkpoint]
     auditor = None
     if args.auditor_key is not None:

@@ -218,7 +218,13 @@ class SubjectRef(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
     kind: Global___SubjectKind.ValueType
+    """UNSPECIFIED (or a value this version does not know): the kind the dataset or predicate asked
+    about is about; a kind that contradicts it is INVALID_ARGUMENT SUBJECT_KIND_MISMATCH.
+    """
     id: _builtins.str
+    """An 18-digit resident identity number (GB 11643) or an 18-character unified social credit
+    code (GB 32100), in any usual form (full-width, spaces, lower-case x); checked, never echoed.
+    """
     def __init__(
         self,
         *,

@@ -10,15 +10,25 @@
 
 An entry found in a log is a :class:`LocatedEntry`: the entry plus where it is (the log's origin
 and the entry's index), so that every finding points back at evidence that can be proved.
+
+An entry whose data key was crypto-shredded at the end of its retention period can no longer be
+read, but it is still in the log and still proved by it. The review tools never drop such an
+entry silently: it is a :class:`ShreddedEntry` (where it is, its kind and UTC day, which the log
+keeps in clear, and the period whose key was destroyed), and every output counts them
+(:func:`shredded_summary`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from audit.entry import AuditEntry
 
-__all__ = ["EntryRef", "LocatedEntry"]
+__all__ = ["EntryRef", "LocatedEntry", "ShreddedEntry", "shredded_sentence", "shredded_summary"]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -46,3 +56,87 @@ class LocatedEntry:
     @property
     def ref(self) -> EntryRef:
         return EntryRef(self.origin, self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class ShreddedEntry:
+    """An entry whose data key was destroyed at retention: its details are gone, the log still
+    proves it existed. ``day`` (UTC) and ``kind`` are the clear fields the log keeps next to the
+    sealed entry; ``period`` is the retention period whose key was shredded (``None`` if the
+    keyring does not say); ``certain`` is false when the entry was matched by its UTC day alone
+    and that day is only partly inside the time range asked for (it may lie outside it)."""
+
+    origin: str
+    index: int
+    day: date
+    kind: str
+    period: str | None
+    shredded_at: str | None = None
+    certain: bool = True
+
+    @property
+    def ref(self) -> EntryRef:
+        return EntryRef(self.origin, self.index)
+
+    def day_span(self) -> tuple[datetime, datetime]:
+        """The UTC instants [start, end) of the entry's UTC day."""
+        start = datetime.combine(self.day, time(0), UTC)
+        return start, start + timedelta(days=1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "log": self.origin,
+            "index": self.index,
+            "day": self.day.isoformat(),
+            "kind": self.kind,
+            "period": self.period,
+            "shredded_at": self.shredded_at,
+            "certain": self.certain,
+        }
+
+
+def _period_name(period: str | None) -> str:
+    return period if period is not None else "an unknown period"
+
+
+def shredded_summary(entries: Iterable[ShreddedEntry], *, with_entries: bool = True) -> dict[str, Any]:
+    """The JSON form of the shredded entries of an output: how many, per retention period, how
+    many may lie outside the time range asked for (``uncertain``) and, with ``with_entries``,
+    each one."""
+    items = sorted(entries, key=lambda s: (s.origin, s.index))
+    periods = Counter(_period_name(s.period) for s in items)
+    out: dict[str, Any] = {
+        "count": len(items),
+        "periods": dict(sorted(periods.items())),
+        "uncertain": sum(1 for s in items if not s.certain),
+    }
+    if with_entries:
+        out["entries"] = [s.to_json() for s in items]
+    return out
+
+
+def shredded_sentence(
+    entries: Iterable[ShreddedEntry], *, noun: tuple[str, str] = ("entry", "entries")
+) -> str:
+    """One line per retention period, e.g. ``20 entries of 2026-10 were shredded at retention:
+    their details are gone; the log still proves they existed.`` ("" when there are none)."""
+    items = list(entries)
+    if not items:
+        return ""
+    periods = Counter(_period_name(s.period) for s in items)
+    lines = []
+    for period, count in sorted(periods.items()):
+        word = noun[0] if count == 1 else noun[1]
+        verb = "were" if count != 1 else "was"
+        them = "they" if count != 1 else "it"
+        lines.append(
+            f"{count} {word} of {period} {verb} shredded at retention: "
+            f"{'its' if count == 1 else 'their'} details are gone; the log still proves {them} existed."
+        )
+    uncertain = sum(1 for s in items if not s.certain)
+    if uncertain:
+        lines.append(
+            f"({uncertain} of them matched by their UTC day alone, a day only partly inside the time range: "
+            "they may lie outside it.)"
+        )
+    return "\n".join(lines)

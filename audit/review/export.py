@@ -18,7 +18,7 @@ Bundle format (version ``dsgw-audit-export/1``), one JSON object::
           "suite": "default",                         # algorithm suite: default | gm
           "vkey": "<name>+<hex id>+<base64 key>",     # the log's checkpoint key (informative)
           "checkpoint": "<signed note text>",         # C2SP signed checkpoint, byte for byte
-          "keys": [ {"key_id": hex, "period": ..., "kek_id": ..., "alg": ..., "wrapped": b64} ],
+          "keys": [],                                 # always empty: no data key leaves the log
           "entries": [                                # ascending index, each index once
             {
               "index": 17,
@@ -26,7 +26,8 @@ Bundle format (version ``dsgw-audit-export/1``), one JSON object::
               "leaf_hash": "<base64>",                # H(0x00 || sealed), RFC 9162
               "proof": ["<base64>", ...],             # inclusion proof at the checkpoint's size
               "payload": "<base64>",                  # only with --decrypt: the opened plaintext
-              "entry": { ... }                        # only with --decrypt: the decoded entry
+              "entry": { ... },                       # only with --decrypt: the decoded entry
+              "shredded": {"period": ..., "shredded_at": ...}  # its data key was destroyed
             }
           ]
         }
@@ -51,10 +52,21 @@ What a verification proves, and what it does not (checked in this order):
 * each entry's leaf hash is the hash of its sealed bytes, and its inclusion proof leads to the
   checkpoint's root (:class:`EntryInclusionError`);
 * for a decrypted entry, ``payload`` decodes to a valid entry equal to ``entry``; and when the
-  verifier holds the auditor private key, the sealed bytes open (with the data key in ``keys``,
-  under the log id and index) to exactly ``payload`` (:class:`EntryContentError`). Without the
-  auditor key, that the plaintext is what the sealed bytes contain rests on the exporter's
-  signature alone: AEAD ciphertext cannot be checked against a plaintext without its key.
+  verifier can open the sealed bytes (``data_keys``: the log's keyring with the auditor private
+  key), they open, under the log id and index, to exactly ``payload``
+  (:class:`EntryContentError`). Otherwise, that the plaintext is what the sealed bytes contain
+  rests on the exporter's signature alone: AEAD ciphertext cannot be checked against a plaintext
+  without its key.
+
+No data key of a log is ever put in a bundle (``keys`` is always empty): a data key covers a whole
+retention period of its log, so it would open every entry of that period, not only the ones
+exported, and would bring them back after the period is crypto-shredded. A bundle carries the
+payloads of the entries it contains and nothing that opens any other entry. (Bundles made before
+this rule may carry wrapped data keys; they are still read, and used for the content check when
+the verifier has the auditor key.)
+
+An entry whose data key was shredded at retention is exported with its sealed bytes and proof
+(the log still proves it existed) and marked ``shredded`` (period and time), without payload.
 
 Every failure is a :class:`ExportError` (a :class:`~audit.errors.VerificationError`) naming the log
 and entry index, never an entry's content.
@@ -80,7 +92,7 @@ from audit.errors import AuditError, KeyFormatError, UnsupportedSuite, Verificat
 from audit.keys import KeyProvider, KeyProviderError, KeyRecord, WrappedKey, dek_context
 from audit.merkle import leaf_hash, verify_inclusion
 from audit.review import LocatedEntry
-from audit.seal import SealError, key_id_for, open_sealed, parse_header
+from audit.seal import DataKeySource, KeyShredded, SealError, key_id_for, open_sealed, parse_header
 from audit.suites import Suite, get_suite
 
 __all__ = [
@@ -93,6 +105,7 @@ __all__ = [
     "ExportEntry",
     "ExportError",
     "ExportLog",
+    "Shredded",
     "VerifiedExport",
     "VerifiedLog",
     "build_bundle",
@@ -171,21 +184,39 @@ def _b64(data: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class Shredded:
+    """That an entry's data key was shredded at retention: the period and when (``None`` if
+    unknown)."""
+
+    period: str | None
+    shredded_at: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"period": self.period, "shredded_at": self.shredded_at}
+
+
+@dataclass(frozen=True)
 class ExportEntry:
     """One entry to export: its index, sealed bytes, leaf hash and inclusion proof at the
-    checkpoint's tree size; ``payload`` (the opened plaintext) only when exporting decrypted."""
+    checkpoint's tree size; ``payload`` (the opened plaintext) only when exporting decrypted;
+    ``shredded`` when its data key was destroyed (then there is no payload)."""
 
     index: int
     sealed: bytes
     leaf_hash: bytes
     proof: tuple[bytes, ...]
     payload: bytes | None = None
+    shredded: Shredded | None = None
+
+    def __post_init__(self) -> None:
+        if self.payload is not None and self.shredded is not None:
+            raise ValueError("a shredded entry has no payload")
 
 
 @dataclass(frozen=True)
 class ExportLog:
-    """One log's section: identity, signed checkpoint, the data-key records of decrypted entries
-    (wrapped for the auditors, so an auditor can re-check them), and the entries."""
+    """One log's section: identity, signed checkpoint and the entries. It carries no data key:
+    a data key opens its whole retention period, not only the entries exported."""
 
     origin: str
     log_id: str
@@ -193,7 +224,6 @@ class ExportLog:
     vkey: str
     checkpoint: bytes
     entries: tuple[ExportEntry, ...]
-    keys: tuple[KeyRecord, ...] = ()
 
 
 def _entry_json(item: ExportEntry) -> dict[str, Any]:
@@ -206,11 +236,9 @@ def _entry_json(item: ExportEntry) -> dict[str, Any]:
     if item.payload is not None:
         data["payload"] = _b64(item.payload)
         data["entry"] = decode(item.payload).model_dump(mode="json")
+    if item.shredded is not None:
+        data["shredded"] = item.shredded.to_json()
     return data
-
-
-def _key_json(record: KeyRecord) -> dict[str, Any]:
-    return {"key_id": record.key_id.hex(), "period": record.period, **record.wrapped.to_json()}
 
 
 def _unsigned(logs: Sequence[ExportLog], created: datetime, note: str) -> dict[str, Any]:
@@ -229,7 +257,7 @@ def _unsigned(logs: Sequence[ExportLog], created: datetime, note: str) -> dict[s
                 "suite": log.suite,
                 "vkey": log.vkey,
                 "checkpoint": log.checkpoint.decode("utf-8"),
-                "keys": [_key_json(k) for k in log.keys],
+                "keys": [],
                 "entries": [_entry_json(e) for e in sorted(log.entries, key=lambda e: e.index)],
             }
             for log in logs
@@ -292,6 +320,8 @@ class VerifiedLog:
     decrypted: int
     content_checked: int
     """Decrypted entries whose sealed bytes were opened and compared (needs the auditor key)."""
+    shredded: tuple[tuple[int, Shredded], ...] = ()
+    """The entries marked shredded (index, period and time): proved, but their details are gone."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -301,6 +331,7 @@ class VerifiedLog:
             "entries": self.entries,
             "decrypted": self.decrypted,
             "content_checked": self.content_checked,
+            "shredded": [{"index": i, **s.to_json()} for i, s in self.shredded],
         }
 
 
@@ -326,6 +357,7 @@ class VerifiedExport:
             "entries": sum(log.entries for log in self.logs),
             "decrypted": sum(log.decrypted for log in self.logs),
             "content_checked": sum(log.content_checked for log in self.logs),
+            "shredded": sum(len(log.shredded) for log in self.logs),
         }
 
 
@@ -448,6 +480,7 @@ class _Item:
     proof: tuple[bytes, ...]
     payload: bytes | None  # with ``shown``, only for a decrypted entry
     shown: dict[str, Any] | None
+    shredded: Shredded | None = None
 
 
 @dataclass(frozen=True)
@@ -479,7 +512,16 @@ def _parse_item(item: Any, origin: str, path: str) -> _Item:
     if "payload" in item or "entry" in item:
         payload = _b64d(item.get("payload"), f"{path}.payload", at)
         shown = _need(item, "entry", dict, at, path)
-    return _Item(index, sealed, claimed, proof, payload, shown)
+    shredded = None
+    if "shredded" in item:
+        mark = _need(item, "shredded", dict, at, path)
+        values = [mark.get(name) for name in ("period", "shredded_at")]
+        if set(mark) - {"period", "shredded_at"} or not all(v is None or isinstance(v, str) for v in values):
+            raise BundleFormatError(f"member '{path}.shredded' is not a shredding record", **at)
+        if payload is not None:
+            raise BundleFormatError(f"member '{path}' is marked shredded but carries a payload", **at)
+        shredded = Shredded(values[0], values[1])
+    return _Item(index, sealed, claimed, proof, payload, shown, shredded)
 
 
 def _parse_section(section: Any, path: str) -> _Section:
@@ -526,7 +568,9 @@ def _well_formed(data: Mapping[str, Any]) -> tuple[str, str, list[_Section]]:
     return created, note, sections
 
 
-def _check_content(item: _Item, section: _Section, auditor: KeyProvider | None) -> tuple[LocatedEntry, bool]:
+def _check_content(
+    item: _Item, section: _Section, auditor: KeyProvider | None, keys: DataKeySource | None
+) -> tuple[LocatedEntry, bool]:
     assert item.payload is not None and item.shown is not None
     where: dict[str, Any] = {"origin": section.origin, "index": item.index}
     try:
@@ -535,8 +579,22 @@ def _check_content(item: _Item, section: _Section, auditor: KeyProvider | None) 
         raise EntryContentError("the decrypted payload is not a valid audit entry", **where) from None
     if entry.model_dump(mode="json") != item.shown:
         raise EntryContentError("the entry shown differs from its decrypted payload", **where)
+    if keys is not None:
+        try:
+            opened = open_sealed(
+                item.sealed, keyring_or_dek=keys, log_id=section.log_id, index=item.index, suite=section.suite
+            )
+        except KeyShredded:
+            return LocatedEntry(section.origin, item.index, entry), False  # cannot be checked any more
+        except SealError as exc:
+            raise EntryContentError(f"the sealed bytes do not open ({exc.reason})", **where) from None
+        except KeyProviderError as exc:
+            raise EntryContentError(f"the entry's data key does not unwrap ({exc})", **where) from None
+        if not hmac.compare_digest(opened, item.payload):
+            raise EntryContentError("the decrypted payload is not what the sealed entry contains", **where)
+        return LocatedEntry(section.origin, item.index, entry), True
     checked = False
-    if auditor is not None:
+    if auditor is not None and section.keys:  # a bundle made before bundles stopped carrying keys
         try:
             key_id = parse_header(item.sealed, index=item.index).key_id
         except SealError:
@@ -563,7 +621,10 @@ def _check_content(item: _Item, section: _Section, auditor: KeyProvider | None) 
 
 
 def _verify_section(
-    section: _Section, verifiers: Sequence[Verifier], auditor: KeyProvider | None
+    section: _Section,
+    verifiers: Sequence[Verifier],
+    auditor: KeyProvider | None,
+    keys: DataKeySource | None = None,
 ) -> tuple[VerifiedLog, list[LocatedEntry]]:
     where: dict[str, Any] = {"origin": section.origin}
     own, suite = section.vkey, section.suite
@@ -589,7 +650,7 @@ def _verify_section(
         except VerificationError as exc:
             raise EntryInclusionError(str(exc), **at) from None
         if item.payload is not None:
-            located, ok = _check_content(item, section, auditor)
+            located, ok = _check_content(item, section, auditor, keys)
             found.append(located)
             checked += ok
     verified = VerifiedLog(
@@ -599,6 +660,7 @@ def _verify_section(
         entries=len(section.items),
         decrypted=len(found),
         content_checked=checked,
+        shredded=tuple((i.index, i.shredded) for i in section.items if i.shredded is not None),
     )
     return verified, found
 
@@ -608,10 +670,14 @@ def verify_export(
     trusted_vkeys: Sequence[str | Verifier],
     *,
     auditor: KeyProvider | None = None,
+    data_keys: Mapping[str, DataKeySource] | None = None,
 ) -> VerifiedExport:
     """Verify a bundle against the verifier keys the inspector trusts (vkey strings or
-    :class:`~audit.checkpoint.Verifier`). With ``auditor`` (a key provider holding the auditor
-    private key) decrypted entries are also opened from their sealed bytes and compared.
+    :class:`~audit.checkpoint.Verifier`). With ``data_keys`` (log id -> the log's keyring,
+    holding the auditor private key) the decrypted entries of those logs are also opened from
+    their sealed bytes and compared (an entry whose key was shredded since cannot be: it is not
+    counted as checked). ``auditor`` does the same with the wrapped data keys that bundles made
+    before this version carried.
 
     The checks run in the order docs/audit-review.md lists them: well-formedness (every member,
     before anything is verified), the bundle signature, then each log's checkpoint and entries.
@@ -624,7 +690,8 @@ def verify_export(
     logs: list[VerifiedLog] = []
     entries: list[LocatedEntry] = []
     for section in sections:
-        verified, found = _verify_section(section, verifiers, auditor)
+        keys = (data_keys or {}).get(section.log_id)
+        verified, found = _verify_section(section, verifiers, auditor, keys)
         logs.append(verified)
         entries += found
     return VerifiedExport(

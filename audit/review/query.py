@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,9 @@ from audit.layout import LogMeta, LogPaths
 from audit.merkle import LEAF_PREFIX, MerkleProver, verify_inclusion
 from audit.reader import LogReader as LogFiles
 from audit.reader import ReadError
-from audit.review import EntryRef, LocatedEntry
-from audit.review.export import ExportEntry, ExportLog, build_bundle
+from audit.record import RecordError, parse_terms
+from audit.review import EntryRef, LocatedEntry, ShreddedEntry, shredded_summary
+from audit.review.export import ExportEntry, ExportLog, Shredded, build_bundle
 from audit.seal import KeyShredded, SealError, open_sealed, parse_header
 from audit.segment import (
     FRAME_HEAD,
@@ -200,8 +201,10 @@ class LogStats:
     checkpoint_size: int
     candidates: int = 0
     opened: int = 0
+    """Entries decrypted (shredded entries are not: they cannot be)."""
     matched: int = 0
     shredded: int = 0
+    """Candidates whose data key was shredded at retention and whose clear fields match."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -360,6 +363,11 @@ class LogReader:
 
     def sealed(self, idx: int) -> bytes:
         """The sealed bytes of entry ``idx``, read from its frame (located through the index)."""
+        return self.frame(idx)[1]
+
+    def frame(self, idx: int) -> tuple[bytes, bytes]:
+        """The clear terms section and the sealed bytes of entry ``idx``, read from its frame
+        (located through the index)."""
         where = self.index.location(idx)
         if where is None:
             raise ReviewError(f"log {self.origin} has no entry {idx} (or it is not indexed yet)")
@@ -379,7 +387,7 @@ class LogReader:
                 origin=self.origin,
                 index=idx,
             )
-        return split_record(parsed.records[0])[1]
+        return split_record(parsed.records[0])
 
     def payload(self, idx: int, sealed: bytes | None = None) -> bytes:
         """The decrypted payload of entry ``idx`` (needs the auditor key). Raises
@@ -400,18 +408,77 @@ class LogReader:
     def entry(self, idx: int) -> AuditEntry:
         return decode(self.payload(idx))
 
-    def read(self, indices: Iterable[int], criteria: Criteria, stats: LogStats) -> Iterator[LocatedEntry]:
-        """Open the entries ``indices`` and yield those that really match ``criteria``."""
+    def read(
+        self,
+        indices: Iterable[int],
+        criteria: Criteria,
+        stats: LogStats,
+        shredded: list[ShreddedEntry] | None = None,
+    ) -> Iterator[LocatedEntry]:
+        """Open the entries ``indices`` and yield those that really match ``criteria``. An entry
+        whose data key was shredded is not yielded: when its clear fields (kind, UTC day and blind
+        terms, kept in its frame) match ``criteria``, it is counted in ``stats.shredded`` and
+        appended to ``shredded``."""
         for idx in indices:
-            stats.opened += 1
+            terms, sealed = self.frame(idx)
             try:
-                entry = self.entry(idx)
-            except KeyShredded:
-                stats.shredded += 1
+                entry = decode(self.payload(idx, sealed))
+            except KeyShredded as exc:
+                found = self._shredded(idx, terms, criteria, exc)
+                if found is not None:
+                    stats.shredded += 1
+                    if shredded is not None:
+                        shredded.append(found)
                 continue
+            stats.opened += 1
             if criteria.matches(entry):
                 stats.matched += 1
                 yield LocatedEntry(self.origin, idx, entry)
+
+    def _shredded(
+        self, idx: int, section: bytes, criteria: Criteria, exc: KeyShredded
+    ) -> ShreddedEntry | None:
+        """The shredded entry ``idx`` if its clear fields match ``criteria`` (``None`` if they do
+        not: the index named it wrongly). The time range is judged by the entry's UTC day only:
+        a day only partly inside the range gives an uncertain match."""
+        try:
+            terms = parse_terms(section)
+        except RecordError as exc2:
+            raise LogCorrupted(
+                f"log {self.origin} entry {idx}: {exc2}", origin=self.origin, index=idx
+            ) from None
+        kind = "access" if criteria.provider or criteria.decision else criteria.kind
+        if kind is not None and terms.kind != kind:
+            return None
+        term = self.indexer.term
+        wanted: list[tuple[str, bytes]] = []
+        if criteria.subject is not None:
+            wanted.append(("subject", self.indexer.subject_term(criteria.subject.kind, criteria.subject.id)))
+        for name in ("caller", "provider", "decision"):
+            value = getattr(criteria, name)
+            if value is not None:
+                wanted.append((name, term(name, value.value)))
+        if criteria.purpose is not None:
+            wanted.append(("purpose", term("purpose", criteria.purpose)))
+        if any(terms.get(name) != value for name, value in wanted):
+            return None
+        day = date(1970, 1, 1) + timedelta(days=terms.day)
+        located = ShreddedEntry(self.origin, idx, day, terms.kind, exc.period, exc.shredded_at)
+        start, end = located.day_span()
+        since, until = criteria.since, criteria.until
+        if (since is not None and end <= since) or (until is not None and start >= until):
+            return None
+        certain = (since is None or start >= since) and (until is None or end <= until)
+        return ShreddedEntry(self.origin, idx, day, terms.kind, exc.period, exc.shredded_at, certain)
+
+    def shredded_key(self, sealed: bytes, idx: int) -> Shredded | None:
+        """Whether the data key of the sealed entry ``idx`` was shredded (from the keyring's
+        tombstones: nothing is decrypted)."""
+        key_id = parse_header(sealed, index=idx).key_id
+        for tomb in self.keyring.tombstones():
+            if tomb.key_id == key_id:
+                return Shredded(tomb.period, tomb.shredded_at)
+        return None
 
     # -- checkpoints and proofs -------------------------------------------------------------------
 
@@ -450,8 +517,11 @@ class LogReader:
 
     def export_section(self, indices: Sequence[int], *, decrypt: bool) -> ExportLog:
         """This log's part of an export bundle: the latest checkpoint and, per entry, its sealed
-        bytes, leaf hash and inclusion proof (plus the payload and data-key record when
-        ``decrypt``). Entries beyond the latest checkpoint cannot be proved: :class:`ReviewError`."""
+        bytes, leaf hash and inclusion proof (plus the decrypted payload when ``decrypt``). No
+        data key of the log goes into a bundle: one covers a whole retention period, so it would
+        open entries the bundle does not contain (and resurrect them after a shredding). An entry
+        whose data key was shredded is exported without payload, marked ``shredded``. Entries
+        beyond the latest checkpoint cannot be proved: :class:`ReviewError`."""
         note, checkpoint = self.checkpoint()
         late = [i for i in indices if i >= checkpoint.size]
         missing = [i for i in late if self.index.location(i) is None]
@@ -469,7 +539,6 @@ class LogReader:
             )
         hash_fn = self.suite.hash_fn
         entries = []
-        keys: dict[bytes, KeyRecord] = {}
         for idx in sorted(set(indices)):
             sealed = self.sealed(idx)
             leaf = hash_fn(LEAF_PREFIX + sealed)
@@ -483,10 +552,12 @@ class LogReader:
                     index=idx,
                 ) from None
             payload = None
-            if decrypt:
-                payload = self.payload(idx, sealed)
-                key_id = parse_header(sealed, index=idx).key_id
-                keys.setdefault(key_id, self.key_record(key_id))
+            shredded = self.shredded_key(sealed, idx)
+            if decrypt and shredded is None:
+                try:
+                    payload = self.payload(idx, sealed)
+                except KeyShredded as exc:  # shredded by another process meanwhile
+                    shredded = Shredded(exc.period, exc.shredded_at)
             entries.append(
                 ExportEntry(
                     index=idx,
@@ -494,6 +565,7 @@ class LogReader:
                     leaf_hash=leaf,
                     proof=proof,
                     payload=payload,
+                    shredded=shredded,
                 )
             )
         return ExportLog(
@@ -503,7 +575,6 @@ class LogReader:
             vkey=self.meta.vkey,
             checkpoint=note,
             entries=tuple(entries),
-            keys=tuple(keys.values()),
         )
 
     def stats(self) -> LogStats:
@@ -522,12 +593,15 @@ class SearchResult:
     entries: list[LocatedEntry]
     logs: list[LogStats] = field(default_factory=list)
     truncated: bool = False
+    shredded: list[ShreddedEntry] = field(default_factory=list)
+    """Matching entries whose data key was shredded at retention (by their clear fields)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "criteria": self.criteria.to_json(),
             "count": len(self.entries),
             "truncated": self.truncated,
+            "shredded": shredded_summary(self.shredded),
             "logs": [s.to_json() for s in self.logs],
             "entries": [
                 {"log": e.origin, "index": e.index, "entry": e.entry.model_dump(mode="json")}
@@ -582,17 +656,18 @@ class LogSet:
         """Entries of every log matching ``criteria``, decrypting only the index's candidates."""
         found: list[LocatedEntry] = []
         stats: list[LogStats] = []
+        shredded: list[ShreddedEntry] = []
         for reader in self.readers:
             stat = reader.stats()
             indices = reader.candidates(criteria)
             stat.candidates = len(indices)
-            found.extend(reader.read(indices, criteria, stat))
+            found.extend(reader.read(indices, criteria, stat, shredded))
             stats.append(stat)
         found.sort(key=lambda e: (e.entry.time, e.origin, e.index))
         truncated = limit is not None and len(found) > limit
         if limit is not None:
             found = found[:limit]
-        return SearchResult(criteria, found, stats, truncated)
+        return SearchResult(criteria, found, stats, truncated, shredded)
 
     def read(self, refs: Iterable[EntryRef]) -> list[LocatedEntry]:
         """The entries named by ``refs`` (log origin or directory, and index)."""

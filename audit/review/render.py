@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from audit.entry import Access, ConsentChange
-from audit.review import EntryRef, LocatedEntry
+from audit.review import EntryRef, LocatedEntry, ShreddedEntry, shredded_sentence
 from audit.review.export import VerifiedExport
 from audit.review.report import Report
 from audit.review.subject_report import Language, SubjectReport, mask_identifier
@@ -86,9 +86,14 @@ def entry_row(item: LocatedEntry, zone: ZoneInfo, *, full_ids: bool = False) -> 
 
 
 def render_entries(
-    items: Sequence[LocatedEntry], *, timezone: str = "Asia/Shanghai", full_ids: bool = False
+    items: Sequence[LocatedEntry],
+    *,
+    timezone: str = "Asia/Shanghai",
+    full_ids: bool = False,
+    shredded: Sequence[ShreddedEntry] = (),
 ) -> str:
-    """Search results, one line per entry."""
+    """Search results, one line per entry, then a line per retention period of the matching
+    entries that were shredded (they cannot be shown)."""
     zone = ZoneInfo(timezone)
     headers = [
         "log",
@@ -102,7 +107,10 @@ def render_entries(
         "basis",
     ]
     body = table(headers, (entry_row(i, zone, full_ids=full_ids) for i in items), right=(1,))
-    return f"{body}\n{len(items)} entr{'y' if len(items) == 1 else 'ies'}"
+    out = f"{body}\n{len(items)} entr{'y' if len(items) == 1 else 'ies'}"
+    if shredded:
+        out += f" shown, {len(shredded)} more shredded\n{shredded_sentence(shredded)}"
+    return out
 
 
 def short_log_names(origins: Iterable[str]) -> dict[str, str]:
@@ -152,9 +160,9 @@ def _refs(refs: Sequence[EntryRef], names: Mapping[str, str], limit: int = 5) ->
 def _period(report: Report) -> str:
     """The report's days: those asked for, an open end shown as the first or last day of the
     entries (``all`` when there is neither a bound nor an entry)."""
-    days = sorted(report.kinds)
-    first = report.since or (days[0] if days else None)
-    last = report.until or (days[-1] if days else None)
+    first_day, last_day = report.first_and_last_day()
+    first = report.since or first_day
+    last = report.until or last_day
     if first is None and last is None:
         return "all"
     if first is None or last is None:
@@ -164,7 +172,12 @@ def _period(report: Report) -> str:
 
 def render_report(report: Report) -> str:
     """The review report: period, volumes, denials, anomalies."""
-    parts = [f"Audit report {_period(report)} ({report.config.timezone}): {report.entries} entries"]
+    head = f"Audit report {_period(report)} ({report.config.timezone}): {report.entries} entries"
+    if report.shredded:
+        head += f", {len(report.shredded)} of them shredded at retention"
+    parts = [head]
+    if report.shredded:
+        parts.append(shredded_sentence(report.shredded))
     parts.append("\nVolumes (access requests per day, caller, purpose, decision)")
     parts.append(
         table(
@@ -228,6 +241,21 @@ def render_report(report: Report) -> str:
             parts.append(f"logs: {', '.join(legend)}")
     else:
         parts.append("(none)")
+    if report.shredded:
+        parts.append(
+            "\nShredded at retention (per UTC day and kind; in no section above: their details are gone)"
+        )
+        parts.append(
+            table(
+                ["day (UTC)", "kind", "count"],
+                (
+                    [day.isoformat(), kind, count]
+                    for day, kinds in report.shredded_per_day().items()
+                    for kind, count in kinds.items()
+                ),
+                right=(2,),
+            )
+        )
     return "\n".join(parts)
 
 
@@ -250,7 +278,8 @@ def render_subject_report(report: SubjectReport, *, languages: Sequence[Language
         ),
     }
     lines = [head[lang] for lang in languages]
-    if not report.items:
+    lines += [report.shredded_text[lang] for lang in languages if report.shredded_text.get(lang)]
+    if not report.items and not report.shredded:
         lines.append(
             {
                 "en": "No agency accessed your data in the logs searched.",
@@ -275,9 +304,18 @@ def render_verified_export(result: VerifiedExport) -> str:
         lines.append(f"note: {result.note}")
     lines.append(
         table(
-            ["log", "tree size", "entries", "decrypted", "content checked"],
-            ([v.origin, v.tree_size, v.entries, v.decrypted, v.content_checked] for v in result.logs),
-            right=(1, 2, 3, 4),
+            ["log", "tree size", "entries", "decrypted", "content checked", "shredded"],
+            (
+                [v.origin, v.tree_size, v.entries, v.decrypted, v.content_checked, len(v.shredded)]
+                for v in result.logs
+            ),
+            right=(1, 2, 3, 4, 5),
         )
     )
+    shredded = sum(len(v.shredded) for v in result.logs)
+    if shredded:
+        lines.append(
+            f"{shredded} entr{'y was' if shredded == 1 else 'ies were'} shredded at retention: "
+            "proved to be in the log, their details are gone"
+        )
     return "\n".join(lines)

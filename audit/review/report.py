@@ -10,7 +10,10 @@ Sections of a :class:`Report`:
 * **kinds**: all entries counted per day and kind (access, consent_change, push_notification);
 * **denials**: denied accesses per day x caller x provider x purpose x reason, and totals by reason;
 * **anomalies**: the findings of four rules, each an :class:`Anomaly` pointing at the entries
-  (log origin and index) that raised it.
+  (log origin and index) that raised it;
+* **shredded**: entries whose data key was crypto-shredded at retention, counted per UTC day and
+  kind (the fields the log keeps in clear) and per retention period. They count in the report's
+  entries and period, never in volumes, denials or anomalies (their details are gone).
 
 Anomaly rules and their thresholds (all in :class:`ReportConfig`):
 
@@ -49,7 +52,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from audit.entry import Access, Decision, LegalBasisKind
-from audit.review import EntryRef, LocatedEntry
+from audit.review import EntryRef, LocatedEntry, ShreddedEntry, shredded_summary
 
 __all__ = [
     "RULES",
@@ -218,8 +221,31 @@ class Report:
     denials: tuple[DenialRow, ...]
     denial_reasons: dict[str, int]
     anomalies: tuple[Anomaly, ...]
+    shredded: tuple[ShreddedEntry, ...] = ()
+    """Entries of the period whose data key was shredded (counted in ``entries``)."""
+
+    @property
+    def readable(self) -> int:
+        """The entries of the period that were read (``entries`` minus the shredded ones)."""
+        return self.entries - len(self.shredded)
+
+    def shredded_per_day(self) -> dict[date, dict[str, int]]:
+        """Shredded entries per UTC day and kind."""
+        out: dict[date, Counter[str]] = defaultdict(Counter)
+        for item in self.shredded:
+            out[item.day][item.kind] += 1
+        return {day: dict(sorted(counter.items())) for day, counter in sorted(out.items())}
+
+    def first_and_last_day(self) -> tuple[date | None, date | None]:
+        """The first and last day with entries: local days of the entries read, UTC days of the
+        shredded ones."""
+        days = sorted({*self.kinds, *(item.day for item in self.shredded)})
+        return (days[0], days[-1]) if days else (None, None)
 
     def to_json(self) -> dict[str, Any]:
+        shredded = shredded_summary(self.shredded, with_entries=False)
+        shredded["days"] = {day.isoformat(): kinds for day, kinds in self.shredded_per_day().items()}
+        shredded["day_basis"] = "UTC"
         return {
             "period": {
                 "since": self.since.isoformat() if self.since else None,
@@ -227,6 +253,8 @@ class Report:
                 "timezone": self.config.timezone,
             },
             "entries": self.entries,
+            "readable": self.readable,
+            "shredded": shredded,
             "kinds": {day.isoformat(): dict(sorted(k.items())) for day, k in sorted(self.kinds.items())},
             "volumes": [row.to_json() for row in self.volumes],
             "denials": [row.to_json() for row in self.denials],
@@ -521,26 +549,52 @@ def anomalies(
     return tuple(sorted(found, key=Anomaly.sort_key))
 
 
+def _shredded_in_period(
+    shredded: Iterable[ShreddedEntry], config: ReportConfig, since: date | None, until: date | None
+) -> tuple[ShreddedEntry, ...]:
+    """The shredded entries whose UTC day overlaps the local days [since, until]; one whose UTC
+    day is only partly inside is kept, marked uncertain (its exact time is gone)."""
+    start = local_day_bounds(since, config)[0] if since is not None else None
+    end = local_day_bounds(until, config)[1] if until is not None else None
+    out = []
+    for item in shredded:
+        first, last = item.day_span()
+        if (start is not None and last <= start) or (end is not None and first >= end):
+            continue
+        inside = (start is None or first >= start) and (end is None or last <= end)
+        if item.certain and not inside:
+            item = ShreddedEntry(
+                item.origin, item.index, item.day, item.kind, item.period, item.shredded_at, certain=False
+            )
+        out.append(item)
+    return tuple(sorted(out, key=lambda s: (s.day, s.origin, s.index)))
+
+
 def build_report(
     entries: Iterable[LocatedEntry],
     config: ReportConfig = ReportConfig(),
     *,
     since: date | None = None,
     until: date | None = None,
+    shredded: Iterable[ShreddedEntry] = (),
 ) -> Report:
     """The full report over the local days [since, until] (inclusive; open ends by default).
-    Entries before ``since`` are not counted, but serve as history for ``volume_spike``."""
+    Entries before ``since`` are not counted, but serve as history for ``volume_spike``.
+    ``shredded`` entries (data key destroyed at retention) whose UTC day overlaps the period are
+    counted in ``entries`` and in the report's own section, by UTC day and kind."""
     if since is not None and until is not None and until < since:
         raise ValueError("the report period ends before it starts")
     everything = list(entries)
     zone = config.zone
     period = [item for item in everything if _in_days(_day(item, zone), since, until)]
+    gone = _shredded_in_period(shredded, config, since, until)
     denial_rows, reasons = denials(period, config)
     return Report(
         since=since,
         until=until,
         config=config,
-        entries=len(period),
+        entries=len(period) + len(gone),
+        shredded=gone,
         kinds=kinds_per_day(period, config),
         volumes=volumes(period, config),
         denials=denial_rows,

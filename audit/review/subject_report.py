@@ -12,6 +12,10 @@ Left out on purpose: the operator (a staff member's identifier is another person
 gateway node, and the predicate's parameters beyond its name. The request id is kept as a
 reference the citizen can quote in a complaint.
 
+Events whose data key was crypto-shredded at the end of their retention period cannot be read:
+the report still tells the subject they happened (their kind and UTC day, which the log keeps in
+clear) and that their details were destroyed (:attr:`SubjectReport.shredded`).
+
 Sentences are in English, Chinese or both (``languages``); agency names come with their Chinese
 names (:data:`adapters.agencies.AGENCY_NAMES_ZH`).
 """
@@ -37,7 +41,7 @@ from audit.entry import (
     PushOutcome,
     Subject,
 )
-from audit.review import LocatedEntry
+from audit.review import LocatedEntry, ShreddedEntry, shredded_summary
 
 __all__ = [
     "AGENCY_NAMES_EN",
@@ -177,8 +181,15 @@ class SubjectReport:
     denied: int
     failed: dict[str, int] = field(default_factory=dict)
     """Allowed requests that failed (the provider unavailable, ...) per calling agency: no data given."""
+    shredded: tuple[ShreddedEntry, ...] = ()
+    """Events about the subject whose details were destroyed at retention (not in ``items``)."""
+    shredded_text: dict[str, str] = field(default_factory=dict)
+    """What ``shredded`` means for the subject, by language ("" when there are none)."""
 
     def to_json(self) -> dict[str, Any]:
+        shredded = shredded_summary(self.shredded)
+        if self.shredded_text:
+            shredded["text"] = dict(self.shredded_text)
         return {
             "subject": {"kind": self.subject_kind, "id": self.subject_masked},
             "timezone": self.timezone,
@@ -186,6 +197,7 @@ class SubjectReport:
             "reads_by_agency": dict(sorted(self.readers.items())),
             "failed_by_agency": dict(sorted(self.failed.items())),
             "denied": self.denied,
+            "shredded": shredded,
             "items": [item.to_json() for item in self.items],
         }
 
@@ -326,14 +338,49 @@ def _push_text(local: datetime, body: PushNotification, language: Language) -> s
     return f"{_when(local, language)}, under policy {body.policy_id}, {what} by {body.channel}."
 
 
+_KIND_EN = {
+    "access": "a request for your data",
+    "consent_change": "a consent change",
+    "push_notification": "a notification",
+}
+_KIND_ZH = {"access": "数据查询", "consent_change": "授权同意变更", "push_notification": "通知"}
+
+
+def _shredded_text(shredded: Sequence[ShreddedEntry], language: Language) -> str:
+    """The subject's sentence about events whose details were destroyed at retention."""
+    if not shredded:
+        return ""
+    periods = sorted({s.period or "?" for s in shredded})
+    days = sorted({s.day.isoformat() for s in shredded})
+    span = days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+    if language == "zh":
+        kinds = "、".join(sorted({_KIND_ZH.get(s.kind, s.kind) for s in shredded}))
+        return (
+            f"另有 {len(shredded)} 条记录（{kinds}，UTC 日期 {span}）的详细内容已在保存期限"
+            f"（{', '.join(periods)}）届满时销毁，无法再读取；日志仍能证明这些记录存在。"
+        )
+    kinds = ", ".join(sorted({_KIND_EN.get(s.kind, s.kind) for s in shredded}))
+    count = "1 more event" if len(shredded) == 1 else f"{len(shredded)} more events"
+    one = len(shredded) == 1
+    return (
+        f"{count} ({kinds}; UTC day {span}) about you {'was' if one else 'were'} recorded, but "
+        f"{'its' if one else 'their'} details were destroyed when "
+        f"{'its' if one else 'their'} retention period ({', '.join(periods)}) ended and can no longer be "
+        f"read; the log still proves {'it' if one else 'they'} happened."
+    )
+
+
 def subject_report(
     subject: Subject,
     entries: Iterable[LocatedEntry],
     *,
     timezone: str = "Asia/Shanghai",
     languages: Sequence[Language] = ("en", "zh"),
+    shredded: Iterable[ShreddedEntry] = (),
 ) -> SubjectReport:
-    """The report of ``subject`` from ``entries`` (entries about anyone else are dropped)."""
+    """The report of ``subject`` from ``entries`` (entries about anyone else are dropped).
+    ``shredded``: the subject's entries whose data key was destroyed at retention (found by the
+    subject's blind term, as the search found them), counted and explained, never described."""
     zone = ZoneInfo(timezone)
     mine = sorted(
         (item for item in entries if item.entry.subject == subject),
@@ -403,6 +450,7 @@ def subject_report(
                     text={lang: _push_text(local, body, lang) for lang in languages},
                 )
             )
+    gone = tuple(sorted(shredded, key=lambda s: (s.day, s.origin, s.index)))
     return SubjectReport(
         subject_kind=subject.kind.value,
         subject_masked=mask_identifier(subject.id),
@@ -411,4 +459,6 @@ def subject_report(
         readers=dict(readers),
         denied=denied,
         failed=dict(failed),
+        shredded=gone,
+        shredded_text={lang: _shredded_text(gone, lang) for lang in languages} if gone else {},
     )

@@ -313,7 +313,9 @@ def _search(args: argparse.Namespace) -> int:
         with _open_logs(args) as logs:
             result = logs.search(criteria, limit=args.limit)
         _warn_lagging(result)
-        human = render_entries(result.entries, timezone=args.timezone, full_ids=args.full_ids)
+        human = render_entries(
+            result.entries, timezone=args.timezone, full_ids=args.full_ids, shredded=result.shredded
+        )
         if result.truncated:
             human += f" (the first {args.limit}; more matched)"
         emit(args, result.to_json(), human)
@@ -390,7 +392,9 @@ def _report(args: argparse.Namespace) -> int:
         with _open_logs(args) as logs:
             result = logs.search(Criteria(since=since, until=until))
         _warn_lagging(result)
-        report = build_report(result.entries, config, since=args.since, until=args.until)
+        report = build_report(
+            result.entries, config, since=args.since, until=args.until, shredded=result.shredded
+        )
         payload = report.to_json()
         payload["logs"] = [s.origin for s in result.logs]
         emit(args, payload, render_report(report))
@@ -409,7 +413,9 @@ def _subject_report(args: argparse.Namespace) -> int:
         with _open_logs(args) as logs:
             result = logs.search(Criteria(subject=subject))
         _warn_lagging(result)
-        report = subject_report(subject, result.entries, timezone=args.timezone, languages=languages)
+        report = subject_report(
+            subject, result.entries, timezone=args.timezone, languages=languages, shredded=result.shredded
+        )
         emit(args, report.to_json(), render_subject_report(report, languages=languages))
     return 0
 
@@ -446,34 +452,78 @@ def _signer(args: argparse.Namespace, logs: Any, refs: list[Any]) -> Any:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from audit.review.export import dump_bundle
 
     with _failures(args):
         refs = [_parse_ref(text) for text in args.entry]
         criteria = _criteria(args)
         with _open_logs(args) as logs:
+            uncertain = []
             if not criteria.is_empty:
-                refs += [e.ref for e in logs.search(criteria).entries]
+                result = logs.search(criteria)
+                refs += [e.ref for e in result.entries]
+                # shredded matches are exported too (without details: the bundle proves they exist),
+                # except those matched by a UTC day only partly inside the time range
+                refs += [s.ref for s in result.shredded if s.certain]
+                uncertain = [s for s in result.shredded if not s.certain]
+                if not refs:
+                    why = "no entry matched"
+                    if uncertain:
+                        why = (
+                            f"{len(uncertain)} shredded entr{'y' if len(uncertain) == 1 else 'ies'} matched "
+                            "by a UTC day only partly inside the time range; "
+                            "select them with --entry LOG#INDEX"
+                        )
+                    raise UsageError(f"nothing to export: {why}")
             elif not refs:
                 raise UsageError("select entries: give search criteria or --entry LOG#INDEX")
             signer = _signer(args, logs, refs)
             bundle = logs.export(refs, signer, decrypt=args.decrypt, note=args.note)
         args.out.write_bytes(dump_bundle(bundle))
-        sections = [{"log": s["origin"], "entries": len(s["entries"])} for s in bundle["logs"]]
+        sections = [
+            {
+                "log": s["origin"],
+                "entries": len(s["entries"]),
+                "shredded": [e["index"] for e in s["entries"] if "shredded" in e],
+            }
+            for s in bundle["logs"]
+        ]
         count = sum(s["entries"] for s in sections)
+        periods = Counter(
+            e["shredded"]["period"] or "an unknown period"
+            for s in bundle["logs"]
+            for e in s["entries"]
+            if "shredded" in e
+        )
+        shredded = sum(periods.values())
         payload = {
             "bundle": str(args.out),
             "signed_by": signer.name,
             "vkey": signer.verifier().vkey(),
             "decrypted": args.decrypt,
             "entries": count,
+            "shredded": {"count": shredded, "periods": dict(sorted(periods.items()))},
             "logs": sections,
         }
         human = (
             f"wrote {args.out}: {count} entr{'y' if count == 1 else 'ies'} from {len(sections)} log(s)"
             f"{', decrypted' if args.decrypt else ''}, signed by {signer.name}\n"
-            f"verify with: dsgw audit verify-export {args.out} --trust '{signer.verifier().vkey()}'"
         )
+        for period, n in sorted(periods.items()):
+            human += (
+                f"{n} of them {'is' if n == 1 else 'are'} of {period}, shredded at retention: exported "
+                "without their details (the bundle still proves they are in the log)\n"
+            )
+        if uncertain:
+            human += (
+                f"not exported: {len(uncertain)} shredded entr{'y' if len(uncertain) == 1 else 'ies'} "
+                "matched by a UTC day only partly inside the time range (select with --entry LOG#INDEX)\n"
+            )
+        human += f"verify with: dsgw audit verify-export {args.out} --trust '{signer.verifier().vkey()}'"
+        if uncertain:
+            payload["not_exported_shredded"] = [s.to_json() for s in uncertain]
         emit(args, payload, human)
     return 0
 
@@ -500,8 +550,8 @@ def _trust_file(path: Path) -> list[Verifier]:
 
 
 def _verify_export(args: argparse.Namespace) -> int:
-    from audit.keys import FileKeyProvider
-    from audit.layout import LogMeta
+    from audit.keys import FileKeyProvider, Keyring
+    from audit.layout import LogMeta, LogPaths
     from audit.review.export import load_bundle, verify_export
     from audit.review.render import render_verified_export
 
@@ -509,11 +559,18 @@ def _verify_export(args: argparse.Namespace) -> int:
         trusted: list[str | Verifier] = list(args.trust)
         for path in args.trust_file:
             trusted += _trust_file(path)
-        trusted += [LogMeta.load(directory).vkey for directory in args.log]
+        metas = [(directory, LogMeta.load(directory)) for directory in args.log]
+        trusted += [meta.vkey for _, meta in metas]
         if not trusted:
             raise UsageError("name the keys you trust: --trust VKEY, --trust-file FILE or --log DIR")
         auditor = FileKeyProvider.from_private_key_file(args.auditor_key) if args.auditor_key else None
+        data_keys: dict[str, Any] = {}
+        if auditor is not None:  # the decrypted entries are opened with their log's own keyring
+            for directory, meta in metas:
+                data_keys[meta.log_id] = Keyring.open(
+                    LogPaths(directory).keyring, auditor, log_id=meta.log_id
+                )
         bundle = load_bundle(args.bundle.read_bytes())
-        result = verify_export(bundle, trusted, auditor=auditor)
+        result = verify_export(bundle, trusted, auditor=auditor, data_keys=data_keys)
         emit(args, result.to_json(), render_verified_export(result))
     return 0

@@ -87,8 +87,25 @@ class FakeLog:
                 )
                 for i in indices
             ),
-            keys=(self.record,) if decrypt else (),
         )
+
+    def keyring(self) -> DataKeys:
+        """The log's data keys as a keyring holding the auditor key would give them."""
+        return DataKeys({self.record.key_id: self.dek})
+
+
+@dataclass
+class DataKeys:
+    """A :class:`audit.seal.DataKeySource` over known data keys."""
+
+    keys: dict[bytes, bytes]
+
+    def data_key(self, key_id: bytes) -> bytes:
+        return self.keys[key_id]
+
+
+def _data_keys(logs: tuple[FakeLog, FakeLog]) -> dict[str, DataKeys]:
+    return {log.origin: log.keyring() for log in logs}
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +171,34 @@ def test_bundle_verifies_offline(
 def test_auditor_checks_decrypted_content(
     bundle: dict[str, Any], logs: tuple[FakeLog, FakeLog], exporter: Signer
 ) -> None:
-    result = verify_export(bundle, _trusted(logs, exporter), auditor=AUDITOR)
+    result = verify_export(bundle, _trusted(logs, exporter), data_keys=_data_keys(logs))
+    assert [v.content_checked for v in result.logs] == [4, 0]
+    wrong = {logs[0].origin: DataKeys({logs[0].record.key_id: os.urandom(32)})}
+    with pytest.raises(EntryContentError, match="do not open"):
+        verify_export(bundle, _trusted(logs, exporter), data_keys=wrong)
+
+
+def test_a_bundle_carries_no_data_key(bundle: dict[str, Any]) -> None:
+    """A data key opens its whole retention period: a bundle carrying it would open (and, after a
+    shredding, resurrect) entries it does not contain. The decrypted bundle carries payloads only."""
+    assert [section["keys"] for section in bundle["logs"]] == [[], []]
+    text = json.dumps(bundle)
+    assert "wrapped" not in text
+
+
+def test_legacy_bundle_with_keys_is_still_checked_by_the_auditor(
+    bundle: dict[str, Any], logs: tuple[FakeLog, FakeLog], exporter: Signer
+) -> None:
+    legacy = copy.deepcopy(bundle)
+    record = logs[0].record
+    legacy["logs"][0]["keys"] = [
+        {"key_id": record.key_id.hex(), "period": record.period, **record.wrapped.to_json()}
+    ]
+    legacy = resign(legacy, exporter)
+    result = verify_export(legacy, _trusted(logs, exporter), auditor=AUDITOR)
     assert [v.content_checked for v in result.logs] == [4, 0]
     with pytest.raises(EntryContentError, match="does not unwrap"):
-        verify_export(bundle, _trusted(logs, exporter), auditor=OTHER_AUDITOR)
+        verify_export(legacy, _trusted(logs, exporter), auditor=OTHER_AUDITOR)
 
 
 def test_bundle_is_a_signed_note_for_any_verifier(bundle: dict[str, Any], exporter: Signer) -> None:
@@ -272,17 +313,12 @@ def _unknown_suite(bundle: dict[str, Any]) -> None:
     bundle["logs"][1]["suite"] = "rot13"
 
 
-def _missing_key_record(bundle: dict[str, Any]) -> None:
-    bundle["logs"][0]["keys"] = []
-
-
 @pytest.mark.parametrize(
     ("tamper", "error", "auditor"),
     [
         (_set_entry_json, EntryContentError, False),
         (_swap_payload, EntryContentError, True),
         (_garbage_payload, EntryContentError, False),
-        (_missing_key_record, EntryContentError, True),
         (_flip_sealed, EntryInclusionError, False),
         (_consistent_leaf_wrong_index, EntryInclusionError, False),
         (_flip_proof, EntryInclusionError, False),
@@ -313,7 +349,7 @@ def test_each_tamper_is_rejected_even_when_re_signed(
         verify_export(tampered, trusted)
     # re-signed by the exporter, the specific check still fails
     with pytest.raises(error) as caught:
-        verify_export(resign(tampered, exporter), trusted, auditor=AUDITOR if auditor else None)
+        verify_export(resign(tampered, exporter), trusted, data_keys=_data_keys(logs) if auditor else None)
     assert isinstance(caught.value, VerificationError)
     assert OTHER not in str(caught.value)
 

@@ -273,10 +273,14 @@ def test_export_from_two_logs_verifies_offline(replicas: Replicas, logs: LogSet)
         (replicas.b.origin, 2, 2),
     ]
     assert all(e.entry.subject == ME for e in result.entries)
-    checked = verify_export(
-        bundle, vkeys, auditor=FileKeyProvider.from_private_key_file(replicas.auditor_key)
-    )
+    provider = FileKeyProvider.from_private_key_file(replicas.auditor_key)
+    keyrings = {
+        r.origin: Keyring.open(r.directory / "keyring.jsonl", provider, log_id=r.origin)
+        for r in (replicas.a, replicas.b)
+    }
+    checked = verify_export(bundle, vkeys, data_keys=keyrings)
     assert sum(v.content_checked for v in checked.logs) == 6
+    assert [section["keys"] for section in bundle["logs"]] == [[], []]
 
     sealed_only = logs.export(refs[:1], signer)
     assert "entry" not in sealed_only["logs"][0]["entries"][0]

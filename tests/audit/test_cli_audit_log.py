@@ -23,9 +23,8 @@ from audit.log import AuditLog
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from audit.reader import LogReader
 from gateway.cli import main
+from tests.audit.cli_run import dsgw, one_line
 from tests.audit.crash_writer import proto
-
-Run = tuple[int, str, str]
 
 
 @pytest.fixture(autouse=True)
@@ -34,12 +33,6 @@ def _unbind_logging() -> Iterator[None]:
     later tests do not log into a closed stream."""
     yield
     structlog.reset_defaults()
-
-
-def dsgw(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -54,10 +47,6 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
             writer.append(proto(i))
         assert writer.flush_index(timeout=30)
     return log, home
-
-
-def one_line(err: str) -> None:
-    assert err.startswith("dsgw: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_keygen_writes_private_key_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,25 +35,14 @@ from audit.reader import LogReader
 from audit.suites import SM2, sm2_z, sm3
 from audit.verify import verify_log
 from gateway.cli import main
+from tests.audit.cli_run import dsgw, one_line
 from tests.audit.crash_writer import proto
-
-Run = tuple[int, str, str]
 
 
 @pytest.fixture(autouse=True)
 def _unbind_logging() -> Iterator[None]:
     yield
     structlog.reset_defaults()
-
-
-def dsgw(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str) -> None:
-    assert err.startswith("dsgw: ") and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 # --- primitives -------------------------------------------------------------------------------

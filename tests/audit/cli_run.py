@@ -1,0 +1,20 @@
+"""Running ``dsgw`` in this process for the audit CLI tests: (exit code, stdout, stderr)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.cli import main
+
+Run = tuple[int, str, str]
+
+
+def dsgw(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> None:
+    """A contract error: one ``dsgw:`` line on stderr, no traceback."""
+    assert err.startswith("dsgw: ") and err.count("\n") == 1 and "Traceback" not in err, err

@@ -15,6 +15,7 @@ process exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -77,6 +78,63 @@ def ensure_home(config: GatewayConfig) -> None:
             node = config.node if worker == 0 else f"{config.node}-w{worker}"
             init_log(directory, loaded, node=node, suite=config.audit.suite)
     ConsentStore(config.consent_store_url()).close()  # creates the tables if missing
+
+
+class _WatchContext:
+    """A Watch call's context that remembers the last status it wrote."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.last: int | None = None
+        self.written = asyncio.Event()
+
+    async def write(self, message: health_pb2.HealthCheckResponse) -> None:
+        await self._context.write(message)
+        self.last = message.status
+        self.written.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+class _DrainingHealth(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 whose Watch streams end (status OK) once a drain has told them NOT_SERVING.
+    An open Watch (a monitoring system's) would otherwise hold every drain for all of
+    ``drain_seconds`` and then be cancelled, with a traceback in the log."""
+
+    _TELL_S = 1.0
+    """How long a drain waits for a watcher to be told NOT_SERVING before ending its stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._draining = asyncio.Event()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        told = _WatchContext(context)
+        watch = asyncio.ensure_future(super().Watch(request, told))
+        drained = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait({watch, drained}, return_when=asyncio.FIRST_COMPLETED)
+            deadline = asyncio.get_running_loop().time() + self._TELL_S
+            while not watch.done() and told.last != health_pb2.HealthCheckResponse.NOT_SERVING:
+                told.written.clear()
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(told.written.wait(), left)
+        finally:
+            drained.cancel()
+            if not watch.done():
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+        if not watch.cancelled():
+            watch.result()  # a failure of the stream itself
+
+    async def enter_graceful_shutdown(self) -> None:
+        await super().enter_graceful_shutdown()  # every watcher is notified: NOT_SERVING
+        self._draining.set()
 
 
 @dataclass
@@ -153,7 +211,7 @@ class Worker:
         consent_pb2_grpc.add_ConsentServiceServicer_to_server(
             ConsentServicer(self.exchange, auth, metrics), self.server
         )
-        self.health = health.aio.HealthServicer()
+        self.health = _DrainingHealth()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server

@@ -403,3 +403,26 @@ def test_tls_files_a_start_cannot_use_fail_it_and_the_check_with_one_line(
     assert main(["serve", "--config", str(config), "--check"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and key in err
+
+
+def test_a_health_watch_ends_cleanly_at_drain(
+    served: tuple[subprocess.Popen[bytes], Path, int], dev_home: DevHome
+) -> None:
+    """A watcher is told NOT_SERVING and its stream then ends with OK, so the drain does not wait
+    for it (it held every drain for all of drain_seconds, then was cancelled with a traceback)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    proc, _config, port = served
+    ca, cert, key = dev_home.agency_credentials("hrss")
+    creds = grpc.ssl_channel_credentials(ca.read_bytes(), key.read_bytes(), cert.read_bytes())
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=30
+        )
+        statuses = [next(stream).status]
+        proc.send_signal(signal.SIGTERM)
+        statuses += [r.status for r in stream]  # ends without an error: grpc.RpcError otherwise
+        assert stream.code() is grpc.StatusCode.OK
+    assert statuses == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+    assert proc.wait(timeout=30) == 0

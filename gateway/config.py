@@ -147,6 +147,15 @@ class AuditSection(_Section):
 class ConsentSection(_Section):
     #: Store URL (PostgreSQL for several replicas); empty: ``HOME/consent.sqlite``.
     store: str = ""
+    #: PostgreSQL schema of the store's tables (as ``dsgw consent --store-schema``); none: the
+    #: connection's default.
+    store_schema: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = None
+
+    @model_validator(mode="after")
+    def _schema_needs_a_server(self) -> ConsentSection:
+        if self.store_schema is not None and not self.store.startswith("postgresql"):
+            raise ValueError("store_schema needs a PostgreSQL store (consent.store)")
+        return self
 
 
 class ProviderSection(_Section):

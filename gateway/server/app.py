@@ -77,7 +77,7 @@ def ensure_home(config: GatewayConfig) -> None:
         if not (directory / "log.json").exists():
             node = config.node if worker == 0 else f"{config.node}-w{worker}"
             init_log(directory, loaded, node=node, suite=config.audit.suite)
-    ConsentStore(config.consent_store_url()).close()  # creates the tables if missing
+    ConsentStore(config.consent_store_url(), schema=config.consent.store_schema).close()  # the tables
 
 
 class _WatchContext:
@@ -174,7 +174,9 @@ class Worker:
             reset_timeout_s=c.resilience.reset_timeout_s,
         )
         self.adapters = {a: open_adapter(a, p.source(), policy) for a, p in c.providers.items()}
-        self.store = ConsentStore(c.consent_store_url(), create=False)  # ensure_home made the tables
+        self.store = ConsentStore(
+            c.consent_store_url(), schema=c.consent.store_schema, create=False
+        )  # ensure_home made the tables
         on_event = consent_hook(self.audit.append, node)
         # a gm gateway signs receipts with SM2; otherwise the home decides (a home that holds an
         # SM2 receipt key stays gm, as dsgw consent does)

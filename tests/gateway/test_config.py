@@ -101,6 +101,16 @@ def test_a_typo_in_an_environment_section_is_a_config_error(
     assert str(exc.value).startswith("DSGW_SERVR__LISTEN: unknown section 'servr'")
 
 
+def test_a_consent_store_schema_needs_a_postgresql_store(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, extra={"consent": {"store_schema": "gw_consent"}}))
+    assert "store_schema needs a PostgreSQL store" in str(exc.value) and "consent" in str(exc.value)
+    with pytest.raises(ConfigError, match=r"consent\.store_schema"):
+        load_config(
+            write(tmp_path, extra={"consent": {"store": "postgresql://h/db", "store_schema": "Bad-Name"}})
+        )
+
+
 def test_unrelated_environment_variables_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSGW_TEST_PG_URL", "postgresql://x@127.0.0.1/test")
     assert load_config(write(tmp_path)).node == "gw1"

@@ -19,6 +19,7 @@ from audit.entry import AuditEntry
 from dsgw.v1 import consent_pb2
 from gateway.client import GatewayError
 from gateway.consent.decision import DenyReason
+from gateway.devsetup import DevHome
 from gateway.pipeline.consent import DENY_REASONS
 from gateway.server.status import error_info_of
 from gateway.server.wire import agency_to_wire, timestamp_to
@@ -603,3 +604,45 @@ def test_replayed_batch_items_are_audited_once(
 def test_audit_log_verifies(gateway: Gateway, audit_entries: list[AuditEntry]) -> None:
     code, out, err = run_cli("audit", "verify", "--log", str(gateway.audit_dir))
     assert code == 0, err + out
+
+
+def test_a_gateway_keeps_its_consents_in_the_configured_postgresql_schema(
+    dev_home: DevHome, subjects: Subjects, tmp_path: Path, pg_url: str
+) -> None:
+    """consent.store_schema: the gateway and ``dsgw consent --store-schema`` share one store."""
+    import sqlalchemy
+
+    from gateway.config import load_config
+    from gateway.server.app import BackgroundGateway
+    from tests.gateway.conftest import write_gateway_config
+
+    schema = f"gwconsent_{uuid.uuid4().hex[:10]}"
+    path = write_gateway_config(
+        dev_home, tmp_path / "home", extra={"consent": {"store": pg_url, "store_schema": schema}}
+    )
+    config = load_config(path)
+    subject = subjects.graduates[9][0]
+    try:
+        with BackgroundGateway(config) as gw:
+            ca, cert, key = dev_home.agency_credentials("hrss")
+            from gateway.client import GatewayClient
+
+            with GatewayClient(f"127.0.0.1:{gw.port}", ca=ca, cert=cert, key=key) as client:
+                consent, _ = client.grant_consent(
+                    subject,
+                    [(*GRAD, [])],
+                    ["graduate_employment"],
+                    valid_days=30,
+                    channel="app",
+                    evidence_ref="APP-SCHEMA",
+                    notice_version="v1",
+                )
+        code, out, _err = run_cli(
+            "consent", "list", "--store", pg_url, "--store-schema", schema, "--subject", subject, "--json"
+        )
+        assert code == 0 and consent.consent_id in out
+    finally:
+        engine = sqlalchemy.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()

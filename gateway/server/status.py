@@ -19,6 +19,16 @@ __all__ = ["DOMAIN", "error_info_of", "to_grpc_status"]
 DOMAIN = "dsgw.v1"
 
 
+MAX_MESSAGE = 512
+"""The longest status message (characters): a message that repeats a caller's oversized input
+must still fit the response's metadata (gRPC refuses metadata past its limit, losing the
+ErrorInfo)."""
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
 def to_grpc_status(error: RequestError) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata))
     details: list[Any] = [info]
@@ -31,7 +41,9 @@ def to_grpc_status(error: RequestError) -> grpc.Status:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
-    status = status_pb2.Status(code=code_pb2.Code.Value(error.code), message=str(error), details=packed)
+    status = status_pb2.Status(
+        code=code_pb2.Code.Value(error.code), message=_bounded(str(error)), details=packed
+    )
     result: grpc.Status = rpc_status.to_status(status)
     return result
 

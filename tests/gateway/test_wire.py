@@ -192,3 +192,13 @@ class BareCall:
 @pytest.mark.parametrize("metadata", [None, (), (("other", "x"),)])
 def test_error_info_of_a_call_without_details(metadata: Any) -> None:
     assert error_info_of(BareCall(metadata)) == ("", {}, None)
+
+
+def test_a_status_message_is_bounded_and_keeps_its_error_info() -> None:
+    """A message that repeats an oversized input (a 1 MB name) would exceed gRPC's metadata limit
+    and lose the ErrorInfo: it is cut at MAX_MESSAGE characters."""
+    from gateway.server.status import MAX_MESSAGE
+
+    status = to_grpc_status(InvalidArgument("UNKNOWN_DATASET", "unknown dataset " + "x" * 1_000_000))
+    assert len(status.details) == MAX_MESSAGE and status.details.endswith("…")
+    assert error_info_of(FakeCall(status))[0] == "UNKNOWN_DATASET"

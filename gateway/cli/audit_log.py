@@ -513,7 +513,7 @@ def _reindex(args: argparse.Namespace) -> int:
     except ReadError:
         checkpoint = None
     started = time.perf_counter()
-    check = None if checkpoint is None else functools.partial(_check_rebuilt, reader, checkpoint)
+    check = functools.partial(_check_rebuilt, reader, checkpoint)
     try:
         entries = rebuild_index(args.log, check=check)  # LogLocked (exit 2) while a writer has it open
     except FollowerError as exc:
@@ -535,9 +535,14 @@ def _reindex(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_rebuilt(reader: LogReader, checkpoint: Checkpoint, built: AuditIndex) -> None:
+def _check_rebuilt(reader: LogReader, checkpoint: Checkpoint | None, built: AuditIndex) -> None:
     """CheckFailed, naming the first entry it can, unless the index ``built`` from the segments
-    leads to ``checkpoint``'s root."""
+    holds every entry the old index recorded, with the same leaf hashes (entries past the latest
+    checkpoint were acknowledged too: the old index may be the only record of one changed or cut
+    since), and leads to ``checkpoint``'s root."""
+    _check_against_old(reader, built)
+    if checkpoint is None:
+        return
     size = checkpoint.size
     refused = f"the segments do not lead to the latest checkpoint (tree size {size})"
     kept = "the index is kept" if reader.paths.index.exists() else "no index was written"
@@ -556,6 +561,32 @@ def _check_rebuilt(reader: LogReader, checkpoint: Checkpoint, built: AuditIndex)
         else f"one of entries 0 to {size - 1} was changed"
     )
     raise CheckFailed(f"{refused}: {where}; {advice}")
+
+
+def _check_against_old(reader: LogReader, built: AuditIndex) -> None:
+    """CheckFailed unless ``built`` holds at least the entries of the log's current index, with
+    the same leaf hashes (a current index that cannot be read is not evidence: no check)."""
+    from audit.errors import AuditError
+
+    try:
+        old = reader.index()
+    except AuditError:  # ReadError, IndexError_: an unreadable index
+        return
+    if old is None:
+        return
+    try:
+        recorded = old.size
+    finally:
+        old.close()
+    advice = "the index is kept: run dsgw audit verify"
+    if built.size < recorded:
+        raise CheckFailed(
+            f"the segments hold {built.size:,} entries, the index recorded {recorded:,}: entry "
+            f"{built.size} is missing or cannot be read; {advice}"
+        )
+    changed = _first_changed_leaf(reader, built, recorded)
+    if changed is not None:
+        raise CheckFailed(f"entry {changed} is not the one indexed (its leaf hash changed); {advice}")
 
 
 def _first_changed_leaf(reader: LogReader, built: AuditIndex, size: int) -> int | None:

@@ -375,7 +375,8 @@ def test_reindex_rebuilds_a_lost_index_and_checks_it_against_the_checkpoint(
     one_line(err)
     assert LogReader(log).index() is not None
 
-    # a changed entry (CRC fixed up): the rebuilt index does not lead to the signed checkpoint
+    # a changed entry (CRC fixed up): its leaf is not the one the index recorded (nor does the
+    # rebuilt index lead to the signed checkpoint)
     frame = LogReader(log).frame(12)
     path = dict(LogReader(log).segments())[frame.segment]
     data = bytearray(path.read_bytes())
@@ -386,7 +387,7 @@ def test_reindex_rebuilds_a_lost_index_and_checks_it_against_the_checkpoint(
     data[stop : stop + 4] = zlib.crc32(bytes(data[frame.offset : stop])).to_bytes(4, "big")
     path.write_bytes(bytes(data))
     code, _, err = dsgw(capsys, "audit", "reindex", "--log", str(log))
-    assert code == 1 and "do not lead to the latest checkpoint" in err and "dsgw audit verify" in err
+    assert code == 1 and "entry 12 is not the one indexed" in err and "dsgw audit verify" in err
     one_line(err)
 
     code, _, err = dsgw(capsys, "audit", "reindex", "--log", str(tmp_path))
@@ -590,3 +591,50 @@ def test_a_verb_that_reads_one_log_refuses_a_second(
     code, _out, err = dsgw(capsys, "audit", verb, "--log", str(tmp_path / "a"), "--log", str(tmp_path / "b"))
     assert code == 2
     assert "--log given twice: this command reads one log" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("damaged", [9, 7])
+def test_reindex_keeps_an_index_that_records_entries_past_the_checkpoint(
+    damaged: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Entries after the latest checkpoint were acknowledged too: a rebuild that lost one (a
+    damaged frame, the writer killed before its final checkpoint) must not replace the index that
+    still records it (it did: verify then said ok for a log missing an acknowledged entry)."""
+    import os
+
+    child = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from pathlib import Path
+from audit.layout import HomeKeys
+from audit.log import AuditLog, init_log
+from tests.audit.crash_writer import proto
+root = Path({str(tmp_path)!r})
+home = root / "home"; HomeKeys(home).generate(); keys = HomeKeys(home).load()
+log_dir = root / "log"; init_log(log_dir, keys, node="gw1")
+log = AuditLog.open(log_dir, keys, index="thread")
+log.append_many([proto(i) for i in range(5)])
+log.checkpoint_now()
+log.append_many([proto(i) for i in range(5, 10)])
+assert log.flush_index(timeout=30)
+os._exit(0)  # killed: no final checkpoint
+"""
+    subprocess.run([sys.executable, "-c", child], check=True, capture_output=True, timeout=120)
+    log = tmp_path / "log"
+    reader = LogReader(log)
+    index = reader.index()
+    assert index is not None and index.size == 10
+    at = index.location(damaged)
+    index.close()
+    offset = at[1] if isinstance(at, tuple) else at.offset
+    segment = sorted((log / "segments").iterdir())[0]
+    data = bytearray(segment.read_bytes())
+    data[offset + 40] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    before = os.stat(log / "index.sqlite").st_mtime_ns
+    code, _out, err = dsgw(capsys, "audit", "reindex", "--log", str(log))
+    assert code == 1 and "the index is kept" in err and f"entry {damaged}" in err
+    one_line(err)
+    assert os.stat(log / "index.sqlite").st_mtime_ns == before
+    code, _out, err = dsgw(capsys, "audit", "verify", "--log", str(log))
+    assert code == 1

@@ -531,6 +531,8 @@ def _parse_section(section: Any, path: str) -> _Section:
     where: dict[str, Any] = {"origin": origin}
     suite = _suite(section, where, path)
     log_id = _need(section, "log_id", str, where, path)
+    if log_id != origin:  # a log's id is its checkpoint origin: the one the signed checkpoint binds
+        raise BundleFormatError(f"member '{path}.log_id' is not the log's origin", **where)
     try:
         vkey = Verifier.from_vkey(_need(section, "vkey", str, where, path))
     except KeyFormatError:
@@ -593,6 +595,12 @@ def _check_content(
         if not hmac.compare_digest(opened, item.payload):
             raise EntryContentError("the decrypted payload is not what the sealed entry contains", **where)
         return LocatedEntry(section.origin, item.index, entry), True
+    if auditor is not None and not section.keys:  # asked to check, but nothing to check it with
+        raise EntryContentError(
+            "the decrypted payload cannot be checked without its log's keyring (give the log's "
+            "directory with the auditor key)",
+            **where,
+        )
     checked = False
     if auditor is not None and section.keys:  # a bundle made before bundles stopped carrying keys
         try:

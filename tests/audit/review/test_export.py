@@ -289,7 +289,12 @@ def _alter_checkpoint(bundle: dict[str, Any]) -> None:
 
 
 def _rename_origin(bundle: dict[str, Any]) -> None:
-    bundle["logs"][0]["origin"] = "dsgw.example/gw-z"
+    bundle["logs"][0]["origin"] = bundle["logs"][0]["log_id"] = "dsgw.example/gw-z"
+
+
+def _rename_log_id(bundle: dict[str, Any]) -> None:
+    """Another log id than the origin: the content check would look up another log's keyring."""
+    bundle["logs"][0]["log_id"] = "not-the-log"
 
 
 def _duplicate_entry(bundle: dict[str, Any]) -> None:
@@ -326,6 +331,7 @@ def _unknown_suite(bundle: dict[str, Any]) -> None:
         (_swap_sealed_between_logs, EntryInclusionError, False),
         (_alter_checkpoint, BundleCheckpointError, False),
         (_rename_origin, BundleCheckpointError, False),
+        (_rename_log_id, BundleFormatError, False),
         (_duplicate_entry, BundleFormatError, False),
         (_bad_base64, BundleFormatError, False),
         (_unknown_member, BundleFormatError, False),
@@ -361,6 +367,15 @@ def test_swapped_payload_passes_without_the_auditor_key(
     tampered = copy.deepcopy(bundle)
     _swap_payload(tampered)
     verify_export(resign(tampered, exporter), _trusted(logs, exporter))
+
+
+def test_an_auditor_key_without_the_logs_keyring_checks_nothing_and_says_so(
+    bundle: dict[str, Any], logs: tuple[FakeLog, FakeLog], exporter: Signer
+) -> None:
+    """Asked to check content (an auditor key) with no keyring to check it with: fail closed
+    (it passed with content_checked 0)."""
+    with pytest.raises(EntryContentError, match="cannot be checked without its log's keyring"):
+        verify_export(bundle, _trusted(logs, exporter), auditor=AUDITOR)
 
 
 def test_signature_checks(bundle: dict[str, Any], logs: tuple[FakeLog, FakeLog], exporter: Signer) -> None:

@@ -341,9 +341,12 @@ class Exchange:
         fields: tuple[str, ...],
         subject: Subject,
         purpose: str,
+        *,
+        consume: bool = True,
     ) -> Decision:
-        """Step 4 (blocking: reads the consent store; counts a use of a limited consent). Under a
-        statutory duty the store is not read: the pure decision needs no consents."""
+        """Step 4 (blocking: reads the consent store; counts a use of a limited consent unless
+        ``consume`` is off). Under a statutory duty the store is not read: the pure decision needs
+        no consents."""
         basis = consent_step.basis_of(agreement)
         sensitive = self._sensitive[(descriptor.agency, descriptor.name)]
         request = CheckRequest(
@@ -357,7 +360,7 @@ class Exchange:
         )
         if basis.statutory_duty:
             return decide((), request, self.consent.clock(), basis)
-        return self.consent.decide(request, basis=basis, consume=True)
+        return self.consent.decide(request, basis=basis, consume=consume)
 
     def _plan(
         self, meta: CallMeta, subject: Subject, provider: Agency, dataset: str
@@ -728,8 +731,12 @@ class BatchVerifier:
             one = x._decide(caller, self.agreement, self.descriptor, fields, items[0][1], purpose)
             decisions = [one] * len(items)
         else:
+            # no time left to ask the provider: the items fail PROVIDER_TIMEOUT below, and no use
+            # of a use-limited consent is spent on them
+            consume = timeout is None or timeout >= fetch_step.MIN_CALL_S
             decisions = [
-                x._decide(caller, self.agreement, self.descriptor, fields, s, purpose) for _, s in items
+                x._decide(caller, self.agreement, self.descriptor, fields, s, purpose, consume=consume)
+                for _, s in items
             ]
         allowed = [s for (_, s), d in zip(items, decisions, strict=True) if d.allowed]
         answers: list[bool | None] = []

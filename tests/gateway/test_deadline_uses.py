@@ -3,6 +3,8 @@ it spends no use of a use-limited consent (it spent one per attempt, with nothin
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from gateway.client import GatewayError
@@ -38,3 +40,28 @@ def test_a_call_without_time_for_the_provider_spends_no_consent_use(
         client.query(subject, "graduate_employment", asks)
     assert spent.value.reason == "CONSENT_USE_LIMIT_REACHED"
     assert consent.consent_id
+
+
+def test_a_batch_chunk_without_time_for_the_provider_spends_no_consent_use(
+    gateway: Gateway, subjects: Subjects
+) -> None:
+    client = gateway.client("education")  # education reads hrss's insurance with consent
+    subject = subjects.insured[-1]
+    client.grant_consent(
+        subject,
+        [("hrss", "person_insurance", [])],
+        ["graduate_employment"],
+        valid_days=30,
+        use_limit=1,
+        channel="app",
+        evidence_ref="APP-BATCH-USES",
+        notice_version="v1",
+    )
+    ask = ("graduate_employment", "hrss", "currently_insured")
+    for _ in range(3):  # 30 ms: the chunk finds no time left for the provider
+        with contextlib.suppress(GatewayError):
+            list(client.batch_verify([("1", subject)], *ask, timeout=0.03))
+    first = list(client.batch_verify([("1", subject)], *ask))
+    assert first[0].error_reason == ""  # the one use was still there
+    second = list(client.batch_verify([("1", subject)], *ask))
+    assert second[0].error_reason == "CONSENT_USE_LIMIT_REACHED"

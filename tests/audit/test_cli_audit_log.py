@@ -41,10 +41,13 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     assert main(["audit", "keygen", "--home", str(home), "--json"]) == 0
     assert main(["audit", "init", "--log", str(log), "--home", str(home), "--node", "gw-1", "--json"]) == 0
     assert LogMeta.load(log).log_id.startswith("dsgw.audit/gw-1/")
-    policy = CheckpointPolicy(every_entries=10, every_seconds=3600)
+    # checkpoints exactly at 10, 20 and 30 (an automatic one takes the size when it runs: 13, say)
+    policy = CheckpointPolicy(every_entries=10_000, every_seconds=3600)
     with AuditLog.open(log, home=home, index="thread", policy=policy) as writer:
         for i in range(30):
             writer.append(proto(i))
+            if (i + 1) % 10 == 0:
+                writer.checkpoint_now()
         assert writer.flush_index(timeout=30)
     return log, home
 

@@ -188,10 +188,13 @@ def gm_log(tmp_path: Path) -> tuple[Path, Path]:
         main(["audit", "init", "--log", str(log), "--home", str(home), "--node", "gw-1", "--suite", "gm"])
         == 0
     )
-    policy = CheckpointPolicy(every_entries=10, every_seconds=3600)
+    # checkpoints exactly at 10, 20 and 30 (an automatic one takes the size when it runs)
+    policy = CheckpointPolicy(every_entries=10_000, every_seconds=3600)
     with AuditLog.open(log, home=home, index="thread", policy=policy) as writer:
         for i in range(30):
             writer.append(proto(i))
+            if (i + 1) % 10 == 0:
+                writer.checkpoint_now()
         assert writer.flush_index(timeout=30)
     return log, home
 

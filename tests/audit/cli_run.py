@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from gateway.cli import main
@@ -18,3 +21,15 @@ def dsgw(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
 def one_line(err: str) -> None:
     """A contract error: one ``dsgw:`` line on stderr, no traceback."""
     assert err.startswith("dsgw: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    """``dsgw audit ARGV``."""
+    return dsgw(capsys, "audit", *argv)
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    """``dsgw audit ARGV --json``, which must succeed: its parsed output."""
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)

@@ -14,6 +14,7 @@ import pytest
 from audit.layout import HomeKeys, LogMeta
 from gateway.cli import main
 from gateway.identity import make_credit_code
+from tests.audit.cli_run import run, run_json
 from tests.audit.review import OTHER, PERSON, Replicas, build_replicas
 
 
@@ -44,18 +45,6 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     path.write_text(json.dumps({"version": "test", "purposes": [purpose]}))
     return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["audit", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def assert_usage_error(result: tuple[int, str, str], text: str = "") -> None:

@@ -19,7 +19,7 @@ from audit.layout import HomeKeys
 from audit.log import AuditLog, init_log
 from audit.review.export import BundleFormatError, verify_export
 from audit.review.query import AuditorKeys, Criteria, LogSet
-from gateway.cli import main
+from tests.audit.cli_run import run, run_json
 from tests.audit.review import PERSON, access, local, person
 
 OCTOBER = 6
@@ -80,18 +80,6 @@ def shredded(tmp_path_factory: pytest.TempPathFactory) -> ShreddedLog:
     keyring = Keyring.open(directory / "keyring.jsonl", provider, log_id=meta.log_id)
     assert keyring.shred("2026-10", force=True)
     return ShreddedLog(home, directory, meta.log_id)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["audit", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 # --- item 1: a bundle never carries a key that opens entries it does not contain ----------------

@@ -8,6 +8,7 @@ the five sources side by side as five agencies' systems would.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,11 @@ from sqlalchemy.exc import ArgumentError
 from adapters.agencies import Agency
 
 TRUTH = "truth"
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+"""A PostgreSQL schema name we create and accept: lower-case letters, digits, '_' (at most 63)."""
+SCHEMA_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+"""A prefix the agencies' codes are appended to (``<prefix>hrss``, ...): at most 40 characters,
+so that every schema name stays within :data:`SCHEMA_NAME`."""
 SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg"})
 """The database URLs an adapter opens (the drivers this distribution installs)."""
 

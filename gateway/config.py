@@ -57,7 +57,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from adapters.agencies import Agency
 from adapters.contract import DatasetDescriptor, PredicateDescriptor
-from adapters.sources import SourceConfig, check_source_url
+from adapters.sources import SCHEMA_NAME, SourceConfig, check_source_url
 from gateway.errors import UsageError
 from gateway.pipeline.mask import MASKS
 from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue, load_catalogue
@@ -149,7 +149,7 @@ class ConsentSection(_Section):
     store: str = ""
     #: PostgreSQL schema of the store's tables (as ``dsgw consent --store-schema``); none: the
     #: connection's default.
-    store_schema: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = None
+    store_schema: Annotated[str, StringConstraints(pattern=SCHEMA_NAME.pattern)] | None = None
 
     @model_validator(mode="after")
     def _schema_needs_a_server(self) -> ConsentSection:

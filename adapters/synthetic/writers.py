@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import sqlite3
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from adapters.civil_affairs import schema as civil_affairs_schema
 from adapters.education import schema as education_schema
 from adapters.hrss import schema as hrss_schema
 from adapters.market_regulation import schema as market_regulation_schema
-from adapters.sources import TRUTH
+from adapters.sources import SCHEMA_PREFIX, TRUTH
 from adapters.synthetic import truth
 from adapters.synthetic.native import TableRows
 from adapters.tax import schema as tax_schema
@@ -42,7 +41,6 @@ METADATA: dict[str, MetaData] = {
 }
 _SQLITE = sqlite.dialect()
 _POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
-_SCHEMA_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
 
 def _ddl(element: Any, dialect: Dialect) -> str:
@@ -228,7 +226,7 @@ class PostgresTarget:
     def __init__(self, url: str, prefix: str, force: bool) -> None:
         import psycopg
 
-        if prefix and not _SCHEMA_PREFIX.match(prefix):
+        if prefix and not SCHEMA_PREFIX.match(prefix):
             raise UsageError("--schema-prefix must be lower-case letters, digits and '_' (at most 40)")
         self.conninfo = postgres_conninfo(url)
         self.final = {name: f"{prefix}{name}" for name in DATABASES}

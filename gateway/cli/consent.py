@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from adapters.sources import SCHEMA_NAME
 from gateway.cli import add_json_flag, check_writable_dir, emit, fail
 from gateway.consent.decision import CONSENT_REQUIRED, Basis
 from gateway.consent.errors import InvalidReceipt
@@ -70,7 +71,6 @@ MAX_OFFSET = 1_000_000_000
 _REF = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 _OPTIONAL_REF = re.compile(r"^[^\x00-\x1f\x7f]{0,128}$")
 _CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 RECEIPT_EXIT = (
     "exit codes: 0 done and receipt written; 1 the change WAS recorded but the receipt file could not "
@@ -351,7 +351,7 @@ def _verb(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         if args.store_schema is not None:
             if not args.store:
                 raise UsageError("--store-schema needs --store")
-            if not _SCHEMA.match(args.store_schema):
+            if not SCHEMA_NAME.match(args.store_schema):
                 raise UsageError("--store-schema must be lower-case letters, digits and '_' (at most 63)")
         return handler(args)
 

@@ -15,7 +15,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,12 +40,11 @@ from adapters.contract import (
 )
 from adapters.registry import ADAPTER_CLASSES, open_adapter
 from adapters.resilience import DEFAULT_POLICY
-from adapters.sources import SourceConfig, check_source_url, server_sources, sqlite_sources
+from adapters.sources import SCHEMA_PREFIX, SourceConfig, check_source_url, server_sources, sqlite_sources
 from gateway.cli import add_json_flag, emit
 from gateway.errors import CheckFailed, DsgwError, UsageError
 
 #: As ``dsgw data generate --schema-prefix`` (adapters.synthetic.writers).
-_SCHEMA_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
 
 def register(sub: Any) -> None:
@@ -177,7 +175,7 @@ def _check_source_args(args: argparse.Namespace) -> None:
     if args.schema_prefix:
         if args.url is None:
             raise UsageError("--schema-prefix needs --url")
-        if not _SCHEMA_PREFIX.match(args.schema_prefix):
+        if not SCHEMA_PREFIX.match(args.schema_prefix):
             raise UsageError("--schema-prefix must be lower-case letters, digits and '_' (at most 40)")
 
 

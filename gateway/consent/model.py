@@ -25,6 +25,7 @@ input (``hide_input_in_errors``), so an identity number does not end up in an er
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,6 +47,7 @@ from adapters.contract import Subject, SubjectKind
 from gateway.identity import InvalidIdentifier, normalize_credit_code, normalize_resident_id
 
 __all__ = [
+    "CONSENT_ID",
     "MAX_USE_LIMIT",
     "CaptureChannel",
     "ConsentId",
@@ -67,8 +69,10 @@ __all__ = [
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 """A lower-case identifier: dataset, field, purpose, category and channel names."""
 
-ConsentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
-"""A consent id: 1-64 characters of ``A-Z a-z 0-9 . _ : -``, starting with a letter or digit."""
+CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+"""The form of a consent id: 1-64 characters of ``A-Z a-z 0-9 . _ : -``, a letter or digit first."""
+ConsentId = Annotated[str, StringConstraints(pattern=CONSENT_ID.pattern)]
+"""A consent id (:data:`CONSENT_ID`)."""
 
 Ref = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,128}$")]
 """An opaque reference (evidence, notice version): 1-128 characters, no control characters."""

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from adapters.agencies import Agency
 from adapters.contract import Sensitivity
 from dsgw.v1 import common_pb2, consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
 from gateway.consent.errors import ConsentError, ConsentExists, ConsentNotActive, ConsentNotFound
-from gateway.consent.model import ConsentRecord
+from gateway.consent.model import CONSENT_ID, ConsentRecord
 from gateway.consent.service import GrantRequest, ScopeRequest, parse_subject
 from gateway.errors import DsgwError
 from gateway.exchange import _REQUEST_ID, BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
@@ -409,14 +408,11 @@ MAX_VALID_DAYS = 36_525
 """The longest validity a Grant may ask for, in days (a hundred years): through valid_days, or
 from valid_from (else now) to valid_to."""
 
-#: A consent id as the store issues and keeps them (:data:`gateway.consent.model.ConsentId`).
-_CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-
 
 def _consent_id(consent_id: str) -> str:
     """``consent_id`` if it has the form of a consent id, else INVALID_ARGUMENT (the id is not
     echoed: it may be anything, of any length)."""
-    if not _CONSENT_ID.fullmatch(consent_id):
+    if not CONSENT_ID.fullmatch(consent_id):
         raise InvalidArgument(
             "INVALID_REQUEST",
             "consent_id must be 1-64 characters of letters, digits and ._:- (a letter or digit first)",

@@ -71,7 +71,9 @@ T = TypeVar("T")
 #: call is given up (a durable append under load takes a few milliseconds).
 ANSWER_RESERVE_S = 0.05
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+"""A request id (``RequestMeta.request_id``, a Grant's ``request_id``): 1-128 characters of
+``A-Z a-z 0-9 . _ : @ / + = -``, a letter or digit first."""
 _OPERATOR = re.compile(r"^[^\x00-\x1f\x7f]{0,128}$")
 
 
@@ -270,7 +272,7 @@ class Exchange:
             ) from None
 
     def _check_meta(self, meta: CallMeta) -> None:
-        if not _REQUEST_ID.fullmatch(meta.request_id or ""):
+        if not REQUEST_ID.fullmatch(meta.request_id or ""):
             raise InvalidArgument(
                 "INVALID_REQUEST",
                 "meta.request_id is required: 1-128 characters of letters, digits and ._:@/+=-",

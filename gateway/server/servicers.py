@@ -27,7 +27,7 @@ from gateway.consent.errors import ConsentError, ConsentExists, ConsentNotActive
 from gateway.consent.model import CONSENT_ID, ConsentRecord
 from gateway.consent.service import GrantRequest, ScopeRequest, parse_subject
 from gateway.errors import DsgwError
-from gateway.exchange import _REQUEST_ID, BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
+from gateway.exchange import REQUEST_ID, BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
 from gateway.pipeline.authenticate import authenticate
 from gateway.pipeline.consent import DENY_REASONS
 from gateway.pipeline.errors import (
@@ -454,7 +454,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                 raise InvalidArgument("INVALID_VALIDITY", "valid_to or valid_days is required")
             if days > MAX_VALID_DAYS:
                 raise InvalidArgument("INVALID_VALIDITY", f"valid_days is at most {MAX_VALID_DAYS}")
-            if request.request_id and not _REQUEST_ID.fullmatch(request.request_id):
+            if request.request_id and not REQUEST_ID.fullmatch(request.request_id):
                 raise InvalidArgument(
                     "INVALID_REQUEST",
                     "request_id must be 1-128 characters of letters, digits and ._:@/+=- "

@@ -124,6 +124,16 @@ class _Base:
     ) -> T:
         started = time.perf_counter()
         code = "OK"
+        observed = False
+
+        def observe() -> None:
+            # counted before an abort sends the status, so a caller that has its answer
+            # also finds it in the metrics
+            nonlocal observed
+            observed = True
+            if self.metrics is not None:
+                self.metrics.observe(method, code, time.perf_counter() - started)
+
         # the call's log fields (request id, caller, purpose; never personal data), bound only
         # when something is logged
         fields: dict[str, str] = {"method": method, "request_id": request_id[:128], "purpose": purpose[:64]}
@@ -134,12 +144,14 @@ class _Base:
         except RequestError as exc:
             code = exc.code
             _log.info("call.refused", code=code, reason=exc.reason, **fields)
+            observe()
             await context.abort_with_status(to_grpc_status(exc))
             raise  # unreachable: abort raises
         except ConsentError as exc:
             error = _consent_error(exc)
             code = error.code
             _log.info("call.refused", code=code, reason=error.reason, **fields)
+            observe()
             await context.abort_with_status(to_grpc_status(error))
             raise
         except asyncio.CancelledError:
@@ -148,6 +160,7 @@ class _Base:
         except DsgwError as exc:
             code = "INVALID_ARGUMENT"
             _log.info("call.refused", code=code, reason=exc.reason, **fields)
+            observe()
             await context.abort_with_status(to_grpc_status(InvalidArgument(exc.reason, str(exc))))
             raise
         except Exception as exc:
@@ -155,14 +168,14 @@ class _Base:
                 raise
             code = "INTERNAL"
             _log.error("call.failed", error=type(exc).__name__, **fields)
+            observe()
             await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the gateway)")
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            if self.metrics is not None:
-                self.metrics.observe(method, code, elapsed)
+            if not observed:
+                observe()
             if code == "OK":
-                _log.debug("call.ok", ms=round(elapsed * 1000, 3), **fields)
+                _log.debug("call.ok", ms=round((time.perf_counter() - started) * 1000, 3), **fields)
 
 
 def _consent_error(exc: ConsentError) -> RequestError:

@@ -3,11 +3,19 @@ by caller, provider and decision, circuit state."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from pathlib import Path
 
+import grpc
+import pytest
+
+from adapters.agencies import Agency
 from gateway.client import GatewayError
 from gateway.devsetup import DevHome
+from gateway.pipeline.errors import PermissionDenied
+from gateway.server.metrics import GatewayMetrics
+from gateway.server.servicers import DEV_AGENCY_HEADER, Authenticator, _Base
 from tests.gateway.conftest import Subjects, start_gateway
 
 
@@ -44,3 +52,39 @@ def test_metrics_count_calls_and_decisions(dev_home: DevHome, subjects: Subjects
         == 1
     )
     assert m['dsgw_provider_circuit_state{provider="civil_affairs"}'] == 0
+
+
+class _AbortingContext:
+    """A servicer context whose abort records what the metrics held when the status left."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+        self.seen_at_abort: float | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((DEV_AGENCY_HEADER, "hrss"),)
+
+    async def abort_with_status(self, status: object) -> None:
+        self.seen_at_abort = self.metrics.registry.get_sample_value(
+            "dsgw_rpcs_total", {"method": "Query", "code": "PERMISSION_DENIED"}
+        )
+        raise grpc.aio.AbortError()
+
+
+def test_a_refusal_is_counted_before_its_status_is_sent() -> None:
+    # a caller that has its refusal and then scrapes must find it counted (the count used to be
+    # taken after the abort had sent the status, which raced with the scrape)
+    metrics = GatewayMetrics()
+    base = _Base(Authenticator(None, None, dev_plaintext=True), metrics)
+    context = _AbortingContext(metrics)
+
+    async def refuse(_caller: Agency) -> None:
+        raise PermissionDenied("CONSENT_MISSING", "no consent")
+
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(base._run("Query", context, "p", "r", refuse))  # type: ignore[arg-type]
+    assert context.seen_at_abort == 1
+    assert (
+        metrics.registry.get_sample_value("dsgw_rpcs_total", {"method": "Query", "code": "PERMISSION_DENIED"})
+        == 1
+    )

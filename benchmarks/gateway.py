@@ -618,6 +618,8 @@ def main() -> int:
     )
     parser.add_argument("--keep", type=Path, default=None, help="build the home in DIR and keep it")
     args = parser.parse_args()
+    if args.py_spy is not None and not (Path(sys.executable).parent / "py-spy").exists():
+        parser.error("--py-spy needs py-spy in this environment: pip install py-spy")
     if args.channels is None:
         args.channels = 2 if args.workers == 1 else 4 * args.workers
     quick = args.quick

@@ -777,6 +777,8 @@ class BatchVerifier:
         out: list[BatchOutcome | None] = [None] * len(items)
         todo: list[tuple[int, Subject]] = []
         marks: dict[int, bytes] = {}
+        first: dict[str, int] = {}  # item id -> its first position in this message
+        copies: list[tuple[int, int]] = []  # (position, first position) of a repeated item id
         remembered = self._seen.items
         for pos, item in enumerate(items):
             if len(item.item_id) > MAX_ITEM_ID:
@@ -799,6 +801,14 @@ class BatchVerifier:
                         else BatchOutcome(item.item_id, None, "REQUEST_ID_CONFLICT")
                     )
                     continue
+                earlier = first.get(item.item_id)
+                if earlier is not None:  # sent twice in one message: answered (and audited) once
+                    if marks[earlier] == mark:
+                        copies.append((pos, earlier))
+                    else:
+                        out[pos] = BatchOutcome(item.item_id, None, "REQUEST_ID_CONFLICT")
+                    continue
+                first[item.item_id] = pos
                 marks[pos] = mark
             todo.append((pos, subject))
         if todo:
@@ -821,4 +831,6 @@ class BatchVerifier:
                     ):
                         remembered[items[pos].item_id] = (marks[pos], outcome)
                 self.x.metrics.decision("batch_verify", self.meta.caller.value, self.pd.agency.value, "items")
+        for pos, earlier in copies:
+            out[pos] = out[earlier]
         return [o for o in out if o is not None]

@@ -4,11 +4,13 @@ same subject; anything else is REQUEST_ID_CONFLICT (a replay must never answer a
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
 from gateway.client import GatewayError
-from tests.gateway.conftest import Gateway, Subjects
+from gateway.devsetup import DevHome
+from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit, start_gateway
 
 PURPOSE, PROVIDER, PREDICATE = "employment_assistance", "civil_affairs", "receives_subsistence_allowance"
 
@@ -42,6 +44,28 @@ def test_an_item_id_reused_in_one_stream_for_another_subject_conflicts(
     items = [("a", yes), ("b", other), ("a", other)]  # chunk=1: the third reaches a later message
     out = list(client.batch_verify(items, PURPOSE, PROVIDER, PREDICATE, request_id=rid, chunk=1))
     assert [(r.item_id, r.error_reason) for r in out] == [("a", ""), ("b", ""), ("a", "REQUEST_ID_CONFLICT")]
+
+
+def test_an_item_id_twice_in_one_message_is_answered_and_audited_once(
+    dev_home: DevHome, subjects: Subjects, tmp_path: Path
+) -> None:
+    yes, other = _two_answers(subjects)
+    rid = f"batch-{uuid.uuid4().hex}"
+    gw = start_gateway(dev_home, tmp_path / "home")
+    try:
+        client = gw.client("hrss")
+        items = [("a", yes), ("b", other), ("a", yes), ("b", yes)]  # one message (default chunk)
+        out = list(client.batch_verify(items, PURPOSE, PROVIDER, PREDICATE, request_id=rid))
+    finally:
+        gw.stop()
+    assert [(r.item_id, r.result, r.error_reason) for r in out] == [
+        ("a", True, ""),
+        ("b", out[1].result, ""),
+        ("a", True, ""),  # the same subject again: the first answer
+        ("b", None, "REQUEST_ID_CONFLICT"),  # the same id for another subject
+    ]
+    access = [e for e in entries_of(read_audit(gw.home, [gw.audit_dir]), rid) if e.body.kind == "access"]
+    assert len(access) == 2  # a and b, once each
 
 
 def test_the_same_request_id_with_another_header_is_refused(gateway: Gateway, subjects: Subjects) -> None:

@@ -392,16 +392,33 @@ def remove_index(path: Path) -> None:
 
 def replace_index(built: Path, path: Path) -> None:
     """Put the standalone index file ``built`` (:meth:`AuditIndex.standalone`, closed) in the place
-    of ``path``, atomically: the old index's WAL files go first, so that they are never applied to
-    the new file; a crash leaves the old index (perhaps without its last transactions, which the
-    follower redoes) or the new one."""
+    of ``path``, atomically: the old index's WAL is first folded into its file and then removed,
+    so that it is never applied to the new file; a crash leaves the old index whole or the new
+    one."""
     with open(built, "rb") as handle:
         os.fsync(handle.fileno())
+    _fold_wal(path)
     for suffix in ("-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{suffix}")
     os.replace(built, path)
     fsync_dir(path.parent)
+
+
+def _fold_wal(path: Path) -> None:
+    """Apply the WAL of the SQLite file ``path`` to the file itself (if it has one and opens)."""
+    if not path.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+    except sqlite3.Error:
+        return  # unreadable: the rebuilt index replaces it anyway
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.close()
 
 
 def _combo_row(cid: int, key: bytes) -> tuple[Any, ...]:

@@ -142,6 +142,9 @@ class AuditSection(_Section):
     suite: Literal["default", "gm"] = "default"
     checkpoint_every: Annotated[int, Field(ge=1)] = 1000
     checkpoint_seconds: Annotated[float, Field(gt=0)] = 10.0
+    #: Group commit of a busy server: how long a commit may wait for the next calls' entries
+    #: (milliseconds; 0: each at once). See docs/audit-log.md.
+    commit_delay_ms: Annotated[float, Field(ge=0, le=50)] = 2.0
 
 
 class ConsentSection(_Section):

@@ -164,6 +164,7 @@ class Worker:
                     every_entries=c.audit.checkpoint_every, every_seconds=c.audit.checkpoint_seconds
                 ),
                 index="process",  # the index follower runs in a child process: off this one's lock
+                commit_delay=c.audit.commit_delay_ms / 1000,
             )
         except AuditError as exc:  # locked by another gateway, corrupt, not this home's keys
             raise StartError(f"the audit log cannot be opened: {exc}") from None

@@ -92,6 +92,17 @@ def test_bad_environment_value_is_a_config_error(tmp_path: Path, monkeypatch: py
     assert "server.listen" in str(exc.value)
 
 
+@pytest.mark.parametrize("value", ["-1", "51", "soon"])
+def test_an_audit_commit_delay_out_of_range_names_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    assert load_config(write(tmp_path)).audit.commit_delay_ms == 2.0
+    monkeypatch.setenv("DSGW_AUDIT__COMMIT_DELAY_MS", value)
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path))
+    assert "audit.commit_delay_ms" in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_a_typo_in_an_environment_section_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

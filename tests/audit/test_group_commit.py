@@ -1,0 +1,91 @@
+"""Group commit of a stream: appends that arrive one at a time from an open stream (a server's
+calls) at a high enough rate are gathered for up to ``commit_delay`` into fewer fdatasyncs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audit.log import AuditLog, stream_target
+from audit.reader import LogReader
+from audit.verify import verify_log
+from tests.audit.crash_writer import entry, make_log
+
+
+def test_no_wait_when_not_even_one_more_append_is_expected() -> None:
+    assert stream_target(0.0, 0.002, 1000) is None
+    assert stream_target(400.0, 0.002, 1000) is None  # 0.8 expected within 2 ms
+    assert stream_target(5000.0, 0.0, 1000) is None  # off
+
+
+def test_the_wait_targets_twice_the_expected_appends() -> None:
+    assert stream_target(500.0, 0.002, 1000) == 2
+    assert stream_target(1000.0, 0.002, 1000) == 4
+    assert stream_target(2600.0, 0.002, 1000) == 10
+    assert stream_target(1e6, 0.002, 64) == 64  # never more than a batch holds
+
+
+@given(rate=st.floats(0, 1e7), delay=st.floats(0, 0.05), cap=st.integers(1, 1 << 16))
+def test_a_target_is_none_or_between_two_and_the_cap(rate: float, delay: float, cap: int) -> None:
+    target = stream_target(rate, delay, cap)
+    assert target is None or min(2, cap) <= target <= cap
+    assert (target is None) == (rate * delay < 1 or delay <= 0)
+
+
+def _paced_appends(log: AuditLog, rate: float, count: int) -> list[int]:
+    async def main() -> list[int]:
+        start = time.perf_counter()
+        tasks = []
+        for i in range(count):
+            pause = start + i / rate - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            tasks.append(asyncio.ensure_future(log.append_async(entry(i))))
+        return [r.index for r in await asyncio.gather(*tasks)]
+
+    return asyncio.run(main())
+
+
+def test_a_stream_of_appends_shares_fdatasyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log_dir, home, _ = make_log(tmp_path)
+    syncs = 0
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        nonlocal syncs
+        syncs += 1
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    # 1,000 appends/s with 20 ms to gather: about 20 appends per commit once the rate is known
+    with AuditLog.open(log_dir, home=home, index="none", commit_delay=0.02) as log:
+        indices = _paced_appends(log, 1000.0, 600)
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert sorted(indices) == list(range(600))  # every append acknowledged, each once
+    assert syncs < 600 / 3, f"{syncs} fdatasyncs for 600 appends"
+    assert verify_log(LogReader(log_dir)).ok
+
+
+def test_without_commit_delay_each_lone_append_commits_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_dir, home, _ = make_log(tmp_path)
+    syncs = 0
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        nonlocal syncs
+        syncs += 1
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    with AuditLog.open(log_dir, home=home, index="none", commit_delay=0) as log:
+        for i in range(20):  # one at a time: nothing to gather
+            log.append(entry(i))
+        assert syncs >= 20

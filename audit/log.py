@@ -418,9 +418,9 @@ class AuditLog:
         index lags the log by about that much; :meth:`flush_index` waits for it).
         ``gather_delay``: the longest a commit waits for expected concurrent writers (seconds).
         ``commit_delay``: when appends arrive one by one from an open stream (a server's calls)
-        at 1,000/s or more, the longest a commit waits for the next ones, while they keep coming
-        (seconds; 0: commit each at once). Fewer, larger commits: fewer fdatasyncs and fewer
-        wake-ups of the appenders, for at most this much added latency.
+        so often that at least one more is due within it, the longest a commit waits for the
+        next ones (seconds; 0: commit each at once). Fewer, larger commits: fewer fdatasyncs and
+        fewer wake-ups of the appenders, for at most this much added latency.
         ``pipeline``: when fdatasync is measured shorter than the time writers take to come
         back, cut batches at half the concurrency so that one half's fdatasync overlaps the other
         half's work (off by default: it did not pay on the development machine).
@@ -1098,7 +1098,7 @@ class AuditLog:
 
     def _recover(self, rebuild: bool) -> None:
         found = recover(self._paths, self._meta, self._store, rebuild_index=rebuild)
-        self._size = self._next = found.size
+        self._size = self._next = self._rate_count = found.size
         self._peaks = list(found.peaks)
         self._published = (found.size, found.peaks)
         self._cp_size = found.checkpoint_size

@@ -89,3 +89,13 @@ def test_without_commit_delay_each_lone_append_commits_at_once(
         for i in range(20):  # one at a time: nothing to gather
             log.append(entry(i))
         assert syncs >= 20
+
+
+def test_a_reopened_log_does_not_count_its_old_entries_as_a_burst(tmp_path: Path) -> None:
+    log_dir, home, _ = make_log(tmp_path)
+    with AuditLog.open(log_dir, home=home, index="none") as log:
+        log.append_many(entry(i) for i in range(2000))
+    with AuditLog.open(log_dir, home=home, index="none", commit_delay=0.02) as log:
+        time.sleep(0.06)  # one rate window
+        log.append(entry(2000))
+        assert log._rate < 100  # one append in the window, not 2,001

@@ -612,12 +612,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None, help="seconds per closed-loop level")
     parser.add_argument("--batch-items", type=int, default=None)
     parser.add_argument("--load", type=float, default=0.7, help="paced load as a share of the gateway's peak")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="paced load at this many calls/s instead (A/B at one load)"
+    )
     parser.add_argument("--py-spy", type=Path, default=None, help="record the gateway with py-spy to FILE")
     parser.add_argument(
         "--py-spy-phase", choices=("closed", "batch"), default="closed", help="what --py-spy records"
     )
     parser.add_argument("--keep", type=Path, default=None, help="build the home in DIR and keep it")
     args = parser.parse_args()
+    if args.rate is not None and not args.rate > 0:
+        parser.error("--rate must be more than 0 calls/s")
     if args.py_spy is not None and not (Path(sys.executable).parent / "py-spy").exists():
         parser.error("--py-spy needs py-spy in this environment: pip install py-spy")
     if args.channels is None:
@@ -693,9 +698,10 @@ def main() -> int:
 
         peak = max(gw_levels, key=lambda r: r["qps"])
         noop_peak = max(noop_levels, key=lambda r: r["qps"])
-        rate = max(1.0, args.load * peak["qps"])
+        rate = args.rate or max(1.0, args.load * peak["qps"])
         progress(
-            f"paced load at {rate:,.0f} calls/s ({args.load:.0%} of the gateway's peak), {paced_seconds:g} s"
+            f"paced load at {rate:,.0f} calls/s ({rate / peak['qps']:.0%} of the gateway's peak),"
+            f" {paced_seconds:g} s"
         )
         paced = gen.call("paced", port=port, rate=rate, seconds=paced_seconds, warmup=warmup)
         progress(

@@ -706,6 +706,8 @@ class AuditLog:
                     if self._failed is not None or not self._queue:
                         break  # failed, or closing with nothing left
                     self._gather_batch()
+                    if self._failed is not None or not self._queue:
+                        break  # failed while gathering (the failure answered the queued appends)
                     batch = self._queue.popleft()
                 written = self._write(batch)
                 batch = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audit.log import AuditLog, stream_target
+from audit.log import AuditLog, AuditUnavailable, stream_target
 from audit.reader import LogReader
 from audit.verify import verify_log
 from tests.audit.crash_writer import entry, make_log
@@ -99,3 +100,31 @@ def test_a_reopened_log_does_not_count_its_old_entries_as_a_burst(tmp_path: Path
         time.sleep(0.06)  # one rate window
         log.append(entry(2000))
         assert log._rate < 100  # one append in the window, not 2,001
+
+
+def test_a_failure_while_a_stream_is_gathered_ends_the_committer_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_dir, home, _ = make_log(tmp_path)
+    crashes: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    log = AuditLog.open(log_dir, home=home, index="none", commit_delay=0.5)
+    log._rate, log._rate_at = 1e6, time.monotonic() + 60  # a busy stream: the next commit gathers
+    outcome: list[BaseException | int] = []
+
+    def appender() -> None:
+        try:
+            outcome.append(log.append(entry(0)).index)
+        except AuditUnavailable as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=appender)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not (log._queue and log._idle) and time.monotonic() < deadline:  # gathering the stream
+        time.sleep(0.001)
+    log._fail(AuditUnavailable("the disk went away"))
+    thread.join(5)
+    log.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], AuditUnavailable)
+    assert crashes == []

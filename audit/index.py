@@ -40,14 +40,19 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from audit.errors import AuditError
 from audit.layout import fsync_dir
 from audit.record import COLUMN_FIELDS, RecordError, day_name, parse_terms
+
+_log = structlog.get_logger("audit.index")
 
 __all__ = [
     "GEN_SHIFT",
@@ -394,7 +399,8 @@ def replace_index(built: Path, path: Path) -> None:
     """Put the standalone index file ``built`` (:meth:`AuditIndex.standalone`, closed) in the place
     of ``path``, atomically: the old index's WAL is first folded into its file and then removed,
     so that it is never applied to the new file; a crash leaves the old index whole or the new
-    one."""
+    one (if readers kept the WAL from being folded for a second, it is removed anyway, with a
+    warning: a crash then loses the old index's last transactions, which the follower redoes)."""
     with open(built, "rb") as handle:
         os.fsync(handle.fileno())
     _fold_wal(path)
@@ -414,7 +420,12 @@ def _fold_wal(path: Path) -> None:
     except sqlite3.Error:
         return  # unreadable: the rebuilt index replaces it anyway
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for _ in range(20):  # readers (a review tool) may hold the WAL for a moment
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy or not busy[0]:
+                return
+            time.sleep(0.05)
+        _log.warning("audit.index.wal_busy", index=str(path), detail="readers hold the old index's WAL")
     except sqlite3.Error:
         pass
     finally:

@@ -16,8 +16,9 @@ seals in commit order (the AEAD associated data binds the index), then acknowled
 threads wake on a lock each, asyncio tasks through one ``call_soon_threadsafe`` per event loop per
 batch. When the last commit showed more concurrent writers than are waiting, the committer waits
 up to ``gather_delay`` (0.5 ms) for them, so that one fdatasync serves them all; when appends come
-one at a time from an open stream (a server's calls) at 500/s or more, it gathers them for up to
-``commit_delay`` (2 ms) (:func:`stream_target`). The committer
+one at a time from an open stream (a server's calls) so often that more are due within
+``commit_delay`` (off by default; the gateway sets 2 ms), it gathers them for up to that long
+(:func:`stream_target`). The committer
 seals (one random read for the batch's nonces), frames and writes; when no earlier batch is
 waiting for or in fdatasync it also fdatasyncs, acknowledges and folds the leaves into the tree
 itself (one thread hand-off less per commit), else it hands the batch to a syncer thread, which
@@ -45,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import os
 import struct
 import threading
@@ -134,11 +136,13 @@ def stream_target(rate: float, delay: float, cap: int) -> int | None:
     return min(max(2, int(2 * expected)), cap)
 
 
-# group commit: a last commit with this many writers or more is a crowd (gather_delay), fewer
-# with nothing else in flight a stream (commit_delay); the committer measures the append rate
-# over windows of _RATE_WINDOW seconds
+# group commit: a last commit with this many entries or more (with those queued) is a crowd
+# (gather_delay), fewer with nothing else in flight a stream (commit_delay); the committer
+# measures the append rate over windows of _RATE_WINDOW seconds
 _CROWD = 8
 _RATE_WINDOW = 0.05
+_RATE_MEMORY = 0.1  # seconds: the rate estimate forgets with this time constant
+_PROBE_EVERY = 25  # commit delays: how often a stream whose waits gathered nothing is tried again
 
 
 class AuditUnavailable(AuditError):
@@ -361,6 +365,8 @@ class AuditLog:
         self._rate = 0.0  # appends per second, measured by the committer (guarded by _cond)
         self._rate_at = time.monotonic()
         self._rate_count = 0
+        self._joined = 0.5  # appends that joined a stream wait, on average (EWMA)
+        self._probed_at = 0.0
         self._concurrency = 1
         self._pipeline = pipeline
         self._batch_cap = max_batch
@@ -402,7 +408,7 @@ class AuditLog:
         index_interval: float = 1.0,
         max_batch: int = 65536,
         gather_delay: float = 0.0005,
-        commit_delay: float = 0.002,
+        commit_delay: float = 0.0,
         pipeline: bool = False,
         rebuild_index: bool = False,
     ) -> AuditLog:
@@ -417,10 +423,11 @@ class AuditLog:
         ``index_interval``: seconds of appends the follower gathers per index transaction (the
         index lags the log by about that much; :meth:`flush_index` waits for it).
         ``gather_delay``: the longest a commit waits for expected concurrent writers (seconds).
-        ``commit_delay``: when appends arrive one by one from an open stream (a server's calls)
-        so often that at least one more is due within it, the longest a commit waits for the
-        next ones (seconds; 0: commit each at once). Fewer, larger commits: fewer fdatasyncs and
-        fewer wake-ups of the appenders, for at most this much added latency.
+        ``commit_delay``: for a server whose appends come one by one from independent calls
+        (an open stream): when at least one more is due within it, the longest a commit waits
+        for the next ones, ending early when they stop coming (seconds; default 0: commit each
+        at once). Fewer, larger commits: fewer fdatasyncs and fewer wake-ups of the appenders,
+        for at most this much added latency.
         ``pipeline``: when fdatasync is measured shorter than the time writers take to come
         back, cut batches at half the concurrency so that one half's fdatasync overlaps the other
         half's work (off by default: it did not pay on the development machine).
@@ -759,11 +766,20 @@ class AuditLog:
         span = now - self._rate_at
         if span >= _RATE_WINDOW:
             total = self._next + len(batch.payloads)
-            self._rate += 0.5 * ((total - self._rate_count) / span - self._rate)
+            weight = 1.0 - math.exp(-span / _RATE_MEMORY)  # an idle spell weighs as long as it lasted
+            self._rate += weight * ((total - self._rate_count) / span - self._rate)
             self._rate_at, self._rate_count = now, total
-        target = stream_target(self._rate, self._commit_delay, self._batch_cap)
+        rate = self._rate
+        target = stream_target(rate, self._commit_delay, self._batch_cap)
         if target is None:
             return False
+        # writers that wait for this very commit (one thread appending in a loop) send nothing
+        # more: when recent waits gathered nothing, do not wait, but for a probe now and then
+        if self._joined < 0.5:
+            if now - self._probed_at < _PROBE_EVERY * self._commit_delay:
+                return False
+            self._probed_at = now
+        had_at_start = len(batch.payloads)
         deadline = now + self._commit_delay
         self._gather_target = target
         try:
@@ -776,6 +792,7 @@ class AuditLog:
         finally:
             self._idle = False
             self._gather_target = 1
+        self._joined += 0.3 * (len(batch.payloads) - had_at_start - self._joined)
         return True
 
     def _sealer_for(self, count: int) -> Sealer:

@@ -743,8 +743,14 @@ class AuditLog:
             return
         if len(queue[0].payloads) >= target or self._gather_delay <= 0:
             return
+        self._wait_until(target, time.monotonic() + self._gather_delay)
+
+    def _wait_until(self, target: int, deadline: float) -> None:
+        """Wait (with the log's lock held) until the open batch holds ``target`` appends, another
+        batch opens, the log closes or fails, or ``deadline``; appenders notify once the target
+        is reached, so the committer is not woken for each one."""
+        queue = self._queue
         self._gather_target = target
-        deadline = time.monotonic() + self._gather_delay
         try:
             while len(queue) == 1 and len(queue[0].payloads) < target and not self._closing:
                 remaining = deadline - time.monotonic()
@@ -780,18 +786,7 @@ class AuditLog:
                 return False
             self._probed_at = now
         had_at_start = len(batch.payloads)
-        deadline = now + self._commit_delay
-        self._gather_target = target
-        try:
-            while len(batch.payloads) < target and len(self._queue) == 1 and not self._closing:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._idle = True
-                self._cond.wait(remaining)
-        finally:
-            self._idle = False
-            self._gather_target = 1
+        self._wait_until(target, now + self._commit_delay)
         self._joined += 0.3 * (len(batch.payloads) - had_at_start - self._joined)
         return True
 

@@ -53,43 +53,39 @@ def _paced_appends(log: AuditLog, rate: float, count: int) -> list[int]:
     return asyncio.run(main())
 
 
-def test_a_stream_of_appends_shares_fdatasyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    log_dir, home, _ = make_log(tmp_path)
-    syncs = 0
+@pytest.fixture
+def fdatasyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fdatasync calls made from now on (a list of their file descriptors)."""
+    calls: list[int] = []
     real = os.fdatasync
 
     def counting(fd: int) -> None:
-        nonlocal syncs
-        syncs += 1
+        calls.append(fd)
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", counting)
+    return calls
+
+
+def test_a_stream_of_appends_shares_fdatasyncs(tmp_path: Path, fdatasyncs: list[int]) -> None:
+    log_dir, home, _ = make_log(tmp_path)
+    before = len(fdatasyncs)
     # 1,000 appends/s with 20 ms to gather: about 20 appends per commit once the rate is known
     with AuditLog.open(log_dir, home=home, index="none", commit_delay=0.02) as log:
         indices = _paced_appends(log, 1000.0, 600)
-    monkeypatch.setattr(os, "fdatasync", real)
+    syncs = len(fdatasyncs) - before
     assert sorted(indices) == list(range(600))  # every append acknowledged, each once
     assert syncs < 600 / 3, f"{syncs} fdatasyncs for 600 appends"
     assert verify_log(LogReader(log_dir)).ok
 
 
-def test_without_commit_delay_each_lone_append_commits_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_without_commit_delay_each_lone_append_commits_at_once(tmp_path: Path, fdatasyncs: list[int]) -> None:
     log_dir, home, _ = make_log(tmp_path)
-    syncs = 0
-    real = os.fdatasync
-
-    def counting(fd: int) -> None:
-        nonlocal syncs
-        syncs += 1
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", counting)
     with AuditLog.open(log_dir, home=home, index="none", commit_delay=0) as log:
+        before = len(fdatasyncs)
         for i in range(20):  # one at a time: nothing to gather
             log.append(entry(i))
-        assert syncs >= 20
+        assert len(fdatasyncs) - before >= 20
 
 
 def test_a_reopened_log_does_not_count_its_old_entries_as_a_burst(tmp_path: Path) -> None:

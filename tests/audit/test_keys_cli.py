@@ -78,6 +78,24 @@ def reads_with(capsys: pytest.CaptureFixture[str], log: Path, key: Path) -> Run:
     )
 
 
+def rewrap(
+    capsys: pytest.CaptureFixture[str], log: Path, auditor_key: Path, new_public: Path, *more: str
+) -> Run:
+    """``dsgw audit rewrap --log LOG --auditor-key KEY --new-public-key PUB [MORE...]``."""
+    return dsgw(
+        capsys,
+        "audit",
+        "rewrap",
+        "--log",
+        str(log),
+        "--auditor-key",
+        str(auditor_key),
+        "--new-public-key",
+        str(new_public),
+        *more,
+    )
+
+
 # --- auditor-key rotation -------------------------------------------------------------------------
 
 
@@ -87,18 +105,7 @@ def test_rewrap_rotates_the_auditor_key_end_to_end(
     log, home = setup
     old_private = HomeKeys(home).auditor_key
     old_kek = LogMeta.load(log).kek_id
-    code, out, err = dsgw(
-        capsys,
-        "audit",
-        "rewrap",
-        "--log",
-        str(log),
-        "--auditor-key",
-        str(old_private),
-        "--new-public-key",
-        str(new_key.public_path),
-        "--json",
-    )
+    code, out, err = rewrap(capsys, log, old_private, new_key.public_path, "--json")
     assert code == 0, err
     done = json.loads(out)
     assert done["old_kek_id"] == old_kek and done["new_kek_id"] == new_key.kek_id
@@ -148,18 +155,7 @@ def test_rewrap_rotates_the_auditor_key_end_to_end(
     )
 
     # idempotent: again with the new key pair only
-    code, out, err = dsgw(
-        capsys,
-        "audit",
-        "rewrap",
-        "--log",
-        str(log),
-        "--auditor-key",
-        str(new_key.private_path),
-        "--new-public-key",
-        str(new_key.public_path),
-        "--json",
-    )
+    code, out, err = rewrap(capsys, log, new_key.private_path, new_key.public_path, "--json")
     assert code == 0, err
     assert json.loads(out)["rewrapped"] == 0
 
@@ -201,18 +197,17 @@ def test_rewrap_refuses_a_log_open_for_writing_and_keys_that_do_not_unwrap(
 ) -> None:
     log, home = setup
     before = (log / "log.json").read_bytes(), (log / "keyring.jsonl").read_bytes()
-    args = ["audit", "rewrap", "--log", str(log), "--new-public-key", str(new_key.public_path)]
     with AuditLog.open(log, home=home, index="none"):
-        code, _, err = dsgw(capsys, *args, "--auditor-key", str(HomeKeys(home).auditor_key))
+        code, _, err = rewrap(capsys, log, HomeKeys(home).auditor_key, new_key.public_path)
     assert code == 2
     one_line(err)
     assert "open for writing" in err
     other = new_auditor_key(tmp_path / "other")
-    code, _, err = dsgw(capsys, *args, "--auditor-key", str(other.private_path))
+    code, _, err = rewrap(capsys, log, other.private_path, new_key.public_path)
     assert code == 2
     one_line(err)
     assert LogMeta.load(log).kek_id in err
-    code, _, err = dsgw(capsys, *args, "--auditor-key", str(tmp_path / "missing.key"))
+    code, _, err = rewrap(capsys, log, tmp_path / "missing.key", new_key.public_path)
     assert code == 2
     one_line(err)
     assert ((log / "log.json").read_bytes(), (log / "keyring.jsonl").read_bytes()) == before
@@ -252,18 +247,7 @@ def test_a_rotation_interrupted_after_the_keyring_opens_with_the_new_key(
     code, _, err = dsgw(capsys, "audit", "verify", "--log", str(log))
     assert code == 0 and "interrupted" in err
     # running the rotation again (the old private key may be gone already) finishes it
-    code, _, err = dsgw(
-        capsys,
-        "audit",
-        "rewrap",
-        "--log",
-        str(log),
-        "--auditor-key",
-        str(new_key.private_path),
-        "--new-public-key",
-        str(new_key.public_path),
-        "--json",
-    )
+    code, _, err = rewrap(capsys, log, new_key.private_path, new_key.public_path, "--json")
     assert code == 0, err
     on_disk = json.loads((log / "log.json").read_text())
     assert on_disk["kek_id"] == new_key.kek_id and "kek_rotation" not in on_disk
@@ -282,17 +266,7 @@ def test_a_rotation_interrupted_before_the_keyring_opens_with_the_old_key(
     install_public_key(home, new_key.public_path)
     with pytest.raises(LogLayoutError, match=f"{meta.kek_id}.*interrupted"):
         AuditLog.open(log, home=home, index="none")
-    code, _, err = dsgw(
-        capsys,
-        "audit",
-        "rewrap",
-        "--log",
-        str(log),
-        "--auditor-key",
-        str(HomeKeys(home).auditor_key),
-        "--new-public-key",
-        str(new_key.public_path),
-    )
+    code, _, err = rewrap(capsys, log, HomeKeys(home).auditor_key, new_key.public_path)
     assert code == 0, err
     assert LogMeta.load(log) == replace(meta, kek_id=new_key.kek_id)
     append(log, home, 15, 2)

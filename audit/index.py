@@ -388,9 +388,16 @@ class AuditIndex:
         return [*entries, *postings, *combos, *segments]
 
 
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
 def remove_index(path: Path) -> None:
     """Delete an index file and its WAL files (before a rebuild)."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    _remove(path, "", *_SIDECARS)
+
+
+def _remove(path: Path, *suffixes: str) -> None:
+    for suffix in suffixes:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{suffix}")
 
@@ -404,9 +411,7 @@ def replace_index(built: Path, path: Path) -> None:
     with open(built, "rb") as handle:
         os.fsync(handle.fileno())
     _fold_wal(path)
-    for suffix in ("-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
+    _remove(path, *_SIDECARS)
     os.replace(built, path)
     fsync_dir(path.parent)
 

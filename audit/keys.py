@@ -818,6 +818,10 @@ class Keyring:
     def tombstones(self) -> list[Tombstone]:
         return list(self._state.tombstones.values())
 
+    def tombstone(self, key_id: bytes) -> Tombstone | None:
+        """The tombstone of the data key ``key_id``, if it was shredded."""
+        return self._state.tombstones.get(key_id)
+
     def periods(self) -> list[str]:
         """The periods with live DEKs, sorted."""
         return sorted({r.period for r in self._state.keys.values()})

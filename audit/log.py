@@ -739,7 +739,7 @@ class AuditLog:
         queue = self._queue
         if len(queue) > 1:
             return
-        if target < _CROWD and self._in_flight == 0 and self._gather_stream():
+        if target < _CROWD and self._in_flight == 0 and self._commit_delay > 0 and self._gather_stream():
             return
         if len(queue[0].payloads) >= target or self._gather_delay <= 0:
             return

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -82,6 +82,15 @@ class ShreddedEntry:
         """The UTC instants [start, end) of the entry's UTC day."""
         start = datetime.combine(self.day, time(0), UTC)
         return start, start + timedelta(days=1)
+
+    def within(self, since: datetime | None, until: datetime | None) -> ShreddedEntry | None:
+        """This entry if its UTC day overlaps [since, until) (``None``: no bound), marked
+        uncertain when the day is only partly inside (its exact time is gone); else ``None``."""
+        first, last = self.day_span()
+        if (since is not None and last <= since) or (until is not None and first >= until):
+            return None
+        inside = (since is None or first >= since) and (until is None or last <= until)
+        return self if inside or not self.certain else replace(self, certain=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -583,17 +583,11 @@ def _check_content(
         raise EntryContentError("the entry shown differs from its decrypted payload", **where)
     if keys is not None:
         try:
-            opened = open_sealed(
-                item.sealed, keyring_or_dek=keys, log_id=section.log_id, index=item.index, suite=section.suite
-            )
+            _check_opens(item, section, keys, where)
         except KeyShredded:
             return LocatedEntry(section.origin, item.index, entry), False  # cannot be checked any more
-        except SealError as exc:
-            raise EntryContentError(f"the sealed bytes do not open ({exc.reason})", **where) from None
         except KeyProviderError as exc:
             raise EntryContentError(f"the entry's data key does not unwrap ({exc})", **where) from None
-        if not hmac.compare_digest(opened, item.payload):
-            raise EntryContentError("the decrypted payload is not what the sealed entry contains", **where)
         return LocatedEntry(section.origin, item.index, entry), True
     if auditor is not None and not section.keys:  # asked to check, but nothing to check it with
         raise EntryContentError(
@@ -602,7 +596,7 @@ def _check_content(
             **where,
         )
     checked = False
-    if auditor is not None and section.keys:  # a bundle made before bundles stopped carrying keys
+    if auditor is not None:  # a bundle made before bundles stopped carrying keys
         try:
             key_id = parse_header(item.sealed, index=item.index).key_id
         except SealError:
@@ -616,16 +610,25 @@ def _check_content(
             raise EntryContentError(f"the data key {key_id.hex()} does not unwrap ({exc})", **where) from None
         if key_id_for(dek) != key_id:
             raise EntryContentError(f"the data key record {key_id.hex()} unwraps to another key", **where)
-        try:
-            opened = open_sealed(
-                item.sealed, keyring_or_dek=dek, log_id=section.log_id, index=item.index, suite=section.suite
-            )
-        except SealError as exc:
-            raise EntryContentError(f"the sealed bytes do not open ({exc.reason})", **where) from None
-        if not hmac.compare_digest(opened, item.payload):
-            raise EntryContentError("the decrypted payload is not what the sealed entry contains", **where)
+        _check_opens(item, section, dek, where)
         checked = True
     return LocatedEntry(section.origin, item.index, entry), checked
+
+
+def _check_opens(item: _Item, section: _Section, key: DataKeySource | bytes, where: dict[str, Any]) -> None:
+    """That the sealed bytes of ``item`` open, with ``key`` (a keyring or the data key itself), to
+    the payload shown; :class:`KeyShredded` and :class:`KeyProviderError` pass through."""
+    assert item.payload is not None
+    try:
+        opened = open_sealed(
+            item.sealed, keyring_or_dek=key, log_id=section.log_id, index=item.index, suite=section.suite
+        )
+    except KeyShredded:
+        raise
+    except SealError as exc:
+        raise EntryContentError(f"the sealed bytes do not open ({exc.reason})", **where) from None
+    if not hmac.compare_digest(opened, item.payload):
+        raise EntryContentError("the decrypted payload is not what the sealed entry contains", **where)
 
 
 def _verify_section(

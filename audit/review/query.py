@@ -42,7 +42,7 @@ from audit.checkpoints import CheckpointStore
 from audit.entry import Access, AuditEntry, Decision, Subject, decode
 from audit.errors import AuditError, InclusionProofError, VerificationError
 from audit.index import AuditIndex, IndexError_
-from audit.keys import KeyProvider, KeyProviderError, KeyRecord, Keyring, KeyringError, blind_index_key_id
+from audit.keys import KeyProvider, KeyProviderError, Keyring, KeyringError, blind_index_key_id
 from audit.layout import LogMeta, LogPaths
 from audit.merkle import LEAF_PREFIX, MerkleProver, verify_inclusion
 from audit.reader import LogReader as LogFiles
@@ -464,21 +464,13 @@ class LogReader:
             return None
         day = date(1970, 1, 1) + timedelta(days=terms.day)
         located = ShreddedEntry(self.origin, idx, day, terms.kind, exc.period, exc.shredded_at)
-        start, end = located.day_span()
-        since, until = criteria.since, criteria.until
-        if (since is not None and end <= since) or (until is not None and start >= until):
-            return None
-        certain = (since is None or start >= since) and (until is None or end <= until)
-        return ShreddedEntry(self.origin, idx, day, terms.kind, exc.period, exc.shredded_at, certain)
+        return located.within(criteria.since, criteria.until)
 
     def shredded_key(self, sealed: bytes, idx: int) -> Shredded | None:
         """Whether the data key of the sealed entry ``idx`` was shredded (from the keyring's
         tombstones: nothing is decrypted)."""
-        key_id = parse_header(sealed, index=idx).key_id
-        for tomb in self.keyring.tombstones():
-            if tomb.key_id == key_id:
-                return Shredded(tomb.period, tomb.shredded_at)
-        return None
+        tomb = self.keyring.tombstone(parse_header(sealed, index=idx).key_id)
+        return None if tomb is None else Shredded(tomb.period, tomb.shredded_at)
 
     # -- checkpoints and proofs -------------------------------------------------------------------
 
@@ -508,12 +500,6 @@ class LogReader:
             return LogFiles(self.directory).prover(size)
         except ReadError as exc:
             raise LogCorrupted(f"log {self.origin}: {exc}", origin=self.origin) from None
-
-    def key_record(self, key_id: bytes) -> KeyRecord:
-        for record in self.keyring.records():
-            if record.key_id == key_id:
-                return record
-        raise ReviewError(f"log {self.origin}: no data key {key_id.hex()} in its keyring")
 
     def export_section(self, indices: Sequence[int], *, decrypt: bool) -> ExportLog:
         """This log's part of an export bundle: the latest checkpoint and, per entry, its sealed

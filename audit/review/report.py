@@ -556,18 +556,8 @@ def _shredded_in_period(
     day is only partly inside is kept, marked uncertain (its exact time is gone)."""
     start = local_day_bounds(since, config)[0] if since is not None else None
     end = local_day_bounds(until, config)[1] if until is not None else None
-    out = []
-    for item in shredded:
-        first, last = item.day_span()
-        if (start is not None and last <= start) or (end is not None and first >= end):
-            continue
-        inside = (start is None or first >= start) and (end is None or last <= end)
-        if item.certain and not inside:
-            item = ShreddedEntry(
-                item.origin, item.index, item.day, item.kind, item.period, item.shredded_at, certain=False
-            )
-        out.append(item)
-    return tuple(sorted(out, key=lambda s: (s.day, s.origin, s.index)))
+    kept = (item.within(start, end) for item in shredded)
+    return tuple(sorted((s for s in kept if s is not None), key=lambda s: (s.day, s.origin, s.index)))
 
 
 def build_report(

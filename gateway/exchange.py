@@ -735,7 +735,7 @@ class BatchVerifier:
         else:
             # no time left to ask the provider: the items fail PROVIDER_TIMEOUT below, and no use
             # of a use-limited consent is spent on them
-            consume = timeout is None or timeout >= fetch_step.MIN_CALL_S
+            consume = fetch_step.has_time(timeout)
             decisions = [
                 x._decide(caller, self.agreement, self.descriptor, fields, s, purpose, consume=consume)
                 for _, s in items

@@ -871,10 +871,14 @@ class RevocationChecker:
         self.reload()
         with self._lock:
             self._refresh(warn=False)  # the caller reports the error
-            if self._error is not None:
-                raise self._error
-            if self._next_update is not None and self._now() >= self._next_update:
-                raise CrlError("CRL_EXPIRED", f"CRL {self.crl_path} is past its next update")
+            self._require_usable()
+
+    def _require_usable(self) -> None:
+        """Raise :class:`CrlError` unless the CRL read last can be trusted (with the lock held)."""
+        if self._error is not None:
+            raise self._error
+        if self._next_update is not None and self._now() >= self._next_update:
+            raise CrlError("CRL_EXPIRED", f"CRL {self.crl_path} is past its next update")
 
     def reload(self) -> None:
         """Re-read the files on the next call, whatever the interval."""
@@ -886,10 +890,7 @@ class RevocationChecker:
         """True when the certificate (PEM, DER or parsed) is on the CA's CRL."""
         with self._lock:
             self._refresh()
-            if self._error is not None:
-                raise self._error
-            if self._next_update is not None and self._now() >= self._next_update:
-                raise CrlError("CRL_EXPIRED", f"CRL {self.crl_path} is past its next update")
+            self._require_usable()
             key = hashlib.sha256(
                 cert.public_bytes(serialization.Encoding.DER) if isinstance(cert, x509.Certificate) else cert
             ).digest()

@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import functools
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -36,7 +35,7 @@ from adapters.sources import SCHEMA_NAME
 from gateway.cli import add_json_flag, check_writable_dir, emit, fail
 from gateway.consent.decision import CONSENT_REQUIRED, Basis
 from gateway.consent.errors import InvalidReceipt
-from gateway.consent.model import MAX_USE_LIMIT, CaptureChannel, PushChannel
+from gateway.consent.model import CONSENT_ID, MAX_USE_LIMIT, OPTIONAL_REF, REF, CaptureChannel, PushChannel
 from gateway.consent.receipts import (
     RECEIPT_KEY_FILES,
     ReceiptPublicKey,
@@ -68,9 +67,6 @@ MAX_DAYS = 36500
 MAX_LIST = 10_000
 MAX_OFFSET = 1_000_000_000
 #: As ``gateway.consent.model``: the patterns of the terms, checked here to name the option.
-_REF = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
-_OPTIONAL_REF = re.compile(r"^[^\x00-\x1f\x7f]{0,128}$")
-_CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 RECEIPT_EXIT = (
     "exit codes: 0 done and receipt written; 1 the change WAS recorded but the receipt file could not "
@@ -301,7 +297,7 @@ def _plus_days(start: datetime, days: int) -> datetime:
 
 def _check_ref(option: str, value: str, *, optional: bool = False) -> None:
     """The terms' reference pattern, with a message naming the option (not pydantic's)."""
-    if not (_OPTIONAL_REF if optional else _REF).match(value):
+    if not (OPTIONAL_REF if optional else REF).match(value):
         bound = "at most 128" if optional else "1-128"
         raise UsageError(f"{option}: {bound} printable characters")
 
@@ -395,15 +391,13 @@ def _audit_dir(args: argparse.Namespace) -> Path:
 
 
 @contextmanager
-def _audit_log(args: argparse.Namespace) -> Iterator[Any]:
-    """The command line's own audit log (``HOME/audit/cli``, or ``--audit-log DIR``): consent
-    changes made here are audited like the gateway's. Created (with the home's audit keys) on
-    first use."""
+def _audit_log(args: argparse.Namespace, directory: Path) -> Iterator[Any]:
+    """The command line's own audit log in ``directory`` (:func:`_audit_dir`): consent changes
+    made here are audited like the gateway's. Created (with the home's audit keys) on first use."""
     from audit.layout import HomeKeys
     from audit.log import AuditLog, init_log
 
     home = home_of(args)
-    directory = _audit_dir(args)
     keys = HomeKeys(home)
     if not keys.checkpoint_key.exists():
         keys.generate()
@@ -423,12 +417,14 @@ def _service(
 ) -> Iterator[ConsentService]:
     from gateway.pipeline.record import consent_hook
 
+    # checked first: a command that cannot audit its change refuses before anything is made
+    audit_dir = _audit_dir(args) if audited else None
     catalogue = _catalogue(args)
     sign = _signer(args) if signer else None
     with _store(args) as store, contextlib.ExitStack() as stack:
         hook = None
-        if audited:
-            log = stack.enter_context(_audit_log(args))
+        if audit_dir is not None:
+            log = stack.enter_context(_audit_log(args, audit_dir))
             hook = consent_hook(log.append, "cli")
         yield ConsentService(store, catalogue=catalogue, signer=sign, on_event=hook)
 
@@ -454,7 +450,7 @@ def _grant(args: argparse.Namespace) -> int:
         valid_to = _plus_days(valid_from or now, args.days)
     _check_ref("--evidence", args.evidence)
     _check_ref("--notice-version", args.notice_version)
-    if args.consent_id is not None and not _CONSENT_ID.match(args.consent_id):
+    if args.consent_id is not None and not CONSENT_ID.match(args.consent_id):
         raise UsageError("--consent-id: 1-64 of A-Z a-z 0-9 . _ : -, starting with a letter or digit")
     request = GrantRequest(
         subject=args.subject,
@@ -476,7 +472,6 @@ def _grant(args: argparse.Namespace) -> int:
         service.validate_grant(request, now)
     # and refuse now (nothing stored) if the receipt or the audit entry could not be written
     target = _receipt_target(args)
-    _audit_dir(args)
     with _service(args, signer=True, audited=True) as service:
         granted = service.grant(request, now=now)
     cid = granted.record.consent_id
@@ -496,7 +491,6 @@ def _revoke(args: argparse.Namespace) -> int:
     _check_ref("--evidence", args.evidence, optional=True)
     _check_ref("--note", args.note, optional=True)
     target = _receipt_target(args)
-    _audit_dir(args)
     with _service(args, signer=True, audited=True) as service:
         revoked = service.revoke(
             args.consent_id,
@@ -657,7 +651,6 @@ def _opt_out(args: argparse.Namespace) -> int:
 
 def _expire(args: argparse.Namespace) -> int:
     now = parse_time(args.at, what="--at") if args.at else None
-    _audit_dir(args)
     with _service(args, audited=True) as service:
         done = service.expire(now=now)
     ids = [record.consent_id for record, _ in done]

@@ -49,6 +49,8 @@ from gateway.identity import InvalidIdentifier, normalize_credit_code, normalize
 __all__ = [
     "CONSENT_ID",
     "MAX_USE_LIMIT",
+    "OPTIONAL_REF",
+    "REF",
     "CaptureChannel",
     "ConsentId",
     "ConsentRecord",
@@ -74,10 +76,15 @@ CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 ConsentId = Annotated[str, StringConstraints(pattern=CONSENT_ID.pattern)]
 """A consent id (:data:`CONSENT_ID`)."""
 
-Ref = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,128}$")]
-"""An opaque reference (evidence, notice version): 1-128 characters, no control characters."""
+REF = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+"""The form of an opaque reference (evidence, notice version): 1-128 characters, no control
+characters; :data:`OPTIONAL_REF` also allows it empty."""
+OPTIONAL_REF = re.compile(r"^[^\x00-\x1f\x7f]{0,128}$")
 
-OptionalRef = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,128}$")]
+Ref = Annotated[str, StringConstraints(pattern=REF.pattern)]
+"""An opaque reference (:data:`REF`)."""
+
+OptionalRef = Annotated[str, StringConstraints(pattern=OPTIONAL_REF.pattern)]
 
 #: Receipts are canonical JSON (RFC 8785), whose integers stop at 2^53 - 1.
 MAX_USE_LIMIT = 2**53 - 1

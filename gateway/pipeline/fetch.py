@@ -37,10 +37,15 @@ def _open_retry_s(adapter: Adapter) -> float:
     return float(reset) if isinstance(reset, int | float) and reset > 0 else RETRY_AFTER_OPEN_S
 
 
+def has_time(timeout: float | None) -> bool:
+    """Whether ``timeout`` (seconds left; ``None``: no deadline) leaves time to call a provider."""
+    return timeout is None or timeout >= MIN_CALL_S
+
+
 def require_time(adapter: Adapter, timeout: float | None) -> None:
     """PROVIDER_TIMEOUT unless ``timeout`` leaves time to call the provider. Checked before the
     consent step too, so that a call which cannot reach the provider spends no consent use."""
-    if timeout is not None and timeout < MIN_CALL_S:
+    if not has_time(timeout):
         raise Unavailable(
             "PROVIDER_TIMEOUT", f"no time left to call {adapter.agency.value}", retry_after_s=1.0
         )

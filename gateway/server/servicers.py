@@ -124,16 +124,6 @@ class _Base:
     ) -> T:
         started = time.perf_counter()
         code = "OK"
-        observed = False
-
-        def observe() -> None:
-            # counted before an abort sends the status, so a caller that has its answer
-            # also finds it in the metrics
-            nonlocal observed
-            observed = True
-            if self.metrics is not None:
-                self.metrics.observe(method, code, time.perf_counter() - started)
-
         # the call's log fields (request id, caller, purpose; never personal data), bound only
         # when something is logged
         fields: dict[str, str] = {"method": method, "request_id": request_id[:128], "purpose": purpose[:64]}
@@ -144,14 +134,14 @@ class _Base:
         except RequestError as exc:
             code = exc.code
             _log.info("call.refused", code=code, reason=exc.reason, **fields)
-            observe()
+            self._observe(method, code, started)  # before the abort sends the status
             await context.abort_with_status(to_grpc_status(exc))
             raise  # unreachable: abort raises
         except ConsentError as exc:
             error = _consent_error(exc)
             code = error.code
             _log.info("call.refused", code=code, reason=error.reason, **fields)
-            observe()
+            self._observe(method, code, started)  # before the abort sends the status
             await context.abort_with_status(to_grpc_status(error))
             raise
         except asyncio.CancelledError:
@@ -160,7 +150,7 @@ class _Base:
         except DsgwError as exc:
             code = "INVALID_ARGUMENT"
             _log.info("call.refused", code=code, reason=exc.reason, **fields)
-            observe()
+            self._observe(method, code, started)  # before the abort sends the status
             await context.abort_with_status(to_grpc_status(InvalidArgument(exc.reason, str(exc))))
             raise
         except Exception as exc:
@@ -168,14 +158,22 @@ class _Base:
                 raise
             code = "INTERNAL"
             _log.error("call.failed", error=type(exc).__name__, **fields)
-            observe()
+            self._observe(method, code, started)  # before the abort sends the status
             await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the gateway)")
             raise
         finally:
-            if not observed:
-                observe()
-            if code == "OK":
-                _log.debug("call.ok", ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            if code in ("OK", "CANCELLED"):  # the refusals were counted before their abort
+                elapsed = self._observe(method, code, started)
+                if code == "OK":
+                    _log.debug("call.ok", ms=round(elapsed * 1000, 3), **fields)
+
+    def _observe(self, method: str, code: str, started: float) -> float:
+        """Count the call in the metrics (a refusal before its status is sent, so that a caller
+        that has its answer also finds it counted); returns its duration in seconds."""
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe(method, code, elapsed)
+        return elapsed
 
 
 def _consent_error(exc: ConsentError) -> RequestError:

@@ -444,14 +444,17 @@ class ConsentService:
         consent_id: str,
         *,
         subject: str | None = None,
+        consumer: Agency | None = None,
         channel: str | None = None,
         evidence_ref: str = "",
         note: str = "subject_request",
         now: datetime | None = None,
     ) -> Revoked:
         """Revoke a granted consent (effective for the next check on every replica). With
-        ``subject``, a consent of another subject is reported as not found. ConsentNotActive if
-        it is already revoked or expired; ConsentNotFound if there is none."""
+        ``subject``, a consent of another subject is reported as not found; with ``consumer`` (an
+        agency revoking on the subject's behalf), so is a consent that does not name that agency
+        as a consumer: the same answer, word for word, as for an id that does not exist.
+        ConsentNotActive if it is already revoked or expired; ConsentNotFound if there is none."""
         when = self._aware(now, "now") if now is not None else self.clock()
         subj = parse_subject(subject) if subject is not None else None
         chan: CaptureChannel | None = None
@@ -466,6 +469,8 @@ class ConsentService:
 
         def make(record: ConsentRecord) -> StatusEvent:
             t = record.terms
+            if consumer is not None and consumer not in t.consumers:
+                raise ConsentNotFound(consent_id)
             if subj is not None and (t.subject_kind is not subj.kind or t.subject_id != subj.id):
                 raise ConsentNotFound(consent_id)
             if record.status is not ConsentStatus.GRANTED:

@@ -559,12 +559,11 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
             def work() -> tuple[ConsentRecord, dict[str, Any] | None]:
                 subject = parse_subject(request.subject.id, kind)
                 # as with Get: an agency revokes (on the subject's behalf) only the consents that
-                # name it as a consumer; any other is not found, and nothing is changed. The
-                # consumers are terms, fixed at the grant, so reading them first is not a race.
-                _visible(self.service.get(consent_id), caller)
+                # name it as a consumer; any other is not found, and nothing is changed
                 revoked = self.service.revoke(
                     consent_id,
                     subject=subject.id,
+                    consumer=caller,
                     channel=request.channel or None,
                     evidence_ref=request.evidence_ref,
                 )

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from adapters.agencies import Agency
 from gateway.consent import ConsentExists, ConsentNotFound, InvalidConsentRequest, ScopeRequest
 from gateway.consent.service import dataset_infos, parse_subject
 from gateway.consent.store import ConsentStore
@@ -137,6 +138,13 @@ def test_duplicate_consent_id_and_unknown_ids(store: ConsentStore) -> None:
     # a revocation naming another subject does not reveal the consent
     with pytest.raises(ConsentNotFound):
         svc.revoke("fixed-1", subject=person(2))
+    # nor does one by an agency the consent does not name as a consumer (the default grant names
+    # education only): the same error as for an id that does not exist, and nothing changes
+    with pytest.raises(ConsentNotFound) as hidden:
+        svc.revoke("fixed-1", consumer=Agency.TAX)
+    assert str(hidden.value) == str(ConsentNotFound("fixed-1"))
+    assert svc.get("fixed-1").status.value == "granted"
+    assert svc.revoke("fixed-1", consumer=Agency.EDUCATION).record.status.value == "revoked"
 
 
 def test_bulk_grant(store: ConsentStore) -> None:

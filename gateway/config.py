@@ -38,6 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from functools import cached_property
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -53,7 +55,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from adapters.agencies import Agency
 from adapters.contract import DatasetDescriptor, PredicateDescriptor
@@ -72,6 +74,16 @@ __all__ = [
 ]
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+def _no_nul(path: Path) -> Path:
+    if "\0" in str(path):
+        raise ValueError("a path must not contain a NUL character")
+    return path
+
+
+#: A file or directory path of the configuration (one the operating system can take).
+ConfigPath = Annotated[Path, AfterValidator(_no_nul)]
 
 
 class ConfigError(UsageError):
@@ -130,15 +142,15 @@ class TlsSection(_Section):
     """Files of the server's TLS identity; empty: under ``HOME/pki`` as ``dsgw pki init`` writes
     them. They are re-read when they change (no restart); the CRL is checked on every call."""
 
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    crl: Path | None = None
+    ca: ConfigPath | None = None
+    cert: ConfigPath | None = None
+    key: ConfigPath | None = None
+    crl: ConfigPath | None = None
 
 
 class AuditSection(_Section):
     #: Directory of the logs; worker N of node X writes ``DIR/X`` (N = 0) or ``DIR/X-wN``.
-    directory: Path | None = None
+    directory: ConfigPath | None = None
     suite: Literal["default", "gm"] = "default"
     checkpoint_every: Annotated[int, Field(ge=1)] = 1000
     checkpoint_seconds: Annotated[float, Field(gt=0)] = 10.0
@@ -233,9 +245,9 @@ class GatewayConfig(BaseSettings):
     )
 
     node: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] = "gw1"
-    home: Path = Path("~/.dsgw")
+    home: ConfigPath = Path("~/.dsgw")
     #: A purpose catalogue file (JSON); empty: the built-in catalogue.
-    purposes_file: Path | None = None
+    purposes_file: ConfigPath | None = None
     server: ServerSection = ServerSection()
     tls: TlsSection = TlsSection()
     audit: AuditSection = AuditSection()
@@ -379,6 +391,12 @@ def config_from(data: Mapping[str, Any], *, check: bool = True) -> GatewayConfig
         config = GatewayConfig(**data)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_describe_error(exc)}") from None
+    except SettingsError as exc:  # DSGW_<SECTION>=... that is not JSON
+        found = re.search(r'field "([^"]+)"', str(exc))
+        name = f"DSGW_{found.group(1).upper()}" if found else "a DSGW_* variable"
+        raise ConfigError(
+            f"{name}: not valid JSON for the whole section (or set one key: {name}__KEY=value)"
+        ) from None
     if check:
         check_config(config)
     return config

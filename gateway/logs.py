@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 import structlog
+
+from gateway.errors import UsageError
 
 
 class _CurrentStderr:
@@ -23,6 +26,22 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("json", "console")
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """UsageError unless ``DSGW_LOG_LEVEL`` and ``DSGW_LOG_FORMAT`` (when set) are values
+    :func:`configure` knows (it would otherwise fall back to its default without a word)."""
+    env = os.environ if environ is None else environ
+    level = env.get("DSGW_LOG_LEVEL")
+    if level is not None and level.lower() not in LEVELS:
+        raise UsageError(f"DSGW_LOG_LEVEL: unknown level {level[:32]!r} (one of {', '.join(LEVELS)})")
+    fmt = env.get("DSGW_LOG_FORMAT")
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"DSGW_LOG_FORMAT: unknown format {fmt[:32]!r} (one of {', '.join(FORMATS)})")
 
 
 def configure(*, json: bool | None = None, level: str | None = None) -> None:

@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway import logs
+
+    logs.check_environment()
     config = load_config(args.config)
     if args.check:
         from gateway.server.app import preflight
@@ -45,7 +48,6 @@ def _serve(args: argparse.Namespace) -> int:
             f"configuration ok: {len(config.agreements)} agreements, {len(config.providers)} providers",
         )
         return 0
-    from gateway import logs
     from gateway.server.app import serve
 
     logs.configure(level=os.environ.get("DSGW_LOG_LEVEL", "INFO"))

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import multiprocessing
 import os
 import queue
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -405,9 +407,39 @@ def preflight(config: GatewayConfig) -> None:
         raise StartError(f"tls.crl: {exc}") from None
 
 
+def port_taken(listen: str) -> bool:
+    """Whether another process already listens on the fixed port of ``listen`` (HOST:PORT). The
+    workers bind with SO_REUSEPORT (they share the port), which would also let them share it,
+    without a word, with another gateway or any program that set that option: a probe bind
+    without it fails then (EADDRINUSE). Port 0, or an address that does not resolve, is left to
+    the real bind to judge."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return False
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError, ValueError):
+        return False
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
 def serve(config: GatewayConfig, *, ready: Callable[[int], None] | None = None) -> int:
     """Run the gateway until SIGTERM; returns the exit code (0 after a clean drain)."""
     preflight(config)
+    if port_taken(config.server.listen):
+        raise StartError(
+            f"cannot listen on {config.server.listen} (server.listen): the port is in use by another process"
+        )
     ensure_home(config)
     if config.server.workers == 1:
         asyncio.run(_run_worker(config, 0, ready))

@@ -112,6 +112,36 @@ def test_a_typo_in_an_environment_section_is_a_config_error(
     assert str(exc.value).startswith("DSGW_SERVR__LISTEN: unknown section 'servr'")
 
 
+@pytest.mark.parametrize(("name", "value"), [("DSGW_SERVER", "notjson"), ("DSGW_AGREEMENTS", "[")])
+def test_a_whole_section_in_the_environment_that_is_not_json_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path))
+    assert str(exc.value).startswith(f"{name}: not valid JSON") and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("key", ["home", "purposes_file", "tls.ca", "audit.directory"])
+def test_a_path_with_a_nul_character_is_a_config_error(tmp_path: Path, key: str) -> None:
+    section, _, name = key.rpartition(".")
+    data = as_data(tmp_path)
+    (data.setdefault(section, {}) if section else data)[name] = "a\0b"
+    with pytest.raises(ConfigError) as exc:
+        config_from(data)
+    assert key in str(exc.value) and "NUL" in str(exc.value)
+
+
+def test_unknown_log_level_or_format_in_the_environment_is_a_usage_error() -> None:
+    from gateway.logs import check_environment
+
+    check_environment({"DSGW_LOG_LEVEL": "Debug", "DSGW_LOG_FORMAT": "json"})
+    with pytest.raises(UsageError, match=r"^DSGW_LOG_LEVEL: unknown level 'bogus'"):
+        check_environment({"DSGW_LOG_LEVEL": "bogus"})
+    with pytest.raises(UsageError, match=r"^DSGW_LOG_FORMAT: unknown format 'xml'"):
+        check_environment({"DSGW_LOG_FORMAT": "xml"})
+
+
 def test_a_consent_store_schema_needs_a_postgresql_store(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(write(tmp_path, extra={"consent": {"store_schema": "gw_consent"}}))

@@ -22,6 +22,7 @@ import pytest
 from gateway.client import GatewayClient, GatewayError
 from gateway.config import load_config
 from gateway.devsetup import DEFAULT_AGREEMENTS, DevHome
+from gateway.server.app import port_taken
 from tests.gateway.conftest import Subjects, read_audit, write_gateway_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -368,6 +369,25 @@ def test_a_taken_port_fails_to_start_with_one_line(dev_home: DevHome, tmp_path: 
             dev_home, tmp_path / "b", server={"listen": "127.0.0.1:0", "metrics_listen": f"127.0.0.1:{port}"}
         )
         _start_fails(metrics_taken, "cannot serve metrics", "server.metrics_listen")
+
+
+def test_a_port_another_gateway_listens_on_fails_to_start(dev_home: DevHome, tmp_path: Path) -> None:
+    """Another gateway's workers listen with SO_REUSEPORT, as ours do: without the probe the new
+    gateway would silently share the port with it (the kernel spreading the connections)."""
+    import socket
+
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        config = write_gateway_config(
+            dev_home, tmp_path / "a", server={"listen": f"127.0.0.1:{port}", "metrics_listen": ""}
+        )
+        _start_fails(config, f"cannot listen on 127.0.0.1:{port}", "in use by another process")
+        assert port_taken(f"127.0.0.1:{port}") and port_taken(f"localhost:{port}")
+    assert not port_taken(f"127.0.0.1:{port}")
+    assert not port_taken("127.0.0.1:0")
 
 
 @pytest.mark.parametrize("case", ["crl-of-another-ca", "missing-crl", "missing-ca", "key-of-another-cert"])

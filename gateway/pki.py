@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import ipaddress
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -360,20 +361,45 @@ def _now() -> datetime:
 def _validity(
     days: int, not_before: datetime | None, not_after: datetime | None
 ) -> tuple[datetime, datetime]:
+    """The validity period of a leaf certificate: ``days`` from ``not_before`` (default now), or
+    ``not_before``..``not_after``; never longer than the CA's own validity (``CA_DAYS``)."""
+    too_long = f"validity must be at most {CA_DAYS} days (the CA's)"
     start = not_before if not_before is not None else _now() - BACKDATE
     if start.tzinfo is None:
         raise PkiConfigError("INVALID_VALIDITY", "not_before must carry a time zone")
     if not_after is None:
         if days < 1:
             raise PkiConfigError("INVALID_VALIDITY", "validity must be at least 1 day")
-        end = start + timedelta(days=days)
-    else:
-        if not_after.tzinfo is None:
-            raise PkiConfigError("INVALID_VALIDITY", "not_after must carry a time zone")
-        end = not_after
+        if days > CA_DAYS:
+            raise PkiConfigError("INVALID_VALIDITY", too_long)
+    elif not_after.tzinfo is None:
+        raise PkiConfigError("INVALID_VALIDITY", "not_after must carry a time zone")
+    try:
+        end = start + timedelta(days=days) if not_after is None else not_after
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+    except OverflowError:
+        raise PkiConfigError(
+            "INVALID_VALIDITY", "validity is outside the dates a certificate can carry"
+        ) from None
     if end <= start:
         raise PkiConfigError("INVALID_VALIDITY", "not_after must be after not_before")
-    return start.astimezone(UTC), end.astimezone(UTC)
+    if end - start > timedelta(days=CA_DAYS):
+        raise PkiConfigError("INVALID_VALIDITY", too_long)
+    return start, end
+
+
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_dns_name(name: str) -> bool:
+    """An RFC 1123 host name: dot-separated labels of 1-63 ASCII letters, digits and hyphens, not
+    starting or ending with a hyphen, at most 253 characters (one trailing dot allowed); the last
+    label not all digits, so that a mistyped IPv4 address is not taken for a name. No wildcards."""
+    host = name[:-1] if name.endswith(".") else name
+    if not host or len(host) > 253:
+        return False
+    labels = host.split(".")
+    return all(_DNS_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
 
 
 def _san_entries(names: Iterable[str]) -> list[x509.GeneralName]:
@@ -386,14 +412,16 @@ def _san_entries(names: Iterable[str]) -> list[x509.GeneralName]:
         try:
             ip = ipaddress.ip_address(name.strip("[]"))
         except ValueError:
+            if not _is_dns_name(name):
+                shown = repr(name[:64]) + ("…" if len(name) > 64 else "")
+                raise PkiConfigError(
+                    "INVALID_NAME", f"server name {shown} is neither an IP address nor an RFC 1123 DNS name"
+                ) from None
             key = name.lower().rstrip(".")
             if key in seen:
                 continue
             seen.add(key)
-            try:
-                out.append(x509.DNSName(key))
-            except ValueError:
-                raise PkiConfigError("INVALID_NAME", f"not a DNS name or IP address: {name!r}") from None
+            out.append(x509.DNSName(key))
         else:
             if str(ip) in seen:
                 continue
@@ -477,8 +505,9 @@ def init_pki(
     paths = PkiPaths.of(home)
     if not force and (paths.ca_key.exists() or paths.ca_crt.exists()):
         raise PkiConfigError("PKI_EXISTS", f"a CA already exists in {paths.root}; use --force to replace it")
-    names = [*DEFAULT_SERVER_NAMES, *server_names]
-    _san_entries(names)  # validate before anything is written
+    # validate before anything is written
+    _san_entries([*DEFAULT_SERVER_NAMES, *server_names])
+    _validity(server_days, None, None)
     _ensure_dir(paths.root)
     _ensure_dir(paths.agencies)
     if force and paths.agencies.is_dir():
@@ -569,6 +598,35 @@ def _agency(value: Agency | str) -> Agency:
         raise PkiConfigError("UNKNOWN_AGENCY", f"unknown agency {value!r} (known: {known})") from None
 
 
+def _out_paths(paths: PkiPaths, cert_path: Path) -> tuple[Path, Path]:
+    """The certificate and key paths for ``issue --out``, refused (before anything is written)
+    when either is a directory or a file the PKI directory manages (CA, server, CRL, agencies/)."""
+    if cert_path.is_dir():
+        raise PkiConfigError("INVALID_NAME", f"certificate path {cert_path} is a directory")
+    try:
+        key_path = cert_path.with_suffix(".key")
+    except ValueError:
+        raise PkiConfigError("INVALID_NAME", f"certificate path {cert_path} names no file") from None
+    if key_path == cert_path:
+        raise PkiConfigError("INVALID_NAME", f"certificate path {cert_path} must not end in .key")
+    if key_path.is_dir():
+        raise PkiConfigError("INVALID_NAME", f"key path {key_path} is a directory")
+    try:
+        managed = {
+            p.resolve() for p in (paths.ca_crt, paths.ca_key, paths.server_crt, paths.server_key, paths.crl)
+        }
+        agencies = paths.agencies.resolve()
+        resolved = [(path, path.resolve()) for path in (cert_path, key_path)]
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise PkiConfigError("INVALID_NAME", f"cannot resolve {cert_path}: {exc}") from None
+    for path, real in resolved:
+        if real in managed or real.is_relative_to(agencies):
+            raise PkiConfigError(
+                "INVALID_NAME", f"{path} is managed by the PKI directory {paths.root}; choose another --out"
+            )
+    return cert_path, key_path
+
+
 def issue_agency(
     home: Path | str | None,
     agency: Agency | str,
@@ -582,17 +640,15 @@ def issue_agency(
     ``urn:dsgw:agency:<code>``, extendedKeyUsage clientAuth.
 
     Written to ``agencies/<code>.crt`` and ``.key`` (replacing a previous one, which stays valid
-    until revoked), or to ``out`` (the certificate path; the key goes next to it with ``.key``).
+    until revoked), or to ``out`` (the certificate path; the key goes next to it with ``.key``),
+    which must not be a directory nor a file the PKI directory manages (:func:`_out_paths`).
     ``not_before``/``not_after`` (aware datetimes) override the default of ``days`` from now."""
     code = _agency(agency)
     paths = PkiPaths.of(home)
     ca_cert, ca_key = _load_ca(paths)
     start, end = _validity(days, not_before, not_after)
     if out is not None:
-        cert_path = Path(out).expanduser()
-        key_path = cert_path.with_suffix(".key")
-        if key_path == cert_path:
-            raise PkiConfigError("INVALID_NAME", f"certificate path {cert_path} must not end in .key")
+        cert_path, key_path = _out_paths(paths, Path(out).expanduser())
     else:
         cert_path, key_path = paths.agency_crt(code), paths.agency_key(code)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -752,7 +808,8 @@ def revoke(
 
     ``target``: a serial (int, or a hexadecimal string as ``dsgw pki list`` shows it), an agency
     code (its current certificate in ``agencies/``), a certificate path or a parsed certificate. A
-    certificate given as such must be issued by this CA. Revoking twice changes nothing."""
+    certificate given as such must be issued by this CA. The CA's own certificate cannot be revoked
+    (INVALID_TARGET), by file or by serial. Revoking twice changes nothing."""
     paths = PkiPaths.of(home)
     ca_cert, ca_key = _load_ca(paths)
     serial, cert_path = _resolve_target(paths, target)
@@ -761,6 +818,8 @@ def revoke(
         cert = load_certificate(cert_path)
     if cert is not None and not _issued_by(cert, ca_cert):
         raise PkiConfigError("NOT_ISSUED_BY_CA", "the certificate is not issued by this CA")
+    if serial == ca_cert.serial_number:
+        raise PkiConfigError("INVALID_TARGET", "the CA's own certificate cannot be revoked")
     if serial <= 0 or serial.bit_length() > 160:
         raise PkiConfigError("INVALID_TARGET", "a serial is a positive number of at most 20 bytes")
     crl = load_crl(paths.crl, ca_cert) if paths.crl.exists() else None

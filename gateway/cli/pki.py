@@ -43,14 +43,29 @@ def register(sub: Any) -> None:
         metavar="NAME",
         help="extra DNS name or IP address for the server certificate (repeatable)",
     )
-    i.add_argument("--server-days", type=int, default=pki.SERVER_DAYS, metavar="N", help="server validity")
+    i.add_argument(
+        "--server-days",
+        type=int,
+        default=pki.SERVER_DAYS,
+        metavar="N",
+        help=f"server validity in days (at most {pki.CA_DAYS}, the CA's)",
+    )
     i.set_defaults(handler=_init)
 
     s = psub.add_parser("issue", parents=[common], help="issue an agency client certificate")
     s.add_argument("agency", metavar="AGENCY", help=f"agency code ({', '.join(a.value for a in Agency)})")
-    s.add_argument("--days", type=int, default=pki.AGENCY_DAYS, metavar="N", help="validity in days")
     s.add_argument(
-        "--out", type=Path, metavar="FILE", help="certificate path (default DIR/agencies/AGENCY.crt)"
+        "--days",
+        type=int,
+        default=pki.AGENCY_DAYS,
+        metavar="N",
+        help=f"validity in days (at most {pki.CA_DAYS})",
+    )
+    s.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="certificate path outside DIR, key next to it as .key (default DIR/agencies/AGENCY.crt)",
     )
     s.set_defaults(handler=_issue)
 

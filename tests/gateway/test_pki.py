@@ -577,3 +577,192 @@ def test_default_directory_follows_dsgw_home(tmp_path: Path, monkeypatch: pytest
 def test_serials_are_shown_in_whole_bytes(serial: int, shown: str) -> None:
     assert pki.serial_hex(serial) == shown
     assert int(shown, 16) == serial
+
+
+# --- refusals: --out over managed files, validity, the CA itself, server names -------------------
+
+
+MANAGED = ("ca.crt", "ca.key", "server.crt", "server.key", "crl.pem")
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        "ca.crt",  # the CA certificate (and ca.key next to it)
+        "ca",  # the key sibling is ca.key
+        "server.crt",
+        "server.pem",  # the key sibling is server.key
+        "crl.pem",
+        "agencies/hrss.crt",
+        "agencies/other.crt",
+        "agencies/../ca.crt",
+    ],
+)
+def test_issue_out_refuses_files_the_pki_directory_manages(fresh: Path, out: str) -> None:
+    pki.issue_agency(fresh, "hrss")
+    before = snapshot(fresh)
+    with pytest.raises(pki.PkiConfigError) as err:
+        pki.issue_agency(fresh, "hrss", out=fresh / out)
+    assert err.value.reason == "INVALID_NAME" and "managed by the PKI directory" in str(err.value)
+    assert snapshot(fresh) == before
+
+
+def test_issue_out_refuses_a_symlink_to_a_managed_file(fresh: Path, tmp_path: Path) -> None:
+    (tmp_path / "link.crt").symlink_to(fresh / "ca.crt")
+    (tmp_path / "elsewhere").symlink_to(fresh)
+    before = snapshot(fresh)
+    for out in (tmp_path / "link.crt", tmp_path / "elsewhere" / "server.crt"):
+        with pytest.raises(pki.PkiConfigError) as err:
+            pki.issue_agency(fresh, "tax", out=out)
+        assert err.value.reason == "INVALID_NAME"
+    assert snapshot(fresh) == before and not (tmp_path / "link.key").exists()
+
+
+def test_issue_out_refuses_directories_before_writing(fresh: Path, tmp_path: Path) -> None:
+    (tmp_path / "x" / "p").mkdir(parents=True)
+    with pytest.raises(pki.PkiConfigError) as err:
+        pki.issue_agency(fresh, "tax", out=tmp_path / "x" / "p")
+    assert err.value.reason == "INVALID_NAME" and "is a directory" in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["p"]  # no p.key left behind
+
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "q.key").mkdir()
+    with pytest.raises(pki.PkiConfigError) as err:
+        pki.issue_agency(fresh, "tax", out=tmp_path / "y" / "q.crt")
+    assert err.value.reason == "INVALID_NAME" and "q.key is a directory" in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "y").iterdir()) == ["q.key"]
+
+
+def test_cli_issue_out_over_the_ca_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "pki"
+    assert run(["pki", "init", "--dir", str(d)]) == 0
+    before = snapshot(d)
+    capsys.readouterr()
+    for out in (d / "ca.crt", d / "server.crt"):
+        assert run(["pki", "issue", "hrss", "--dir", str(d), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(out) in err and "Traceback" not in err
+    assert snapshot(d) == before
+
+
+def test_validity_is_capped_at_the_cas(fresh: Path) -> None:
+    for days in (pki.CA_DAYS + 1, 99999999):
+        with pytest.raises(pki.PkiConfigError) as err:
+            pki.issue_agency(fresh, "tax", days=days)
+        assert err.value.reason == "INVALID_VALIDITY" and "at most 3650 days" in str(err.value)
+        with pytest.raises(pki.PkiConfigError) as err:
+            pki.issue_server(fresh, days=days)
+        assert err.value.reason == "INVALID_VALIDITY"
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    with pytest.raises(pki.PkiConfigError) as err:
+        pki.issue_agency(fresh, "tax", not_before=start, not_after=start + timedelta(days=pki.CA_DAYS + 1))
+    assert err.value.reason == "INVALID_VALIDITY"
+    issued = pki.issue_agency(fresh, "tax", days=pki.CA_DAYS)
+    assert issued.not_after - issued.not_before == timedelta(days=pki.CA_DAYS)
+
+
+def test_cli_too_long_validity_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "pki"
+    assert run(["pki", "init", "--dir", str(d), "--server-days", "99999999"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at most 3650 days" in err
+    assert not d.exists() or not any(d.iterdir())
+    assert run(["pki", "init", "--dir", str(d)]) == 0  # not "a CA already exists"
+    capsys.readouterr()
+    assert run(["pki", "issue", "tax", "--dir", str(d), "--days", "99999999"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at most 3650 days" in err
+    assert not (d / "agencies" / "tax.crt").exists()
+
+
+def test_revoke_refuses_the_ca_itself(fresh: Path) -> None:
+    ca = cert(fresh / "ca.crt")
+    crl = (fresh / "crl.pem").read_bytes()
+    for target in (
+        fresh / "ca.crt",
+        str(fresh / "ca.crt"),
+        ca,
+        ca.serial_number,
+        pki.serial_hex(ca.serial_number),
+    ):
+        with pytest.raises(pki.PkiConfigError) as err:
+            pki.revoke(fresh, target)
+        assert err.value.reason == "INVALID_TARGET" and "CA" in str(err.value)
+    assert (fresh / "crl.pem").read_bytes() == crl
+    assert [i.status() for i in pki.list_certificates(fresh) if i.kind == "ca"] == ["valid"]
+
+
+def test_cli_revoke_the_ca_is_refused(fresh: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    serial = pki.serial_hex(cert(fresh / "ca.crt").serial_number)
+    for target in (str(fresh / "ca.crt"), serial, serial.upper()):
+        assert run(["pki", "revoke", target, "--dir", str(fresh)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "CA" in err and "Traceback" not in err
+    assert len(pki.load_crl(fresh / "crl.pem")) == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bad name!",
+        "a" * 300,
+        "a" * 64 + ".example",
+        ("a" * 63 + ".") * 4 + "b",  # 257 characters
+        "-lead.example",
+        "trail-.example",
+        "a..b",
+        ".",
+        "ex_ample.com",
+        "bücher.de",
+        "*.example.com",  # no wildcard support
+        "10.0.0.256",
+        "\u212aa.example",  # KELVIN SIGN lowercases to ASCII "k"
+    ],
+)
+def test_invalid_server_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(pki.PkiConfigError) as err:
+        pki.init_pki(tmp_path / "pki", server_names=[name])
+    assert err.value.reason == "INVALID_NAME" and repr(name[:64]) in str(err.value)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 200
+    assert not (tmp_path / "pki").exists()
+
+
+def test_valid_server_names_are_accepted(fresh: Path) -> None:
+    longest = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters
+    names = [
+        "a" * 63 + ".example",
+        "GW-1.Example.COM.",
+        "xn--bcher-kva.de",
+        "a",
+        longest,
+        "10.0.0.7",
+        "[::2]",
+    ]
+    pki.issue_server(fresh, server_names=names)
+    san = cert(fresh / "server.crt").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [
+        "localhost",
+        "a" * 63 + ".example",
+        "gw-1.example.com",
+        "xn--bcher-kva.de",
+        "a",
+        longest,
+    ]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == [
+        "127.0.0.1",
+        "::1",
+        "10.0.0.7",
+        "::2",
+    ]
+
+
+def test_cli_init_refuses_a_bad_server_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "pki"
+    assert run(["pki", "init", "--dir", str(d), "--server-name", "bad name!"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'bad name!'" in err and "Traceback" not in err
+    assert not d.exists()

@@ -166,6 +166,11 @@ class ConsentSection(_Section):
     #: connection's default.
     store_schema: Annotated[str, StringConstraints(pattern=SCHEMA_NAME.pattern)] | None = None
 
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        return check_source_url(value) if value else value
+
     @model_validator(mode="after")
     def _schema_needs_a_server(self) -> ConsentSection:
         if self.store_schema is not None and not self.store.startswith("postgresql"):

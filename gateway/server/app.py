@@ -28,12 +28,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.engine import make_url
 
 from adapters.agencies import Agency
 from adapters.contract import Adapter
@@ -393,6 +395,8 @@ def preflight(config: GatewayConfig) -> None:
     while health said SERVING). :class:`StartError` naming the key."""
     if config.server.workers > 1 and config.server.listen.endswith(":0"):
         raise StartError("server.listen: server.workers > 1 needs a fixed port (the workers share it)")
+    _check_listen_host(config.server.listen)
+    _check_databases(config)
     if config.server.insecure_dev_plaintext:
         return
     try:
@@ -405,6 +409,38 @@ def preflight(config: GatewayConfig) -> None:
         pki.RevocationChecker(config.tls_file("crl"), config.tls_file("ca")).check()
     except pki.PkiError as exc:
         raise StartError(f"tls.crl: {exc}") from None
+
+
+def _check_listen_host(listen: str) -> None:
+    """StartError unless the host of ``listen`` resolves (an IP literal, or a name this host's
+    resolver knows): found now, not after the audit log and the stores are open."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if not host:
+        return
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not an address"
+        raise StartError(f"server.listen: cannot use host {host[:64]!r} ({reason})") from None
+
+
+def _check_databases(config: GatewayConfig) -> None:
+    """StartError for an SQLite file a start would not find: a provider's database (the adapters
+    never create one), or the directory of an explicitly configured consent store (it would be
+    created empty, and every consent check would then answer CONSENT_MISSING)."""
+    for agency, section in sorted(config.providers.items(), key=lambda item: item[0].value):
+        url = make_url(section.url)
+        if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+            raise StartError(f"providers.{agency.value}.url: no SQLite database file at {url.database}")
+    if config.consent.store:
+        url = make_url(config.consent.store)
+        folder = Path(url.database or "").parent
+        if (
+            url.get_backend_name() == "sqlite"
+            and url.database not in (None, "", ":memory:")
+            and not folder.is_dir()
+        ):
+            raise StartError(f"consent.store: the directory {folder} does not exist")
 
 
 def port_taken(listen: str) -> bool:

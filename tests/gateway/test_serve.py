@@ -253,6 +253,18 @@ BAD_CONFIGS: dict[str, tuple[Mapping[str, Any], tuple[str, ...]]] = {
         {"providers": {"education": {"url": "mysql://user:secret@db/education"}}},
         ("providers.education.url", "'mysql' databases are not supported"),
     ),
+    "missing-provider-database": (
+        {"providers": {"education": {"url": "sqlite:////nonexistent-dsgw/education.sqlite"}}},
+        ("providers.education.url", "no SQLite database file", "/nonexistent-dsgw/education.sqlite"),
+    ),
+    "unsupported-consent-store": (
+        {"extra": {"consent": {"store": "mysql://user:secret@db/consent"}}},
+        ("consent.store", "'mysql' databases are not supported"),
+    ),
+    "consent-store-in-a-missing-directory": (
+        {"extra": {"consent": {"store": "sqlite:////nonexistent-dsgw/dir/consent.sqlite"}}},
+        ("consent.store", "/nonexistent-dsgw/dir does not exist"),
+    ),
 }
 
 
@@ -369,6 +381,20 @@ def test_a_taken_port_fails_to_start_with_one_line(dev_home: DevHome, tmp_path: 
             dev_home, tmp_path / "b", server={"listen": "127.0.0.1:0", "metrics_listen": f"127.0.0.1:{port}"}
         )
         _start_fails(metrics_taken, "cannot serve metrics", "server.metrics_listen")
+
+
+def test_a_listen_host_that_does_not_resolve_fails_the_preflight(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from gateway.errors import StartError
+    from gateway.server import app
+
+    def no_such_host(*_args: Any, **_kw: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(app.socket, "getaddrinfo", no_such_host)
+    with pytest.raises(StartError, match=r"^server\.listen: cannot use host '999\.1\.1\.1' \(Name or"):
+        app._check_listen_host("999.1.1.1:7443")
 
 
 def test_a_port_another_gateway_listens_on_fails_to_start(dev_home: DevHome, tmp_path: Path) -> None:

@@ -1001,6 +1001,7 @@ class ServerCredentialsReloader:
         load_certificate(ca_pem)
         if not _key_matches(cert, key):
             raise PkiConfigError("INVALID_KEY", f"{self.key_path} does not belong to {self.cert_path}")
+        _require_server_use(cert, self.cert_path)
         return grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)], root_certificates=ca_pem)
 
     def initial_configuration(self) -> Any:
@@ -1031,6 +1032,26 @@ class ServerCredentialsReloader:
         """``grpc.ServerCredentials`` for ``server.add_secure_port``, requiring client certificates."""
         return grpc.dynamic_ssl_server_credentials(
             self.initial_configuration(), self.fetch, require_client_authentication=True
+        )
+
+
+def _require_server_use(cert: x509.Certificate, path: Path) -> None:
+    """PkiConfigError unless ``cert`` may serve TLS: not a CA, and serverAuth among its extended
+    key usages when it lists any (an agency's client certificate would be taken, and every
+    client's handshake would then fail with "unsupported certificate purpose")."""
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise PkiConfigError("NOT_A_SERVER_CERTIFICATE", f"{path} is a CA certificate, not a server's")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if ExtendedKeyUsageOID.SERVER_AUTH not in usages:
+        raise PkiConfigError(
+            "NOT_A_SERVER_CERTIFICATE",
+            f"{path} is not a server certificate (no serverAuth extended key usage)",
         )
 
 

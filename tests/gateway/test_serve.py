@@ -416,7 +416,9 @@ def test_a_port_another_gateway_listens_on_fails_to_start(dev_home: DevHome, tmp
     assert not port_taken("127.0.0.1:0")
 
 
-@pytest.mark.parametrize("case", ["crl-of-another-ca", "missing-crl", "missing-ca", "key-of-another-cert"])
+@pytest.mark.parametrize(
+    "case", ["crl-of-another-ca", "missing-crl", "missing-ca", "key-of-another-cert", "agency-cert-as-server"]
+)
 def test_tls_files_a_start_cannot_use_fail_it_and_the_check_with_one_line(
     case: str, dev_home: DevHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -437,6 +439,14 @@ def test_tls_files_a_start_cannot_use_fail_it_and_the_check_with_one_line(
         "missing-crl": ({"crl": str(tmp_path / "nowhere" / "crl.pem")}, "tls.crl"),
         "missing-ca": ({"ca": str(tmp_path / "nowhere" / "ca.crt")}, "tls (ca, cert, key)"),
         "key-of-another-cert": ({"key": str(other.server_key)}, "tls (ca, cert, key)"),
+        # an agency's client certificate (it chains and its key matches; it cannot serve TLS)
+        "agency-cert-as-server": (
+            {
+                "cert": str(dev_home.pki / "agencies" / "hrss.crt"),
+                "key": str(dev_home.pki / "agencies" / "hrss.key"),
+            },
+            "not a server certificate",
+        ),
     }[case]
     config = write_gateway_config(
         dev_home,

@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from adapters.agencies import Agency
 from adapters.contract import (
+    MAX_PARAMETER,
     CanonicalRecord,
     DatasetDescriptor,
     ExtractChunk,
@@ -375,7 +376,8 @@ def predicate(
 
 
 def check_params(descriptor: PredicateDescriptor, params: Mapping[str, int] | None) -> dict[str, int]:
-    """The predicate's parameters: exactly the declared names, each a non-negative integer."""
+    """The predicate's parameters: exactly the declared names, each an integer from 0 to
+    :data:`MAX_PARAMETER`."""
     given = dict(params or {})
     wanted = set(descriptor.parameters)
     missing = sorted(wanted - set(given))
@@ -389,6 +391,8 @@ def check_params(descriptor: PredicateDescriptor, params: Mapping[str, int] | No
             raise InvalidRequest(f"parameter {k!r} must be an integer")
         if v < 0:
             raise InvalidRequest(f"parameter {k!r} must not be negative")
+        if v > MAX_PARAMETER:
+            raise InvalidRequest(f"parameter {k!r} must be at most {MAX_PARAMETER:,}")
     return given
 
 

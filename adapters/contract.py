@@ -33,6 +33,11 @@ from adapters.agencies import Agency
 # --------------------------------------------------------------------------------------------
 
 
+MAX_PARAMETER = 2**31 - 1
+"""The largest predicate parameter (years, months, counts): what every provider's arithmetic and
+database takes."""
+
+
 class AdapterError(Exception):
     """Base class of every error an adapter raises. Messages never carry personal data."""
 

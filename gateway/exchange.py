@@ -27,7 +27,14 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from adapters.agencies import Agency
-from adapters.contract import Adapter, DatasetDescriptor, PredicateDescriptor, Subject, SubjectKind
+from adapters.contract import (
+    MAX_PARAMETER,
+    Adapter,
+    DatasetDescriptor,
+    PredicateDescriptor,
+    Subject,
+    SubjectKind,
+)
 from audit.errors import AuditError
 from dsgw.v1 import audit_pb2
 from gateway.config import Agreement, GatewayConfig
@@ -151,9 +158,6 @@ class BatchOutcome:
     error_reason: str = ""
 
 
-MAX_PARAMETER = 2**31 - 1
-"""The largest predicate parameter (years, months, counts): what every provider's arithmetic and
-database takes."""
 MAX_ITEM_ID = 128
 """The longest BatchVerify item id (characters); a longer one is answered INVALID_ITEM_ID."""
 MAX_REMEMBERED_ITEMS = 100_000

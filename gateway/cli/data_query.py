@@ -247,6 +247,8 @@ def _params(pairs: list[str]) -> dict[str, int]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--param: expected K=V, got {pair!r}")
+        if key in out:
+            raise UsageError(f"--param {key}: given twice")
         try:
             out[key] = int(value)
         except ValueError:

@@ -212,6 +212,36 @@ def test_not_found_and_unavailable_exit_1(capsys: pytest.CaptureFixture[str], da
         ),
         (
             [
+                "evaluate",
+                "--agency",
+                "hrss",
+                "--predicate",
+                "insured_months_at_least",
+                "--subject",
+                P1,
+                "--param",
+                "months=99999999999999999999",
+            ],
+            "must be at most 2,147,483,647",
+        ),
+        (
+            [
+                "evaluate",
+                "--agency",
+                "hrss",
+                "--predicate",
+                "insured_months_at_least",
+                "--subject",
+                P1,
+                "--param",
+                "months=6",
+                "--param",
+                "months=12",
+            ],
+            "--param months: given twice",
+        ),
+        (
+            [
                 "fetch",
                 "--agency",
                 "hrss",

@@ -221,6 +221,7 @@ def config_error(exc: Exception) -> UsageError:
     errors = getattr(exc, "errors", None)
     if callable(errors):
         first = errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "config"
-        return UsageError(f"bad {where}: {first.get('msg', 'invalid')}")
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        return UsageError(f"bad {where}: {message}" if where else message)
     return UsageError(str(exc).splitlines()[0])

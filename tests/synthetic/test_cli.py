@@ -81,6 +81,25 @@ def test_bad_input_exits_2_and_writes_nothing(
     assert not out.exists()
 
 
+def test_an_as_of_out_of_range_is_one_plain_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fail(
+        [
+            "data",
+            "generate",
+            "--out",
+            str(tmp_path / "x"),
+            "--persons",
+            "10",
+            "--employers",
+            "2",
+            "--as-of",
+            "0001-01-01",
+        ],
+        capsys,
+    )
+    assert err == "dsgw: as_of must be between 1990 and 2100\n"  # was "bad config: Value error, ..."
+
+
 @pytest.mark.parametrize(
     "content",
     ['{"hrss": {"legacy15": 2}}', '{"hrss": {"bogus": 0.1}}', '{"nobody": {}}', "not json", "[1, 2]"],

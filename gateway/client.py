@@ -19,6 +19,9 @@ for UNAVAILABLE / RESOURCE_EXHAUSTED, ``retry_after_s``.
 from __future__ import annotations
 
 import datetime
+import math
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from adapters.agencies import Agency
 from adapters.contract import SubjectKind
@@ -41,7 +47,10 @@ from gateway.server.wire import (
 )
 
 __all__ = [
+    "MAX_TIMEOUT_S",
+    "BatchItemError",
     "BatchResult",
+    "CredentialError",
     "DatasetResult",
     "GatewayClient",
     "GatewayError",
@@ -74,6 +83,68 @@ class GatewayError(Exception):
         code = exc.code().name if hasattr(exc, "code") and exc.code() is not None else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else str(exc)
         return cls(code, reason, details or "", retry, metadata)
+
+
+class CredentialError(ValueError):
+    """A credential file the client cannot use: ``which`` is ``ca``, ``cert`` or ``key`` (the
+    constructor's argument), ``path`` the file and ``problem`` what is wrong with it."""
+
+    def __init__(self, which: str, path: str | Path, problem: str) -> None:
+        super().__init__(f"{which} {path}: {problem}")
+        self.which = which
+        self.path = Path(path)
+        self.problem = problem
+
+
+class BatchItemError(ValueError):
+    """An item given to :meth:`GatewayClient.batch_verify` that is not an (item id, identifier)
+    pair of strings; ``position`` counts the items from 1. The message does not hold the item."""
+
+    def __init__(self, position: int, problem: str) -> None:
+        super().__init__(f"batch item {position}: {problem}")
+        self.position = position
+        self.problem = problem
+
+
+#: The longest deadline the client accepts, seconds (one day).
+MAX_TIMEOUT_S = 86400.0
+
+
+def _seconds(value: float, name: str) -> float:
+    """``value`` if it is a usable deadline (a finite number of seconds, more than 0 and at most
+    a day); ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} is not a number of seconds")
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_S:
+        raise ValueError(f"{name} must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds, not {value:g}")
+    return float(value)
+
+
+def _credentials(ca: str | Path, cert: str | Path, key: str | Path) -> tuple[bytes, bytes, bytes]:
+    """The PEM bytes of the three files once they are checked: ``ca`` holds certificates,
+    ``cert`` a certificate (chain), ``key`` an unencrypted private key of the first certificate
+    in ``cert``. CredentialError otherwise; OSError when a file cannot be read."""
+    ca_pem, cert_pem, key_pem = Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes()
+    try:
+        x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        raise CredentialError("ca", ca, "not a PEM certificate") from None
+    try:
+        leaf = x509.load_pem_x509_certificates(cert_pem)[0]
+    except ValueError:
+        raise CredentialError("cert", cert, "not a PEM certificate") from None
+    try:
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        raise CredentialError("key", key, "not an unencrypted PEM private key") from None
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    try:
+        matches = private.public_key().public_bytes(der, spki) == leaf.public_key().public_bytes(der, spki)
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        matches = False
+    if not matches:
+        raise CredentialError("key", key, f"not the private key of the certificate {cert}")
+    return ca_pem, cert_pem, key_pem
 
 
 _INT64 = range(-(2**63), 2**63)
@@ -152,9 +223,125 @@ def _meta(purpose: str, request_id: str | None, operator: str) -> common_pb2.Req
     )
 
 
+def _add_item(message: exchange_pb2.BatchVerifyRequest, position: int, item: Any, kind: KindWire) -> None:
+    if isinstance(item, str | bytes) or not isinstance(item, Sequence) or len(item) != 2:
+        raise BatchItemError(position, f"want an (item id, identifier) pair, got {type(item).__name__}")
+    item_id, identifier = item
+    if not isinstance(item_id, str) or not isinstance(identifier, str):
+        raise BatchItemError(
+            position,
+            f"want an (item id, identifier) pair of strings, got {type(item_id).__name__}"
+            f" and {type(identifier).__name__}",
+        )
+    try:
+        message.items.add(item_id=item_id, subject=common_pb2.SubjectRef(kind=kind, id=identifier))
+    except ValueError:  # a string the wire cannot carry (a lone surrogate)
+        raise BatchItemError(position, "an item id or identifier that is not valid Unicode") from None
+
+
+class _StreamWatch:
+    """Watches one BatchVerify stream: cancels it when the gateway owes an answer (a message
+    with items was sent and is not answered, or the input is all sent and the stream has not
+    ended) and nothing came from it for ``idle`` seconds. The time spent in the caller's code
+    (reading its items, handling a result) does not count. Also keeps the exception raised by
+    the caller's items."""
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+        self.error: Exception | None = None
+        self.timed_out = False
+        self._call: Any = None
+        self._owed = 0  # messages with items sent and not yet answered
+        self._input_done = False
+        self._in_input = False
+        #: Set while a result is with the caller.
+        self.handing_out = False
+        self._since = time.monotonic()  # the last sign of progress
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def reading(self, items: Iterable[Any]) -> Iterator[Any]:
+        """``items``, with the time spent in them marked."""
+        iterator = iter(items)
+        while True:
+            self._in_input = True
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self._since = time.monotonic()
+                self._in_input = False
+            yield item
+
+    def handed_out(self) -> None:
+        self._since = time.monotonic()
+        self.handing_out = False
+
+    def sent(self) -> None:
+        with self._lock:
+            self._owed += 1
+        self._wake.set()
+
+    def answered(self) -> None:
+        with self._lock:
+            self._owed -= 1
+            self._since = time.monotonic()
+
+    def input_done(self) -> None:
+        self._input_done = True
+        self._wake.set()
+
+    def fail(self, exc: Exception) -> None:
+        with self._lock:
+            self.error = exc
+            call = self._call
+        if call is not None:
+            call.cancel()
+
+    def start(self, call: Any) -> None:
+        with self._lock:
+            self._call = call
+            failed = self.error is not None
+        if failed:
+            call.cancel()
+            return
+        self._thread = threading.Thread(target=self._run, name="dsgw-batch-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.clear()
+            with self._lock:
+                owed = self._owed > 0 or self._input_done
+            if not owed:
+                wait = self.idle
+            elif self._in_input or self.handing_out:
+                wait = min(self.idle, 0.25)
+            else:
+                wait = self._since + self.idle - time.monotonic()
+                if wait <= 0:
+                    self.timed_out = True
+                    self._call.cancel()
+                    return
+            self._wake.wait(wait)
+
+
 class GatewayClient:
     """One mTLS channel to the gateway. ``timeout``: the default deadline of each call, seconds
-    (it travels to the gateway, which passes what is left down to the providers)."""
+    (it travels to the gateway, which passes what is left down to the providers); for
+    :meth:`batch_verify` the default longest wait for the gateway's next answer.
+
+    The credential files are checked when the client is made: :class:`CredentialError` when
+    ``ca`` or ``cert`` holds no PEM certificate, or ``key`` is not the unencrypted PEM private key
+    of ``cert``; OSError when one cannot be read. ValueError for a ``timeout`` that is not more
+    than 0 and at most :data:`MAX_TIMEOUT_S`."""
 
     def __init__(
         self,
@@ -167,9 +354,9 @@ class GatewayClient:
         operator: str = "",
         server_name: str | None = None,
     ) -> None:
-        creds = grpc.ssl_channel_credentials(
-            Path(ca).read_bytes(), Path(key).read_bytes(), Path(cert).read_bytes()
-        )
+        timeout = _seconds(timeout, "timeout")
+        ca_pem, cert_pem, key_pem = _credentials(ca, cert, key)
+        creds = grpc.ssl_channel_credentials(ca_pem, key_pem, cert_pem)
         options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
         self.channel = grpc.secure_channel(target, creds, options=options)
         self._stub = exchange_pb2_grpc.DataExchangeStub(self.channel)
@@ -188,7 +375,7 @@ class GatewayClient:
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
+            return method(request, timeout=self.timeout if timeout is None else _seconds(timeout, "timeout"))
         except grpc.RpcError as exc:
             raise GatewayError.of(exc) from None
 
@@ -267,9 +454,17 @@ class GatewayClient:
         request_id: str | None = None,
         chunk: int = 500,
         timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> Iterator[BatchResult]:
         """Bulk comparisons on one stream: ``subjects`` are (item id, identifier) pairs, sent in
-        messages of ``chunk``; results come back in order as they are answered."""
+        messages of ``chunk``; results come back in order as they are answered.
+
+        ``timeout``: a deadline for the whole stream, seconds (none by default: a stream may be of
+        any length). ``idle_timeout`` (default: the client's ``timeout``): the longest wait for
+        the gateway while it owes an answer (time spent reading ``subjects`` does not count);
+        past it the stream is cancelled and :class:`GatewayError` ``DEADLINE_EXCEEDED`` raised.
+        An exception raised by ``subjects`` cancels the stream and is raised again here; an item
+        that is not a pair of strings raises :class:`BatchItemError`."""
         header = exchange_pb2.BatchVerifyRequest(
             meta=_meta(purpose, request_id, self.operator),
             provider=_agency(provider),
@@ -279,25 +474,52 @@ class GatewayClient:
         wire_kind: KindWire = (
             kind_to_wire(SubjectKind(kind)) if kind is not None else common_pb2.SUBJECT_KIND_UNSPECIFIED
         )
+        deadline = None if timeout is None else _seconds(timeout, "timeout")
+        watch = _StreamWatch(self.timeout if idle_timeout is None else _seconds(idle_timeout, "idle_timeout"))
 
         def requests() -> Iterator[exchange_pb2.BatchVerifyRequest]:
             message = header
-            for item_id, identifier in subjects:
-                message.items.add(
-                    item_id=item_id, subject=common_pb2.SubjectRef(kind=wire_kind, id=identifier)
-                )
-                if len(message.items) >= chunk:
-                    yield message
-                    message = exchange_pb2.BatchVerifyRequest()
-            if message.items or message is header:
+            try:
+                for position, item in enumerate(watch.reading(subjects), 1):
+                    _add_item(message, position, item, wire_kind)
+                    if len(message.items) >= chunk:
+                        watch.sent()
+                        yield message
+                        message = exchange_pb2.BatchVerifyRequest()
+            except Exception as exc:  # the caller's: raised again by batch_verify
+                watch.fail(exc)
+                return
+            if message.items:
+                watch.sent()
                 yield message
+            elif message is header:
+                yield message
+            watch.input_done()
 
+        call = None
         try:
-            for resp in self._stub.BatchVerify(requests(), timeout=timeout):
-                for o in resp.outcomes:
-                    yield BatchResult(o.item_id, _RESULTS.get(o.result), o.error_reason)
-        except grpc.RpcError as exc:
-            raise GatewayError.of(exc) from None
+            try:
+                call = self._stub.BatchVerify(requests(), timeout=deadline)
+                watch.start(call)
+                for resp in call:
+                    watch.answered()
+                    for o in resp.outcomes:
+                        watch.handing_out = True  # the caller's time with a result does not count
+                        yield BatchResult(o.item_id, _RESULTS.get(o.result), o.error_reason)
+                        watch.handed_out()
+            except grpc.RpcError as exc:
+                if watch.error is None and not watch.timed_out:
+                    raise GatewayError.of(exc) from None
+                if watch.error is None:
+                    raise GatewayError(
+                        "DEADLINE_EXCEEDED", "", f"no answer from the gateway within {watch.idle:g} s"
+                    ) from None
+            if watch.error is not None:  # the caller's items raised it: the stream is cancelled
+                raise watch.error
+        finally:
+            watch.stop()
+            if call is not None:
+                call.cancel()  # a no-op once the stream has ended; else (the caller stopped early) ends it
 
     # -- consent ----------------------------------------------------------------------------------
 

@@ -9,16 +9,25 @@
 
 Credentials: ``--agency CODE`` takes ``ca.crt`` and ``agencies/CODE.{crt,key}`` from the PKI
 directory (``--pki DIR``, default ``$DSGW_HOME/pki`` or ``~/.dsgw/pki``), or give ``--ca``,
-``--cert`` and ``--key`` (not both). A refused call exits 1 with ``CODE REASON: message``
+``--cert`` and ``--key`` (not both); the files are checked before any call (the CA and the
+certificate PEM certificates, the key the certificate's unencrypted PEM private key). ``--target``
+is HOST:PORT (a host name, an IPv4 address or ``[IPv6]``; port 1-65535) and ``--timeout`` more
+than 0 and at most a day. A refused call exits 1 with ``CODE REASON: message``
 (with --json also ``{"ok": false, "code", "reason", ...}`` on stdout); bad arguments, and input
 the gateway finds invalid (INVALID_ARGUMENT), exit 2. ``batch-verify`` reads one identifier per
-line (or ``item_id,identifier``; ``-`` for stdin) and prints one result per line (JSON Lines with
---json: a stream of any length), then the counts on stderr.
+line (or ``item_id,identifier``; ``-`` for stdin; UTF-8) and prints one result per line (JSON
+Lines with --json: a stream of any length), then the counts on stderr. The stream as a whole has
+no deadline; ``--timeout`` bounds each wait for the gateway's next answer (time spent reading the
+input does not count), past which the stream is cancelled and the command exits 1 with
+``DEADLINE_EXCEEDED``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,13 +44,21 @@ def register(sub: Any) -> None:
     p = sub.add_parser("call", help="call a running gateway as an agency (mTLS)")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--target", default="127.0.0.1:7443", help="HOST:PORT of the gateway")
+    common.add_argument(
+        "--target", default="127.0.0.1:7443", help="HOST:PORT of the gateway ([ADDRESS]:PORT for IPv6)"
+    )
     common.add_argument("--agency", help="the calling agency (its certificate from the PKI directory)")
     common.add_argument("--pki", type=Path, help="PKI directory (default $DSGW_HOME/pki or ~/.dsgw/pki)")
     common.add_argument("--ca", type=Path)
     common.add_argument("--cert", type=Path)
     common.add_argument("--key", type=Path)
-    common.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="deadline per call, seconds (more than 0, at most 86400); for batch-verify the longest"
+        " wait for each answer of the gateway (the whole stream has no deadline)",
+    )
     common.add_argument("--operator", default="", help="the operator at the calling agency (audited)")
     common.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     add_json_flag(common)
@@ -60,7 +77,7 @@ def register(sub: Any) -> None:
     v.set_defaults(handler=_verify)
 
     b = verbs.add_parser("batch-verify", parents=[common], help="bulk comparisons on one stream")
-    b.add_argument("file", help="identifiers, one per line (or item_id,identifier); - for stdin")
+    b.add_argument("file", help="identifiers, one per line (or item_id,identifier), UTF-8; - for stdin")
     _predicate_args(b)
     b.add_argument("--chunk", type=int, default=500, help="items per stream message")
     b.set_defaults(handler=_batch)
@@ -92,17 +109,57 @@ def _params(items: list[str]) -> dict[str, int]:
     return out
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _target(text: str) -> str:
+    """``text`` if it is HOST:PORT (a host name, an IPv4 address or ``[IPv6]``; port 1-65535),
+    else UsageError."""
+    want = f"--target {text!r}: want HOST:PORT (a host name, an IPv4 address or [IPv6]; port 1-65535)"
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        raise UsageError(want)
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        raise UsageError(f"--target {text!r}: the port must be a number from 1 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise UsageError(f"--target {text!r}: {host} is not an IPv6 address") from None
+        return text
+    if ":" in host:
+        raise UsageError(f"--target {text!r}: an IPv6 address goes in brackets, [ADDRESS]:PORT")
+    if host.replace(".", "").isdigit():
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise UsageError(f"--target {text!r}: {host} is not an IPv4 address") from None
+        return text
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(host.isascii() and _HOST_LABEL.fullmatch(label) for label in labels):
+        raise UsageError(f"--target {text!r}: {host!r} is not a host name")
+    return text
+
+
 def _client(args: argparse.Namespace) -> Any:
-    from gateway.client import GatewayClient
+    from adapters.agencies import Agency
+    from gateway.client import MAX_TIMEOUT_S, CredentialError, GatewayClient
     from gateway.pki import default_pki_dir
 
     if args.agency and (args.ca or args.cert or args.key):
         raise UsageError("give --agency (with --pki) or --ca, --cert and --key, not both")
     if args.request_id is not None and not args.request_id:
         raise UsageError("--request-id is empty (leave it out for a new one)")
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
-    if args.agency:
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT_S):
+        raise UsageError(
+            f"--timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds (a day),"
+            f" not {args.timeout:g}"
+        )
+    target = _target(args.target)
+    if args.agency is not None:
+        if args.agency not in {a.value for a in Agency}:
+            known = ", ".join(a.value for a in Agency)
+            raise UsageError(f"--agency {args.agency!r}: unknown agency (known: {known})")
         d = (args.pki or default_pki_dir()).expanduser()
         ca, cert, key = (
             d / "ca.crt",
@@ -116,7 +173,12 @@ def _client(args: argparse.Namespace) -> Any:
     for path in (ca, cert, key):
         if not Path(path).is_file():
             raise UsageError(f"missing credential file {path}")
-    return GatewayClient(args.target, ca=ca, cert=cert, key=key, timeout=args.timeout, operator=args.operator)
+    try:
+        return GatewayClient(target, ca=ca, cert=cert, key=key, timeout=args.timeout, operator=args.operator)
+    except CredentialError as exc:
+        if args.agency is not None:
+            raise UsageError(f"--agency {args.agency}: {exc}") from None
+        raise UsageError(f"--{exc.which} {exc.path}: {exc.problem}") from None
 
 
 def _refused(args: argparse.Namespace, exc: GatewayError) -> DsgwError:
@@ -146,10 +208,10 @@ def _query(args: argparse.Namespace) -> int:
     asks = []
     for text in args.dataset:
         head, _, tail = text.partition(":")
-        provider, dot, dataset = head.partition(".")
+        provider, dot, dataset = (name.strip() for name in head.partition("."))
         if not dot or not provider or not dataset:
             raise UsageError(f"--dataset {text!r}: want PROVIDER.DATASET[:FIELD,FIELD]")
-        asks.append((provider, dataset, [f for f in tail.split(",") if f]))
+        asks.append((provider, dataset, [f.strip() for f in tail.split(",") if f.strip()]))
     with _client(args) as gw:
         try:
             r = gw.query(args.subject, args.purpose, asks, request_id=args.request_id)
@@ -209,16 +271,29 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _read_items(path: str) -> Iterator[tuple[str, str]]:
-    handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    """The (item id, identifier) pairs of ``path`` (``-``: stdin); UsageError naming the line
+    that is not UTF-8."""
+    name = "stdin" if path == "-" else path
+    if path == "-":
+        handle: Any = getattr(sys.stdin, "buffer", sys.stdin)
+    else:
+        handle = open(path, "rb")  # noqa: SIM115
     try:
-        for n, line in enumerate(handle, 1):
+        for n, raw in enumerate(handle, 1):
+            if isinstance(raw, str):  # a text stdin without a byte buffer (a test's)
+                line = raw
+            else:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UsageError(f"{name} line {n}: not UTF-8") from None
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
             item, comma, ident = text.partition(",")
             yield (item.strip(), ident.strip()) if comma else (str(n), text)
     finally:
-        if handle is not sys.stdin:
+        if path != "-":
             handle.close()
 
 
@@ -242,7 +317,7 @@ def _batch(args: argparse.Namespace) -> int:
                 _params(args.param),
                 request_id=args.request_id,
                 chunk=args.chunk,
-                timeout=None,
+                idle_timeout=args.timeout,
             ):
                 answer = r.error_reason or _answer(r.result)
                 counts["refused" if r.error_reason else answer] += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,52 @@ def test_left_over_arguments_point_to_the_verbs_own_help(
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and where in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # an export criterion given empty was dropped: the bundle held every subject's entries
+        (
+            ["audit", "export", "--log", "L", "--caller", "hrss", "--subject", "", "--out", "b.json"],
+            "--subject",
+        ),
+        (["audit", "search", "--log", "L", "--since="], "--since"),
+        (["consent", "list", "--home", ""], "--home"),  # was the current directory
+        (["id", "check", ""], "an argument is empty"),
+    ],
+)
+def test_an_empty_argument_is_refused_before_the_command_runs(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"dsgw: {message}"), err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_empty_argument_looks_only_at_options_and_arguments() -> None:
+    assert cli.empty_argument(["audit", "search", "--subject", "x", "--json"]) is None
+    assert cli.empty_argument(["call", "verify", "--", ""]) is None  # after --: the command's own
+    assert cli.empty_argument(["x", "--a=b", "--c="]) == "--c"
+    assert cli.empty_argument(["x", "-", ""]) == "an argument"
+
+
+def test_input_nested_too_deeply_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def deep(_args: argparse.Namespace) -> int:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    class Parsed:
+        def parse_args(self, _argv: object) -> argparse.Namespace:
+            return argparse.Namespace(handler=deep)
+
+    monkeypatch.setattr(cli, "build_parser", Parsed)
+    assert cli.main(["audit", "verify-export", "deep.json"]) == 2
+    assert capsys.readouterr().err == "dsgw: an input file is nested too deeply to read\n"

@@ -108,10 +108,32 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+def empty_argument(argv: Sequence[str]) -> str | None:
+    """The option given an empty value (``--subject ''``, ``--home=``), or "an argument" for an
+    empty positional one, else None. argparse takes ``''``, and to the commands it reads as "not
+    given" (a search or export criterion silently dropped, widening what is disclosed) or, as a
+    path, as the current directory (keys written to ``./keys``)."""
+    for at, token in enumerate(argv):
+        if token == "--":
+            break
+        if token.startswith("--") and "=" in token:
+            name, _, value = token.partition("=")
+            if not value:
+                return name
+        elif token == "":
+            before = argv[at - 1] if at else ""
+            return before if before.startswith("-") and before != "-" else "an argument"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gateway import logs
 
     logs.configure()
+    given = list(sys.argv[1:] if argv is None else argv)
+    empty = empty_argument(given)
+    if empty is not None:
+        return fail(f"{empty} is empty")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -126,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), 2)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except RecursionError:  # a JSON input nested deeper than the interpreter's stack
+        return fail("an input file is nested too deeply to read", 2)
     except BrokenPipeError:
         return 0
     except OSError as exc:  # the environment refused: permissions, a read-only or full disk, ...

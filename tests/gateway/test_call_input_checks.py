@@ -274,7 +274,7 @@ def test_the_client_refuses_a_timeout_it_cannot_use(dev_home: DevHome) -> None:
 @pytest.mark.parametrize(
     ("target", "words"),
     [
-        ("", "want HOST:PORT"),
+        ("", "--target is empty"),  # refused by the CLI's edge, before the command
         ("127.0.0.1", "want HOST:PORT"),
         (":7443", "want HOST:PORT"),
         ("127.0.0.1:99999", "the port must be a number from 1 to 65535"),
@@ -371,7 +371,7 @@ def test_dataset_names_are_stripped(
 # --- 7. --agency -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("agency", ["../ca", "ca", "HRSS ", ""])
+@pytest.mark.parametrize("agency", ["../ca", "ca", "HRSS "])
 def test_an_unknown_agency_code_exits_2(
     gateway: Gateway, capsys: pytest.CaptureFixture[str], agency: str
 ) -> None:

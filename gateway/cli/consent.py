@@ -8,7 +8,14 @@ key already (a home is configured for gm receipts by its first ``--suite gm`` an
 ``--suite default`` is then refused, exit 2); keys are made on first use. ``verify-receipt``
 verifies with the home's receipt key that the receipt's key_id names (or one of ``--key``'s).
 Receipts go to
-``DIR/receipts/<consent id>.<grant|revoke>.json`` unless ``--receipt-out``.
+``DIR/receipts/<consent id>.<grant|revoke>.json`` unless ``--receipt-out`` (a new file or an
+existing regular one: a device, FIFO, socket or link is refused, never replaced).
+
+Only ``grant`` and ``opt-out`` start a new home; every other verb refuses a home without a
+consent store (a mistyped ``--home``, exit 2) unless ``--store`` names one. Every change (grant,
+revoke, expire, opt-out) needs a usable audit log (``--audit-log``, default ``HOME/audit/cli``:
+an audit log, or a new or empty directory), checked before anything is stored. ``expire --at``
+may not be in the future (an expiry is final).
 
 Times: ISO 8601 (``2025-07-01``, ``2025-07-01T09:30``, ``2025-07-01T09:30+08:00``); without a
 zone they are Beijing time (UTC+8). A date alone as ``--valid-to`` means to the end of that day.
@@ -41,6 +48,7 @@ from gateway.consent.receipts import (
     ReceiptPublicKey,
     ReceiptSigner,
     alg_of,
+    check_receipt_path,
     home_receipt_keys,
     key_id_of,
     load_public_key,
@@ -51,13 +59,14 @@ from gateway.consent.receipts import (
     verify_receipt_bytes,
     write_receipt,
 )
-from gateway.consent.service import ConsentService, GrantRequest, ScopeRequest
+from gateway.consent.service import CLOCK_TOLERANCE, ConsentService, GrantRequest, ScopeRequest
 from gateway.consent.store import ConsentStore
 from gateway.errors import UsageError
 from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue, load_catalogue
 
 BEIJING = timezone(timedelta(hours=8), "UTC+08:00")
 KEY_PATH = Path("keys") / "receipt-ed25519.pem"
+STORE_FILE = "consent.sqlite"
 
 #: Times the command line accepts (``--valid-from``, ``--valid-to``, ``--at``): [MIN_TIME, MAX_TIME).
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
@@ -90,6 +99,13 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _path(text: str) -> Path:
+    """An argparse ``type``: a path, not empty (``''`` would silently be the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty path")
+    return Path(text)
+
+
 _KIND_HELP = "the subject's kind (default: from its form)"
 
 
@@ -98,16 +114,16 @@ def register(sub: Any) -> None:
     csub = parser.add_subparsers(dest="consent_command", required=True, metavar="VERB")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", type=Path, help="gateway home (default $DSGW_HOME or ~/.dsgw)")
+    common.add_argument("--home", type=_path, help="gateway home (default $DSGW_HOME or ~/.dsgw)")
     common.add_argument("--store", metavar="URL", help="consent store URL (default HOME/consent.sqlite)")
     common.add_argument(
         "--store-schema",
         metavar="SCHEMA",
         help="with --store: schema of the tables on PostgreSQL (lower-case letters, digits, '_')",
     )
-    common.add_argument("--purposes", type=Path, metavar="FILE", help="purpose catalogue (JSON or TOML)")
+    common.add_argument("--purposes", type=_path, metavar="FILE", help="purpose catalogue (JSON or TOML)")
     common.add_argument(
-        "--audit-log", type=Path, metavar="DIR", help="audit log of consent changes (default HOME/audit/cli)"
+        "--audit-log", type=_path, metavar="DIR", help="audit log of consent changes (default HOME/audit/cli)"
     )
     common.add_argument(
         "--suite",
@@ -167,7 +183,9 @@ def register(sub: Any) -> None:
         "--consent-id",
         help="use this consent id (1-64 of A-Z a-z 0-9 . _ : -; default: a new random one)",
     )
-    g.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file (its directory must exist)")
+    g.add_argument(
+        "--receipt-out", type=_path, metavar="FILE", help="receipt file (its directory must exist)"
+    )
     g.set_defaults(handler=_verb(_grant))
 
     r = csub.add_parser(
@@ -182,7 +200,9 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--note", default="subject_request", help="machine-readable reason (at most 128 characters)"
     )
-    r.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file (its directory must exist)")
+    r.add_argument(
+        "--receipt-out", type=_path, metavar="FILE", help="receipt file (its directory must exist)"
+    )
     r.set_defaults(handler=_verb(_revoke))
 
     c = csub.add_parser("check", parents=[common], help="decide one disclosure (exit 1 when denied)")
@@ -215,9 +235,9 @@ def register(sub: Any) -> None:
     v = csub.add_parser(
         "verify-receipt", parents=[common], help="verify a receipt offline (exit 1 if altered)"
     )
-    v.add_argument("file", type=Path, metavar="FILE")
+    v.add_argument("file", type=_path, metavar="FILE")
     v.add_argument(
-        "--key", type=Path, metavar="PEM", help="public key PEM, one or more keys (default: the home's keys)"
+        "--key", type=_path, metavar="PEM", help="public key PEM, one or more keys (default: the home's keys)"
     )
     v.set_defaults(handler=_verb(_verify))
 
@@ -278,10 +298,14 @@ def parse_time(text: str, *, end_of_day: bool = False, what: str = "time") -> da
         moment = moment.astimezone(UTC)
     except ValueError:
         raise UsageError(f"{what} {text!r} is not an ISO 8601 date or time") from None
-    except OverflowError:  # year 1 east of UTC, the day after 9999-12-31
-        moment = MAX_TIME
-    if not MIN_TIME <= moment < MAX_TIME:
-        raise UsageError(f"{what} must be from {TIME_RANGE}")
+    except OverflowError:  # year 1 east of UTC (too early); past 9999-12-31 in UTC (too late)
+        moment = MIN_TIME - timedelta(microseconds=1) if moment.year < 5000 else MAX_TIME
+    if moment < MIN_TIME:
+        raise UsageError(
+            f"{what} {text!r} is too early: times start at 1970-01-01T00:00Z (1970-01-01T08:00 Beijing time)"
+        )
+    if moment >= MAX_TIME:
+        raise UsageError(f"{what} {text!r} is too late: times end before 9999-01-01T00:00Z")
     return moment
 
 
@@ -297,16 +321,40 @@ def _plus_days(start: datetime, days: int) -> datetime:
 
 def _check_ref(option: str, value: str, *, optional: bool = False) -> None:
     """The terms' reference pattern, with a message naming the option (not pydantic's)."""
+    _check_utf8(option, value)
     if not (OPTIONAL_REF if optional else REF).match(value):
         bound = "at most 128" if optional else "1-128"
         raise UsageError(f"{option}: {bound} printable characters")
 
 
+def _check_utf8(option: str, value: str) -> None:
+    """A command-line text that was not valid UTF-8 (Python keeps its bytes as surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{option}: not valid UTF-8") from None
+
+
+def _check_texts(args: argparse.Namespace) -> None:
+    """Every text option (and list of them) is valid UTF-8, named as the user typed it."""
+    positional = getattr(args, "consent_command", None) == "revoke"  # revoke CONSENT_ID
+    for name, value in vars(args).items():
+        option = name.upper() if positional and name == "consent_id" else "--" + name.replace("_", "-")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                _check_utf8(option, item)
+
+
 def _check_receipt_out(path: Path) -> None:
-    """``--receipt-out``: a file in an existing, writable directory (nothing is created for it)."""
+    """``--receipt-out``: a new file, or an existing regular one, in an existing, writable
+    directory (nothing is created for it; a device, FIFO, socket or link is never replaced)."""
     parent = path.absolute().parent
     if path.is_dir():
         raise UsageError(f"--receipt-out {path} is a directory")
+    try:
+        check_receipt_path(path)
+    except OSError:
+        raise UsageError(f"--receipt-out {path} exists and is not a regular file") from None
     if not parent.exists():
         raise UsageError(f"--receipt-out {path}: directory {parent} does not exist")
     if not parent.is_dir():
@@ -344,6 +392,7 @@ def _verb(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
+        _check_texts(args)
         if args.store_schema is not None:
             if not args.store:
                 raise UsageError("--store-schema needs --store")
@@ -358,8 +407,17 @@ def _catalogue(args: argparse.Namespace) -> PurposeCatalogue:
     return load_catalogue(args.purposes) if args.purposes else DEFAULT_CATALOGUE
 
 
+def _require_home_store(args: argparse.Namespace) -> None:
+    """A verb that reads or changes existing consents refuses a home without a consent store (a
+    mistyped ``--home``) rather than creating one; only ``grant`` and ``opt-out`` start a home."""
+    home = home_of(args)
+    if not args.store and not (home / STORE_FILE).is_file():
+        raise UsageError(f"no consent store in {home} ({home_label(args)}; a grant creates one)")
+
+
 @contextmanager
 def _store(args: argparse.Namespace) -> Iterator[ConsentStore]:
+    """The consent store (``--store``, else the home's, made if missing: see :func:`_service`)."""
     if args.store:
         store = ConsentStore(args.store, schema=args.store_schema)
     else:
@@ -384,40 +442,72 @@ def _signer(args: argparse.Namespace) -> ReceiptSigner:
 
 
 def _audit_dir(args: argparse.Namespace) -> Path:
-    """The audit log's directory, checked writable (or creatable); nothing is created."""
+    """The audit log's directory, checked writable (or creatable) and either an audit log whose
+    ``log.json`` reads, or absent or empty (a new log); nothing is created."""
+    from audit.errors import AuditError
+    from audit.layout import LOG_JSON, LogMeta
+
     directory = Path(args.audit_log).expanduser() if args.audit_log else home_of(args) / "audit" / "cli"
-    check_writable_dir(directory, "--audit-log" if args.audit_log else home_label(args))
+    label = "--audit-log" if args.audit_log else home_label(args)
+    check_writable_dir(directory, label)
+    if not directory.exists():
+        return directory
+    if (directory / LOG_JSON).exists() or (directory / LOG_JSON).is_symlink():
+        try:
+            LogMeta.load(directory)
+        except AuditError as exc:
+            raise UsageError(f"{label} {directory}: not a usable audit log: {exc}") from None
+    elif any(directory.iterdir()):
+        raise UsageError(
+            f"{label} {directory}: not an audit log (a directory that is not empty and has no {LOG_JSON}); "
+            "name an audit log, or a new or empty directory"
+        )
     return directory
 
 
 @contextmanager
 def _audit_log(args: argparse.Namespace, directory: Path) -> Iterator[Any]:
     """The command line's own audit log in ``directory`` (:func:`_audit_dir`): consent changes
-    made here are audited like the gateway's. Created (with the home's audit keys) on first use."""
+    made here are audited like the gateway's. Created (with the home's audit keys) on first use.
+    A log that cannot be made or opened, or that fails to take an entry, is a one-line usage error
+    (the change it would have audited is not made: the store's transaction is rolled back)."""
+    from audit.errors import AuditError
     from audit.layout import HomeKeys
     from audit.log import AuditLog, init_log
 
     home = home_of(args)
-    keys = HomeKeys(home)
-    if not keys.checkpoint_key.exists():
-        keys.generate()
-    if not (directory / "log.json").exists():
-        suite = "gm" if getattr(args, "suite", None) == "gm" else "default"
-        init_log(directory, keys.load(), node="cli", suite=suite)
-    log = AuditLog.open(directory, home=home, index="thread")
+    try:
+        keys = HomeKeys(home)
+        if not keys.checkpoint_key.exists():
+            keys.generate()
+        if not (directory / "log.json").exists():
+            suite = "gm" if getattr(args, "suite", None) == "gm" else "default"
+            init_log(directory, keys.load(), node="cli", suite=suite)
+        log = AuditLog.open(directory, home=home, index="thread")
+    except AuditError as exc:
+        raise UsageError(f"audit log {directory}: {exc}") from None
     try:
         yield log
+    except AuditError as exc:
+        raise UsageError(
+            f"audit log {directory}: {exc} (the change it could not audit was not made)"
+        ) from None
     finally:
         log.close()
 
 
 @contextmanager
 def _service(
-    args: argparse.Namespace, *, signer: bool = False, audited: bool = False
+    args: argparse.Namespace, *, signer: bool = False, audited: bool = False, create: bool = False
 ) -> Iterator[ConsentService]:
+    """The consent service over the store (``create``: a new home may be started, else the
+    home must have a consent store), with the receipt signer and the audit hook when asked."""
     from gateway.pipeline.record import consent_hook
 
-    # checked first: a command that cannot audit its change refuses before anything is made
+    # checked first: a verb that needs an existing store, or cannot audit its change, refuses
+    # before anything is made
+    if not create:
+        _require_home_store(args)
     audit_dir = _audit_dir(args) if audited else None
     catalogue = _catalogue(args)
     sign = _signer(args) if signer else None
@@ -467,12 +557,12 @@ def _grant(args: argparse.Namespace) -> int:
         notice_version=args.notice_version,
         consent_id=args.consent_id,
     )
-    with _service(args) as service:
+    with _service(args, create=True) as service:
         # validate before the receipt key or the audit log is made: bad input makes nothing
         service.validate_grant(request, now)
     # and refuse now (nothing stored) if the receipt or the audit entry could not be written
     target = _receipt_target(args)
-    with _service(args, signer=True, audited=True) as service:
+    with _service(args, signer=True, audited=True, create=True) as service:
         granted = service.grant(request, now=now)
     cid = granted.record.consent_id
     out = target(cid, "grant")
@@ -555,13 +645,22 @@ def _list(args: argparse.Namespace) -> int:
         )
     items = [r.to_json(now) for r in records]
     lines = [
-        f"{i['consent_id']}  {i['status_now'] or i['status']:<8} {i['subject']['kind']:<8} "
+        f"{i['consent_id']}  {_status_label(i):<8} {i['subject']['kind']:<8} "
         f"{','.join(i['consumers'])} <- {','.join(s['provider'] + '.' + s['dataset'] for s in i['scope'])} "
         f"for {','.join(i['purposes'])} until {i['valid_to']}"
         for i in items
     ]
     emit(args, {"consents": items, "count": len(items)}, "\n".join(lines) if lines else "no consents")
     return 0
+
+
+def _status_label(item: dict[str, Any]) -> str:
+    """The status a list row shows, as ``--status`` filters: a recorded revocation or expiry is
+    final (even one whose effective time is still ahead), else the status now."""
+    recorded = str(item["status"])
+    if recorded != "granted":
+        return recorded
+    return str(item.get("status_now") or recorded)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -605,7 +704,11 @@ def _home_public_keys(args: argparse.Namespace) -> list[ReceiptPublicKey]:
 
 def _receipt_key(args: argparse.Namespace) -> int:
     """Every receipt key of the home, the signing one first (made on first use), so that any
-    receipt the home issued verifies offline from this output."""
+    receipt the home issued verifies offline from this output. A home with neither a consent
+    store nor a receipt key (a mistyped ``--home``) is refused: no key is minted there."""
+    home = home_of(args)
+    if not home_receipt_keys(home) and not (home / STORE_FILE).is_file():
+        raise UsageError(f"no consent store in {home} ({home_label(args)}; a grant creates one)")
     signer = _signer(args)
     keys = [signer.public_key] + [
         k for k in home_receipt_keys(home_of(args)) if key_id_of(k) != signer.key_id
@@ -618,23 +721,25 @@ def _receipt_key(args: argparse.Namespace) -> int:
 
 def _opt_out(args: argparse.Namespace) -> int:
     _check_ref("--evidence", args.evidence, optional=True)
-    with _service(args) as service:
-        if args.list:
-            if args.channel or args.category or args.undo:
-                raise UsageError("--list takes no --channel, --category or --undo")
+    if args.list:
+        if args.channel or args.category or args.undo:
+            raise UsageError("--list takes no --channel, --category or --undo")
+        with _service(args) as service:
             prefs = service.preferences(args.subject, subject_kind=args.kind)
             history = service.opt_outs(args.subject, subject_kind=args.kind)
-            payload = {
-                "refused_channels": sorted(prefs.refused_channels),
-                "refused_categories": sorted(prefs.refused_categories),
-                "history": [o.to_json() for o in history],
-            }
-            human = (
-                f"refused channels: {', '.join(sorted(prefs.refused_channels)) or '-'}\n"
-                f"refused categories: {', '.join(sorted(prefs.refused_categories)) or '-'}"
-            )
-            emit(args, payload, human)
-            return 0
+        payload = {
+            "refused_channels": sorted(prefs.refused_channels),
+            "refused_categories": sorted(prefs.refused_categories),
+            "history": [o.to_json() for o in history],
+        }
+        human = (
+            f"refused channels: {', '.join(sorted(prefs.refused_channels)) or '-'}\n"
+            f"refused categories: {', '.join(sorted(prefs.refused_categories)) or '-'}"
+        )
+        emit(args, payload, human)
+        return 0
+    # a change: the audit log is checked and opened first (no usable audit log, no change)
+    with _service(args, audited=True, create=True) as service:
         item = service.opt_out(
             args.subject,
             subject_kind=args.kind,
@@ -651,6 +756,11 @@ def _opt_out(args: argparse.Namespace) -> int:
 
 def _expire(args: argparse.Namespace) -> int:
     now = parse_time(args.at, what="--at") if args.at else None
+    if now is not None and now > datetime.now(UTC) + CLOCK_TOLERANCE:
+        raise UsageError(
+            f"--at {args.at}: in the future; an expiry is final, and consents still in force "
+            "would end for good (expire as of now or an earlier time)"
+        )
     with _service(args, audited=True) as service:
         done = service.expire(now=now)
     ids = [record.consent_id for record, _ in done]

@@ -48,6 +48,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -86,6 +87,7 @@ __all__ = [
     "ReceiptSigner",
     "VerifiedReceipt",
     "canonical_bytes",
+    "check_receipt_path",
     "home_receipt_keys",
     "key_id_of",
     "load_or_create_signing_key",
@@ -608,10 +610,24 @@ def _public_key_of(data: bytes, path: Path) -> ReceiptPublicKey:
     return public
 
 
+def check_receipt_path(path: Path) -> None:
+    """OSError (EEXIST, "exists and is not a regular file") when ``path`` exists as anything but a
+    regular file: a device, FIFO, socket, directory or symbolic link is never replaced by a
+    receipt (the atomic rename would put a file in its place)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EEXIST, "exists and is not a regular file", str(path))
+
+
 def write_receipt(receipt: Mapping[str, Any], path: Path) -> None:
-    """Write a receipt file (pretty JSON, UTF-8, atomic and durable replace)."""
+    """Write a receipt file (pretty JSON, UTF-8, atomic and durable replace). An existing ``path``
+    that is not a regular file is refused (:func:`check_receipt_path`), not replaced."""
     from audit.layout import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_receipt_path(path)
     text = json.dumps(receipt, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
     atomic_write(path, text.encode("utf-8"))

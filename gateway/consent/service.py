@@ -21,7 +21,7 @@ import builtins
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -53,6 +53,7 @@ from gateway.identity.checksums import looks_like_resident_id
 from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue
 
 __all__ = [
+    "CLOCK_TOLERANCE",
     "ConsentService",
     "DatasetInfo",
     "GrantRequest",
@@ -144,12 +145,14 @@ class ScopeRequest:
 
     @classmethod
     def parse(cls, text: str) -> ScopeRequest:
-        """``provider.dataset`` or ``provider.dataset:field,field``."""
-        head, _, tail = text.partition(":")
+        """``provider.dataset`` (every field) or ``provider.dataset:field,field`` (those fields;
+        an empty list after the colon is refused by the validation, never read as every field)."""
+        head, colon, tail = text.partition(":")
         provider, dot, dataset = head.strip().partition(".")
         if not dot or not provider or not dataset:
             raise InvalidConsentRequest("INVALID_REQUEST", f"scope {text!r} is not provider.dataset[:fields]")
-        fields = tuple(f.strip() for f in tail.split(",") if f.strip()) if tail.strip() else None
+        # a colon with nothing after it names no fields (refused at validation), it is not "all"
+        fields = tuple(f.strip() for f in tail.split(",") if f.strip()) if colon else None
         return cls(provider, dataset, fields)
 
 
@@ -202,6 +205,11 @@ def audit_fields(record: ConsentRecord, event: StatusEvent) -> dict[str, Any]:
             "purposes": t.purposes,
         },
     }
+
+
+#: How far ahead of the service's clock ``expire``/``revoke(now=...)`` may be (clocks of two
+#: machines).
+CLOCK_TOLERANCE = timedelta(minutes=1)
 
 
 def _utc_now() -> datetime:
@@ -439,6 +447,22 @@ class ConsentService:
             raise ValueError("this service has no receipt signer")
         return self.signer.receipt(record, event, self.catalogue)
 
+    def _recording_time(self, now: datetime | None, verb: str) -> datetime:
+        """When a status change is recorded: ``now`` (aware), or the service's clock. Never ahead
+        of the clock (beyond :data:`CLOCK_TOLERANCE`): the history is append-only and a revocation
+        or expiry is final, so one recorded ahead of time would end, for good, a consent still in
+        force. InvalidConsentRequest (INVALID_REQUEST) then."""
+        if now is None:
+            return self.clock()
+        when = self._aware(now, "now")
+        if when > self.clock() + CLOCK_TOLERANCE:
+            raise InvalidConsentRequest(
+                "INVALID_REQUEST",
+                f"cannot {verb} as of a time in the future: the change is final, and consents "
+                "still in force would end for good",
+            )
+        return when
+
     def revoke(
         self,
         consent_id: str,
@@ -455,7 +479,7 @@ class ConsentService:
         agency revoking on the subject's behalf), so is a consent that does not name that agency
         as a consumer: the same answer, word for word, as for an id that does not exist.
         ConsentNotActive if it is already revoked or expired; ConsentNotFound if there is none."""
-        when = self._aware(now, "now") if now is not None else self.clock()
+        when = self._recording_time(now, "revoke")
         subj = parse_subject(subject) if subject is not None else None
         chan: CaptureChannel | None = None
         if channel is not None:
@@ -502,8 +526,12 @@ class ConsentService:
     ) -> builtins.list[tuple[ConsentRecord, StatusEvent]]:
         """Record an ``expired`` event (at ``valid_to``) for every granted consent past its
         validity. Idempotent: a consent already revoked or expired is skipped. Returns what was
-        recorded, for the caller to audit (``on_event`` is called for each as well)."""
-        when = self._aware(now, "now") if now is not None else self.clock()
+        recorded, for the caller to audit (``on_event`` is called for each as well).
+
+        ``now`` may not be ahead of the service's clock (beyond :data:`CLOCK_TOLERANCE`): an
+        expiry is final (the history is append-only), so one recorded ahead of time would end a
+        consent still in force for good. InvalidConsentRequest (INVALID_REQUEST) then."""
+        when = self._recording_time(now, "expire")
         done: builtins.list[tuple[ConsentRecord, StatusEvent]] = []
         skipped: set[str] = set()
         while True:

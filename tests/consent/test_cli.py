@@ -14,8 +14,9 @@ import pytest
 
 from gateway.cli import consent as consent_cli
 from gateway.cli import fail
+from gateway.consent.store import ConsentStore
 from gateway.errors import CheckFailed, DsgwError
-from tests.consent import Backend, backend, person  # noqa: F401 - fixtures
+from tests.consent import T0, Backend, Clock, backend, grant_request, person, service_for  # noqa: F401
 
 PID = person(21)
 
@@ -205,15 +206,23 @@ def test_opt_out(cli: Cli) -> None:
     assert cli("opt-out", "--subject", PID)[0] == 2
 
 
-def test_expire(cli: Cli) -> None:
+def test_expire(cli: Cli, tmp_path: Path) -> None:
+    with ConsentStore.for_home(tmp_path / "home") as store:  # a consent of 2025, ended 2025-07-01
+        old = service_for(store, Clock(T0)).grant(grant_request(PID)).record.consent_id
     args = [a for a in GRANT if a not in ("--days", "30")]
-    assert cli("grant", *args, "--valid-to", "2099-01-01")[0] == 0
-    rc, out, _ = cli("expire", "--json")
+    rc, out, _ = cli("grant", *args, "--valid-to", "2099-01-01", "--json")
+    assert rc == 0
+    live = out["consent"]["consent_id"]
+    rc, out, _ = cli("expire", "--at", "2025-06-30", "--json")  # before its end: nothing
     assert rc == 0 and out["count"] == 0
-    rc, out, _ = cli("expire", "--at", "2099-01-02T00:00:00+08:00", "--json")
-    assert rc == 0 and out["count"] == 1
-    rc, out, _ = cli("expire", "--at", "2099-01-03", "--json")
+    rc, out, _ = cli("expire", "--json")
+    assert rc == 0 and out["expired"] == [old]
+    rc, out, _ = cli("expire", "--json")
     assert out["count"] == 0
+    rc, out, err = cli("expire", "--at", "2099-01-02T00:00:00+08:00", "--json")  # the future
+    assert rc == 2 and out is None and "--at" in err and "future" in err
+    rc, out, _ = cli("list", "--status", "granted", "--json")
+    assert [c["consent_id"] for c in out["consents"]] == [live]
 
 
 def test_verify_without_a_key_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:

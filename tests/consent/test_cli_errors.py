@@ -68,8 +68,12 @@ class Cli:
         return err
 
     def count(self) -> int:
-        rc, out, _ = self("list", "--json")
-        assert rc == 0
+        """How many consents the home holds (0 when it has no consent store: nothing was made)."""
+        rc, out, err = self("list", "--json")
+        if rc == 2 and "no consent store in" in err:
+            assert not (self.home / "consent.sqlite").exists()
+            return 0
+        assert rc == 0, err
         return int(out["count"])
 
 
@@ -287,4 +291,249 @@ def test_reference_messages_name_the_option(cli: Cli, verb: str, args: list[str]
         args = [*args, "--days", "30"]
     err = cli.usage_error(verb, *args)
     assert message in err and "pattern" not in err and "String should" not in err
+    assert cli.count() == 0
+
+
+# --- 9. review fixes -----------------------------------------------------------------------------
+
+
+def _grant_now(cli: Cli, *extra: str) -> str:
+    rc, out, err = cli("grant", *GRANT, "--days", "365", *extra, "--json")
+    assert rc == 0, err
+    return str(out["consent"]["consent_id"])
+
+
+def test_expire_as_of_a_future_time_is_refused_and_the_consent_stays_in_force(cli: Cli) -> None:
+    cid = _grant_now(cli)
+    for at in ("2062-01-01", (datetime.now().astimezone() + timedelta(minutes=5)).isoformat()):
+        err = cli.usage_error("expire", "--at", at)
+        assert "--at" in err and "future" in err
+    rc, out, _ = cli("list", "--status", "granted", "--json")
+    assert [c["consent_id"] for c in out["consents"]] == [cid]
+    rc, out, _ = cli("expire", "--at", datetime.now().astimezone().isoformat(), "--json")
+    assert rc == 0 and out["count"] == 0  # now (or earlier) is fine
+    rc, out, _ = cli("revoke", cid, "--json")
+    assert rc == 0 and out["consent"]["status"] == "revoked"
+
+
+def test_list_shows_a_recorded_expiry_as_expired(cli: Cli) -> None:
+    """A record whose last event is an expiry (here one recorded ahead of time, as the old
+    ``expire --at FUTURE`` did) shows 'expired', as ``--status`` filters it."""
+    from gateway.consent.service import ConsentService
+    from gateway.consent.store import ConsentStore
+
+    cid = _grant_now(cli)
+    ahead = datetime.now().astimezone() + timedelta(days=400)
+    with ConsentStore.for_home(cli.home) as store:
+        assert len(ConsentService(store, clock=lambda: ahead).expire()) == 1
+    rc, out, _ = cli("list")
+    assert rc == 0 and out.split()[:2] == [cid, "expired"]
+    rc, out, _ = cli("list", "--status", "expired")
+    assert out.split()[:2] == [cid, "expired"]
+    rc, out, _ = cli("list", "--status", "granted")
+    assert out.strip() == "no consents"
+
+
+@pytest.fixture
+def not_a_log(tmp_path: Path) -> dict[str, Path]:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "payroll.csv").write_text("a,b\n")
+    half = tmp_path / "halflog"
+    half.mkdir()
+    (half / "log.json").write_text("{\n")
+    return {"data_directory": data, "broken_log_json": half}
+
+
+@pytest.mark.parametrize("which", ["data_directory", "broken_log_json"])
+@pytest.mark.parametrize("verb", ["grant", "revoke", "expire", "opt-out"])
+def test_audit_log_that_is_not_a_log_refuses_every_change(
+    cli: Cli, not_a_log: dict[str, Path], which: str, verb: str
+) -> None:
+    cid = _grant_now(cli)
+    bad = not_a_log[which]
+    before = sorted(p.name for p in bad.iterdir())
+    args = {
+        "grant": [*GRANT, "--days", "30"],
+        "revoke": [cid],
+        "expire": [],
+        "opt-out": ["--subject", PID, "--channel", "sms"],
+    }[verb]
+    err = cli.usage_error(verb, *args, "--audit-log", str(bad))
+    assert f"--audit-log {bad}" in err and ("not an audit log" in err or "not a usable audit log" in err)
+    assert sorted(p.name for p in bad.iterdir()) == before  # nothing made in it
+    _, out, _ = cli("list", "--status", "granted", "--json")
+    assert [c["consent_id"] for c in out["consents"]] == [cid]  # nothing granted or revoked
+    _, out, _ = cli("opt-out", "--subject", PID, "--list", "--json")
+    assert out["history"] == []
+
+
+def test_empty_audit_log_path_is_refused(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "notes.txt").write_text("x")
+    monkeypatch.chdir(cwd)
+    for verb, args in (
+        ("grant", [*GRANT, "--days", "30"]),
+        ("opt-out", ["--subject", PID, "--channel", "sms"]),
+    ):
+        err = cli.usage_error(verb, *args, "--audit-log", "")
+        assert "--audit-log" in err
+    assert sorted(p.name for p in cwd.iterdir()) == ["notes.txt"]
+    assert cli.count() == 0
+
+
+def test_an_empty_or_new_audit_log_directory_is_made_a_log(cli: Cli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _grant_now(cli, "--audit-log", str(empty))
+    assert (empty / "log.json").exists()
+    rc, _, _ = cli("opt-out", "--subject", PID, "--channel", "sms", "--audit-log", str(tmp_path / "new"))
+    assert rc == 0 and (tmp_path / "new" / "log.json").exists()
+    _grant_now(cli, "--audit-log", str(empty))  # and an existing log is used again
+
+
+def _special_files(tmp_path: Path) -> dict[str, Path]:
+    """Files that are not regular files, all under tmp_path (never /dev)."""
+    import socket
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sock = tmp_path / "sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    server.close()  # the socket file stays
+    target = tmp_path / "real.json"
+    target.write_text("keep\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    return {"fifo": fifo, "socket": sock, "symlink": link}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "symlink"])
+def test_receipt_out_that_is_not_a_regular_file_is_refused(cli: Cli, tmp_path: Path, kind: str) -> None:
+    import stat
+
+    special = _special_files(tmp_path)[kind]
+    mode = os.lstat(special).st_mode
+    err = cli.usage_error("grant", *GRANT, "--days", "30", "--receipt-out", str(special))
+    assert f"--receipt-out {special}" in err and "not a regular file" in err
+    assert cli.count() == 0
+    cid = _grant_now(cli)
+    err = cli.usage_error("revoke", cid, "--receipt-out", str(special))
+    assert "not a regular file" in err
+    _, out, _ = cli("list", "--status", "granted", "--json")
+    assert out["count"] == 1  # not revoked
+    assert os.lstat(special).st_mode == mode and not stat.S_ISREG(mode)  # left as it was
+    assert (tmp_path / "real.json").read_text() == "keep\n"
+
+
+def test_write_receipt_never_replaces_a_special_file(tmp_path: Path) -> None:
+    from gateway.consent.receipts import write_receipt
+
+    fifo = _special_files(tmp_path)["fifo"]
+    with pytest.raises(OSError, match="not a regular file"):
+        write_receipt({"a": 1}, fifo)
+    assert not (tmp_path / "fifo").is_file()
+    regular = tmp_path / "r.json"
+    regular.write_text("old")
+    write_receipt({"a": 1}, regular)  # an existing regular file is replaced
+    assert json.loads(regular.read_text()) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("verb", "args"),
+    [
+        ("list", []),
+        ("check", CHECK),
+        ("receipt-key", []),
+        ("revoke", ["cns-1"]),
+        ("expire", []),
+        ("opt-out", ["--subject", PID, "--list"]),
+    ],
+)
+def test_mistyped_home_is_refused_not_created(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, verb: str, args: list[str]
+) -> None:
+    typo = tmp_path / "typo"
+    err = Cli(capsys, typo).usage_error(verb, *args)
+    assert f"no consent store in {typo}" in err and "--home" in err
+    assert not typo.exists()
+    parent = tmp_path / "dir"  # a directory that exists but is not a home: nothing made in it
+    parent.mkdir()
+    err = Cli(capsys, parent).usage_error(verb, *args)
+    assert "no consent store in" in err and list(parent.iterdir()) == []
+
+
+def test_a_home_with_a_store_serves_the_read_verbs(cli: Cli) -> None:
+    assert cli("opt-out", "--subject", PID, "--channel", "sms")[0] == 0  # a change starts a home
+    assert (cli.home / "consent.sqlite").is_file()
+    assert cli("list")[0] == 0
+    assert cli("check", *CHECK)[0] == 1  # denied, not refused
+    assert cli("receipt-key")[0] == 0  # the first receipt key of an existing home
+
+
+def test_scope_with_an_empty_field_list_is_refused(cli: Cli) -> None:
+    for scope in ("hrss.employment_status:", "hrss.employment_status:,"):
+        args = [scope if a == "hrss.employment_status" else a for a in GRANT]
+        err = cli.usage_error("grant", *args, "--days", "30")
+        assert "no fields named" in err
+    assert cli.count() == 0
+    rc, out, _ = cli("grant", *GRANT, "--days", "30", "--json")  # no colon: every field
+    assert rc == 0 and len(out["consent"]["scope"][0]["fields"]) > 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "not_in"),
+    [
+        (
+            ["--valid-from", "1970-01-01", "--valid-to", "9998-12-31"],
+            "--valid-from '1970-01-01' is too early",
+            "9998",
+        ),
+        (
+            ["--valid-from", "1970-01-01T08:00", "--valid-to", "9999-01-01"],
+            "--valid-to '9999-01-01' is too late",
+            "1970",
+        ),
+        (
+            ["--valid-to", "9999-12-31T23:59:59-12:00"],
+            "--valid-to '9999-12-31T23:59:59-12:00' is too late",
+            "1970",
+        ),
+        (
+            ["--valid-from", "0001-01-01T00:00", "--days", "1"],
+            "--valid-from '0001-01-01T00:00' is too early",
+            "9999",
+        ),
+    ],
+)
+def test_time_bounds_name_the_bound_violated(cli: Cli, args: list[str], message: str, not_in: str) -> None:
+    err = cli.usage_error("grant", *GRANT, *args)
+    assert message in err and not_in not in err.split("too")[1]
+    assert cli.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("verb", "args", "message"),
+    [
+        (
+            "grant",
+            [*GRANT[:-4], "--evidence", "a\udcffb", *GRANT[-2:], "--days", "30"],
+            "--evidence: not valid UTF-8",
+        ),
+        (
+            "grant",
+            [*GRANT[:-2], "--notice-version", "\udcff", "--days", "30"],
+            "--notice-version: not valid UTF-8",
+        ),
+        ("grant", ["--subject", "1\udcff", *GRANT[2:], "--days", "30"], "--subject: not valid UTF-8"),
+        ("grant", [*GRANT, "--days", "30", "--consumer", "x\udcff"], "--consumer: not valid UTF-8"),
+        ("revoke", ["cns-\udcff"], "CONSENT_ID: not valid UTF-8"),
+        ("opt-out", ["--subject", PID, "--category", "\udcff"], "--category: not valid UTF-8"),
+    ],
+)
+def test_text_that_is_not_utf8_is_named(cli: Cli, verb: str, args: list[str], message: str) -> None:
+    err = cli.usage_error(verb, *args)
+    assert message in err and "Input should be" not in err
     assert cli.count() == 0

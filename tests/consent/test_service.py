@@ -201,3 +201,43 @@ def test_on_event_maps_onto_audit_entries(store: ConsentStore) -> None:
         (short.consent_id, ConsentAction.EXPIRED),
     ]
     assert all(decode(encode(e)) == e for e in entries)
+
+
+# --- review fixes ------------------------------------------------------------------------------
+
+
+def test_expire_refuses_a_time_ahead_of_the_clock(store: ConsentStore) -> None:
+    """An expiry is final: one recorded ahead of the clock would end a consent in force for good."""
+    clock = Clock()
+    svc = service_for(store, clock)
+    cid = svc.grant(grant_request()).record.consent_id  # valid to T0 + 30 days
+    with pytest.raises(InvalidConsentRequest, match="future") as caught:
+        svc.expire(now=T0 + timedelta(days=365))
+    assert isinstance(caught.value, UsageError) and caught.value.reason == "INVALID_REQUEST"
+    assert store.require(cid).status.value == "granted"  # nothing recorded
+    assert svc.expire(now=T0 + timedelta(seconds=30)) == []  # within the clock tolerance
+    assert svc.revoke(cid).record.status.value == "revoked"  # still in force, so revocable
+    clock.advance(days=40)
+    assert svc.expire(now=T0 + timedelta(days=40)) == []  # the clock moved: allowed (nothing left)
+
+
+def test_revoke_refuses_a_time_ahead_of_the_clock(store: ConsentStore) -> None:
+    clock = Clock()
+    svc = service_for(store, clock)
+    cid = svc.grant(grant_request()).record.consent_id
+    with pytest.raises(InvalidConsentRequest, match="cannot revoke as of a time in the future"):
+        svc.revoke(cid, now=T0 + timedelta(days=3))
+    assert store.require(cid).status.value == "granted" and len(store.require(cid).history) == 1
+    assert svc.revoke(cid, now=T0 + timedelta(seconds=30)).record.status.value == "revoked"
+
+
+def test_scope_with_a_colon_and_no_fields_is_not_every_field(store: ConsentStore) -> None:
+    assert ScopeRequest.parse("hrss.employment_status").fields is None  # no colon: every field
+    assert ScopeRequest.parse("hrss.employment_status:").fields == ()
+    assert ScopeRequest.parse("hrss.employment_status: ").fields == ()
+    svc = service_for(store)
+    for text in ("hrss.employment_status:", "hrss.employment_status: ", "hrss.employment_status:,"):
+        with pytest.raises(InvalidConsentRequest, match="no fields named") as caught:
+            svc.grant(grant_request(scope=[ScopeRequest.parse(text)]))
+        assert caught.value.reason == "UNKNOWN_FIELD"
+    assert store.count() == 0

@@ -213,6 +213,8 @@ def rebuild_index(
     the log is open for writing; :class:`FollowerError` if a segment's frames are out of order."""
     paths = LogPaths(Path(directory))
     meta = LogMeta.load(paths.root)
+    if paths.index.is_dir():  # os.replace would fail at the end, naming the file built aside
+        raise IndexError_(f"{paths.index} is a directory, not an index file: remove it and reindex again")
     lock = take_writer_lock(paths.lock, paths.root)
     built = paths.index.with_name(paths.index.name + REBUILD_SUFFIX)
     try:

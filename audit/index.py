@@ -100,6 +100,10 @@ CREATE TABLE IF NOT EXISTS postings(
 """
 
 
+_MAX_INDEX = 2**63 - 1
+"""The largest entry index an SQLite integer holds."""
+
+
 class IndexError_(AuditError):
     """The index file is missing, unreadable, of another log or of another schema version."""
 
@@ -274,6 +278,8 @@ class AuditIndex:
     # -- reading ----------------------------------------------------------------------------------
 
     def leaf(self, idx: int) -> bytes | None:
+        if not 0 <= idx <= _MAX_INDEX:
+            return None
         row = self._conn.execute("SELECT leaf FROM entries WHERE idx = ?", (idx,)).fetchone()
         return bytes(row[0]) if row else None
 
@@ -297,6 +303,8 @@ class AuditIndex:
 
     def location(self, idx: int) -> tuple[int, int] | None:
         """(segment first index, frame offset) of entry ``idx``, if indexed."""
+        if not 0 <= idx <= _MAX_INDEX:
+            return None  # no log holds it (and SQLite integers cannot say it)
         row = self._conn.execute(
             "SELECT (SELECT max(first) FROM segments WHERE first <= e.idx), off FROM entries e WHERE idx = ?",
             (idx,),
@@ -412,7 +420,10 @@ def replace_index(built: Path, path: Path) -> None:
         os.fsync(handle.fileno())
     _fold_wal(path)
     _remove(path, *_SIDECARS)
-    os.replace(built, path)
+    try:
+        os.replace(built, path)
+    except OSError as exc:  # name the index, not the file built aside
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     fsync_dir(path.parent)
 
 

@@ -17,7 +17,7 @@ from typing import overload
 from audit.checkpoint import Checkpoint, Verifier, open_note
 from audit.checkpoints import CheckpointStore
 from audit.entry import AuditEntry, decode
-from audit.errors import AuditError
+from audit.errors import AuditError, VerificationError
 from audit.index import AuditIndex, IndexError_
 from audit.keys import KeyProvider, Keyring
 from audit.layout import LogMeta, LogPaths
@@ -309,13 +309,17 @@ class LogReader:
         """The latest stored checkpoint, its signature checked (with ``verifiers``, default the
         log's own key): (checkpoint, signed note bytes). :class:`ReadError` if there is none;
         the :class:`~audit.errors.VerificationError` of :func:`~audit.checkpoint.open_note` if it
-        does not verify."""
+        does not verify (its message naming the ``latest`` file)."""
         note = self.checkpoints.latest()
         if note is None:
             raise ReadError(f"the log {self.log_id} has no checkpoint")
-        checkpoint, _ = open_note(
-            note, list(verifiers or [self.meta.verifier]), hash_size=self.suite.digest_size
-        )
+        try:
+            checkpoint, _ = open_note(
+                note, list(verifiers or [self.meta.verifier]), hash_size=self.suite.digest_size
+            )
+        except VerificationError as exc:  # the same error, naming the file
+            exc.args = (f"{self.checkpoints.latest_path}: {exc}",)
+            raise
         if checkpoint.origin != self.log_id:
             raise ReadError(f"the latest checkpoint is of another log ({checkpoint.origin})")
         return checkpoint, note

@@ -18,7 +18,9 @@ checks, in this order:
    all end here). Then the first entry that differs is named when possible: the first whose
    leaf differs from the one the index recorded when it was written, or with the auditor key the
    first whose AEAD fails;
-5. truncation: a checkpoint (stored or given) or the index larger than the log;
+5. truncation: a checkpoint (stored or given) or the index larger than the log; and a log
+   without any stored checkpoint (every log is created with the checkpoint of its empty tree:
+   one without has lost them);
 6. with the auditor key (``--auditor-key``): every entry opens (AEAD, bound to the log id and
    its index), decodes, and its stored search terms are the ones its content gives.
 
@@ -348,6 +350,7 @@ class _Verifier:
         self.report = VerifyReport(reader.log_id, reader.suite.name)
         self.progress = progress
         self.index: AuditIndex | None = None
+        self.stored = 0  # checkpoint files in the log directory
         self.keyring: Keyring | None = None
         self.terms: TermEncoder | None = None
         if auditor is not None:
@@ -360,7 +363,9 @@ class _Verifier:
     def load_checkpoints(self) -> list[_Checkpoint]:
         reader = self.reader
         notes: list[tuple[str, bytes, int | None]] = []
-        for stored in reader.checkpoints.stored():
+        stored_files = reader.checkpoints.stored()
+        self.stored = len(stored_files)
+        for stored in stored_files:
             name = f"checkpoints/{stored.name}"
             try:
                 notes.append((name, stored.read(), stored.size))
@@ -717,6 +722,16 @@ def verify_log(
             raise _Found(key_problem)
         found = work.load_checkpoints()
         work.scan(found)
+        if not work.stored:
+            # init_log signs the checkpoint of the empty tree before the log exists: a log without
+            # any has lost them, and with them what its entries are verified against (checked
+            # after the scan, which names a problem a checkpoint the auditor kept finds first)
+            raise _fail(
+                "CHECKPOINT_MISSING",
+                "the log has no checkpoint: checkpoints/ holds none, not even the signed checkpoint of "
+                "the empty tree every log is created with (they were removed)",
+                checkpoint="checkpoints/",
+            )
     except _Found as found_problem:
         report.problem = found_problem.problem
     finally:

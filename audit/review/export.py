@@ -79,7 +79,7 @@ import binascii
 import hmac
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -303,9 +303,34 @@ def load_bundle(data: bytes | str) -> dict[str, Any]:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise BundleFormatError("the bundle is not valid JSON") from None
+    except RecursionError:
+        raise BundleFormatError("the bundle is not a bundle: its JSON is nested too deeply") from None
     if not isinstance(value, dict):
         raise BundleFormatError("the bundle is not a JSON object")
     return value
+
+
+_MAX_DEPTH = 64
+"""How deeply a bundle's JSON may nest (a bundle nests about ten levels)."""
+
+
+def _shallow(value: Any) -> None:
+    """:class:`BundleFormatError` if ``value`` nests deeper than :data:`_MAX_DEPTH` (checked
+    without recursion, before anything walks it recursively)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > _MAX_DEPTH:
+            raise BundleFormatError(
+                f"the bundle is not a bundle: its JSON nests deeper than {_MAX_DEPTH} levels"
+            )
+        stack.extend((child, depth + 1) for child in children)
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -696,6 +721,7 @@ def verify_export(
     :class:`~audit.errors.KeyFormatError` for a malformed trusted key."""
     verifiers = _verifiers(trusted_vkeys)
     data = load_bundle(bundle) if isinstance(bundle, bytes | str) else dict(bundle)
+    _shallow(data)
     created, note, sections = _well_formed(data)
     signed_by = _check_signature(data, verifiers)
     logs: list[VerifiedLog] = []

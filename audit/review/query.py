@@ -54,6 +54,9 @@ from audit.seal import KeyShredded, SealError, open_sealed, parse_header
 from audit.segment import (
     FRAME_HEAD,
     FRAME_OVERHEAD,
+    HEADER_SIZE,
+    MAX_RECORD,
+    list_segments,
     parse_frames,
     segment_name,
     split_record,
@@ -74,6 +77,14 @@ __all__ = [
 ]
 
 KINDS = ("access", "consent_change", "push_notification")
+
+_UNINDEXED = (
+    "the segments hold entries its index does not (a writer stopped before indexing them, or has not yet)"
+)
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+"""The bounds of a time range: the first and last instants a UTC time can hold."""
 
 
 class ReviewError(AuditError):
@@ -120,6 +131,8 @@ class Criteria:
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"{name} must be time-zone aware")
+            if value is not None:
+                object.__setattr__(self, name, _clamped(value))
         if self.since is not None and self.until is not None and self.until <= self.since:
             raise ValueError("the time range ends before it starts")
         if (self.provider is not None or self.decision is not None) and self.kind not in (None, "access"):
@@ -172,6 +185,17 @@ class Criteria:
         return out
 
 
+def _clamped(when: datetime) -> datetime:
+    """``when``, or the first or last UTC instant when it lies beyond what a UTC time can hold
+    (the first day of year 1 in a zone east of UTC, the last of year 9999 west of it): a search
+    from 0001-01-01 or until 9999-12-31 means from or to the end of the log."""
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if when.year == 1 else LATEST
+    return when
+
+
 def _utc_day(when: datetime) -> str:
     return when.astimezone(UTC).date().isoformat()
 
@@ -205,6 +229,27 @@ class LogStats:
     matched: int = 0
     shredded: int = 0
     """Candidates whose data key was shredded at retention and whose clear fields match."""
+    unindexed: bool = False
+    """The segments hold entries the index does not (:meth:`LogReader.unindexed`)."""
+
+    @property
+    def warning(self) -> str | None:
+        """Why this log's results may be incomplete (one line), if they may be."""
+        if self.unindexed:
+            covers = f"covers {self.indexed:,} entries"
+            if self.indexed < self.checkpoint_size:
+                covers += f" of {self.checkpoint_size:,} checkpointed"
+            return (
+                f"log {self.origin}: {_UNINDEXED} (the index {covers}); results may be incomplete: "
+                f"run dsgw audit reindex --log {self.directory} (or open the log)"
+            )
+        if self.indexed < self.checkpoint_size:
+            return (
+                f"log {self.origin}: the index covers {self.indexed} of {self.checkpoint_size} "
+                f"checkpointed entries; results may be incomplete: run dsgw audit reindex --log "
+                f"{self.directory} (or open the log)"
+            )
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -212,6 +257,7 @@ class LogStats:
             "directory": self.directory,
             "indexed": self.indexed,
             "checkpoint_size": self.checkpoint_size,
+            "unindexed": self.unindexed,
             "candidates": self.candidates,
             "opened": self.opened,
             "matched": self.matched,
@@ -317,6 +363,8 @@ class LogReader:
         not its exact bounds). No entry is decrypted."""
         index = self.index
         term = self.indexer.term
+        if criteria.until is not None and criteria.until <= EARLIEST:
+            return []  # nothing is before the first instant
         day_from = _utc_day(criteria.since) if criteria.since is not None else None
         day_to = _utc_day(criteria.until - timedelta(microseconds=1)) if criteria.until is not None else None
         caller = term("caller", criteria.caller.value) if criteria.caller else None
@@ -347,6 +395,45 @@ class LogReader:
         selected = set(select(posted[0], posted[-1] + 1))
         return [i for i in posted if i in selected]
 
+    def unindexed(self) -> bool:
+        """Whether the segments hold entries the index does not (a writer that stopped before
+        indexing what it appended: the index catches up when the log is opened or reindexed).
+        Cheap: each segment file's size is compared with the byte length the index covers of
+        it, and where the file is longer, the frame head that follows is read: a complete frame
+        there is an entry the index lacks (an incomplete one is an append that never finished)."""
+        covered = self.index.state().segments
+        for first, path in list_segments(self.paths.segments):
+            start = covered.get(first, HEADER_SIZE)
+            try:
+                size = path.stat().st_size
+                if size - start < FRAME_OVERHEAD:
+                    continue
+                with open(path, "rb") as handle:
+                    head = os.pread(handle.fileno(), FRAME_HEAD.size, start)
+            except OSError:
+                continue  # a segment that cannot be read: reading the entries says so
+            if len(head) < FRAME_HEAD.size:
+                continue  # cut meanwhile (a writer's recovery)
+            length, _ = FRAME_HEAD.unpack(head)
+            if 0 < length <= MAX_RECORD and start + length + FRAME_OVERHEAD <= size:
+                return True
+        return False
+
+    def no_entry(self, idx: int) -> ReviewError:
+        """The error for entry ``idx``, which the index does not have: not indexed yet when the
+        segments hold it, else not in the log."""
+        if self.unindexed():
+            try:
+                held: int | None = LogFiles(self.directory).size()
+            except (ReadError, OSError):
+                held = None  # damaged: verify says where; the index is behind anyway
+            if held is None or idx < held:
+                return ReviewError(
+                    f"log {self.origin}: entry {idx} is not in its index yet: {_UNINDEXED}; run "
+                    f"dsgw audit reindex --log {self.directory} (or open the log)"
+                )
+        return ReviewError(f"log {self.origin} has no entry {idx}")
+
     # -- reading ----------------------------------------------------------------------------------
 
     def _fd(self, first: int) -> int:
@@ -370,7 +457,7 @@ class LogReader:
         (located through the index)."""
         where = self.index.location(idx)
         if where is None:
-            raise ReviewError(f"log {self.origin} has no entry {idx} (or it is not indexed yet)")
+            raise self.no_entry(idx)
         first, offset = where
         fd = self._fd(first)
         head = os.pread(fd, FRAME_HEAD.size, offset)
@@ -512,7 +599,7 @@ class LogReader:
         late = [i for i in indices if i >= checkpoint.size]
         missing = [i for i in late if self.index.location(i) is None]
         if missing:
-            raise ReviewError(f"log {self.origin} has no entry {missing[0]}")
+            raise self.no_entry(missing[0])
         if late:
             raise ReviewError(
                 f"log {self.origin}: entry {late[0]} is after its latest checkpoint (tree size "
@@ -565,7 +652,9 @@ class LogReader:
 
     def stats(self) -> LogStats:
         size = self.checkpoint()[1].size if CheckpointStore(self.paths.checkpoints).latest() else 0
-        return LogStats(self.origin, str(self.directory), self.index.size, size)
+        stats = LogStats(self.origin, str(self.directory), self.index.size, size)
+        stats.unindexed = self.unindexed()
+        return stats
 
 
 # --- several logs -----------------------------------------------------------------------------
@@ -582,11 +671,17 @@ class SearchResult:
     shredded: list[ShreddedEntry] = field(default_factory=list)
     """Matching entries whose data key was shredded at retention (by their clear fields)."""
 
+    @property
+    def warnings(self) -> list[str]:
+        """Why the results may be incomplete (an index behind its log), one line per log."""
+        return [s.warning for s in self.logs if s.warning is not None]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "criteria": self.criteria.to_json(),
             "count": len(self.entries),
             "truncated": self.truncated,
+            "warnings": self.warnings,
             "shredded": shredded_summary(self.shredded),
             "logs": [s.to_json() for s in self.logs],
             "entries": [
@@ -654,6 +749,18 @@ class LogSet:
         if limit is not None:
             found = found[:limit]
         return SearchResult(criteria, found, stats, truncated, shredded)
+
+    def warnings(self, origins: Iterable[str] | None = None) -> list[str]:
+        """Why what is read from the logs (those of ``origins``, default all) may be incomplete:
+        :attr:`LogStats.warning` of each."""
+        wanted = None if origins is None else set(origins)
+        found = []
+        for reader in self.readers:
+            if wanted is None or reader.origin in wanted:
+                warning = reader.stats().warning
+                if warning is not None:
+                    found.append(warning)
+        return found
 
     def read(self, refs: Iterable[EntryRef]) -> list[LocatedEntry]:
         """The entries named by ``refs`` (log origin or directory, and index)."""

@@ -43,6 +43,7 @@ Findings never contain a subject's identifier: they count subjects and point at 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,7 @@ from audit.entry import Access, Decision, LegalBasisKind
 from audit.review import EntryRef, LocatedEntry, ShreddedEntry, shredded_summary
 
 __all__ = [
+    "MAX_SPIKE_WINDOW_DAYS",
     "RULES",
     "Anomaly",
     "DenialRow",
@@ -79,6 +81,9 @@ RULES = ("volume_spike", "off_hours", "operator_breadth", "no_basis")
 """The anomaly rules, in the order a report lists them."""
 
 _NO_PURPOSE = ""
+
+MAX_SPIKE_WINDOW_DAYS = 3660
+"""The longest trailing window (and history) the ``volume_spike`` rule takes: about ten years."""
 
 
 @dataclass(frozen=True)
@@ -109,10 +114,12 @@ class ReportConfig:
             raise ValueError("working hours must start before they end")
         if not self.workdays <= frozenset(range(7)):
             raise ValueError("workdays are weekday numbers 0 (Monday) to 6 (Sunday)")
-        if self.spike_factor <= 0:
-            raise ValueError("spike_factor must be positive")
-        if self.spike_min_history_days < 1 or self.spike_window_days < self.spike_min_history_days:
-            raise ValueError("need 1 <= spike_min_history_days <= spike_window_days")
+        if not (math.isfinite(self.spike_factor) and self.spike_factor > 0):
+            raise ValueError("spike_factor must be a positive finite number")
+        if not 1 <= self.spike_min_history_days <= self.spike_window_days <= MAX_SPIKE_WINDOW_DAYS:
+            raise ValueError(
+                f"need 1 <= spike_min_history_days <= spike_window_days <= {MAX_SPIKE_WINDOW_DAYS}"
+            )
         if self.spike_min_count < 1:
             raise ValueError("spike_min_count must be at least 1")
         if self.operator_max_subjects < 1:
@@ -366,7 +373,8 @@ def volume_spikes(
             count = len(items)
             if not _in_days(day, since, until) or count < config.spike_min_count:
                 continue
-            start = max(first, day - window)
+            # the window's start, no earlier than the caller's first day (nor before year 1)
+            start = first if (day - first).days <= config.spike_window_days else day - window
             history_days = (day - start).days
             if history_days < config.spike_min_history_days:
                 continue
@@ -594,8 +602,16 @@ def build_report(
 
 
 def local_day_bounds(day: date, config: ReportConfig = ReportConfig()) -> tuple[datetime, datetime]:
-    """The UTC instants [start, end) of a local day in the report's time zone."""
+    """The UTC instants [start, end) of a local day in the report's time zone (clamped to the
+    first and last UTC instants at the ends of the calendar: 0001-01-01, 9999-12-31)."""
     zone = config.zone
-    start = datetime.combine(day, time(0), zone).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(0), zone).astimezone(UTC)
-    return start, end
+
+    def utc(when: date) -> datetime:
+        try:
+            return datetime.combine(when, time(0), zone).astimezone(UTC)
+        except OverflowError:
+            return datetime.min.replace(tzinfo=UTC) if when.year == 1 else datetime.max.replace(tzinfo=UTC)
+
+    if day == date.max:
+        return utc(day), datetime.max.replace(tzinfo=UTC)
+    return utc(day), utc(day + timedelta(days=1))

@@ -69,8 +69,20 @@ def _integer(option: str, text: str, *, minimum: int = 0) -> int:
     return value
 
 
+class _Reported(CheckFailed):
+    """A failed check whose --json output the verb printed already (``verify``: its report)."""
+
+
+def _problem(args: argparse.Namespace, code: str, message: str) -> None:
+    """With --json, a failed check on stdout as ``{"ok": false, "problem": {code, message, log,
+    entry}}`` (the shape of ``dsgw audit search --json``'s failures)."""
+    if getattr(args, "json", False):
+        emit(args, {"ok": False, "problem": {"code": code, "message": message, "log": None, "entry": None}})
+
+
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Map the audit package's errors to exit codes: verification failures 1, the rest 2."""
+    """Map the audit package's errors to exit codes: verification failures 1, the rest 2. A
+    failed check is also printed as JSON with --json (:func:`_problem`)."""
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
@@ -78,9 +90,13 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
         try:
             return handler(args)
-        except (CheckFailed, UsageError):
+        except (_Reported, UsageError):
+            raise
+        except CheckFailed as exc:
+            _problem(args, exc.reason, str(exc))
             raise
         except VerificationError as exc:
+            _problem(args, exc.reason, str(exc))
             raise CheckFailed(str(exc)) from None
         except AuditError as exc:
             raise UsageError(str(exc)) from None
@@ -427,7 +443,7 @@ def _prove(args: argparse.Namespace) -> int:
 
 def _consistency(args: argparse.Namespace) -> int:
     from audit.merkle import verify_consistency
-    from audit.reader import LogReader
+    from audit.reader import LogReader, ReadError
 
     old = _integer("--old", args.old)
     reader = LogReader(args.log)
@@ -435,6 +451,13 @@ def _consistency(args: argparse.Namespace) -> int:
     new = checkpoint.size if args.new is None else _integer("--new", args.new)
     if old > new:
         raise UsageError(f"--old {old} is larger than the new tree size {new}")
+    if new > checkpoint.size:
+        try:
+            size: int | None = reader.size()
+        except ReadError:
+            size = None  # damaged: the leaves below say so (exit 1)
+        if size is not None and new > size:
+            raise UsageError(f"--new {new} is beyond the log: the log has {size:,} entries")
     prover = _prover(reader, new)
     new_root = prover.root(new)
     if new == checkpoint.size and new_root != checkpoint.root_hash:
@@ -643,5 +666,5 @@ def _verify(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"dsgw: warning: {warning}", file=sys.stderr)
     if report.problem is not None:
-        raise CheckFailed(report.problem.message)
+        raise _Reported(report.problem.message)
     return 0

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 from collections.abc import Iterator
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,7 +36,9 @@ AGENCIES = [a.value for a in Agency]
 
 def register(sub: Any) -> None:
     from audit.review.query import KINDS
-    from audit.review.report import RULES
+    from audit.review.report import MAX_SPIKE_WINDOW_DAYS, RULES
+
+    days = _bounded_int(MAX_SPIKE_WINDOW_DAYS, "days (about ten years)")
 
     search = sub.add_parser("search", help="find entries by subject, agency, purpose, decision, time")
     _log_options(search)
@@ -62,14 +65,12 @@ def register(sub: Any) -> None:
         help="a make-up working day on a weekend (调休)",
     )  # fmt: skip
     report.add_argument(
-        "--spike-factor", type=float, default=3.0, metavar="K", help="k x trailing median (3)"
+        "--spike-factor", type=_factor, default=3.0, metavar="K", help="k x trailing median (3)"
     )
     report.add_argument(
-        "--spike-min-history", type=positive_int, default=7, metavar="DAYS", help="days before judging (7)"
+        "--spike-min-history", type=days, default=7, metavar="DAYS", help="days before judging (7)"
     )
-    report.add_argument(
-        "--spike-window", type=positive_int, default=28, metavar="DAYS", help="trailing days (28)"
-    )
+    report.add_argument("--spike-window", type=days, default=28, metavar="DAYS", help="trailing days (28)")
     report.add_argument(
         "--spike-min-count", type=positive_int, default=10, metavar="N", help="minimum volume (10)"
     )
@@ -148,6 +149,29 @@ def _criteria_options(parser: argparse.ArgumentParser, kinds: tuple[str, ...]) -
     )
 
 
+def _bounded_int(maximum: int, unit: str) -> Any:
+    """An argparse ``type``: an integer from 1 to ``maximum`` (``unit`` names what it counts)."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is too large: at most {maximum:,} {unit}")
+        return value
+
+    return parse
+
+
+def _factor(text: str) -> float:
+    """An argparse ``type``: a positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive finite number")
+    return value
+
+
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -157,12 +181,16 @@ def _zone(name: str) -> ZoneInfo:
 
 def parse_time(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
     """A date (its start; with ``end`` the start of the next day) or an ISO time (local in
-    ``zone`` unless it has an offset)."""
+    ``zone`` unless it has an offset). The last day of the calendar (9999-12-31) with ``end``
+    means up to the last instant a time can hold; the search clamps times beyond what a UTC time
+    can hold (0001-01-01 east of UTC) in the same way."""
     try:
         day = date.fromisoformat(text)
     except ValueError:
         pass
     else:
+        if end and day == date.max:
+            return datetime.max.replace(tzinfo=UTC)
         return datetime.combine(day + timedelta(days=1 if end else 0), time(0), zone)
     try:
         when = datetime.fromisoformat(text)
@@ -213,7 +241,12 @@ def _known_purpose(code: str, catalogue_file: Path | None) -> None:
     (``catalogue_file``, default the built-in one): the gateway records no other purpose."""
     from gateway.purposes import DEFAULT_CATALOGUE, UnknownPurpose, load_catalogue
 
-    catalogue = load_catalogue(catalogue_file) if catalogue_file is not None else DEFAULT_CATALOGUE
+    try:
+        catalogue = load_catalogue(catalogue_file) if catalogue_file is not None else DEFAULT_CATALOGUE
+    except RecursionError:
+        raise UsageError(
+            f"--purposes {catalogue_file}: not a purpose catalogue (nested too deeply)"
+        ) from None
     try:
         catalogue.require(code)
     except UnknownPurpose as exc:
@@ -290,14 +323,11 @@ def _open_logs(args: argparse.Namespace, *, need_auditor: bool = True) -> Any:
     return LogSet.open(args.log, _keys(args, need_auditor=need_auditor))
 
 
-def _warn_lagging(result: Any) -> None:
-    for stat in result.logs:
-        if stat.indexed < stat.checkpoint_size:
-            print(
-                f"dsgw: warning: log {stat.origin}: the index covers {stat.indexed} of "
-                f"{stat.checkpoint_size} checkpointed entries; results may be incomplete",
-                file=sys.stderr,
-            )
+def _warn(warnings: list[str]) -> None:
+    """One stderr line per log whose index is behind it (the same lines are in the --json
+    output's ``warnings``)."""
+    for warning in warnings:
+        print(f"dsgw: warning: {warning}", file=sys.stderr)
 
 
 # --- verbs ------------------------------------------------------------------------------------
@@ -312,7 +342,7 @@ def _search(args: argparse.Namespace) -> int:
             raise UsageError("give at least one criterion (--subject, --caller, --since, ...)")
         with _open_logs(args) as logs:
             result = logs.search(criteria, limit=args.limit)
-        _warn_lagging(result)
+        _warn(result.warnings)
         human = render_entries(
             result.entries, timezone=args.timezone, full_ids=args.full_ids, shredded=result.shredded
         )
@@ -383,20 +413,21 @@ def _report(args: argparse.Namespace) -> int:
         zone = config.zone
         if args.since and args.until and args.until < args.since:
             raise UsageError("--until is before --since")
-        since = (
-            datetime.combine(args.since - timedelta(days=config.spike_window_days), time(0), zone)
-            if args.since
-            else None
-        )
-        until = datetime.combine(args.until + timedelta(days=1), time(0), zone) if args.until else None
+        # the window's history before --since; open ends at the ends of the calendar
+        since = until = None
+        if args.since and args.since.toordinal() > config.spike_window_days:
+            since = datetime.combine(args.since - timedelta(days=config.spike_window_days), time(0), zone)
+        if args.until and args.until < date.max:
+            until = datetime.combine(args.until + timedelta(days=1), time(0), zone)
         with _open_logs(args) as logs:
             result = logs.search(Criteria(since=since, until=until))
-        _warn_lagging(result)
+        _warn(result.warnings)
         report = build_report(
             result.entries, config, since=args.since, until=args.until, shredded=result.shredded
         )
         payload = report.to_json()
         payload["logs"] = [s.origin for s in result.logs]
+        payload["warnings"] = result.warnings
         emit(args, payload, render_report(report))
     return 0
 
@@ -412,11 +443,13 @@ def _subject_report(args: argparse.Namespace) -> int:
         languages: tuple[Any, ...] = ("en", "zh") if args.lang == "both" else (args.lang,)
         with _open_logs(args) as logs:
             result = logs.search(Criteria(subject=subject))
-        _warn_lagging(result)
+        _warn(result.warnings)
         report = subject_report(
             subject, result.entries, timezone=args.timezone, languages=languages, shredded=result.shredded
         )
-        emit(args, report.to_json(), render_subject_report(report, languages=languages))
+        payload = report.to_json()
+        payload["warnings"] = result.warnings
+        emit(args, payload, render_subject_report(report, languages=languages))
     return 0
 
 
@@ -454,6 +487,7 @@ def _signer(args: argparse.Namespace, logs: Any, refs: list[Any]) -> Any:
 def _export(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from audit.layout import atomic_write
     from audit.review.export import dump_bundle
 
     with _failures(args):
@@ -481,7 +515,12 @@ def _export(args: argparse.Namespace) -> int:
                 raise UsageError("select entries: give search criteria or --entry LOG#INDEX")
             signer = _signer(args, logs, refs)
             bundle = logs.export(refs, signer, decrypt=args.decrypt, note=args.note)
-        args.out.write_bytes(dump_bundle(bundle))
+            warnings = logs.warnings(logs.origins(refs))
+        try:  # all or nothing: a bundle already at --out stays as it was unless replaced whole
+            atomic_write(args.out, dump_bundle(bundle))
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: cannot write the bundle: {exc.strerror or exc}") from None
+        _warn(warnings)
         sections = [
             {
                 "log": s["origin"],
@@ -506,6 +545,7 @@ def _export(args: argparse.Namespace) -> int:
             "entries": count,
             "shredded": {"count": shredded, "periods": dict(sorted(periods.items()))},
             "logs": sections,
+            "warnings": warnings,
         }
         human = (
             f"wrote {args.out}: {count} entr{'y' if count == 1 else 'ies'} from {len(sections)} log(s)"

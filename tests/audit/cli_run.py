@@ -33,3 +33,15 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     code, out, err = run(capsys, *argv, "--json")
     assert code == 0, err
     return json.loads(out)
+
+
+def failed_output(out: str, err: str, *, json_out: bool) -> None:
+    """The stdout of a failed check (exit 1): nothing, or with --json the problem, as ``verify``
+    and ``search`` print it (``{"ok": false, "problem": {"code", "message", ...}}``), its message
+    the one stderr line's."""
+    if not json_out:
+        assert out == ""
+        return
+    data = json.loads(out)
+    assert data["ok"] is False and data["problem"]["code"]
+    assert err == f"dsgw: {data['problem']['message']}\n"

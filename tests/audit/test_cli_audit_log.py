@@ -23,7 +23,7 @@ from audit.log import AuditLog
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from audit.reader import LogReader
 from gateway.cli import main
-from tests.audit.cli_run import dsgw, one_line
+from tests.audit.cli_run import dsgw, failed_output, one_line
 from tests.audit.crash_writer import proto
 
 
@@ -450,7 +450,8 @@ def test_reindex_of_a_tampered_log_keeps_the_old_index(
     before = _index_dump(log)
     for argv in ((), ("--json",)):
         code, out, err = dsgw(capsys, "audit", "reindex", "--log", str(log), *argv)
-        assert code == 1 and named in err and "the index is kept" in err and out == "", err
+        assert code == 1 and named in err and "the index is kept" in err, err
+        failed_output(out, err, json_out=bool(argv))
         one_line(err)
     assert _index_dump(log) == before
     assert not [p.name for p in log.iterdir() if ".rebuild" in p.name]
@@ -511,7 +512,8 @@ def test_prove_checks_the_entry_is_still_in_the_segments(
     _tamper(case, log, home, tmp_path)
     for argv in ((), ("--json",)):
         code, out, err = dsgw(capsys, "audit", "prove", "--log", str(log), "--index", str(index), *argv)
-        assert code == 1 and named in err and out == "", err
+        assert code == 1 and named in err, err
+        failed_output(out, err, json_out=bool(argv))
         one_line(err)
     # an entry the tampering did not touch is still proved
     assert dsgw(capsys, "audit", "prove", "--log", str(log), "--index", "3")[0] == 0
@@ -538,7 +540,8 @@ def test_consistency_checks_the_segments_still_hold_the_entries(
     assert dsgw(capsys, "audit", "consistency", "--log", str(log), *argv)[0] == 0
     _tamper(case, log, home, tmp_path)
     code, out, err = dsgw(capsys, "audit", "consistency", "--log", str(log), *argv, "--json")
-    assert code == 1 and named in err and out == "", err
+    assert code == 1 and named in err, err
+    failed_output(out, err, json_out=True)
     one_line(err)
 
 
@@ -641,3 +644,69 @@ os._exit(0)  # killed: no final checkpoint
     assert os.stat(log / "index.sqlite").st_mtime_ns == before
     code, _out, err = dsgw(capsys, "audit", "verify", "--log", str(log))
     assert code == 1
+
+
+# --- bad input and failures named precisely ----------------------------------------------------
+
+
+def test_consistency_beyond_the_log_is_bad_input(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, _home = setup
+    code, out, err = dsgw(capsys, "audit", "consistency", "--log", str(log), "--old", "10", "--new", "100")
+    assert code == 2 and out == "" and "--new 100 is beyond the log: the log has 30 entries" in err, err
+    one_line(err)
+    code, out, err = dsgw(capsys, "audit", "consistency", "--log", str(log), "--old", "10", "--new", "30")
+    assert code == 0, err
+
+
+def test_verify_fails_when_the_checkpoints_are_removed(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log, home = setup
+    shutil.rmtree(log / "checkpoints")
+    for argv in ((), ("--json",)):
+        code, out, err = dsgw(capsys, "audit", "verify", "--log", str(log), *argv)
+        assert code == 1 and "the log has no checkpoint" in err, err
+        one_line(err)
+        if argv:
+            problem = json.loads(out)["problem"]
+            assert problem["code"] == "CHECKPOINT_MISSING" and problem["checkpoint"] == "checkpoints/"
+    (log / "checkpoints").mkdir()  # an empty directory is no better
+    assert dsgw(capsys, "audit", "verify", "--log", str(log))[0] == 1
+    # a new, empty log verifies: it has the checkpoint of its empty tree
+    fresh = tmp_path / "fresh"
+    assert dsgw(capsys, "audit", "init", "--log", str(fresh), "--home", str(home), "--node", "gw-9")[0] == 0
+    code, out, err = dsgw(capsys, "audit", "verify", "--log", str(fresh))
+    assert code == 0 and out.startswith("ok: 0 entries, 1 checkpoints verified"), err
+
+
+def test_reindex_names_an_index_that_is_a_directory(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, _home = setup
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{log / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
+    (log / "index.sqlite").mkdir()
+    code, out, err = dsgw(capsys, "audit", "reindex", "--log", str(log))
+    assert code == 2 and out == "" and f"{log / 'index.sqlite'} is a directory" in err, err
+    assert ".rebuild" not in err
+    one_line(err)
+    assert not [p.name for p in log.iterdir() if ".rebuild" in p.name]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("checkpoint",), ("prove", "--index", "1"), ("consistency", "--old", "1"), ("reindex",)],
+)
+def test_a_garbage_latest_checkpoint_is_named(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    log, _home = setup
+    (log / "checkpoints" / "latest").write_bytes(b"\xff\xfe garbage \x00\n")
+    for json_out in (False, True):
+        extra = ("--json",) if json_out else ()
+        code, out, err = dsgw(capsys, "audit", argv[0], "--log", str(log), *argv[1:], *extra)
+        assert code == 1 and f"{log / 'checkpoints' / 'latest'}: " in err, err
+        one_line(err)
+        failed_output(out, err, json_out=json_out)

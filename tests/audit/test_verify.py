@@ -424,3 +424,21 @@ def test_more_jobs_than_segments_are_not_started(log: Path) -> None:
     report = verify_log(LogReader(log), jobs=64)
     assert report.ok
     assert report.jobs <= len(list_segments(log / "segments"))
+
+
+def test_a_log_without_any_checkpoint_fails(log: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "kept.note"
+    shutil.copy(log / "checkpoints" / "latest", kept)
+    shutil.rmtree(log / "checkpoints")
+    problem = verify(log).problem
+    assert problem is not None and problem.code == "CHECKPOINT_MISSING"
+    assert "no checkpoint" in problem.message and problem.checkpoint == "checkpoints/"
+    # a checkpoint the auditor kept checks the entries, but the log's own are still gone
+    problem = verify(log, checkpoints=[(str(kept), kept.read_bytes())]).problem
+    assert problem is not None and problem.code == "CHECKPOINT_MISSING"
+
+
+def test_a_new_empty_log_verifies(tmp_path: Path) -> None:
+    log_dir, _home, _keys = make_log(tmp_path)
+    report = verify(log_dir)
+    assert report.ok and report.entries == 0 and report.checkpoints == 1

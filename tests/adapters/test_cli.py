@@ -13,6 +13,7 @@ from tests.adapters.nativedb import NativeDb, employer_id, person_id
 from tests.adapters.netutil import closed_port
 
 P1, P2 = person_id(1), person_id(2)
+EVALUATE = ["evaluate", "--agency", "hrss", "--predicate", "insured_months_at_least", "--subject", P1]
 E1 = employer_id(1)
 
 
@@ -179,18 +180,12 @@ def test_not_found_and_unavailable_exit_1(capsys: pytest.CaptureFixture[str], da
         ),
         (["evaluate", "--agency", "hrss", "--predicate", "nope", "--subject", P1], "no predicate 'nope'"),
         (
-            ["evaluate", "--agency", "hrss", "--predicate", "insured_months_at_least", "--subject", P1],
+            EVALUATE,
             "needs parameter(s) months",
         ),
         (
             [
-                "evaluate",
-                "--agency",
-                "hrss",
-                "--predicate",
-                "insured_months_at_least",
-                "--subject",
-                P1,
+                *EVALUATE,
                 "--param",
                 "months=x",
             ],
@@ -198,13 +193,7 @@ def test_not_found_and_unavailable_exit_1(capsys: pytest.CaptureFixture[str], da
         ),
         (
             [
-                "evaluate",
-                "--agency",
-                "hrss",
-                "--predicate",
-                "insured_months_at_least",
-                "--subject",
-                P1,
+                *EVALUATE,
                 "--param",
                 "months=-2",
             ],
@@ -212,13 +201,7 @@ def test_not_found_and_unavailable_exit_1(capsys: pytest.CaptureFixture[str], da
         ),
         (
             [
-                "evaluate",
-                "--agency",
-                "hrss",
-                "--predicate",
-                "insured_months_at_least",
-                "--subject",
-                P1,
+                *EVALUATE,
                 "--param",
                 "months=99999999999999999999",
             ],
@@ -226,13 +209,7 @@ def test_not_found_and_unavailable_exit_1(capsys: pytest.CaptureFixture[str], da
         ),
         (
             [
-                "evaluate",
-                "--agency",
-                "hrss",
-                "--predicate",
-                "insured_months_at_least",
-                "--subject",
-                P1,
+                *EVALUATE,
                 "--param",
                 "months=6",
                 "--param",

@@ -13,7 +13,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -176,6 +182,45 @@ def subjects(dev_home: DevHome) -> Subjects:
 
 
 # --- a running gateway -------------------------------------------------------------------------
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def serve_env() -> dict[str, str]:
+    """The environment of a ``dsgw serve`` child: this one without ``DSGW_*`` overrides, the
+    repository on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSGW_")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+@contextlib.contextmanager
+def serving(config: Path, directory: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``python -m gateway serve --config CONFIG`` as a child process (its output in
+    ``DIRECTORY/serve.log``): yields it and its port once it listens; killed at the end (continued
+    first, in case a test stopped it)."""
+    ready = directory / "ready.json"
+    with (directory / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--ready-file", str(ready)],
+            cwd=REPO,
+            env=serve_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, (directory / "serve.log").read_text()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        yield proc, int(json.loads(ready.read_text())["port"])
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        proc.wait()
 
 
 def write_gateway_config(

@@ -24,9 +24,8 @@ import pytest
 from gateway.cli import main
 from gateway.client import BatchItemError, CredentialError, GatewayClient, GatewayError
 from gateway.devsetup import DevHome
-from tests.gateway.conftest import Gateway, Subjects, write_gateway_config
+from tests.gateway.conftest import REPO, Gateway, Subjects, serve_env, serving, write_gateway_config
 
-REPO = Path(__file__).resolve().parents[2]
 ASK = ["--purpose", "employment_assistance", "--provider", "civil_affairs"]
 PREDICATE = ["--predicate", "receives_subsistence_allowance"]
 
@@ -141,10 +140,7 @@ def test_the_client_gives_up_on_a_batch_the_gateway_does_not_answer(dev_home: De
     assert isinstance(outcome[0], GatewayError) and outcome[0].code == "DEADLINE_EXCEEDED"
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSGW_")}
-    env["PYTHONPATH"] = str(REPO)
-    return env
+_env = serve_env
 
 
 @pytest.fixture(scope="module")
@@ -152,26 +148,8 @@ def served(dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """(pid, port) of a ``dsgw serve`` process (a test may stop it: it is continued after)."""
     tmp_path = tmp_path_factory.mktemp("served")
     config = write_gateway_config(dev_home, tmp_path / "home")
-    ready = tmp_path / "ready.json"
-    with (tmp_path / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--ready-file", str(ready)],
-            cwd=REPO,
-            env=_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not ready.exists():
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                assert time.monotonic() < deadline, "the gateway did not start"
-                time.sleep(0.05)
-            yield proc.pid, int(json.loads(ready.read_text())["port"])
-        finally:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-            proc.wait()
+    with serving(config, tmp_path) as (proc, port):
+        yield proc.pid, port
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ verifies); a bad configuration stops the start with exit 2 and a one-line reason
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,19 +22,14 @@ from gateway.client import GatewayClient, GatewayError
 from gateway.config import load_config
 from gateway.devsetup import DEFAULT_AGREEMENTS, DevHome
 from gateway.server.app import port_taken
-from tests.gateway.conftest import Subjects, read_audit, write_gateway_config
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.gateway.conftest import REPO, Subjects, read_audit, serve_env, serving, write_gateway_config
 
 
 def dsgw(*argv: str) -> list[str]:
     return [sys.executable, "-m", "gateway", *argv]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSGW_")}
-    env["PYTHONPATH"] = str(REPO)
-    return env
+_env = serve_env
 
 
 @dataclass
@@ -76,30 +70,11 @@ class Caller:
 
 @pytest.fixture
 def served(dev_home: DevHome, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
-    home = tmp_path / "serve-home"
-    config = write_gateway_config(dev_home, home, server={"drain_seconds": 5.0, "io_threads": 8})
-    ready = tmp_path / "ready.json"
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        dsgw("serve", "--config", str(config), "--ready-file", str(ready)),
-        cwd=REPO,
-        env=_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    config = write_gateway_config(
+        dev_home, tmp_path / "serve-home", server={"drain_seconds": 5.0, "io_threads": 8}
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.05)
-        port = json.loads(ready.read_text())["port"]
+    with serving(config, tmp_path) as (proc, port):
         yield proc, config, port
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_sigterm_under_load_drains_and_exits_zero(
@@ -172,21 +147,8 @@ def test_two_workers_share_the_port_and_keep_their_own_logs(
     config = write_gateway_config(
         dev_home, home, server={"listen": f"127.0.0.1:{port}", "workers": 2, "metrics_listen": ""}
     )
-    ready = tmp_path / "ready2.json"
-    with (tmp_path / "serve2.log").open("wb") as log:
-        proc = subprocess.Popen(
-            dsgw("serve", "--config", str(config), "--ready-file", str(ready)),
-            cwd=REPO,
-            env=_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with serving(config, tmp_path) as (proc, _):  # ready once every worker listens
         deadline = time.monotonic() + 60
-        while not ready.exists():  # written once every worker listens
-            assert proc.poll() is None, (tmp_path / "serve2.log").read_text()
-            assert time.monotonic() < deadline, "the workers did not start"
-            time.sleep(0.05)
         ca, cert, key = dev_home.agency_credentials("hrss")
         answered: list[str] = []
         # every new channel is a new connection, which the kernel gives to either worker
@@ -203,15 +165,11 @@ def test_two_workers_share_the_port_and_keep_their_own_logs(
                     )
                 answered.append(rid)
             except GatewayError:
-                assert proc.poll() is None, (tmp_path / "serve2.log").read_text()
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
                 raise
         assert len(answered) == 12
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     cfg = load_config(config)
     logs = cfg.audit_dirs()
     assert [d.name for d in logs] == ["gw1", "gw1-w1"]

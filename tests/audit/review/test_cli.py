@@ -15,22 +15,7 @@ from audit.layout import HomeKeys, LogMeta
 from gateway.cli import main
 from gateway.identity import make_credit_code
 from tests.audit.cli_run import run, run_json
-from tests.audit.review import OTHER, PERSON, Replicas, build_replicas
-
-
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Replicas:
-    return build_replicas(tmp_path_factory.mktemp("cli-replicas"))
-
-
-@pytest.fixture(scope="module")
-def logs(replicas: Replicas) -> list[str]:
-    return ["--log", str(replicas.a.directory), "--log", str(replicas.b.directory)]
-
-
-@pytest.fixture(scope="module")
-def keys(replicas: Replicas) -> list[str]:
-    return ["--home", str(replicas.home)]
+from tests.audit.review import OTHER, PERSON, Replicas
 
 
 @pytest.fixture(scope="module")

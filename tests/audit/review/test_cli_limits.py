@@ -17,24 +17,9 @@ import pytest
 
 from audit.review.report import ReportConfig
 from tests.audit.cli_run import one_line, run, run_json
-from tests.audit.review import PERSON, Replicas, build_replicas
+from tests.audit.review import PERSON, Replicas
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Replicas:
-    return build_replicas(tmp_path_factory.mktemp("limits-replicas"))
-
-
-@pytest.fixture(scope="module")
-def logs(replicas: Replicas) -> list[str]:
-    return ["--log", str(replicas.a.directory), "--log", str(replicas.b.directory)]
-
-
-@pytest.fixture(scope="module")
-def keys(replicas: Replicas) -> list[str]:
-    return ["--home", str(replicas.home)]
 
 
 def usage_error(result: tuple[int, str, str], text: str) -> None:

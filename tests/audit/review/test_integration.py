@@ -22,14 +22,9 @@ from audit.review.export import verify_export
 from audit.review.query import AuditorKeys, Criteria, LogCorrupted, LogReader, LogSet, ReviewError
 from audit.review.report import ReportConfig, build_report
 from audit.review.subject_report import subject_report
-from tests.audit.review import OTHER, PERSON, SPIKE_DAY, Replicas, access, build_replicas, local, person
+from tests.audit.review import OTHER, PERSON, SPIKE_DAY, Replicas, access, local, person
 
 ME = Subject(kind=SubjectKind.PERSON, id=PERSON)
-
-
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Replicas:
-    return build_replicas(tmp_path_factory.mktemp("replicas"))
 
 
 @pytest.fixture(scope="module")

@@ -152,9 +152,10 @@ class AuditUnavailable(AuditError):
     reason = "AUDIT_UNAVAILABLE"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receipt:
-    """An acknowledged entry: its index in the log and its Merkle leaf hash."""
+    """An acknowledged entry: its index in the log and its Merkle leaf hash. (Not frozen: one is
+    made per append, on the event loop, and a frozen dataclass's ``__init__`` costs twice as much.)"""
 
     index: int
     leaf_hash: bytes
@@ -222,12 +223,13 @@ def _settle(
     leaves: list[bytes],
     error: AuditError | None,
 ) -> None:
+    if error is not None:
+        for _, future in items:
+            if not future.done():
+                future.set_exception(_fresh(error))
+        return
     for pos, future in items:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(_fresh(error))
-        else:
+        if not future.done():  # a cancelled caller
             future.set_result(Receipt(first + pos, leaves[pos]))
 
 
@@ -335,6 +337,7 @@ class AuditLog:
         self._index_interval = index_interval
         self._max_batch = max_batch
         self._encoder = TermEncoder(BlindIndexer.for_suite(keys.blind_index_key, self._suite))
+        self._encode_proto = self._encoder._encode_proto  # the proto fast path of encode
         self._store = CheckpointStore(paths.checkpoints)
         self._keyring: Keyring | None = None
         self._sealer: Sealer | None = None
@@ -560,16 +563,20 @@ class AuditLog:
     # -- appending --------------------------------------------------------------------------------
 
     def _prepare(self, entry: AuditEntry | audit_pb2.AuditEntry) -> tuple[bytes, Encoded]:
-        if type(entry) is _PROTO or isinstance(entry, audit_pb2.AuditEntry):
+        if type(entry) is _PROTO:  # the server's fast path (the encoder's own, without its dispatch)
             message = entry
-        elif isinstance(entry, AuditEntry):
-            message = entry.to_proto()
+            terms = self._encode_proto(message)
         else:
-            raise TypeError(
-                f"an audit entry is an AuditEntry or a dsgw.v1.AuditEntry, not {type(entry).__name__}"
-            )
+            if isinstance(entry, audit_pb2.AuditEntry):
+                message = entry
+            elif isinstance(entry, AuditEntry):
+                message = entry.to_proto()
+            else:
+                raise TypeError(
+                    f"an audit entry is an AuditEntry or a dsgw.v1.AuditEntry, not {type(entry).__name__}"
+                )
+            terms = self._encoder.encode(message)
         payload = message.SerializeToString(deterministic=True)
-        terms = self._encoder.encode(message)
         if len(payload) + len(terms[0]) + 64 > MAX_RECORD:
             raise InvalidEntry(f"the entry is too large ({len(payload)} bytes)")
         return payload, terms

@@ -119,9 +119,16 @@ class ServerSection(_Section):
     gil_switch_interval_ms: Annotated[float, Field(ge=0.05, le=100)] = 0.5
     #: Most items a BatchVerify evaluates per adapter query.
     batch_chunk: Annotated[int, Field(ge=1, le=5000)] = 500
+    #: Seconds after which a client connection is asked to reconnect (HTTP/2 GOAWAY: calls in
+    #: flight finish, the client's channel opens a new connection for the next ones; 0: never).
+    #: With several workers the kernel gives each new connection to a worker, so a few long-lived
+    #: agency channels are spread over the workers again and again instead of once.
+    max_connection_age_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 600.0
 
     @model_validator(mode="after")
     def _addresses(self) -> ServerSection:
+        if 0 < self.max_connection_age_s < 0.1:
+            raise ValueError("server.max_connection_age_s must be 0 (never) or at least 0.1 seconds")
         _split_address(self.listen, "server.listen")
         if self.metrics_listen:
             host, _ = _split_address(self.metrics_listen, "server.metrics_listen")

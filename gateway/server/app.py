@@ -205,13 +205,7 @@ class Worker:
             checker = pki.RevocationChecker(c.tls_file("crl"), c.tls_file("ca"))
             auth = Authenticator(pki.agency_from_certificate, checker.is_revoked)
 
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 1),
-                ("grpc.max_receive_message_length", 16 * 2**20),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ]
-        )
+        self.server = grpc.aio.server(options=server_options(c))
         exchange_pb2_grpc.add_DataExchangeServicer_to_server(
             DataExchangeServicer(self.exchange, auth, metrics), self.server
         )
@@ -409,6 +403,21 @@ def preflight(config: GatewayConfig) -> None:
         pki.RevocationChecker(config.tls_file("crl"), config.tls_file("ca")).check()
     except pki.PkiError as exc:
         raise StartError(f"tls.crl: {exc}") from None
+
+
+def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
+    """The grpc server's channel arguments: the workers share the port (SO_REUSEPORT), messages up
+    to 16 MiB, keepalive pings allowed between calls, and connections recycled after
+    ``server.max_connection_age_s`` (GOAWAY; no grace limit: calls and streams in flight finish)."""
+    options = [
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_receive_message_length", 16 * 2**20),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    age = config.server.max_connection_age_s
+    if age > 0:
+        options.append(("grpc.max_connection_age_ms", max(1, round(age * 1000))))
+    return options
 
 
 def _check_listen_host(listen: str) -> None:

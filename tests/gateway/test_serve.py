@@ -184,6 +184,55 @@ def test_two_workers_share_the_port_and_keep_their_own_logs(
     assert per_log[0] and per_log[1], "both workers served calls"
 
 
+def test_one_long_lived_channel_is_spread_over_the_workers_by_connection_age(
+    dev_home: DevHome, subjects: Subjects, tmp_path: Path
+) -> None:
+    """server.max_connection_age_s: the gateway asks a connection to reconnect (GOAWAY) after that
+    long, so ONE client channel (an agency's long-lived connection) reaches both workers over time
+    instead of the one the kernel gave its first connection; no call fails meanwhile."""
+    home = tmp_path / "aged"
+    port = _free_port()
+    config = write_gateway_config(
+        dev_home,
+        home,
+        server={
+            "listen": f"127.0.0.1:{port}",
+            "workers": 2,
+            "metrics_listen": "",
+            "max_connection_age_s": 0.2,
+        },
+    )
+    with serving(config, tmp_path) as (proc, _):
+        ca, cert, key = dev_home.agency_credentials("hrss")
+        answered: list[str] = []
+        with GatewayClient(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key, timeout=10) as client:
+            for _ in range(40):  # about 4 s: some 20 connections, each given to either worker
+                rid = f"aged-{uuid.uuid4().hex}"
+                client.verify(
+                    subjects.assisted[0],
+                    "employment_assistance",
+                    "civil_affairs",
+                    "receives_subsistence_allowance",
+                    request_id=rid,
+                )
+                answered.append(rid)
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    per_log = [{e.request_id for e in read_audit(home, [d])} for d in load_config(config).audit_dirs()]
+    assert per_log[0] | per_log[1] == set(answered)
+    assert per_log[0] and per_log[1], "one channel reached both workers"
+
+
+def test_server_options_recycle_connections_only_when_asked(dev_home: DevHome, tmp_path: Path) -> None:
+    from gateway.server.app import server_options
+
+    aged = load_config(write_gateway_config(dev_home, tmp_path / "a"))
+    assert ("grpc.max_connection_age_ms", 600_000) in server_options(aged)  # the default: 10 minutes
+    never = load_config(write_gateway_config(dev_home, tmp_path / "b", server={"max_connection_age_s": 0}))
+    assert not any(name == "grpc.max_connection_age_ms" for name, _ in server_options(never))
+
+
 # --- bad configuration -------------------------------------------------------------------------
 
 

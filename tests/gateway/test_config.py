@@ -370,3 +370,13 @@ def test_listen_addresses_are_checked_or_refused_naming_the_key(listen: str) -> 
 @pytest.mark.parametrize("address", ["127.0.0.1:9464", "localhost:1", "[::1]:9464", "::1:9464"])
 def test_loopback_metrics_addresses(address: str) -> None:
     assert ServerSection(metrics_listen=address).metrics_listen == address
+
+
+@pytest.mark.parametrize("value", ["0.05", "-1", "soon"])
+def test_a_max_connection_age_out_of_range_names_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DSGW_SERVER__MAX_CONNECTION_AGE_S", value)
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path))
+    assert "max_connection_age_s" in str(exc.value) and "\n" not in str(exc.value)

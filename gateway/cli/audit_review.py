@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
+import stat
 import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -484,10 +486,33 @@ def _signer(args: argparse.Namespace, logs: Any, refs: list[Any]) -> Any:
     return logs.signer(key, name, prefer=logs.origins(refs))
 
 
+def _write_bundle(path: Path, data: bytes) -> None:
+    """Write an export bundle to ``path``: a regular file is replaced whole (temporary file,
+    fsync, rename: a failed write leaves no half bundle and an existing one as it was), keeping an
+    existing file's mode or else the umask's, and through a symbolic link the file it points to;
+    a pipe or a terminal (``--out >(gpg -e ...)``, ``/dev/stdout``) is written to as a stream."""
+    from audit.layout import atomic_write
+
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        with open(path, "wb") as out:
+            out.write(data)
+        return
+    if found is not None:
+        mode = stat.S_IMODE(found.st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    atomic_write(Path(os.path.realpath(path)), data, mode=mode)
+
+
 def _export(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from audit.layout import atomic_write
     from audit.review.export import dump_bundle
 
     with _failures(args):
@@ -517,7 +542,7 @@ def _export(args: argparse.Namespace) -> int:
             bundle = logs.export(refs, signer, decrypt=args.decrypt, note=args.note)
             warnings = logs.warnings(logs.origins(refs))
         try:  # all or nothing: a bundle already at --out stays as it was unless replaced whole
-            atomic_write(args.out, dump_bundle(bundle))
+            _write_bundle(args.out, dump_bundle(bundle))
         except OSError as exc:
             raise UsageError(f"--out {args.out}: cannot write the bundle: {exc.strerror or exc}") from None
         _warn(warnings)

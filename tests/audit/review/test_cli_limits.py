@@ -9,8 +9,10 @@ import math
 import os
 import resource
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -148,6 +150,37 @@ def test_a_failed_export_leaves_no_partial_bundle(
     # a successful export replaces it
     assert run(capsys, "export", *argv)[0] == 0
     assert out.read_bytes() != before and json.loads(out.read_bytes())["logs"]
+
+
+def test_an_export_keeps_the_umask_a_link_and_streams_into_a_pipe(
+    logs: list[str], keys: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new bundle gets the umask's mode (a --decrypt bundle holds personal data: umask 077 keeps
+    it private), an existing one keeps its mode, a link keeps pointing at the bundle it names, and
+    a pipe (--out >(gpg -e ...)) gets the bundle as a stream."""
+    argv = [*logs, *keys, "--subject", PERSON, "--decrypt"]
+    old = os.umask(0o077)
+    try:
+        assert run(capsys, "export", *argv, "--out", str(tmp_path / "private.json"))[0] == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+    target = tmp_path / "kept.json"
+    target.write_text("{}")
+    target.chmod(0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert run(capsys, "export", *argv, "--out", str(link))[0] == 0
+    assert link.is_symlink() and json.loads(target.read_bytes())["logs"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert run(capsys, "export", *argv, "--out", str(fifo))[0] == 0
+    reader.join(timeout=30)
+    assert json.loads(received[0])["logs"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 def test_an_unwritable_out_is_named(

@@ -87,6 +87,15 @@ def test_empty_argument_looks_only_at_options_and_arguments() -> None:
     assert cli.empty_argument(["x", "-", ""]) == "an argument"
 
 
+def test_an_option_whose_default_is_empty_may_be_given_empty() -> None:
+    """``--operator "$OPERATOR"`` with the variable unset says the default explicitly."""
+    parser = cli.build_parser()
+    argv = ["call", "verify", "--operator", "", "--subject", ""]
+    assert cli.empty_argument(argv, cli._empty_by_default(parser, argv)) == "--subject"
+    argv = ["call", "verify", "--operator=", "--subject", "x"]
+    assert cli.empty_argument(argv, cli._empty_by_default(parser, argv)) is None
+
+
 def test_input_nested_too_deeply_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

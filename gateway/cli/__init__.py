@@ -108,22 +108,48 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
-def empty_argument(argv: Sequence[str]) -> str | None:
+def empty_argument(argv: Sequence[str], may_be_empty: Callable[[str], bool] = lambda _: False) -> str | None:
     """The option given an empty value (``--subject ''``, ``--home=``), or "an argument" for an
-    empty positional one, else None. argparse takes ``''``, and to the commands it reads as "not
-    given" (a search or export criterion silently dropped, widening what is disclosed) or, as a
-    path, as the current directory (keys written to ``./keys``)."""
+    empty positional one, else None; ``may_be_empty(option)`` exempts options whose empty value
+    means something (their default is empty: ``--operator "$OPERATOR"``, a revocation's
+    ``--note``). argparse takes ``''``, and to the commands it reads as "not given" (a search or
+    export criterion silently dropped, widening what is disclosed) or, as a path, as the current
+    directory (keys written to ``./keys``)."""
     for at, token in enumerate(argv):
         if token == "--":
             break
         if token.startswith("--") and "=" in token:
             name, _, value = token.partition("=")
-            if not value:
+            if not value and not may_be_empty(name):
                 return name
         elif token == "":
             before = argv[at - 1] if at else ""
-            return before if before.startswith("-") and before != "-" else "an argument"
+            if before.startswith("-") and before != "-":
+                if not may_be_empty(before):
+                    return before
+            else:
+                return "an argument"
     return None
+
+
+def _empty_by_default(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Callable[[str], bool]:
+    """Whether an option of the command ``argv`` names has an empty default (so that an empty
+    value is that default, said explicitly)."""
+    command = parser
+    for token in argv:
+        choices = next(
+            (
+                a.choices
+                for a in getattr(command, "_actions", ())
+                if isinstance(a, argparse._SubParsersAction)
+            ),
+            None,
+        )
+        if not isinstance(choices, dict) or token not in choices:
+            break
+        command = choices[token]
+    actions: dict[str, argparse.Action] = getattr(command, "_option_string_actions", {})
+    return lambda option: option in actions and actions[option].default == ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,10 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure()
     given = list(sys.argv[1:] if argv is None else argv)
-    empty = empty_argument(given)
+    parser = build_parser()
+    empty = empty_argument(given, _empty_by_default(parser, given))
     if empty is not None:
         return fail(f"{empty} is empty")
-    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed

@@ -123,7 +123,7 @@ class ServerSection(_Section):
     #: flight finish, the client's channel opens a new connection for the next ones; 0: never).
     #: With several workers the kernel gives each new connection to a worker, so a few long-lived
     #: agency channels are spread over the workers again and again instead of once.
-    max_connection_age_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 600.0
+    max_connection_age_s: Annotated[float, Field(ge=0, le=2_147_483)] = 600.0  # gRPC: int milliseconds
 
     @model_validator(mode="after")
     def _addresses(self) -> ServerSection:

@@ -28,19 +28,20 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("json", "console")
 
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:
-    """UsageError unless ``DSGW_LOG_LEVEL`` and ``DSGW_LOG_FORMAT`` (when set) are values
-    :func:`configure` knows (it would otherwise fall back to its default without a word)."""
+    """UsageError unless ``DSGW_LOG_LEVEL`` and ``DSGW_LOG_FORMAT`` (when set and not empty) are
+    values :func:`configure` knows (it would otherwise fall back to its default without a word):
+    a level is any name of the ``logging`` module (``debug``, ``info``, ``warn``, ...)."""
     env = os.environ if environ is None else environ
     level = env.get("DSGW_LOG_LEVEL")
-    if level is not None and level.lower() not in LEVELS:
-        raise UsageError(f"DSGW_LOG_LEVEL: unknown level {level[:32]!r} (one of {', '.join(LEVELS)})")
+    if level and not isinstance(logging.getLevelNamesMapping().get(level.upper()), int):
+        known = ", ".join(name.lower() for name in logging.getLevelNamesMapping())
+        raise UsageError(f"DSGW_LOG_LEVEL: unknown level {level[:32]!r} (one of {known})")
     fmt = env.get("DSGW_LOG_FORMAT")
-    if fmt is not None and fmt not in FORMATS:
+    if fmt and fmt not in FORMATS:
         raise UsageError(f"DSGW_LOG_FORMAT: unknown format {fmt[:32]!r} (one of {', '.join(FORMATS)})")
 
 
@@ -49,7 +50,8 @@ def configure(*, json: bool | None = None, level: str | None = None) -> None:
     override the defaults (JSON unless stderr is a terminal)."""
     fmt = os.environ.get("DSGW_LOG_FORMAT")
     use_json = json if json is not None else (fmt == "json" if fmt else not sys.stderr.isatty())
-    lvl = getattr(logging, (level or os.environ.get("DSGW_LOG_LEVEL", "WARNING")).upper(), logging.WARNING)
+    name = (level or os.environ.get("DSGW_LOG_LEVEL") or "WARNING").upper()
+    lvl = logging.getLevelNamesMapping().get(name, logging.WARNING)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
     )

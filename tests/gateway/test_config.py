@@ -136,6 +136,8 @@ def test_unknown_log_level_or_format_in_the_environment_is_a_usage_error() -> No
     from gateway.logs import check_environment
 
     check_environment({"DSGW_LOG_LEVEL": "Debug", "DSGW_LOG_FORMAT": "json"})
+    check_environment({"DSGW_LOG_LEVEL": "warn"})  # every name the logging module takes
+    check_environment({"DSGW_LOG_LEVEL": "", "DSGW_LOG_FORMAT": ""})  # empty: as if unset
     with pytest.raises(UsageError, match=r"^DSGW_LOG_LEVEL: unknown level 'bogus'"):
         check_environment({"DSGW_LOG_LEVEL": "bogus"})
     with pytest.raises(UsageError, match=r"^DSGW_LOG_FORMAT: unknown format 'xml'"):

@@ -388,13 +388,15 @@ def _validity(
     return start, end
 
 
-_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# RFC 1123 labels, and underscores, which container and service names use (Docker Compose)
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 def _is_dns_name(name: str) -> bool:
-    """An RFC 1123 host name: dot-separated labels of 1-63 ASCII letters, digits and hyphens, not
-    starting or ending with a hyphen, at most 253 characters (one trailing dot allowed); the last
-    label not all digits, so that a mistyped IPv4 address is not taken for a name. No wildcards."""
+    """An RFC 1123 host name (with underscores, as service names have): dot-separated labels of 1-63
+    ASCII letters, digits, hyphens and underscores, not starting or ending with a hyphen, at most
+    253 characters (one trailing dot allowed); the last label not all digits, so that a mistyped
+    IPv4 address is not taken for a name. No wildcards."""
     host = name[:-1] if name.endswith(".") else name
     if not host or len(host) > 253:
         return False
@@ -1036,14 +1038,10 @@ class ServerCredentialsReloader:
 
 
 def _require_server_use(cert: x509.Certificate, path: Path) -> None:
-    """PkiConfigError unless ``cert`` may serve TLS: not a CA, and serverAuth among its extended
-    key usages when it lists any (an agency's client certificate would be taken, and every
-    client's handshake would then fail with "unsupported certificate purpose")."""
-    try:
-        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-            raise PkiConfigError("NOT_A_SERVER_CERTIFICATE", f"{path} is a CA certificate, not a server's")
-    except x509.ExtensionNotFound:
-        pass
+    """PkiConfigError unless ``cert`` may serve TLS: serverAuth among its extended key usages
+    when it lists any (an agency's client certificate would be taken, and every client's
+    handshake would then fail with "unsupported certificate purpose"). A certificate without the
+    extension may serve (``openssl req -x509`` makes such self-signed ones)."""
     try:
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:

@@ -716,7 +716,6 @@ def test_cli_revoke_the_ca_is_refused(fresh: Path, capsys: pytest.CaptureFixture
         "trail-.example",
         "a..b",
         ".",
-        "ex_ample.com",
         "bücher.de",
         "*.example.com",  # no wildcard support
         "10.0.0.256",
@@ -737,6 +736,7 @@ def test_valid_server_names_are_accepted(fresh: Path) -> None:
         "a" * 63 + ".example",
         "GW-1.Example.COM.",
         "xn--bcher-kva.de",
+        "dsgw_gateway",  # a Docker Compose service name
         "a",
         longest,
         "10.0.0.7",
@@ -749,6 +749,7 @@ def test_valid_server_names_are_accepted(fresh: Path) -> None:
         "a" * 63 + ".example",
         "gw-1.example.com",
         "xn--bcher-kva.de",
+        "dsgw_gateway",
         "a",
         longest,
     ]
@@ -766,3 +767,37 @@ def test_cli_init_refuses_a_bad_server_name(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'bad name!'" in err and "Traceback" not in err
     assert not d.exists()
+
+
+def test_server_credentials_take_a_self_signed_certificate_without_extended_key_usage(tmp_path: Path) -> None:
+    """What ``openssl req -x509`` makes (CA:TRUE, no extendedKeyUsage) may serve TLS; a
+    certificate whose extended key usages leave out serverAuth (an agency's) may not."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    made = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    crt, pem_key = tmp_path / "srv.crt", tmp_path / "srv.key"
+    crt.write_bytes(made.public_bytes(serialization.Encoding.PEM))
+    pem_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    assert pki.ServerCredentialsReloader(crt, pem_key, crt).initial_configuration() is not None
+    home = tmp_path / "pki"
+    pki.init_pki(home)
+    issued = pki.issue_agency(home, "hrss")
+    with pytest.raises(pki.PkiConfigError, match="not a server certificate"):
+        pki.ServerCredentialsReloader(
+            issued.cert_path, issued.key_path, home / "ca.crt"
+        ).initial_configuration()

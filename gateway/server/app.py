@@ -468,13 +468,13 @@ def port_taken(listen: str) -> bool:
     except (OSError, UnicodeError, ValueError):
         return False
     for family, kind, proto, _, address in found:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
-            try:
+        try:  # an address family the kernel lacks (IPv6 disabled) is the real bind's to judge
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
                 probe.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
     return False
 
 

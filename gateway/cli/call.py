@@ -112,9 +112,15 @@ def _params(items: list[str]) -> dict[str, int]:
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
+#: gRPC name-resolver schemes a target may start with (passed to gRPC as they are)
+_TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
 def _target(text: str) -> str:
-    """``text`` if it is HOST:PORT (a host name, an IPv4 address or ``[IPv6]``; port 1-65535),
-    else UsageError."""
+    """``text`` if it is HOST:PORT (a host name, an IPv4 address or ``[IPv6]``; port 1-65535) or
+    a gRPC target URI (``dns:///host:port``, ``unix:/path``, ...), else UsageError."""
+    if text.startswith(_TARGET_SCHEMES) and len(text) > text.index(":") + 1:
+        return text
     want = f"--target {text!r}: want HOST:PORT (a host name, an IPv4 address or [IPv6]; port 1-65535)"
     host, colon, port = text.rpartition(":")
     if not colon or not host:

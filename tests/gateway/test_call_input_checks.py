@@ -277,9 +277,13 @@ def test_a_target_that_is_not_host_port_exits_2(
 
 def test_a_host_name_target_is_accepted(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    target = f"localhost:{gateway.port}"
-    assert main(["call", "catalogue", *_creds(gateway), "--target", target, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["caller"] == "hrss"
+    for target in (
+        f"localhost:{gateway.port}",
+        f"dns:///localhost:{gateway.port}",
+        f"ipv4:127.0.0.1:{gateway.port}",
+    ):
+        assert main(["call", "catalogue", *_creds(gateway), "--target", target, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["caller"] == "hrss"
 
 
 # --- 5. credential files ---------------------------------------------------------------------

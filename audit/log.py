@@ -152,10 +152,9 @@ class AuditUnavailable(AuditError):
     reason = "AUDIT_UNAVAILABLE"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Receipt:
-    """An acknowledged entry: its index in the log and its Merkle leaf hash. (Not frozen: one is
-    made per append, on the event loop, and a frozen dataclass's ``__init__`` costs twice as much.)"""
+    """An acknowledged entry: its index in the log and its Merkle leaf hash."""
 
     index: int
     leaf_hash: bytes

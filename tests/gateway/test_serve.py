@@ -137,6 +137,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _verify_assisted(client: GatewayClient, subjects: Subjects, prefix: str) -> str:
+    """One Verify of a subsistence recipient under a new request id; returns the id."""
+    rid = f"{prefix}-{uuid.uuid4().hex}"
+    client.verify(
+        subjects.assisted[0],
+        "employment_assistance",
+        "civil_affairs",
+        "receives_subsistence_allowance",
+        request_id=rid,
+    )
+    return rid
+
+
 def test_two_workers_share_the_port_and_keep_their_own_logs(
     dev_home: DevHome, subjects: Subjects, tmp_path: Path
 ) -> None:
@@ -153,17 +166,9 @@ def test_two_workers_share_the_port_and_keep_their_own_logs(
         answered: list[str] = []
         # every new channel is a new connection, which the kernel gives to either worker
         while len(answered) < 12 and time.monotonic() < deadline:
-            rid = f"two-{uuid.uuid4().hex}"
             try:
                 with GatewayClient(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key, timeout=10) as client:
-                    client.verify(
-                        subjects.assisted[0],
-                        "employment_assistance",
-                        "civil_affairs",
-                        "receives_subsistence_allowance",
-                        request_id=rid,
-                    )
-                answered.append(rid)
+                    answered.append(_verify_assisted(client, subjects, "two"))
             except GatewayError:
                 assert proc.poll() is None, (tmp_path / "serve.log").read_text()
                 raise
@@ -207,15 +212,7 @@ def test_one_long_lived_channel_is_spread_over_the_workers_by_connection_age(
         answered: list[str] = []
         with GatewayClient(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key, timeout=10) as client:
             for _ in range(40):  # about 4 s: some 20 connections, each given to either worker
-                rid = f"aged-{uuid.uuid4().hex}"
-                client.verify(
-                    subjects.assisted[0],
-                    "employment_assistance",
-                    "civil_affairs",
-                    "receives_subsistence_allowance",
-                    request_id=rid,
-                )
-                answered.append(rid)
+                answered.append(_verify_assisted(client, subjects, "aged"))
                 time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -399,7 +396,7 @@ def test_a_listen_host_that_does_not_resolve_fails_the_preflight(monkeypatch: py
     def no_such_host(*_args: Any, **_kw: Any) -> Any:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr(app.socket, "getaddrinfo", no_such_host)
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     with pytest.raises(StartError, match=r"^server\.listen: cannot use host '999\.1\.1\.1' \(Name or"):
         app._check_listen_host("999.1.1.1:7443")
 

@@ -78,8 +78,10 @@ __all__ = [
 
 KINDS = ("access", "consent_change", "push_notification")
 
-_UNINDEXED = (
-    "the segments hold entries its index does not (a writer stopped before indexing them, or has not yet)"
+_UNINDEXED = "the segments hold entries its index does not"
+_CATCH_UP = (
+    "a running writer indexes them within about a second; if none runs (one stopped before "
+    "indexing them), run dsgw audit reindex --log {directory} or open the log"
 )
 
 EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -241,7 +243,7 @@ class LogStats:
                 covers += f" of {self.checkpoint_size:,} checkpointed"
             return (
                 f"log {self.origin}: {_UNINDEXED} (the index {covers}); results may be incomplete: "
-                f"run dsgw audit reindex --log {self.directory} (or open the log)"
+                + _CATCH_UP.format(directory=self.directory)
             )
         if self.indexed < self.checkpoint_size:
             return (
@@ -429,8 +431,8 @@ class LogReader:
                 held = None  # damaged: verify says where; the index is behind anyway
             if held is None or idx < held:
                 return ReviewError(
-                    f"log {self.origin}: entry {idx} is not in its index yet: {_UNINDEXED}; run "
-                    f"dsgw audit reindex --log {self.directory} (or open the log)"
+                    f"log {self.origin}: entry {idx} is not in its index yet: {_UNINDEXED}; "
+                    + _CATCH_UP.format(directory=self.directory)
                 )
         return ReviewError(f"log {self.origin} has no entry {idx}")
 

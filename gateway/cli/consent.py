@@ -99,13 +99,6 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _path(text: str) -> Path:
-    """An argparse ``type``: a path, not empty (``''`` would silently be the current directory)."""
-    if not text:
-        raise argparse.ArgumentTypeError("empty path")
-    return Path(text)
-
-
 _KIND_HELP = "the subject's kind (default: from its form)"
 
 
@@ -114,16 +107,16 @@ def register(sub: Any) -> None:
     csub = parser.add_subparsers(dest="consent_command", required=True, metavar="VERB")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", type=_path, help="gateway home (default $DSGW_HOME or ~/.dsgw)")
+    common.add_argument("--home", type=Path, help="gateway home (default $DSGW_HOME or ~/.dsgw)")
     common.add_argument("--store", metavar="URL", help="consent store URL (default HOME/consent.sqlite)")
     common.add_argument(
         "--store-schema",
         metavar="SCHEMA",
         help="with --store: schema of the tables on PostgreSQL (lower-case letters, digits, '_')",
     )
-    common.add_argument("--purposes", type=_path, metavar="FILE", help="purpose catalogue (JSON or TOML)")
+    common.add_argument("--purposes", type=Path, metavar="FILE", help="purpose catalogue (JSON or TOML)")
     common.add_argument(
-        "--audit-log", type=_path, metavar="DIR", help="audit log of consent changes (default HOME/audit/cli)"
+        "--audit-log", type=Path, metavar="DIR", help="audit log of consent changes (default HOME/audit/cli)"
     )
     common.add_argument(
         "--suite",
@@ -183,9 +176,7 @@ def register(sub: Any) -> None:
         "--consent-id",
         help="use this consent id (1-64 of A-Z a-z 0-9 . _ : -; default: a new random one)",
     )
-    g.add_argument(
-        "--receipt-out", type=_path, metavar="FILE", help="receipt file (its directory must exist)"
-    )
+    g.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file (its directory must exist)")
     g.set_defaults(handler=_verb(_grant))
 
     r = csub.add_parser(
@@ -200,9 +191,7 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--note", default="subject_request", help="machine-readable reason (at most 128 characters)"
     )
-    r.add_argument(
-        "--receipt-out", type=_path, metavar="FILE", help="receipt file (its directory must exist)"
-    )
+    r.add_argument("--receipt-out", type=Path, metavar="FILE", help="receipt file (its directory must exist)")
     r.set_defaults(handler=_verb(_revoke))
 
     c = csub.add_parser("check", parents=[common], help="decide one disclosure (exit 1 when denied)")
@@ -235,9 +224,9 @@ def register(sub: Any) -> None:
     v = csub.add_parser(
         "verify-receipt", parents=[common], help="verify a receipt offline (exit 1 if altered)"
     )
-    v.add_argument("file", type=_path, metavar="FILE")
+    v.add_argument("file", type=Path, metavar="FILE")
     v.add_argument(
-        "--key", type=_path, metavar="PEM", help="public key PEM, one or more keys (default: the home's keys)"
+        "--key", type=Path, metavar="PEM", help="public key PEM, one or more keys (default: the home's keys)"
     )
     v.set_defaults(handler=_verb(_verify))
 

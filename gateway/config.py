@@ -129,15 +129,17 @@ class ServerSection(_Section):
     def _addresses(self) -> ServerSection:
         if 0 < self.max_connection_age_s < 0.1:
             raise ValueError("server.max_connection_age_s must be 0 (never) or at least 0.1 seconds")
-        _split_address(self.listen, "server.listen")
+        split_address(self.listen, "server.listen")
         if self.metrics_listen:
-            host, _ = _split_address(self.metrics_listen, "server.metrics_listen")
+            host, _ = split_address(self.metrics_listen, "server.metrics_listen")
             if host not in ("127.0.0.1", "localhost", "::1"):
                 raise ValueError("server.metrics_listen must be a loopback address")
         return self
 
 
-def _split_address(value: str, key: str) -> tuple[str, int]:
+def split_address(value: str, key: str = "address") -> tuple[str, int]:
+    """(host, port) of ``HOST:PORT`` (an IPv6 host without its brackets); ValueError naming
+    ``key`` otherwise."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:

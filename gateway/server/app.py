@@ -47,7 +47,7 @@ from audit.layout import HomeKeys
 from audit.log import AuditLog, init_log
 from dsgw.v1 import consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
 from gateway import pki
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, split_address
 from gateway.consent.receipts import load_receipt_signer
 from gateway.consent.service import ConsentService
 from gateway.consent.store import ConsentStore
@@ -238,10 +238,10 @@ class Worker:
                 "the port is in use or the address is not this host's"
             )
         if c.server.metrics_listen:
-            host, _, mport = c.server.metrics_listen.rpartition(":")
-            wanted = int(mport) + self.worker if int(mport) else 0
+            host, mport = split_address(c.server.metrics_listen)
+            wanted = mport + self.worker if mport else 0
             try:
-                self.metrics_port = metrics.serve(host.strip("[]"), wanted)
+                self.metrics_port = metrics.serve(host, wanted)
             except OSError as exc:
                 raise StartError(
                     f"cannot serve metrics on {host}:{wanted} (server.metrics_listen): {exc.strerror or exc}"
@@ -423,9 +423,7 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
 def _check_listen_host(listen: str) -> None:
     """StartError unless the host of ``listen`` resolves (an IP literal, or a name this host's
     resolver knows): found now, not after the audit log and the stores are open."""
-    host = listen.rpartition(":")[0].strip("[]")
-    if not host:
-        return
+    host, _ = split_address(listen)
     try:
         socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
@@ -458,13 +456,11 @@ def port_taken(listen: str) -> bool:
     without a word, with another gateway or any program that set that option: a probe bind
     without it fails then (EADDRINUSE). Port 0, or an address that does not resolve, is left to
     the real bind to judge."""
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit() or int(port) == 0:
+    host, port = split_address(listen)
+    if port == 0:
         return False
     try:
-        found = socket.getaddrinfo(
-            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError, ValueError):
         return False
     for family, kind, proto, _, address in found:

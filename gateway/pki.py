@@ -392,16 +392,20 @@ def _validity(
 _DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
-def _is_dns_name(name: str) -> bool:
-    """An RFC 1123 host name (with underscores, as service names have): dot-separated labels of 1-63
-    ASCII letters, digits, hyphens and underscores, not starting or ending with a hyphen, at most
-    253 characters (one trailing dot allowed); the last label not all digits, so that a mistyped
-    IPv4 address is not taken for a name. No wildcards."""
+def is_host_name(name: str) -> bool:
+    """Whether ``name`` is a host name: dot-separated labels of 1-63 ASCII letters, digits,
+    hyphens and underscores (RFC 1123, with the underscores service names have), not starting or
+    ending with a hyphen, at most 253 characters (one trailing dot allowed). No wildcards."""
     host = name[:-1] if name.endswith(".") else name
     if not host or len(host) > 253:
         return False
-    labels = host.split(".")
-    return all(_DNS_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+    return all(_DNS_LABEL.fullmatch(label) for label in host.split("."))
+
+
+def _is_dns_name(name: str) -> bool:
+    """A server name for a certificate: a host name (:func:`is_host_name`) whose last label is not
+    all digits, so that a mistyped IPv4 address is not taken for a name."""
+    return is_host_name(name) and not name.removesuffix(".").rpartition(".")[2].isdigit()
 
 
 def _san_entries(names: Iterable[str]) -> list[x509.GeneralName]:

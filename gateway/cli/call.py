@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,9 +108,6 @@ def _params(items: list[str]) -> dict[str, int]:
     return out
 
 
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-
-
 #: gRPC name-resolver schemes a target may start with (passed to gRPC as they are)
 _TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
 
@@ -141,8 +137,9 @@ def _target(text: str) -> str:
         except ValueError:
             raise UsageError(f"--target {text!r}: {host} is not an IPv4 address") from None
         return text
-    labels = host.removesuffix(".").split(".")
-    if len(host) > 253 or not all(host.isascii() and _HOST_LABEL.fullmatch(label) for label in labels):
+    from gateway.pki import is_host_name
+
+    if len(host) > 253 or not is_host_name(host):
         raise UsageError(f"--target {text!r}: {host!r} is not a host name")
     return text
 

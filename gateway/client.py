@@ -56,6 +56,7 @@ __all__ = [
     "GatewayError",
     "QueryResult",
     "VerifyResult",
+    "check_timeout",
 ]
 
 
@@ -110,7 +111,7 @@ class BatchItemError(ValueError):
 MAX_TIMEOUT_S = 86400.0
 
 
-def _seconds(value: float, name: str) -> float:
+def check_timeout(value: float, name: str) -> float:
     """``value`` if it is a usable deadline (a finite number of seconds, more than 0 and at most
     a day); ValueError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -354,7 +355,7 @@ class GatewayClient:
         operator: str = "",
         server_name: str | None = None,
     ) -> None:
-        timeout = _seconds(timeout, "timeout")
+        timeout = check_timeout(timeout, "timeout")
         ca_pem, cert_pem, key_pem = _credentials(ca, cert, key)
         creds = grpc.ssl_channel_credentials(ca_pem, key_pem, cert_pem)
         options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
@@ -375,7 +376,9 @@ class GatewayClient:
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self.timeout if timeout is None else _seconds(timeout, "timeout"))
+            return method(
+                request, timeout=self.timeout if timeout is None else check_timeout(timeout, "timeout")
+            )
         except grpc.RpcError as exc:
             raise GatewayError.of(exc) from None
 
@@ -474,8 +477,10 @@ class GatewayClient:
         wire_kind: KindWire = (
             kind_to_wire(SubjectKind(kind)) if kind is not None else common_pb2.SUBJECT_KIND_UNSPECIFIED
         )
-        deadline = None if timeout is None else _seconds(timeout, "timeout")
-        watch = _StreamWatch(self.timeout if idle_timeout is None else _seconds(idle_timeout, "idle_timeout"))
+        deadline = None if timeout is None else check_timeout(timeout, "timeout")
+        watch = _StreamWatch(
+            self.timeout if idle_timeout is None else check_timeout(idle_timeout, "idle_timeout")
+        )
 
         def requests() -> Iterator[exchange_pb2.BatchVerifyRequest]:
             message = header

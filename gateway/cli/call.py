@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,18 +145,17 @@ def _target(text: str) -> str:
 
 def _client(args: argparse.Namespace) -> Any:
     from adapters.agencies import Agency
-    from gateway.client import MAX_TIMEOUT_S, CredentialError, GatewayClient
+    from gateway.client import CredentialError, GatewayClient, check_timeout
     from gateway.pki import default_pki_dir
 
     if args.agency and (args.ca or args.cert or args.key):
         raise UsageError("give --agency (with --pki) or --ca, --cert and --key, not both")
     if args.request_id is not None and not args.request_id:
         raise UsageError("--request-id is empty (leave it out for a new one)")
-    if not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT_S):
-        raise UsageError(
-            f"--timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds (a day),"
-            f" not {args.timeout:g}"
-        )
+    try:
+        check_timeout(args.timeout, "--timeout")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     target = _target(args.target)
     if args.agency is not None:
         if args.agency not in {a.value for a in Agency}:

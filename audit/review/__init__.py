@@ -28,7 +28,29 @@ from typing import Any
 
 from audit.entry import AuditEntry
 
-__all__ = ["EntryRef", "LocatedEntry", "ShreddedEntry", "shredded_sentence", "shredded_summary"]
+__all__ = [
+    "EARLIEST",
+    "LATEST",
+    "EntryRef",
+    "LocatedEntry",
+    "ShreddedEntry",
+    "shredded_sentence",
+    "shredded_summary",
+    "utc_or_bound",
+]
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+"""The bounds of a time range: the first and last instants a UTC time can hold."""
+
+
+def utc_or_bound(when: datetime) -> datetime:
+    """``when`` in UTC, or :data:`EARLIEST` / :data:`LATEST` when it lies beyond what a UTC time can
+    hold (the first day of year 1 in a zone east of UTC, the last of year 9999 west of it)."""
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if when.year == 1 else LATEST
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -48,7 +48,15 @@ from audit.merkle import LEAF_PREFIX, MerkleProver, verify_inclusion
 from audit.reader import LogReader as LogFiles
 from audit.reader import ReadError
 from audit.record import RecordError, parse_terms
-from audit.review import EntryRef, LocatedEntry, ShreddedEntry, shredded_summary
+from audit.review import (
+    EARLIEST,
+    LATEST,
+    EntryRef,
+    LocatedEntry,
+    ShreddedEntry,
+    shredded_summary,
+    utc_or_bound,
+)
 from audit.review.export import ExportEntry, ExportLog, Shredded, build_bundle
 from audit.seal import KeyShredded, SealError, open_sealed, parse_header
 from audit.segment import (
@@ -83,10 +91,6 @@ _CATCH_UP = (
     "a running writer indexes them within about a second; if none runs (one stopped before "
     "indexing them), run dsgw audit reindex --log {directory} or open the log"
 )
-
-EARLIEST = datetime.min.replace(tzinfo=UTC)
-LATEST = datetime.max.replace(tzinfo=UTC)
-"""The bounds of a time range: the first and last instants a UTC time can hold."""
 
 
 class ReviewError(AuditError):
@@ -191,11 +195,8 @@ def _clamped(when: datetime) -> datetime:
     """``when``, or the first or last UTC instant when it lies beyond what a UTC time can hold
     (the first day of year 1 in a zone east of UTC, the last of year 9999 west of it): a search
     from 0001-01-01 or until 9999-12-31 means from or to the end of the log."""
-    try:
-        when.astimezone(UTC)
-    except OverflowError:
-        return EARLIEST if when.year == 1 else LATEST
-    return when
+    bound = utc_or_bound(when)
+    return bound if bound in (EARLIEST, LATEST) else when
 
 
 def _utc_day(when: datetime) -> str:

@@ -48,12 +48,12 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from audit.entry import Access, Decision, LegalBasisKind
-from audit.review import EntryRef, LocatedEntry, ShreddedEntry, shredded_summary
+from audit.review import LATEST, EntryRef, LocatedEntry, ShreddedEntry, shredded_summary, utc_or_bound
 
 __all__ = [
     "MAX_SPIKE_WINDOW_DAYS",
@@ -607,11 +607,8 @@ def local_day_bounds(day: date, config: ReportConfig = ReportConfig()) -> tuple[
     zone = config.zone
 
     def utc(when: date) -> datetime:
-        try:
-            return datetime.combine(when, time(0), zone).astimezone(UTC)
-        except OverflowError:
-            return datetime.min.replace(tzinfo=UTC) if when.year == 1 else datetime.max.replace(tzinfo=UTC)
+        return utc_or_bound(datetime.combine(when, time(0), zone))
 
     if day == date.max:
-        return utc(day), datetime.max.replace(tzinfo=UTC)
+        return utc(day), LATEST
     return utc(day), utc(day + timedelta(days=1))

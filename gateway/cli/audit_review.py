@@ -17,7 +17,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -192,7 +192,9 @@ def parse_time(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
         pass
     else:
         if end and day == date.max:
-            return datetime.max.replace(tzinfo=UTC)
+            from audit.review import LATEST
+
+            return LATEST
         return datetime.combine(day + timedelta(days=1 if end else 0), time(0), zone)
     try:
         when = datetime.fromisoformat(text)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from adapters.agencies import Agency
 from adapters.contract import SubjectKind
 from dsgw.v1 import common_pb2, consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
+from gateway.pki import key_matches
 from gateway.server.status import error_info_of
 from gateway.server.wire import (
     AgencyWire,
@@ -138,12 +139,7 @@ def _credentials(ca: str | Path, cert: str | Path, key: str | Path) -> tuple[byt
         private = serialization.load_pem_private_key(key_pem, password=None)
     except (TypeError, ValueError, UnsupportedAlgorithm):
         raise CredentialError("key", key, "not an unencrypted PEM private key") from None
-    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    try:
-        matches = private.public_key().public_bytes(der, spki) == leaf.public_key().public_bytes(der, spki)
-    except (TypeError, ValueError, UnsupportedAlgorithm):
-        matches = False
-    if not matches:
+    if not key_matches(leaf, private):
         raise CredentialError("key", key, f"not the private key of the certificate {cert}")
     return ca_pem, cert_pem, key_pem
 

@@ -36,9 +36,10 @@ from typing import Any
 import grpc
 import structlog
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from adapters.agencies import Agency
@@ -62,8 +63,10 @@ __all__ = [
     "client_channel_credentials",
     "default_pki_dir",
     "init_pki",
+    "is_host_name",
     "issue_agency",
     "issue_server",
+    "key_matches",
     "list_certificates",
     "load_certificate",
     "load_crl",
@@ -336,9 +339,14 @@ def _load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def _key_matches(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
+def key_matches(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
+    """Whether ``key`` is the private key of ``cert`` (their public keys are the same); False
+    for a key type that cannot be compared."""
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+    try:
+        return cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        return False
 
 
 def _load_ca(paths: PkiPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -346,7 +354,7 @@ def _load_ca(paths: PkiPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
         raise PkiConfigError("PKI_MISSING", f"no CA in {paths.root}; run `dsgw pki init` first")
     cert = load_certificate(paths.ca_crt)
     key = _load_private_key(paths.ca_key)
-    if not _key_matches(cert, key):
+    if not key_matches(cert, key):
         raise PkiConfigError("INVALID_KEY", f"{paths.ca_key} does not belong to {paths.ca_crt}")
     return cert, key
 
@@ -1005,7 +1013,7 @@ class ServerCredentialsReloader:
         cert = load_certificate(cert_pem)
         key = _load_private_key(self.key_path)
         load_certificate(ca_pem)
-        if not _key_matches(cert, key):
+        if not key_matches(cert, key):
             raise PkiConfigError("INVALID_KEY", f"{self.key_path} does not belong to {self.cert_path}")
         _require_server_use(cert, self.cert_path)
         return grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)], root_certificates=ca_pem)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import logging
 import math
 import sqlite3
 import threading
@@ -53,20 +52,11 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_e
 from adapters.agencies import Agency
 from adapters.contract import AdapterError, InvalidRequest, ProviderUnavailable
 from adapters.sources import SourceConfig, make_engine
+from gateway.logs import debug_dropped
 
 T = TypeVar("T")
 
 log = structlog.get_logger("adapters")
-
-#: What a filtering bound logger (structlog.make_filtering_bound_logger) has for the levels it drops.
-_DROPPED = structlog.make_filtering_bound_logger(logging.CRITICAL).debug
-
-
-def _debug_dropped() -> bool:
-    """Whether structlog, as configured now, drops debug events outright (the gateway's default
-    level is WARNING): the per-call success event then costs nothing to skip."""
-    return getattr(structlog.get_config()["wrapper_class"], "debug", None) is _DROPPED
-
 
 #: An attempt is not started with less time than this left before the deadline.
 MIN_ATTEMPT_S = 0.02
@@ -602,6 +592,12 @@ class ResilientSource:
                     raise ProviderUnavailable(self.agency, "adapter closed")
                 slot.arm(deadline)
                 with slot.conn.begin():
+                    if slot.raw is not None and not slot.raw.in_transaction:
+                        # One read transaction for the whole call (pysqlite opens none for a
+                        # SELECT): its statements see one snapshot of the source, which is
+                        # locked and checked for changes once instead of once per statement.
+                        # SQLAlchemy's commit (or rollback) below ends it.
+                        slot.raw.execute("BEGIN")
                     result = fn(slot.conn)
                 keep = True
                 return result
@@ -748,7 +744,7 @@ class ResilientSource:
         cause: str | None = None,
     ) -> None:
         quiet = outcome in ("ok", "subject_not_found")
-        if quiet and _debug_dropped():
+        if quiet and debug_dropped():
             return  # the event would be dropped unread: do not build it
         event_fields: dict[str, Any] = {
             "agency": self.agency.value,

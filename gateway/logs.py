@@ -30,6 +30,16 @@ class _CurrentStderr:
 
 FORMATS = ("json", "console")
 
+#: What a filtering bound logger (structlog.make_filtering_bound_logger) has for the levels it drops.
+_DROPPED = structlog.make_filtering_bound_logger(logging.CRITICAL).debug
+
+
+def debug_dropped() -> bool:
+    """Whether structlog, as configured now, drops debug events outright (the gateway's default
+    level is WARNING): a per-call debug event (an answered call, a provider call) is then not
+    built at all. Asking the logger itself would cost a logger bind on every call."""
+    return getattr(structlog.get_config()["wrapper_class"], "debug", None) is _DROPPED
+
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:
     """UsageError unless ``DSGW_LOG_LEVEL`` and ``DSGW_LOG_FORMAT`` (when set and not empty) are

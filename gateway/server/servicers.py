@@ -28,6 +28,7 @@ from gateway.consent.model import CONSENT_ID, ConsentRecord
 from gateway.consent.service import GrantRequest, ScopeRequest, parse_subject
 from gateway.errors import DsgwError
 from gateway.exchange import REQUEST_ID, BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
+from gateway.logs import debug_dropped
 from gateway.pipeline.authenticate import authenticate
 from gateway.pipeline.consent import DENY_REASONS
 from gateway.pipeline.errors import (
@@ -164,7 +165,7 @@ class _Base:
         finally:
             if code in ("OK", "CANCELLED"):  # the refusals were counted before their abort
                 elapsed = self._observe(method, code, started)
-                if code == "OK":
+                if code == "OK" and not debug_dropped():
                     _log.debug("call.ok", ms=round(elapsed * 1000, 3), **fields)
 
     def _observe(self, method: str, code: str, started: float) -> float:

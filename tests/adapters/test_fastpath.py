@@ -105,12 +105,13 @@ def test_select_in_errors_are_sqlalchemy_errors(sqlite_db: NativeDb) -> None:
     adapter = sqlite_db.adapter(Agency.HRSS, ResiliencePolicy(attempts=1))
     adapter.source.run("ok", lambda c: select_in(c, CATEGORIES, "keys", [1]))
 
-    def broken(conn: Connection) -> Any:
-        conn.execute(text("DROP TABLE jy_rylb"))
-        return select_in(conn, CATEGORIES, "keys", [1])
+    # the agency's schema changes under the gateway (a call's own statements run in a read
+    # transaction that its failure rolls back, so the change is made from another connection)
+    with sqlite_db.engine(Agency.HRSS).begin() as other:
+        other.execute(text("DROP TABLE jy_rylb"))
 
     with pytest.raises(ProviderUnavailable, match="schema mismatch"):
-        adapter.source.run("broken", broken)
+        adapter.source.run("broken", lambda c: select_in(c, CATEGORIES, "keys", [1]))
 
     def wrapped(conn: Connection) -> Any:
         try:

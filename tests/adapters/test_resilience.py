@@ -184,6 +184,29 @@ def test_sqlite_query_past_its_deadline_is_interrupted(sqlite_db: NativeDb) -> N
     assert adapter.source.run("after", lambda conn: conn.execute(text("SELECT 1")).scalar()) == 1
 
 
+def test_sqlite_call_reads_one_snapshot(tmp_path: Any) -> None:
+    """The statements of one call run in one read transaction: a write committed between them
+    (WAL lets a writer commit beside a reader) is not half seen; the next call sees it."""
+    path = tmp_path / "education.sqlite"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (x INTEGER)")
+    setup.execute("INSERT INTO t VALUES (1)")
+    setup.commit()
+    source = ResilientSource(Agency.EDUCATION, SourceConfig(url=f"sqlite:///{path}"))
+
+    def two_reads(conn: Connection) -> tuple[int, int]:
+        first = conn.execute(text("SELECT count(*) FROM t")).scalar_one()
+        setup.execute("INSERT INTO t VALUES (2)")  # another connection commits meanwhile
+        setup.commit()
+        return first, conn.execute(text("SELECT count(*) FROM t")).scalar_one()
+
+    assert source.run("snapshot", two_reads) == (1, 1)
+    assert source.run("after", lambda conn: conn.execute(text("SELECT count(*) FROM t")).scalar_one()) == 2
+    source.close()
+    setup.close()
+
+
 @pytest.mark.postgres
 def test_postgres_statement_timeout(pg_url: str) -> None:
     source = ResilientSource(

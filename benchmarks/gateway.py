@@ -30,6 +30,10 @@ Measured, in the same run and with the same client:
 * ``batch_verify_per_s``: subjects per second on ONE BatchVerify stream (hrss -> civil_affairs
   receives_subsistence_allowance, a statutory duty: no consent per subject; every item audited),
   50,000 subjects (--quick 10,000) in messages of 500 (goal >= 20,000/s);
+* ``server_cpu_ms_per_call`` / ``loop_cpu_ms_per_call`` (and ``noop_...``): the server
+  processes' CPU per call at the peak, all threads and the event-loop (main) threads alone
+  (summed over the workers), from ``/proc``: an event loop near ``1 / qps`` per call is the
+  bottleneck;
 * ``audit_verified``: ``dsgw audit verify`` over the gateway's log(s) after it drained, and
   ``audit_entries`` the entries they hold; ``audit_entries_per_worker`` splits them by worker,
   which shows how the kernel spread the ``--channels`` connections over the ``--workers``
@@ -89,13 +93,15 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[k]
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time of processes so far (Linux /proc)."""
+def cpu_seconds(pids: Sequence[int], *, main_thread: bool = False) -> float:
+    """User + system CPU time of processes so far (Linux /proc); with ``main_thread``, of their
+    main threads only (the event loop of a grpc.aio server)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
+        path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
         with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            fields = Path(path).read_text().rpartition(")")[2].split()
             total += int(fields[11]) + int(fields[12])
     return total / ticks
 
@@ -546,13 +552,15 @@ def sweep(
 ) -> list[dict[str, Any]]:
     out = []
     for k in levels:
-        cpu = cpu_seconds(pids)
+        cpu, loop = cpu_seconds(pids), cpu_seconds(pids, main_thread=True)
         r = gen.call("closed", port=port, concurrency=k, seconds=seconds, warmup=warmup)
-        cpu = cpu_seconds(pids) - cpu
+        cpu, loop = cpu_seconds(pids) - cpu, cpu_seconds(pids, main_thread=True) - loop
         r["server_cpu_ms_per_call"] = round(1000 * cpu / max(1, r["all_calls"]), 3)
+        r["loop_cpu_ms_per_call"] = round(1000 * loop / max(1, r["all_calls"]), 3)
         progress(
             f"  {name} K={k:<4} {r['qps']:>8,.0f} calls/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
             f"  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call"
+            f" (event loop {r['loop_cpu_ms_per_call']:.3f})"
             + (f"  errors {r['errors']}" if r["errors"] else "")
         )
         out.append(r)
@@ -755,6 +763,8 @@ def main() -> int:
                 "noop_concurrency": noop_peak["concurrency"],
                 "server_cpu_ms_per_call": peak["server_cpu_ms_per_call"],
                 "noop_server_cpu_ms_per_call": noop_peak["server_cpu_ms_per_call"],
+                "loop_cpu_ms_per_call": peak["loop_cpu_ms_per_call"],
+                "noop_loop_cpu_ms_per_call": noop_peak["loop_cpu_ms_per_call"],
                 "peak_p50_ms": peak["p50_ms"],
                 "peak_p99_ms": peak["p99_ms"],
                 "noop_p50_ms": noop_paced["p50_ms"],

@@ -38,7 +38,7 @@ from adapters.contract import (
 from audit.errors import AuditError
 from dsgw.v1 import audit_pb2
 from gateway.config import Agreement, GatewayConfig
-from gateway.consent.decision import CheckRequest, Decision, decide
+from gateway.consent.decision import Basis, CheckRequest, Decision, decide
 from gateway.consent.service import ConsentService
 from gateway.idempotency import IdempotencyCache
 from gateway.pipeline import consent as consent_step
@@ -77,6 +77,10 @@ T = TypeVar("T")
 #: Of the caller's deadline, what is kept to write the audit entry and answer after a provider
 #: call is given up (a durable append under load takes a few milliseconds).
 ANSWER_RESERVE_S = 0.05
+
+#: The audit reason of a dataset fetched for a Query that another provider's failure refused:
+#: its data was not given.
+OTHER_PROVIDER_FAILED = "OTHER_PROVIDER_FAILED"
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
 """A request id (``RequestMeta.request_id``, a Grant's ``request_id``): 1-128 characters of
@@ -339,6 +343,28 @@ class Exchange:
         left = meta.time_left()
         return None if left is None else max(0.0, left - ANSWER_RESERVE_S)
 
+    def _check(
+        self,
+        caller: Agency,
+        agreement: Agreement,
+        descriptor: DatasetDescriptor,
+        fields: tuple[str, ...],
+        subject: Subject,
+        purpose: str,
+    ) -> tuple[CheckRequest, Basis]:
+        """Step 4's question about one dataset: the disclosure and its basis under the agreement."""
+        sensitive = self._sensitive[(descriptor.agency, descriptor.name)]
+        request = CheckRequest(
+            subject=subject,
+            consumer=caller,
+            provider=descriptor.agency,
+            dataset=descriptor.name,
+            fields=fields,
+            purpose=purpose,
+            sensitive_fields=sensitive.intersection(fields),
+        )
+        return request, consent_step.basis_of(agreement)
+
     def _decide(
         self,
         caller: Agency,
@@ -353,17 +379,7 @@ class Exchange:
         """Step 4 (blocking: reads the consent store; counts a use of a limited consent unless
         ``consume`` is off). Under a statutory duty the store is not read: the pure decision needs
         no consents."""
-        basis = consent_step.basis_of(agreement)
-        sensitive = self._sensitive[(descriptor.agency, descriptor.name)]
-        request = CheckRequest(
-            subject=subject,
-            consumer=caller,
-            provider=descriptor.agency,
-            dataset=descriptor.name,
-            fields=fields,
-            purpose=purpose,
-            sensitive_fields=sensitive.intersection(fields),
-        )
+        request, basis = self._check(caller, agreement, descriptor, fields, subject, purpose)
         if basis.statutory_duty:
             return decide((), request, self.consent.clock(), basis)
         return self.consent.decide(request, basis=basis, consume=consume)
@@ -461,10 +477,16 @@ class Exchange:
             left = self._time_left(meta)
             for p in plans:  # no time for the providers: no consent use is spent
                 fetch_step.require_time(p.adapter, left)
-            decisions = [
-                self._decide(meta.caller, p.agreement, p.descriptor, p.fields, subject, meta.purpose)
+            # all datasets decided together: a use of a limited consent is counted only when
+            # every dataset is allowed, and once per consent however many datasets it covers
+            checks = [
+                self._check(meta.caller, p.agreement, p.descriptor, p.fields, subject, meta.purpose)
                 for p in plans
             ]
+            if len(checks) == 1 and checks[0][1].statutory_duty:
+                decisions = [decide((), checks[0][0], self.consent.clock(), checks[0][1])]
+            else:
+                decisions = self.consent.decide_all(checks, consume=True)
             if len(plans) != 1 or not decisions[0].allowed:
                 return decisions, None
             p = plans[0]
@@ -528,6 +550,10 @@ class Exchange:
                 plan.values = outcome
                 plan.facts.outcome = "found" if outcome is not None else "not_found"
             plan.facts.allowed = True
+        if failure is not None:  # the call is refused as a whole: no dataset of it is disclosed
+            for plan in plans:
+                if plan.facts.outcome != "failed":
+                    plan.facts.outcome, plan.facts.reason = "failed", OTHER_PROVIDER_FAILED
         # step 8, audit every provider access before answering
         await self._write([p.facts for p in plans])
         for p in plans:

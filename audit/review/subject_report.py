@@ -82,6 +82,7 @@ _REASONS_EN: dict[str, str] = {
     "SUBJECT_NOT_FOUND": "no record about you was found",
     "PROVIDER_UNAVAILABLE": "the agency holding the data was unavailable",
     "PROVIDER_TIMEOUT": "the agency holding the data did not answer in time",
+    "OTHER_PROVIDER_FAILED": "another agency asked in the same request was unavailable",
     "CIRCUIT_OPEN": "the agency holding the data was unavailable",
     "AUDIT_UNAVAILABLE": "the request could not be recorded",
 }
@@ -104,6 +105,7 @@ _REASONS_ZH: dict[str, str] = {
     "SUBJECT_NOT_FOUND": "未找到您的记录",
     "PROVIDER_UNAVAILABLE": "数据提供部门暂不可用",
     "PROVIDER_TIMEOUT": "数据提供部门响应超时",
+    "OTHER_PROVIDER_FAILED": "同一请求中的另一数据提供部门暂不可用",
     "CIRCUIT_OPEN": "数据提供部门暂不可用",
     "AUDIT_UNAVAILABLE": "该请求无法被记录",
 }

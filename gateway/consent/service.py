@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from adapters.agencies import Agency
 from adapters.contract import DatasetDescriptor, Sensitivity, Subject, SubjectKind
 from gateway.consent.decision import CONSENT_REQUIRED, Basis, BasisKind, CheckRequest, Decision, decide
-from gateway.consent.errors import ConsentNotActive, ConsentNotFound, InvalidConsentRequest
+from gateway.consent.errors import ConsentNotActive, ConsentNotFound, InvalidConsentRequest, StoreError
 from gateway.consent.model import (
     MAX_USE_LIMIT,
     CaptureChannel,
@@ -627,25 +627,47 @@ class ConsentService:
         """Decide an already validated request. ``consume``: an allowed decision counts one use
         of each covering consent that has a use limit, all or none, atomically; if another
         caller took the last use first, the request is decided again on fresh data."""
+        return self.decide_all([(request, basis)], now=now, consume=consume)[0]
+
+    def decide_all(
+        self,
+        items: Sequence[tuple[CheckRequest, Basis]],
+        *,
+        now: datetime | None = None,
+        consume: bool = False,
+    ) -> builtins.list[Decision]:
+        """Decide the disclosures of one call together (the datasets of one Query), each against
+        the subject's consents read now (a statutory duty reads none). ``consume``: only when
+        every one is allowed, count one use of each covering consent that has a use limit (a
+        consent covering several of them counts once), all or none, atomically; a call refused
+        for one dataset spends no use of the others' consents. If another caller took a last
+        use first, all are decided again on fresh data; StoreError if that keeps happening."""
         when = self._aware(now, "now") if now is not None else self.clock()
-        where = (request.provider.value, request.dataset)
-        records = self.store.records_for(request.subject.kind, request.subject.id, dataset=where)
-        decision = decide(records, request, when, basis)
         for _ in range(8):
-            if not (consume and decision.allowed and decision.basis is BasisKind.CONSENT):
-                return decision
-            by_id = {r.consent_id: r for r in records}
-            limited = [
-                (cid, by_id[cid].terms.use_limit)
-                for cid in decision.consent_ids
-                if cid in by_id and by_id[cid].terms.use_limit is not None
-            ]
-            if not limited or self._consume_all(limited):
-                return decision
-            # another caller took the last use first: decide again on fresh data
-            records = self.store.records_for(request.subject.kind, request.subject.id, dataset=where)
-            decision = decide(records, request, when, basis)
-        return decision
+            decided: builtins.list[tuple[Decision, Sequence[ConsentRecord]]] = []
+            for request, basis in items:
+                if basis.statutory_duty:
+                    decided.append((decide((), request, when, basis), ()))
+                    continue
+                where = (request.provider.value, request.dataset)
+                found = self.store.records_for(request.subject.kind, request.subject.id, dataset=where)
+                decided.append((decide(found, request, when, basis), found))
+            decisions = [decision for decision, _ in decided]
+            if not consume or not all(d.allowed for d in decisions):
+                return decisions
+            limits: dict[str, int] = {}
+            for decision, records in decided:
+                if decision.basis is not BasisKind.CONSENT:
+                    continue
+                by_id = {r.consent_id: r for r in records}
+                for cid in decision.consent_ids:
+                    limit = by_id[cid].terms.use_limit if cid in by_id else None
+                    if limit is not None:
+                        limits[cid] = limit
+            if not limits or self._consume_all(list(limits.items())):
+                return decisions
+            # another caller took a last use first: decide again on fresh data
+        raise StoreError("consent store busy: the uses of a limited consent kept changing; try again")
 
     def _consume_all(self, items: Sequence[tuple[str, int | None]]) -> bool:
         if len(items) == 1:

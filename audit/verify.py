@@ -350,6 +350,9 @@ class _Verifier:
         self.report = VerifyReport(reader.log_id, reader.suite.name)
         self.progress = progress
         self.index: AuditIndex | None = None
+        #: the index's size before the segments were scanned: a live log's follower goes on
+        #: indexing during the scan, so only this snapshot is bounded by what the scan sees
+        self.indexed_before: int | None = None
         self.stored = 0  # checkpoint files in the log directory
         self.keyring: Keyring | None = None
         self.terms: TermEncoder | None = None
@@ -603,6 +606,15 @@ class _Verifier:
             self.index = self.reader.index()
         return self.index
 
+    def note_indexed_size(self) -> None:
+        """Read the index's size before the scan (and close it again: the scan may fork)."""
+        index = self.reader.index()
+        if index is not None:
+            try:
+                self.indexed_before = index.size
+            finally:
+                index.close()
+
     def tail_check(self, verified_to: int, size: int) -> None:
         """Entries after the last checkpoint are compared with the leaves indexed when they were
         written; an index larger than the log means entries were removed."""
@@ -614,7 +626,9 @@ class _Verifier:
                     "index to compare them with"
                 )
             return
-        indexed_size = index.size
+        # every entry indexed before the scan was durable then, so the scan saw it unless it
+        # was removed; entries indexed during the scan may be newer than what it saw
+        indexed_size = index.size if self.indexed_before is None else self.indexed_before
         if indexed_size > size:
             raise _fail(
                 "TRUNCATED",
@@ -721,6 +735,7 @@ def verify_log(
         if key_problem is not None:
             raise _Found(key_problem)
         found = work.load_checkpoints()
+        work.note_indexed_size()
         work.scan(found)
         if not work.stored:
             # init_log signs the checkpoint of the empty tree before the log exists: a log without

@@ -161,6 +161,24 @@ def test_an_untouched_log_verifies(log: Path, home: Path) -> None:
 # --- entries ----------------------------------------------------------------------------------
 
 
+def test_a_live_log_whose_index_runs_ahead_of_the_scan_verifies(log: Path, home: Path) -> None:
+    """A writer appends, and its follower indexes, while verify reads: entries indexed after the
+    scan are newer than what it saw, not removed (it reported a truncation)."""
+    segments = len(list_segments(log / "segments"))
+    seen: list[str] = []
+
+    def progress(line: str) -> None:
+        seen.append(line)
+        if len(seen) == segments:  # the last segment is scanned: the writer goes on
+            build(log, home, SIZE, SIZE + 5)
+
+    report = verify_log(LogReader(log), jobs=1, progress=progress)
+    assert len(seen) == segments
+    assert report.ok, report.problem
+    assert report.entries == SIZE
+    assert verify(log).entries == SIZE + 5
+
+
 def test_a_changed_byte_fails_its_crc(log: Path) -> None:
     edit(log, 25, 30, crc=False)
     problem = verify(log).problem

@@ -458,10 +458,15 @@ def _consistency(args: argparse.Namespace) -> int:
             size = None  # damaged: the leaves below say so (exit 1)
         if size is not None and new > size:
             raise UsageError(f"--new {new} is beyond the log: the log has {size:,} entries")
-    prover = _prover(reader, new)
+    # the proof comes from the index: its tree up to the latest checkpoint must have that
+    # checkpoint's signed root, which then vouches for every smaller tree it holds
+    prover = _prover(reader, max(new, checkpoint.size))
+    if prover.root(checkpoint.size) != checkpoint.root_hash:
+        raise CheckFailed(
+            f"the log's root at tree size {checkpoint.size} is not the latest checkpoint's: "
+            "run dsgw audit verify"
+        )
     new_root = prover.root(new)
-    if new == checkpoint.size and new_root != checkpoint.root_hash:
-        raise CheckFailed(f"the log's root at tree size {new} is not the checkpoint's: run dsgw audit verify")
     # the proof comes from the index: check (cheaply) that the segments still hold the entries
     for last in sorted({old - 1, new - 1} - {-1}):
         _check_stored(reader, last, prover.subtree_hash(last, last + 1))

@@ -4,10 +4,12 @@ tools we did not write can check, exit codes 0 / 1 / 2, one-line errors without 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -541,6 +543,22 @@ def test_consistency_checks_the_segments_still_hold_the_entries(
     _tamper(case, log, home, tmp_path)
     code, out, err = dsgw(capsys, "audit", "consistency", "--log", str(log), *argv, "--json")
     assert code == 1 and named in err, err
+    failed_output(out, err, json_out=True)
+    one_line(err)
+
+
+@pytest.mark.parametrize("argv", [("--old", "10", "--new", "30"), ("--old", "10")])
+def test_consistency_from_a_tampered_index_fails_against_the_signed_checkpoint(
+    argv: tuple[str, ...], log60: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A leaf changed in the index (the segments untouched): the proof of any two sizes, signed
+    or not, would come from a tree the latest signed checkpoint does not sign."""
+    log, _ = log60
+    with contextlib.closing(sqlite3.connect(log / "index.sqlite")) as db:
+        db.execute("UPDATE entries SET leaf = ? WHERE idx = 3", (b"\x07" * 32,))
+        db.commit()
+    code, out, err = dsgw(capsys, "audit", "consistency", "--log", str(log), *argv, "--json")
+    assert code == 1 and "not the latest checkpoint's" in err, (code, err)
     failed_output(out, err, json_out=True)
     one_line(err)
 

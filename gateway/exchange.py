@@ -38,7 +38,8 @@ from adapters.contract import (
 from audit.errors import AuditError
 from dsgw.v1 import audit_pb2
 from gateway.config import Agreement, GatewayConfig
-from gateway.consent.decision import Basis, CheckRequest, Decision, decide
+from gateway.consent.decision import Basis, BasisKind, CheckRequest, Decision, decide
+from gateway.consent.errors import StoreError
 from gateway.consent.service import ConsentService
 from gateway.idempotency import IdempotencyCache
 from gateway.pipeline import consent as consent_step
@@ -47,6 +48,7 @@ from gateway.pipeline.agreement import AgreementBook, allowed_fields, allowed_pr
 from gateway.pipeline.errors import (
     AuditFailed,
     Conflict,
+    ConsentStoreDown,
     InvalidArgument,
     NotFound,
     RequestError,
@@ -339,6 +341,18 @@ class Exchange:
         self.metrics.decision(method, facts.caller.value, facts.provider.value, error.reason.lower())
         return error
 
+    async def _store_down(self, method: str, facts: Sequence[AccessFacts]) -> RequestError:
+        """Audit the accesses of a call whose consent decision could not be made (the consent
+        store failed) as refused, then return CONSENT_STORE_UNAVAILABLE for the caller to raise."""
+        _log.error("consent.store_unavailable", method=method)
+        error = ConsentStoreDown()
+        for f in facts:
+            f.reason, f.allowed, f.outcome = error.reason, False, ""
+        await self._write(facts)
+        for f in facts:
+            self.metrics.decision(method, f.caller.value, f.provider.value, error.reason.lower())
+        return error
+
     def _time_left(self, meta: CallMeta) -> float | None:
         left = meta.time_left()
         return None if left is None else max(0.0, left - ANSWER_RESERVE_S)
@@ -507,6 +521,8 @@ class Exchange:
                 p.facts.reason, p.facts.outcome, p.facts.allowed = exc.reason, "failed", True
             await self._write([p.facts for p in plans])
             raise exc from None
+        except StoreError:  # no consent decision could be made: refused, nothing disclosed
+            raise await self._store_down("query", [p.facts for p in plans]) from None
         for plan, decision in zip(plans, decisions, strict=True):
             plan.decision = decision
             plan.facts.basis = decision.basis.value
@@ -680,6 +696,8 @@ class Exchange:
             decision, answer = await self._blocking(work, adapters=[adapter], timeout=timeout)
         except RequestError as exc:  # provider failed: audited as an allowed access that failed
             raise await self._denied("verify", facts, exc) from None
+        except StoreError:  # no consent decision could be made: refused, nothing disclosed
+            raise await self._store_down("verify", [facts]) from None
         facts.basis = decision.basis.value
         facts.basis_reference = decision.legal_basis_reference
         try:
@@ -759,17 +777,25 @@ class BatchVerifier:
         fields = self.descriptor.field_names()
         caller, purpose = self.meta.caller, self.meta.purpose
         decisions: list[Decision]
-        if consent_step.basis_of(self.agreement).statutory_duty:
-            one = x._decide(caller, self.agreement, self.descriptor, fields, items[0][1], purpose)
-            decisions = [one] * len(items)
-        else:
-            # no time left to ask the provider: the items fail PROVIDER_TIMEOUT below, and no use
-            # of a use-limited consent is spent on them
-            consume = fetch_step.has_time(timeout)
-            decisions = [
-                x._decide(caller, self.agreement, self.descriptor, fields, s, purpose, consume=consume)
-                for _, s in items
-            ]
+        try:
+            if consent_step.basis_of(self.agreement).statutory_duty:
+                one = x._decide(caller, self.agreement, self.descriptor, fields, items[0][1], purpose)
+                decisions = [one] * len(items)
+            else:
+                # no time left to ask the provider: the items fail PROVIDER_TIMEOUT below, and no
+                # use of a use-limited consent is spent on them
+                consume = fetch_step.has_time(timeout)
+                decisions = [
+                    x._decide(caller, self.agreement, self.descriptor, fields, s, purpose, consume=consume)
+                    for _, s in items
+                ]
+        except StoreError:  # no consent decision could be made: each item refused, audited
+            _log.error("consent.store_unavailable", method="batch_verify")
+            reason = ConsentStoreDown().reason
+            none = BasisKind.NONE.value
+            refused = [Verdict(s, none, "", False, reason, "") for _, s in items]
+            template = self._facts(items[0][1])
+            return [(pos, reason, None) for pos, _ in items], access_entries(template, refused)
         allowed = [s for (_, s), d in zip(items, decisions, strict=True) if d.allowed]
         answers: list[bool | None] = []
         failure: RequestError | None = None

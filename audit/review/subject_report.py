@@ -85,6 +85,7 @@ _REASONS_EN: dict[str, str] = {
     "OTHER_PROVIDER_FAILED": "another agency asked in the same request was unavailable",
     "CIRCUIT_OPEN": "the agency holding the data was unavailable",
     "AUDIT_UNAVAILABLE": "the request could not be recorded",
+    "CONSENT_STORE_UNAVAILABLE": "your consents could not be read at the time",
 }
 _REASONS_ZH: dict[str, str] = {
     "INVALID_IDENTITY_NUMBER": "提供的身份证号码无效",
@@ -108,6 +109,7 @@ _REASONS_ZH: dict[str, str] = {
     "OTHER_PROVIDER_FAILED": "同一请求中的另一数据提供部门暂不可用",
     "CIRCUIT_OPEN": "数据提供部门暂不可用",
     "AUDIT_UNAVAILABLE": "该请求无法被记录",
+    "CONSENT_STORE_UNAVAILABLE": "当时无法读取您的授权同意记录",
 }
 
 

@@ -148,6 +148,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A BatchVerify item's error_reason: its item id is longer than 128 characters."""
     INTERNAL: _ErrorReason.ValueType  # 41
     """INTERNAL: a fault of the gateway (logged there; no detail is given to the caller)."""
+    CONSENT_STORE_UNAVAILABLE: _ErrorReason.ValueType  # 42
+    """UNAVAILABLE: the consent store could not be read, so no consent decision was made (nothing
+    was disclosed; retry later).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons carried in google.rpc.ErrorInfo.reason (domain "dsgw.v1")."""
@@ -205,6 +209,10 @@ INVALID_ITEM_ID: ErrorReason.ValueType  # 40
 """A BatchVerify item's error_reason: its item id is longer than 128 characters."""
 INTERNAL: ErrorReason.ValueType  # 41
 """INTERNAL: a fault of the gateway (logged there; no detail is given to the caller)."""
+CONSENT_STORE_UNAVAILABLE: ErrorReason.ValueType  # 42
+"""UNAVAILABLE: the consent store could not be read, so no consent decision was made (nothing
+was disclosed; retry later).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

@@ -10,6 +10,7 @@ from gateway.errors import DsgwError
 __all__ = [
     "AuditFailed",
     "Conflict",
+    "ConsentStoreDown",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
@@ -75,6 +76,17 @@ class Unavailable(RequestError):
 
 class RateLimited(RequestError):
     code = "RESOURCE_EXHAUSTED"
+
+
+class ConsentStoreDown(Unavailable):
+    """The consent store could not be read: no decision was made, nothing is disclosed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "CONSENT_STORE_UNAVAILABLE",
+            "the consent store cannot be read; nothing was disclosed",
+            retry_after_s=1.0,
+        )
 
 
 class AuditFailed(Unavailable):

@@ -23,7 +23,13 @@ import structlog
 from adapters.agencies import Agency
 from adapters.contract import Sensitivity
 from dsgw.v1 import common_pb2, consent_pb2, consent_pb2_grpc, exchange_pb2, exchange_pb2_grpc
-from gateway.consent.errors import ConsentError, ConsentExists, ConsentNotActive, ConsentNotFound
+from gateway.consent.errors import (
+    ConsentError,
+    ConsentExists,
+    ConsentNotActive,
+    ConsentNotFound,
+    StoreError,
+)
 from gateway.consent.model import CONSENT_ID, ConsentRecord
 from gateway.consent.service import GrantRequest, ScopeRequest, parse_subject
 from gateway.errors import DsgwError
@@ -33,6 +39,7 @@ from gateway.pipeline.authenticate import authenticate
 from gateway.pipeline.consent import DENY_REASONS
 from gateway.pipeline.errors import (
     Conflict,
+    ConsentStoreDown,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -178,6 +185,8 @@ class _Base:
 
 
 def _consent_error(exc: ConsentError) -> RequestError:
+    if isinstance(exc, StoreError):
+        return ConsentStoreDown()
     if isinstance(exc, ConsentNotFound):
         return NotFound("CONSENT_NOT_FOUND", str(exc))
     if isinstance(exc, ConsentNotActive):

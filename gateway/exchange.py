@@ -868,7 +868,16 @@ class BatchVerifier:
                 marks[pos] = mark
             todo.append((pos, subject))
         if todo:
-            self.x._rate(self.meta, self.agreement)
+            try:
+                self.x._rate(self.meta, self.agreement)  # a message counts as one call
+            except RequestError as exc:  # refused: every subject of the message is audited
+                none = BasisKind.NONE.value
+                refused = [Verdict(s, none, "", False, exc.reason, "") for _, s in todo]
+                await self.x._write_many(access_entries(self._facts(todo[0][1]), refused))
+                self.x.metrics.decision(
+                    "batch_verify", self.meta.caller.value, self.pd.agency.value, exc.reason.lower()
+                )
+                raise
             chunk = self.x.config.server.batch_chunk
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]

@@ -603,8 +603,11 @@ class ConsentService:
         basis: Basis = CONSENT_REQUIRED,
         now: datetime | None = None,
         consume: bool = False,
+        own_only: bool = False,
     ) -> Decision:
-        """Validate the request, then decide it against the subject's consents read now."""
+        """Validate the request, then decide it against the subject's consents read now; with
+        ``own_only``, against those naming ``consumer`` only (the others, and their ids, stay
+        unseen: as for an agency asking about its own consents)."""
         request = self.check_request_for(
             subject=subject,
             consumer=consumer,
@@ -614,7 +617,7 @@ class ConsentService:
             fields=fields,
             subject_kind=subject_kind,
         )
-        return self.decide(request, basis=basis, now=now, consume=consume)
+        return self.decide_all([(request, basis)], now=now, consume=consume, own_only=own_only)[0]
 
     def decide(
         self,
@@ -635,6 +638,7 @@ class ConsentService:
         *,
         now: datetime | None = None,
         consume: bool = False,
+        own_only: bool = False,
     ) -> builtins.list[Decision]:
         """Decide the disclosures of one call together (the datasets of one Query), each against
         the subject's consents read now (a statutory duty reads none). ``consume``: only when
@@ -651,6 +655,8 @@ class ConsentService:
                     continue
                 where = (request.provider.value, request.dataset)
                 found = self.store.records_for(request.subject.kind, request.subject.id, dataset=where)
+                if own_only:
+                    found = [r for r in found if request.consumer in r.terms.consumers]
                 decided.append((decide(found, request, when, basis), found))
             decisions = [decision for decision, _ in decided]
             if not consume or not all(d.allowed for d in decisions):

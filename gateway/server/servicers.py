@@ -46,6 +46,7 @@ from gateway.pipeline.errors import (
     PermissionDenied,
     RequestError,
     Unauthenticated,
+    echo_name,
 )
 from gateway.server.metrics import GatewayMetrics
 from gateway.server.status import to_grpc_status
@@ -625,6 +626,13 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
             provider = agency_from_wire(request.provider)
             if provider is None:
                 raise InvalidArgument("UNKNOWN_AGENCY", "provider is required")
+            # only about a dataset the caller has an agreement for, and only its own consents:
+            # another agency's consent (and its id) is not the caller's to learn of
+            if (provider, request.dataset) not in self.x.datasets:
+                raise InvalidArgument(
+                    "UNKNOWN_DATASET", f"{provider.value} offers no dataset {echo_name(request.dataset)!r}"
+                )
+            self.x.book.find(caller, provider, request.dataset, self.x.today())
             kind = kind_from_wire(request.subject.kind)
             decision = await self.x._io(
                 lambda: self.service.check(
@@ -635,6 +643,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                     dataset=request.dataset,
                     fields=list(request.fields) or None,
                     purpose=request.purpose,
+                    own_only=True,
                 )
             )
             return consent_pb2.CheckConsentResponse(

@@ -11,6 +11,7 @@ import pytest
 
 from adapters.agencies import Agency
 from gateway.consent import ConsentExists, ConsentNotFound, InvalidConsentRequest, ScopeRequest
+from gateway.consent.decision import DenyReason
 from gateway.consent.service import dataset_infos, parse_subject
 from gateway.consent.store import ConsentStore
 from gateway.errors import UsageError
@@ -241,3 +242,18 @@ def test_scope_with_a_colon_and_no_fields_is_not_every_field(store: ConsentStore
             svc.grant(grant_request(scope=[ScopeRequest.parse(text)]))
         assert caught.value.reason == "UNKNOWN_FIELD"
     assert store.count() == 0
+
+
+def test_own_only_leaves_other_agencies_consents_unseen(store: ConsentStore) -> None:
+    """Check over gRPC decides against the caller's own consents only: another agency's consent
+    is neither named nor hinted at (CONSENT_CONSUMER_MISMATCH named it and its id)."""
+    svc = service_for(store)
+    pid = person(6)
+    svc.grant(grant_request(pid))  # names education only
+    other = check_args(pid, consumer="tax")
+    mismatch = svc.check(**other)
+    assert mismatch.reason is DenyReason.CONSUMER_MISMATCH
+    unseen = svc.check(**other, own_only=True)
+    assert not unseen.allowed and unseen.reason is DenyReason.NO_CONSENT
+    assert unseen.consent_ids == () and "cns" not in unseen.detail
+    assert svc.check(**check_args(pid), own_only=True).allowed

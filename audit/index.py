@@ -38,17 +38,18 @@ index only to name an entry whose leaf changed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from audit.errors import AuditError
+from audit.errors import AuditError, VerificationError
 from audit.layout import fsync_dir
 from audit.record import COLUMN_FIELDS, RecordError, day_name, parse_terms
 
@@ -108,6 +109,33 @@ class IndexError_(AuditError):
     """The index file is missing, unreadable, of another log or of another schema version."""
 
     reason = "INDEX"
+
+
+class IndexDamaged(IndexError_, VerificationError):
+    """A read of the index failed or found values of the wrong type: the file is damaged or was
+    edited (it is not evidence: ``dsgw audit reindex`` rebuilds it from the segments)."""
+
+    reason = "INDEX_DAMAGED"
+
+
+_T = TypeVar("_T")
+
+
+def _read(method: Callable[..., _T]) -> Callable[..., _T]:
+    """A read of the index: a damaged file (SQLite errors, values of the wrong type) raises
+    :class:`IndexDamaged` in one line instead of the driver's or the interpreter's error."""
+
+    @functools.wraps(method)
+    def run(self: AuditIndex, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as exc:
+            raise IndexDamaged(
+                f"the index {self.path} is damaged ({type(exc).__name__} in {method.__name__}): "
+                "run dsgw audit reindex"
+            ) from None
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -211,6 +239,7 @@ class AuditIndex:
 
     # -- state ------------------------------------------------------------------------------------
 
+    @_read
     def state(self) -> IndexState:
         meta = self._meta()
         size = int(meta.get("size", 0))
@@ -220,6 +249,7 @@ class AuditIndex:
         return IndexState(size, peaks, segments)
 
     @property
+    @_read
     def size(self) -> int:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'size'").fetchone()
         return int(row[0]) if row else 0
@@ -277,12 +307,14 @@ class AuditIndex:
 
     # -- reading ----------------------------------------------------------------------------------
 
+    @_read
     def leaf(self, idx: int) -> bytes | None:
         if not 0 <= idx <= _MAX_INDEX:
             return None
         row = self._conn.execute("SELECT leaf FROM entries WHERE idx = ?", (idx,)).fetchone()
         return bytes(row[0]) if row else None
 
+    @_read
     def leaves(self, start: int, stop: int) -> list[bytes]:
         """The indexed leaf hashes of entries ``[start, stop)`` (fewer if not all are indexed)."""
         cursor = self._conn.execute(
@@ -290,6 +322,7 @@ class AuditIndex:
         )
         return [bytes(r[0]) for r in cursor]
 
+    @_read
     def tiles(self, start: int, stop: int) -> dict[int, bytes]:
         """The stored hashes of tiles ``[start, stop)`` (tile number -> hash); missing ones (an
         index older than tiles, or not that far) are absent."""
@@ -301,6 +334,7 @@ class AuditIndex:
                 return {}
             raise
 
+    @_read
     def location(self, idx: int) -> tuple[int, int] | None:
         """(segment first index, frame offset) of entry ``idx``, if indexed."""
         if not 0 <= idx <= _MAX_INDEX:
@@ -311,6 +345,7 @@ class AuditIndex:
         ).fetchone()
         return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
+    @_read
     def postings(self, term: bytes) -> list[int]:
         """The indices of the entries with the high-cardinality ``term`` (a subject's, a consent
         id's or a push policy's blind term), ascending."""
@@ -323,6 +358,7 @@ class AuditIndex:
         )
         return [int(r[0]) for r in cursor]
 
+    @_read
     def select(
         self,
         *,
@@ -362,6 +398,7 @@ class AuditIndex:
             params.append(stop)
         return [int(r[0]) for r in self._conn.execute(sql + " ORDER BY idx", params)]
 
+    @_read
     def combos(self) -> dict[int, dict[str, Any]]:
         """Every combination by id: day, kind and the terms of caller, purpose, decision and
         provider (``None`` when absent)."""
@@ -380,6 +417,7 @@ class AuditIndex:
             for row in cursor
         }
 
+    @_read
     def counts(self) -> dict[str, int]:
         """Row counts (for reports and tests)."""
         return {

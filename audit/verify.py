@@ -59,7 +59,7 @@ from audit.errors import (
     KeyFormatError,
     UnknownKeyError,
 )
-from audit.index import AuditIndex
+from audit.index import AuditIndex, IndexDamaged
 from audit.keys import KeyProvider, Keyring
 from audit.merkle import LEAF_PREFIX, CompactRange, range_subtrees
 from audit.reader import LogReader, sealed_of
@@ -749,6 +749,8 @@ def verify_log(
             )
     except _Found as found_problem:
         report.problem = found_problem.problem
+    except IndexDamaged as exc:  # what it holds after the last checkpoint cannot be compared
+        report.problem = Problem("INDEX_DAMAGED", str(exc))
     finally:
         if work.index is not None:
             work.index.close()

@@ -728,3 +728,30 @@ def test_a_garbage_latest_checkpoint_is_named(
         assert code == 1 and f"{log / 'checkpoints' / 'latest'}: " in err, err
         one_line(err)
         failed_output(out, err, json_out=json_out)
+
+
+@pytest.mark.parametrize(
+    ("damage", "argv", "code"),
+    [
+        ("UPDATE meta SET value = 'abc' WHERE key = 'size'", ("verify",), 1),
+        ("UPDATE meta SET value = 'abc' WHERE key = 'size'", ("consistency", "--old", "5"), 1),
+        ("DROP TABLE entries", ("prove", "--index", "3"), 1),
+    ],
+)
+def test_a_damaged_index_is_one_line(
+    damage: str,
+    argv: tuple[str, ...],
+    code: int,
+    log60: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A damaged or edited index.sqlite (it is not evidence) is named in one line with the way
+    out (reindex), never a traceback."""
+    log, _ = log60
+    with contextlib.closing(sqlite3.connect(log / "index.sqlite")) as db:
+        db.execute(damage)
+        db.commit()
+    got, out, err = dsgw(capsys, "audit", argv[0], "--log", str(log), *argv[1:], "--json")
+    assert got == code and "damaged" in err and "reindex" in err, (got, err)
+    failed_output(out, err, json_out=True)
+    one_line(err)

@@ -37,6 +37,7 @@ from adapters.contract import (
 )
 from audit.errors import AuditError
 from dsgw.v1 import audit_pb2
+from gateway import localtime
 from gateway.config import Agreement, GatewayConfig
 from gateway.consent.decision import Basis, BasisKind, CheckRequest, Decision, decide
 from gateway.consent.errors import StoreError
@@ -215,7 +216,7 @@ class Exchange:
         executor: ThreadPoolExecutor,
         catalogue: PurposeCatalogue | None = None,
         metrics: Metrics | None = None,
-        today: Callable[[], dt.date] = dt.date.today,
+        today: Callable[[], dt.date] = localtime.today,
     ) -> None:
         self.config = config
         self.node = config.node

@@ -34,7 +34,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,9 @@ from gateway.consent.receipts import (
 from gateway.consent.service import CLOCK_TOLERANCE, ConsentService, GrantRequest, ScopeRequest
 from gateway.consent.store import ConsentStore
 from gateway.errors import UsageError
+from gateway.localtime import BEIJING
 from gateway.purposes import DEFAULT_CATALOGUE, PurposeCatalogue, load_catalogue
 
-BEIJING = timezone(timedelta(hours=8), "UTC+08:00")
 KEY_PATH = Path("keys") / "receipt-ed25519.pem"
 STORE_FILE = "consent.sqlite"
 

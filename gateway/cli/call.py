@@ -208,11 +208,18 @@ def _query(args: argparse.Namespace) -> int:
 
     asks = []
     for text in args.dataset:
-        head, _, tail = text.partition(":")
+        head, colon, tail = text.partition(":")
         provider, dot, dataset = (name.strip() for name in head.partition("."))
         if not dot or not provider or not dataset:
             raise UsageError(f"--dataset {text!r}: want PROVIDER.DATASET[:FIELD,FIELD]")
-        asks.append((provider, dataset, [f.strip() for f in tail.split(",") if f.strip()]))
+        fields = [f.strip() for f in tail.split(",")] if colon else []
+        if colon and not all(fields):
+            # an empty list after the colon is not "every field": leave the colon out for that
+            raise UsageError(
+                f"--dataset {text!r}: a field name is empty (PROVIDER.DATASET alone asks every field "
+                "the agreement shares)"
+            )
+        asks.append((provider, dataset, fields))
     with _client(args) as gw:
         try:
             r = gw.query(args.subject, args.purpose, asks, request_id=args.request_id)

@@ -350,6 +350,20 @@ def test_dataset_names_are_stripped(
     assert set(result["values"]) == {"level", "graduation_date"}
 
 
+@pytest.mark.parametrize(
+    "spec", ["education.graduation:", "education.graduation: ", "education.graduation:level,"]
+)
+def test_an_empty_field_list_is_not_every_field(
+    gateway: Gateway, subjects: Subjects, spec: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``PROVIDER.DATASET:`` with nothing (or an empty name) after the colon exits 2; it asked
+    every field the agreement shares, as the consent CLI refuses the same form."""
+    argv = ["call", "query", *_creds(gateway), "--subject", subjects.graduates[7][0]]
+    code = main([*argv, "--purpose", "graduate_employment", "--dataset", spec])
+    assert code == 2
+    assert "a field name is empty" in _one_line(capsys)
+
+
 # --- 7. --agency -----------------------------------------------------------------------------
 
 

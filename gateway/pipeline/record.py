@@ -4,8 +4,10 @@ it and answers only once the log acknowledged it (fail closed)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,20 +156,39 @@ def consent_change_entry(
     return entry
 
 
+#: The agency making consent changes in this context (and its request id, if any): set by the
+#: ConsentService servicer around a Grant or Revoke, read by :func:`consent_hook`.
+_ACTOR: contextvars.ContextVar[tuple[Agency, str] | None] = contextvars.ContextVar(
+    "dsgw_consent_actor", default=None
+)
+
+
+@contextlib.contextmanager
+def acting(caller: Agency, request_id: str = "") -> Iterator[None]:
+    """Consent changes made inside are audited as made by ``caller`` (under ``request_id`` when
+    given, else the consent id); outside (the CLI, expiry sweeps) no agency is named."""
+    token = _ACTOR.set((caller, request_id))
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
+
+
 def consent_hook(append: Callable[[audit_pb2.AuditEntry], Any], node: str) -> Callable[[Any, Any], None]:
     """The consent service's ``on_event`` hook: each grant, revocation and expiry becomes a
     consent_change entry, appended (and on disk) inside the store's transaction, so that a change
-    the log cannot take is not made."""
+    the log cannot take is not made. An agency's change over gRPC names it (:func:`acting`)."""
     from gateway.consent.service import audit_fields
 
     def on_event(record: Any, event: Any) -> None:
         t = record.terms
         change = audit_fields(record, event)["change"]
+        actor = _ACTOR.get()
         append(
             consent_change_entry(
                 node=node,
-                request_id=t.consent_id,
-                caller=None,
+                request_id=(actor[1] if actor is not None and actor[1] else t.consent_id),
+                caller=actor[0] if actor is not None else None,
                 subject=t.subject,
                 consent_id=t.consent_id,
                 action=change["action"],

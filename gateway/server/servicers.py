@@ -35,6 +35,7 @@ from gateway.consent.service import GrantRequest, ScopeRequest, parse_subject
 from gateway.errors import DsgwError
 from gateway.exchange import REQUEST_ID, BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
 from gateway.logs import debug_dropped
+from gateway.pipeline import record as record_step
 from gateway.pipeline.authenticate import authenticate
 from gateway.pipeline.consent import DENY_REASONS
 from gateway.pipeline.errors import (
@@ -533,7 +534,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
 
             def work() -> tuple[ConsentRecord, dict[str, Any] | None]:
                 try:
-                    granted = self.service.grant(req)
+                    with record_step.acting(caller, request.request_id):
+                        granted = self.service.grant(req)
                     return granted.record, granted.receipt
                 except ConsentExists:  # a retry: the same consent, if it is the same grant
                     assert consent_id is not None
@@ -571,13 +573,14 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                 subject = parse_subject(request.subject.id, kind)
                 # as with Get: an agency revokes (on the subject's behalf) only the consents that
                 # name it as a consumer; any other is not found, and nothing is changed
-                revoked = self.service.revoke(
-                    consent_id,
-                    subject=subject.id,
-                    consumer=caller,
-                    channel=request.channel or None,
-                    evidence_ref=request.evidence_ref,
-                )
+                with record_step.acting(caller):
+                    revoked = self.service.revoke(
+                        consent_id,
+                        subject=subject.id,
+                        consumer=caller,
+                        channel=request.channel or None,
+                        evidence_ref=request.evidence_ref,
+                    )
                 return revoked.record, revoked.receipt
 
             record, receipt = await self.x._io(work)

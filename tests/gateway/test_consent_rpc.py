@@ -614,6 +614,9 @@ def test_consent_changes_are_audited(audit_entries: list[AuditEntry], changes: l
     assert sorted(found) == sorted(changes)
     entry = next(e for e in audit_entries if e.body.kind == "consent_change")
     assert entry.subject is not None and entry.body.purposes == ("graduate_employment",)
+    # every change here was made over gRPC: the entry names the agency that made it
+    makers = {e.caller for e in audit_entries if e.body.kind == "consent_change"}
+    assert None not in makers and Agency.HRSS in makers
 
 
 def test_replayed_batch_items_are_audited_once(

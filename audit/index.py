@@ -316,11 +316,21 @@ class AuditIndex:
 
     @_read
     def leaves(self, start: int, stop: int) -> list[bytes]:
-        """The indexed leaf hashes of entries ``[start, stop)`` (fewer if not all are indexed)."""
+        """The indexed leaf hashes of entries ``[start, stop)`` (fewer if not all are indexed: the
+        first ones, from ``start`` on). :class:`IndexDamaged` if a row is missing before the last
+        one returned (a leaf taken for the next entry's would blame an untouched entry)."""
         cursor = self._conn.execute(
-            "SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
+            "SELECT idx, leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
         )
-        return [bytes(r[0]) for r in cursor]
+        out: list[bytes] = []
+        for idx, leaf in cursor:
+            if idx != start + len(out):
+                raise IndexDamaged(
+                    f"the index {self.path} is damaged (it lacks entry {start + len(out)}): "
+                    "run dsgw audit reindex"
+                )
+            out.append(bytes(leaf))
+        return out
 
     @_read
     def tiles(self, start: int, stop: int) -> dict[int, bytes]:

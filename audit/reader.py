@@ -89,6 +89,8 @@ class _IndexLeaves(Sequence[bytes]):
             raise ReadError(f"the index cannot be read: {exc}") from None
         try:
             leaves = index.leaves(start, stop)
+        except IndexError_ as exc:  # damaged: a row missing, or unreadable
+            raise ReadError(f"the index cannot be read: {exc}") from None
         finally:
             index.close()
         if len(leaves) != stop - start:
@@ -261,6 +263,8 @@ class LogReader:
                     leaves = idx.leaves(0, size)
                     if len(leaves) == size:
                         return leaves
+            except IndexError_:  # a damaged index: the segments give them
+                pass
             finally:
                 idx.close()
         leaves = []

@@ -577,7 +577,10 @@ class _Verifier:
         """The first entry in [start, stop) whose leaf differs from the indexed one, or (with the
         auditor key) that does not open."""
         index = self.open_index()
-        indexed = index.leaves(start, stop) if index is not None else []
+        try:
+            indexed = index.leaves(start, stop) if index is not None else []
+        except IndexDamaged:  # the root mismatch stands; a damaged index cannot name the entry
+            indexed = []
         for frame in self.reader.frames(start):
             if frame.index >= stop:
                 break

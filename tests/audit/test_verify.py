@@ -10,7 +10,9 @@ worker processes (what a large log gets): both must name the same first problem.
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
+import sqlite3
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,6 +200,19 @@ def test_a_changed_byte_with_its_crc_fixed_is_caught_by_the_checkpoint_root(log:
     assert problem.checkpoint == cp_name(30) and "entries 20 to 29" in problem.message
     problem = verify(log, auditor=auditor(home)).problem  # the AEAD names it
     assert problem is not None and problem.code == "ENTRY_TAMPERED" and problem.entry == 25
+
+
+def test_a_missing_index_row_does_not_blame_an_untouched_entry(log: Path) -> None:
+    """Entry 15 changed (CRC fixed up) and the index's row of entry 12 deleted: the root
+    mismatch stands, but the index cannot name the entry (its leaves were matched by position,
+    so entry 12, untouched, was blamed)."""
+    edit(log, 15, 3, crc=True)
+    with contextlib.closing(sqlite3.connect(log / "index.sqlite")) as db:
+        db.execute("DELETE FROM entries WHERE idx = 12")
+        db.commit()
+    report = verify(log)
+    assert report.problem is not None and report.problem.code == "ROOT_MISMATCH"
+    assert report.problem.entry != 12
 
 
 def test_a_deleted_entry_is_a_gap(log: Path) -> None:

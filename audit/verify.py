@@ -62,7 +62,7 @@ from audit.errors import (
 from audit.index import AuditIndex, IndexDamaged
 from audit.keys import KeyProvider, Keyring
 from audit.merkle import LEAF_PREFIX, CompactRange, range_subtrees
-from audit.reader import LogReader, sealed_of
+from audit.reader import LogReader, ReadError, sealed_of
 from audit.record import TermEncoder
 from audit.seal import KeyShredded, SealError, UnknownKeyId, open_sealed
 from audit.segment import FRAME_OVERHEAD, HEADER_SIZE, BadFrame, check_header, parse_frames
@@ -158,6 +158,12 @@ class _Checkpoint:
     size: int
     root: bytes
     name: str
+
+
+#: Problems of the log's structure at an entry: one changed before it is named first.
+_STRUCTURAL = frozenset(
+    {"ENTRY_MISSING", "ENTRY_ORDER", "FRAME_CORRUPT", "SEGMENT_HEADER", "SEGMENT_UNREADABLE"}
+)
 
 
 def _fail(code: str, message: str, *, entry: int | None = None, checkpoint: str | None = None) -> _Found:
@@ -353,6 +359,7 @@ class _Verifier:
         #: the index's size before the segments were scanned: a live log's follower goes on
         #: indexing during the scan, so only this snapshot is bounded by what the scan sees
         self.indexed_before: int | None = None
+        self.verified_to = 0  # the largest checkpoint size verified so far
         self.stored = 0  # checkpoint files in the log directory
         self.keyring: Keyring | None = None
         self.terms: TermEncoder | None = None
@@ -426,17 +433,52 @@ class _Verifier:
 
     def scan(self, checkpoints: list[_Checkpoint]) -> None:
         reader = self.reader
-        report = self.report
         tree = _Tree(self.hash_fn)
         pending = [c for c in checkpoints if c.size == 0]
         for c in pending:
             self.check_root(tree, c, 0)
         upcoming = [c for c in checkpoints if c.size > 0]
-        at = 0  # next checkpoint in upcoming
-        verified_to = 0  # largest checkpoint size verified
         max_cp = checkpoints[-1].size if checkpoints else 0
         segments = reader.segments()
         sizes = [c.size for c in upcoming]
+        self.verified_to = 0
+        try:
+            self._scan_segments(tree, upcoming, segments, sizes, max_cp)
+        except _Found as found:
+            # an entry changed before a gap, a reordering or a damaged frame is the first bad one
+            problem = found.problem
+            if problem.code in _STRUCTURAL and problem.entry is not None:
+                self.earlier_change(problem.entry)
+            raise
+
+    def earlier_change(self, at: int) -> None:
+        """Before a structural problem at entry ``at`` is reported: an entry since the last verified
+        checkpoint whose leaf differs from the indexed one is the first bad entry; name it."""
+        start = self.verified_to
+        if at <= start:
+            return
+        try:
+            culprit = self.localize(start, at)
+        except ReadError:  # the damage at ``at`` ends the frames: nothing earlier differed
+            return
+        if culprit is not None and culprit[0] < at:
+            entry, how = culprit
+            raise _fail(
+                "ENTRY_CHANGED",
+                f"entry {entry} was changed ({how}); entry {at} after it is bad too",
+                entry=entry,
+            )
+
+    def _scan_segments(
+        self,
+        tree: _Tree,
+        upcoming: list[_Checkpoint],
+        segments: list[tuple[int, Path]],
+        sizes: list[int],
+        max_cp: int,
+    ) -> None:
+        reader, report = self.reader, self.report
+        at = 0  # next checkpoint in upcoming
         expected = 0
         with _segment_scans(reader, segments, sizes, self.keyring is not None, self.jobs, report) as scans:
             for number, (first, path) in enumerate(segments):
@@ -482,8 +524,8 @@ class _Verifier:
                 while at < len(upcoming) and upcoming[at].size <= expected + count:
                     cp = upcoming[at]
                     tree.add(next(groups))
-                    self.check_root(tree, cp, verified_to)
-                    verified_to = cp.size
+                    self.check_root(tree, cp, self.verified_to)
+                    self.verified_to = cp.size
                     at += 1
                 tree.add(next(groups))
                 expected += count
@@ -515,7 +557,7 @@ class _Verifier:
                 entry=expected,
                 checkpoint=cp.name,
             )
-        self.tail_check(verified_to, expected)
+        self.tail_check(self.verified_to, expected)
 
     def order_problem(self, indices: list[int], expected: int, segment: str) -> None:
         for pos, idx in enumerate(indices):

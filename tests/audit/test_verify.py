@@ -224,6 +224,23 @@ def test_a_deleted_entry_is_a_gap(log: Path) -> None:
     assert problem is not None and problem.code == "ENTRY_MISSING" and problem.entry == 25
 
 
+@pytest.mark.parametrize("second", ["deleted", "crc"])
+def test_an_entry_changed_before_a_structural_problem_is_named_first(log: Path, second: str) -> None:
+    """Entry 22 changed (CRC fixed up), then entry 25 deleted or its CRC broken, in the same
+    checkpoint interval: the first bad entry is 22 (25 was named, 22 never mentioned)."""
+    edit(log, 22, 3, crc=True)
+    if second == "deleted":
+        f = frame(log, 25)
+        path = segment_of(log, f)
+        data = path.read_bytes()
+        path.write_bytes(data[: f.offset] + data[f.offset + frame_len(f) :])
+    else:
+        edit(log, 25, 3, crc=False)
+    problem = verify(log).problem
+    assert problem is not None and (problem.code, problem.entry) == ("ENTRY_CHANGED", 22), problem
+    assert "entry 25" in problem.message
+
+
 def test_two_swapped_entries_are_out_of_order(log: Path) -> None:
     a, b = frame(log, 25), frame(log, 26)
     assert a.segment == b.segment

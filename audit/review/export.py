@@ -297,10 +297,31 @@ def dump_bundle(bundle: Mapping[str, Any]) -> bytes:
     return json.dumps(bundle, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose members are all named once: a second ``"entry"`` would be dropped by
+    the parser (the last one wins) while a reader or another parser may show the first."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateMember(key)
+        out[key] = value
+    return out
+
+
 def load_bundle(data: bytes | str) -> dict[str, Any]:
-    """Parse a bundle file; :class:`BundleFormatError` if it is not a JSON object."""
+    """Parse a bundle file; :class:`BundleFormatError` if it is not a JSON object, or names a
+    member twice in one object."""
     try:
-        value = json.loads(data)
+        value = json.loads(data, object_pairs_hook=_unique_members)
+    except _DuplicateMember as exc:
+        raise BundleFormatError(
+            f"the bundle names the member {str(exc)[:64]!r} twice in one object (one copy would be "
+            "shown, the other checked)"
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise BundleFormatError("the bundle is not valid JSON") from None
     except RecursionError:

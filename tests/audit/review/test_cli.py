@@ -505,6 +505,15 @@ def test_verify_export_failures_in_json(
     garbage = run(capsys, "verify-export", str(tmp_path / "garbage.json"), *logs, "--json")
     assert "not valid JSON" in assert_check_failed(garbage, "EXPORT_FORMAT")["message"]
 
+    # a forged copy of a member before the signed one: one copy would be shown, the other checked
+    signed = json.dumps(original["logs"][0]["entries"][0]["entry"])
+    compact = json.dumps(original)
+    doubled = compact.replace('"entry": ' + signed, '"entry": {"purpose": "FORGED"}, "entry": ' + signed, 1)
+    assert doubled != compact
+    (tmp_path / "doubled.json").write_text(doubled)
+    twice = run(capsys, "verify-export", str(tmp_path / "doubled.json"), *logs, "--json")
+    assert "'entry' twice" in assert_check_failed(twice, "EXPORT_FORMAT")["message"]
+
 
 @pytest.fixture
 def tampered_a(replicas: Replicas, tmp_path: Path) -> tuple[Path, int]:

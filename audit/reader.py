@@ -314,15 +314,20 @@ class LogReader:
         log's own key): (checkpoint, signed note bytes). :class:`ReadError` if there is none;
         the :class:`~audit.errors.VerificationError` of :func:`~audit.checkpoint.open_note` if it
         does not verify (its message naming the ``latest`` file)."""
-        note = self.checkpoints.latest()
-        if note is None:
-            raise ReadError(f"the log {self.log_id} has no checkpoint")
+        store = self.checkpoints
+        note, path = store.latest(), store.latest_path
+        if note is None:  # ``latest`` lost (a crash between files, or removed): the newest numbered
+            sizes = store.sizes()
+            if not sizes:
+                raise ReadError(f"the log {self.log_id} has no checkpoint")
+            path = store.path_for(max(sizes))
+            note = path.read_bytes()
         try:
             checkpoint, _ = open_note(
                 note, list(verifiers or [self.meta.verifier]), hash_size=self.suite.digest_size
             )
         except VerificationError as exc:  # the same error, naming the file
-            exc.args = (f"{self.checkpoints.latest_path}: {exc}",)
+            exc.args = (f"{path}: {exc}",)
             raise
         if checkpoint.origin != self.log_id:
             raise ReadError(f"the latest checkpoint is of another log ({checkpoint.origin})")

@@ -563,6 +563,20 @@ def test_consistency_from_a_tampered_index_fails_against_the_signed_checkpoint(
     one_line(err)
 
 
+def test_prove_without_the_latest_file_uses_the_newest_numbered_checkpoint(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``latest`` lost (a crash between the two files, or removed): the numbered checkpoints
+    still sign the log (prove said the log had no checkpoint)."""
+    log, _home = setup
+    (log / "checkpoints" / "latest").unlink()
+    code, out, err = dsgw(capsys, "audit", "prove", "--log", str(log), "--index", "17", "--json")
+    assert code == 0, err
+    proof = json.loads(out)
+    assert proof["tree_size"] == 30
+    assert proof["checkpoint"].encode() == (log / "checkpoints" / checkpoint_name(30)).read_bytes()
+
+
 def test_prove_beyond_the_log_or_the_checkpoint(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

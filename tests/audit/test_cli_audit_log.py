@@ -267,6 +267,7 @@ def _tamper(case: str, log: Path, home: Path, tmp_path: Path) -> list[str]:
     from audit.checkpoint import Signer, open_note, sign_checkpoint
     from tests.audit.test_verify import (
         build,
+        delete_frame,
         drop_index,
         edit,
         frame,
@@ -280,10 +281,7 @@ def _tamper(case: str, log: Path, home: Path, tmp_path: Path) -> list[str]:
     elif case == "crc_fixed":
         edit(log, 25, 30, crc=True)
     elif case == "deleted":
-        f = frame(log, 25)
-        path = segment_of(log, f)
-        data = path.read_bytes()
-        path.write_bytes(data[: f.offset] + data[f.offset + frame_len(f) :])
+        delete_frame(log, 25)
     elif case == "swapped":
         a, b = frame(log, 25), frame(log, 26)
         path = segment_of(log, a)

@@ -128,6 +128,14 @@ def edit(log_dir: Path, index: int, at: int, *, crc: bool) -> None:
     path.write_bytes(bytes(data))
 
 
+def delete_frame(log_dir: Path, index: int) -> None:
+    """Cut entry ``index``'s frame out of its segment (the entries after it move up)."""
+    f = frame(log_dir, index)
+    path = segment_of(log_dir, f)
+    data = path.read_bytes()
+    path.write_bytes(data[: f.offset] + data[f.offset + frame_len(f) :])
+
+
 def drop_index(log_dir: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{log_dir / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
@@ -216,10 +224,7 @@ def test_a_missing_index_row_does_not_blame_an_untouched_entry(log: Path) -> Non
 
 
 def test_a_deleted_entry_is_a_gap(log: Path) -> None:
-    f = frame(log, 25)
-    path = segment_of(log, f)
-    data = path.read_bytes()
-    path.write_bytes(data[: f.offset] + data[f.offset + frame_len(f) :])
+    delete_frame(log, 25)
     problem = verify(log).problem
     assert problem is not None and problem.code == "ENTRY_MISSING" and problem.entry == 25
 
@@ -230,10 +235,7 @@ def test_an_entry_changed_before_a_structural_problem_is_named_first(log: Path, 
     checkpoint interval: the first bad entry is 22 (25 was named, 22 never mentioned)."""
     edit(log, 22, 3, crc=True)
     if second == "deleted":
-        f = frame(log, 25)
-        path = segment_of(log, f)
-        data = path.read_bytes()
-        path.write_bytes(data[: f.offset] + data[f.offset + frame_len(f) :])
+        delete_frame(log, 25)
     else:
         edit(log, 25, 3, crc=False)
     problem = verify(log).problem

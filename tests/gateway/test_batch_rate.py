@@ -4,26 +4,14 @@ ends the stream RESOURCE_EXHAUSTED, and the subjects it asked about are audited 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from gateway.client import GatewayError
-from gateway.devsetup import DevHome
-from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit, start_gateway
+from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit
 
 
-@pytest.fixture(scope="module")
-def gw(dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = start_gateway(dev_home, tmp_path_factory.mktemp("batchrate") / "home")
-    try:
-        yield g
-    finally:
-        g.stop()
-
-
-def test_a_rate_limited_batch_message_is_audited(gw: Gateway, subjects: Subjects) -> None:
-    education = gw.client("education")  # education -> hrss.person_insurance: 50 calls/s
+def test_a_rate_limited_batch_message_is_audited(gateway: Gateway, subjects: Subjects) -> None:
+    education = gateway.client("education")  # education -> hrss.person_insurance: 50 calls/s
     subject = subjects.insured[3]
     items = [(str(i), subject) for i in range(200)]  # one item per message: 200 calls
     answered = []
@@ -34,10 +22,12 @@ def test_a_rate_limited_batch_message_is_audited(gw: Gateway, subjects: Subjects
             answered.append(result)
     assert (limited.value.code, limited.value.reason) == ("RESOURCE_EXHAUSTED", "RATE_LIMITED")
     assert 0 < len(answered) < len(items)
-    log = gw.background.worker.audit
+    log = gateway.background.worker.audit
     assert log is not None and log.flush_index(timeout=30)
     access = [
-        e for e in entries_of(read_audit(gw.home, [gw.audit_dir]), "batch-rate") if e.body.kind == "access"
+        e
+        for e in entries_of(read_audit(gateway.home, [gateway.audit_dir]), "batch-rate")
+        if e.body.kind == "access"
     ]
     refused = [e for e in access if e.body.reason == "RATE_LIMITED"]
     # the refused message, and the other one in flight if it was refused too

@@ -173,28 +173,22 @@ def test_check_is_for_the_callers_own_consents(gateway: Gateway, subjects: Subje
 def test_check_needs_an_agreement_for_the_dataset(gateway: Gateway, subjects: Subjects) -> None:
     """Without one, Check would tell an agency whether a subject consented to share a dataset
     with others (a subsistence-assistance record, say)."""
-    with pytest.raises(grpc.RpcError) as exc:
-        consent_stub(gateway, "tax").Check(
-            consent_pb2.CheckConsentRequest(
-                subject=subject_ref(subjects.assisted[0]),
-                provider=agency_to_wire(Agency.CIVIL_AFFAIRS),
-                dataset="assistance",
-                purpose="employment_assistance",
-            ),
-            timeout=5,
-        )
-    assert _reason(exc.value) == ("PERMISSION_DENIED", "NO_AGREEMENT")
-    with pytest.raises(grpc.RpcError) as unknown:
-        consent_stub(gateway, "tax").Check(
-            consent_pb2.CheckConsentRequest(
-                subject=subject_ref(subjects.assisted[0]),
-                provider=agency_to_wire(Agency.CIVIL_AFFAIRS),
-                dataset="no_such_dataset",
-                purpose="employment_assistance",
-            ),
-            timeout=5,
-        )
-    assert _reason(unknown.value) == ("INVALID_ARGUMENT", "UNKNOWN_DATASET")
+
+    def check(dataset: str) -> tuple[str, str]:
+        with pytest.raises(grpc.RpcError) as exc:
+            consent_stub(gateway, "tax").Check(
+                consent_pb2.CheckConsentRequest(
+                    subject=subject_ref(subjects.assisted[0]),
+                    provider=agency_to_wire(Agency.CIVIL_AFFAIRS),
+                    dataset=dataset,
+                    purpose="employment_assistance",
+                ),
+                timeout=5,
+            )
+        return _reason(exc.value)
+
+    assert check("assistance") == ("PERMISSION_DENIED", "NO_AGREEMENT")
+    assert check("no_such_dataset") == ("INVALID_ARGUMENT", "UNKNOWN_DATASET")
 
 
 def test_grant_with_a_request_id_is_idempotent(

@@ -5,30 +5,19 @@ and unaudited), and each refusal is audited."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 
 from gateway.client import GatewayError
 from gateway.consent.errors import StoreError
-from gateway.devsetup import DevHome
-from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit, start_gateway
+from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit
 
 _ids = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def gw(dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = start_gateway(dev_home, tmp_path_factory.mktemp("storedown") / "home")
-    try:
-        yield g
-    finally:
-        g.stop()
-
-
 @pytest.fixture
-def store_down(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = gw.background.worker.store
+def store_down(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = gateway.background.worker.store
     assert store is not None
 
     def down(*_args: object, **_kwargs: object) -> object:
@@ -37,16 +26,16 @@ def store_down(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store, "records_for", down)
 
 
-def _audited(gw: Gateway, request_id: str) -> list[tuple[str, str]]:
-    log = gw.background.worker.audit
+def _audited(gateway: Gateway, request_id: str) -> list[tuple[str, str]]:
+    log = gateway.background.worker.audit
     assert log is not None and log.flush_index(timeout=30)
-    entries = entries_of(read_audit(gw.home, [gw.audit_dir]), request_id)
+    entries = entries_of(read_audit(gateway.home, [gateway.audit_dir]), request_id)
     return [(e.body.decision.value, e.body.reason) for e in entries if e.body.kind == "access"]
 
 
 @pytest.mark.usefixtures("store_down")
-def test_query_and_verify_are_unavailable_and_audited(gw: Gateway, subjects: Subjects) -> None:
-    client = gw.client("hrss")
+def test_query_and_verify_are_unavailable_and_audited(gateway: Gateway, subjects: Subjects) -> None:
+    client = gateway.client("hrss")
     subject = subjects.graduates[3][0]
     rid = f"store-down-q-{next(_ids)}"
     with pytest.raises(GatewayError) as query:
@@ -54,21 +43,21 @@ def test_query_and_verify_are_unavailable_and_audited(gw: Gateway, subjects: Sub
     assert (query.value.code, query.value.reason) == ("UNAVAILABLE", "CONSENT_STORE_UNAVAILABLE")
     assert query.value.retry_after_s is not None and query.value.retry_after_s > 0
     assert "disk" not in str(query.value)  # the store's own message stays in the gateway
-    assert _audited(gw, rid) == [("denied", "CONSENT_STORE_UNAVAILABLE")]
+    assert _audited(gateway, rid) == [("denied", "CONSENT_STORE_UNAVAILABLE")]
 
-    education = gw.client("education")  # reads hrss's insurance with consent
+    education = gateway.client("education")  # reads hrss's insurance with consent
     rid = f"store-down-v-{next(_ids)}"
     with pytest.raises(GatewayError) as verify:
         education.verify(
             subjects.insured[0], "graduate_employment", "hrss", "currently_insured", request_id=rid
         )
     assert (verify.value.code, verify.value.reason) == ("UNAVAILABLE", "CONSENT_STORE_UNAVAILABLE")
-    assert _audited(gw, rid) == [("denied", "CONSENT_STORE_UNAVAILABLE")]
+    assert _audited(gateway, rid) == [("denied", "CONSENT_STORE_UNAVAILABLE")]
 
 
 @pytest.mark.usefixtures("store_down")
-def test_batch_items_are_refused_and_audited(gw: Gateway, subjects: Subjects) -> None:
-    education = gw.client("education")
+def test_batch_items_are_refused_and_audited(gateway: Gateway, subjects: Subjects) -> None:
+    education = gateway.client("education")
     rid = f"store-down-b-{next(_ids)}"
     items = [("1", subjects.insured[1]), ("2", subjects.insured[2])]
     out = list(
@@ -78,4 +67,4 @@ def test_batch_items_are_refused_and_audited(gw: Gateway, subjects: Subjects) ->
         ("1", None, "CONSENT_STORE_UNAVAILABLE"),
         ("2", None, "CONSENT_STORE_UNAVAILABLE"),
     ]
-    assert _audited(gw, rid) == [("denied", "CONSENT_STORE_UNAVAILABLE")] * 2
+    assert _audited(gateway, rid) == [("denied", "CONSENT_STORE_UNAVAILABLE")] * 2

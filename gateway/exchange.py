@@ -380,21 +380,10 @@ class Exchange:
         )
         return request, consent_step.basis_of(agreement)
 
-    def _decide(
-        self,
-        caller: Agency,
-        agreement: Agreement,
-        descriptor: DatasetDescriptor,
-        fields: tuple[str, ...],
-        subject: Subject,
-        purpose: str,
-        *,
-        consume: bool = True,
-    ) -> Decision:
-        """Step 4 (blocking: reads the consent store; counts a use of a limited consent unless
-        ``consume`` is off). Under a statutory duty the store is not read: the pure decision needs
-        no consents."""
-        request, basis = self._check(caller, agreement, descriptor, fields, subject, purpose)
+    def _decide(self, request: CheckRequest, basis: Basis, *, consume: bool = True) -> Decision:
+        """Step 4 on :meth:`_check`'s question (blocking: reads the consent store; counts a use of
+        a limited consent unless ``consume`` is off). Under a statutory duty the store is not
+        read: the pure decision needs no consents."""
         if basis.statutory_duty:
             return decide((), request, self.consent.clock(), basis)
         return self.consent.decide(request, basis=basis, consume=consume)
@@ -499,7 +488,7 @@ class Exchange:
                 for p in plans
             ]
             if len(checks) == 1 and checks[0][1].statutory_duty:
-                decisions = [decide((), checks[0][0], self.consent.clock(), checks[0][1])]
+                decisions = [self._decide(*checks[0])]
             else:
                 decisions = self.consent.decide_all(checks, consume=True)
             if len(plans) != 1 or not decisions[0].allowed:
@@ -684,7 +673,9 @@ class Exchange:
         def work() -> tuple[Decision, bool | None]:
             fetch_step.require_time(adapter, self._time_left(meta))  # before a consent use is spent
             decision = self._decide(
-                meta.caller, agreement, descriptor, descriptor.field_names(), subject, meta.purpose
+                *self._check(
+                    meta.caller, agreement, descriptor, descriptor.field_names(), subject, meta.purpose
+                )
             )
             # the basis and its reference (consent ids, duty) also go into the entry of a failed call
             facts.basis = decision.basis.value
@@ -780,14 +771,19 @@ class BatchVerifier:
         decisions: list[Decision]
         try:
             if consent_step.basis_of(self.agreement).statutory_duty:
-                one = x._decide(caller, self.agreement, self.descriptor, fields, items[0][1], purpose)
+                one = x._decide(
+                    *x._check(caller, self.agreement, self.descriptor, fields, items[0][1], purpose)
+                )
                 decisions = [one] * len(items)
             else:
                 # no time left to ask the provider: the items fail PROVIDER_TIMEOUT below, and no
                 # use of a use-limited consent is spent on them
                 consume = fetch_step.has_time(timeout)
                 decisions = [
-                    x._decide(caller, self.agreement, self.descriptor, fields, s, purpose, consume=consume)
+                    x._decide(
+                        *x._check(caller, self.agreement, self.descriptor, fields, s, purpose),
+                        consume=consume,
+                    )
                     for _, s in items
                 ]
         except StoreError:  # no consent decision could be made: each item refused, audited

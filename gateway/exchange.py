@@ -39,7 +39,7 @@ from audit.errors import AuditError
 from dsgw.v1 import audit_pb2
 from gateway import localtime
 from gateway.config import Agreement, GatewayConfig
-from gateway.consent.decision import Basis, BasisKind, CheckRequest, Decision, decide
+from gateway.consent.decision import Basis, BasisKind, CheckRequest, Decision
 from gateway.consent.errors import StoreError
 from gateway.consent.service import ConsentService
 from gateway.idempotency import IdempotencyCache
@@ -381,11 +381,8 @@ class Exchange:
         return request, consent_step.basis_of(agreement)
 
     def _decide(self, request: CheckRequest, basis: Basis, *, consume: bool = True) -> Decision:
-        """Step 4 on :meth:`_check`'s question (blocking: reads the consent store; counts a use of
-        a limited consent unless ``consume`` is off). Under a statutory duty the store is not
-        read: the pure decision needs no consents."""
-        if basis.statutory_duty:
-            return decide((), request, self.consent.clock(), basis)
+        """Step 4 on :meth:`_check`'s question (blocking: reads the consent store, except under a
+        statutory duty; counts a use of a limited consent unless ``consume`` is off)."""
         return self.consent.decide(request, basis=basis, consume=consume)
 
     def _plan(
@@ -487,10 +484,7 @@ class Exchange:
                 self._check(meta.caller, p.agreement, p.descriptor, p.fields, subject, meta.purpose)
                 for p in plans
             ]
-            if len(checks) == 1 and checks[0][1].statutory_duty:
-                decisions = [self._decide(*checks[0])]
-            else:
-                decisions = self.consent.decide_all(checks, consume=True)
+            decisions = self.consent.decide_all(checks, consume=True)
             if len(plans) != 1 or not decisions[0].allowed:
                 return decisions, None
             p = plans[0]

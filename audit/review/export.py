@@ -677,6 +677,21 @@ def _check_opens(item: _Item, section: _Section, key: DataKeySource | bytes, whe
         raise EntryContentError("the decrypted payload is not what the sealed entry contains", **where)
 
 
+def _check_shredded(item: _Item, section: _Section, keys: DataKeySource, where: dict[str, Any]) -> None:
+    """With the log's keyring: an entry marked shredded must not open (else the exporter withheld
+    its details while its data key still exists)."""
+    try:
+        open_sealed(
+            item.sealed, keyring_or_dek=keys, log_id=section.log_id, index=item.index, suite=section.suite
+        )
+    except (KeyShredded, SealError, KeyProviderError):
+        return  # shredded indeed, or not openable here: the mark stands on the exporter's signature
+    raise EntryContentError(
+        "the entry is marked shredded, but its data key is in the log's keyring: its details were withheld",
+        **where,
+    )
+
+
 def _verify_section(
     section: _Section,
     verifiers: Sequence[Verifier],
@@ -710,6 +725,8 @@ def _verify_section(
             located, ok = _check_content(item, section, auditor, keys)
             found.append(located)
             checked += ok
+        elif item.shredded is not None and keys is not None:
+            _check_shredded(item, section, keys, at)
     verified = VerifiedLog(
         origin=section.origin,
         tree_size=checkpoint.size,

@@ -254,6 +254,13 @@ def _swap_payload(bundle: dict[str, Any]) -> None:
     entries[0]["payload"], entries[0]["entry"] = entries[1]["payload"], entries[1]["entry"]
 
 
+def _false_shred(bundle: dict[str, Any]) -> None:
+    # an exporter withholds a decrypted entry's details by marking it shredded
+    item = bundle["logs"][0]["entries"][0]
+    del item["payload"], item["entry"]
+    item["shredded"] = {"period": "2026-11", "shredded_at": "2026-12-01T00:00:00Z"}
+
+
 def _garbage_payload(bundle: dict[str, Any]) -> None:
     bundle["logs"][0]["entries"][0]["payload"] = base64.b64encode(b"\xff\xff\xff").decode()
 
@@ -323,6 +330,7 @@ def _unknown_suite(bundle: dict[str, Any]) -> None:
     [
         (_set_entry_json, EntryContentError, False),
         (_swap_payload, EntryContentError, True),
+        (_false_shred, EntryContentError, True),
         (_garbage_payload, EntryContentError, False),
         (_flip_sealed, EntryInclusionError, False),
         (_consistent_leaf_wrong_index, EntryInclusionError, False),

@@ -19,7 +19,7 @@ from audit.keys import FileKeyProvider, Keyring, load_blind_index_key
 from audit.layout import HomeKeys, LogMeta
 from audit.log import AuditLog
 from audit.review.export import verify_export
-from audit.review.query import AuditorKeys, Criteria, LogCorrupted, LogReader, LogSet, ReviewError
+from audit.review.query import AuditorKeys, Criteria, EntryRef, LogCorrupted, LogReader, LogSet, ReviewError
 from audit.review.report import ReportConfig, build_report
 from audit.review.subject_report import subject_report
 from tests.audit.review import OTHER, PERSON, SPIKE_DAY, Replicas, access, local, person
@@ -211,6 +211,26 @@ def test_shredded_entries_are_skipped_and_counted(auditor: AuditorKeys, copy_a: 
         result = logs.search(Criteria(subject=ME))
     assert result.entries == []
     assert result.logs[0].shredded == 4
+
+
+def test_a_shredded_entry_exported_verifies_with_the_keyring(
+    replicas: Replicas, auditor: AuditorKeys, copy_a: Path
+) -> None:
+    """Marked shredded by the export and shredded in the keyring: the mark holds (a mark on an
+    entry whose key still exists is refused: test_export)."""
+    assert auditor.provider is not None
+    meta = LogMeta.load(copy_a)
+    keyring = Keyring.open(copy_a / "keyring.jsonl", auditor.provider, log_id=meta.log_id)
+    for period in keyring.periods():
+        keyring.shred(period, force=True)
+    key = HomeKeys(replicas.home).load().checkpoint_key
+    with LogSet.open([copy_a], auditor) as logs:
+        signer = logs.signer(key, "auditor")
+        bundle = logs.export([EntryRef(meta.log_id, 0)], signer, decrypt=True)
+    assert "shredded" in bundle["logs"][0]["entries"][0]
+    shredded = Keyring.open(copy_a / "keyring.jsonl", auditor.provider, log_id=meta.log_id)
+    result = verify_export(bundle, [meta.vkey], data_keys={meta.log_id: shredded})
+    assert len(result.logs[0].shredded) == 1
 
 
 # --- report, subject report -------------------------------------------------------------------

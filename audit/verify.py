@@ -564,7 +564,21 @@ class _Verifier:
             want = expected + pos
             if idx == want:
                 continue
+            if idx < want:  # an entry seen before comes again
+                raise _fail(
+                    "ENTRY_ORDER",
+                    f"entry {idx} appears again (duplicated or moved back) at the place of entry {want} "
+                    f"in segment {segment}",
+                    entry=want,
+                )
             following = indices[pos + 1] if pos + 1 < len(indices) else None
+            if following != want and want in indices[pos + 1 :]:  # present, further on
+                raise _fail(
+                    "ENTRY_ORDER",
+                    f"entry {want} is out of order (moved or swapped): segment {segment} has entry {idx} "
+                    "at its place",
+                    entry=want,
+                )
             if following == want:
                 raise _fail(
                     "ENTRY_ORDER",

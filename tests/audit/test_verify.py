@@ -255,6 +255,33 @@ def test_two_swapped_entries_are_out_of_order(log: Path) -> None:
     assert "25 and 26" in problem.message
 
 
+def _frames(log_dir: Path, first: int, last: int) -> tuple[Path, bytes, list[bytes]]:
+    """The segment holding entries ``first`` to ``last``, its bytes, and their frames."""
+    frames = [frame(log_dir, i) for i in range(first, last + 1)]
+    assert len({f.segment for f in frames}) == 1
+    path = segment_of(log_dir, frames[0])
+    data = path.read_bytes()
+    return path, data, [data[f.offset : f.offset + frame_len(f)] for f in frames]
+
+
+def test_entries_swapped_apart_are_out_of_order_not_missing(log: Path) -> None:
+    path, data, (e22, e23, e24, e25) = _frames(log, 22, 25)
+    start = frame(log, 22).offset
+    path.write_bytes(data[:start] + e25 + e23 + e24 + e22 + data[start + len(e22 + e23 + e24 + e25) :])
+    problem = verify(log).problem
+    assert problem is not None and (problem.code, problem.entry) == ("ENTRY_ORDER", 22), problem
+    assert "moved or swapped" in problem.message and "missing" not in problem.message
+
+
+def test_a_duplicated_entry_is_named_not_its_neighbour(log: Path) -> None:
+    path, data, (e22, e23) = _frames(log, 22, 23)
+    start = frame(log, 22).offset
+    path.write_bytes(data[:start] + e22 + e22 + e23 + data[start + len(e22 + e23) :])
+    problem = verify(log).problem
+    assert problem is not None and (problem.code, problem.entry) == ("ENTRY_ORDER", 23), problem
+    assert "entry 22 appears again" in problem.message
+
+
 def test_swapped_entries_with_their_index_fields_swapped_too(log: Path, home: Path) -> None:
     a, b = frame(log, 25), frame(log, 26)
     path = segment_of(log, a)

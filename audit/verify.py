@@ -606,6 +606,14 @@ class _Verifier:
         if hmac.compare_digest(root, cp.root):
             self.report.checkpoints += 1
             return
+        if cp.size == 0:  # no entry is involved: the tree hash itself differs
+            raise _fail(
+                "ROOT_MISMATCH",
+                f"the empty tree's root under this log's hash ({self.reader.suite.name} suite) is "
+                f"{_b64(root)}, checkpoint {cp.name} says {_b64(cp.root)}: log.json's suite does not "
+                "match the log's checkpoints (log.json was changed, or the checkpoints are another log's)",
+                checkpoint=cp.name,
+            )
         culprit = self.localize(verified_to, cp.size)
         where = f"entries {verified_to} to {cp.size - 1}"
         if culprit is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import shutil
 import sqlite3
 import zlib
@@ -22,7 +23,7 @@ import pytest
 from audit.checkpoint import Checkpoint, Signer, open_note, sign_checkpoint
 from audit.checkpoints import CheckpointPolicy, checkpoint_name
 from audit.keys import FileKeyProvider
-from audit.layout import HomeKeys, LogMeta
+from audit.layout import HomeKeys, LogLayoutError, LogMeta
 from audit.log import AuditLog
 from audit.reader import Frame, LogReader
 from audit.segment import FRAME_HEAD, list_segments
@@ -404,6 +405,22 @@ def test_a_rollback_and_rewrite_is_a_fork_against_a_kept_checkpoint(
 
 
 # --- checkpoints and keys ---------------------------------------------------------------------
+
+
+def test_a_changed_suite_in_log_json_is_named(log: Path) -> None:
+    """The empty tree's checkpoint no longer matches: no entry is involved (the message spoke of
+    "one of entries 0 to -1")."""
+    meta = json.loads((log / "log.json").read_text())
+    gm = meta["suite"] == "gm"
+    meta["suite"] = "default" if gm else "gm"
+    (log / "log.json").write_text(json.dumps(meta))
+    if gm:  # an SM2 key cannot be a default log's: log.json itself is refused
+        with pytest.raises(LogLayoutError, match="SM2 checkpoint key"):
+            LogReader(log)
+        return
+    problem = verify_log(LogReader(log), jobs=1).problem
+    assert problem is not None and problem.code == "ROOT_MISMATCH" and problem.entry is None
+    assert "log.json's suite" in problem.message and "-1" not in problem.message
 
 
 def test_a_checkpoint_with_a_bad_signature(log: Path) -> None:

@@ -753,6 +753,12 @@ class BatchVerifier:
         f.parameters = self.params
         return f
 
+    def _refused(self, items: Sequence[tuple[int, Subject]], reason: str) -> list[audit_pb2.AuditEntry]:
+        """The entries of subjects refused before any consent decision (no legal basis found)."""
+        none = BasisKind.NONE.value
+        verdicts = [Verdict(s, none, "", False, reason, "") for _, s in items]
+        return access_entries(self._facts(items[0][1]), verdicts)
+
     def _run_chunk(
         self, items: Sequence[tuple[int, Subject]], timeout: float | None
     ) -> tuple[list[tuple[int, str, bool | None]], list[audit_pb2.AuditEntry]]:
@@ -783,10 +789,7 @@ class BatchVerifier:
         except StoreError:  # no consent decision could be made: each item refused, audited
             _log.error("consent.store_unavailable", method="batch_verify")
             reason = ConsentStoreDown().reason
-            none = BasisKind.NONE.value
-            refused = [Verdict(s, none, "", False, reason, "") for _, s in items]
-            template = self._facts(items[0][1])
-            return [(pos, reason, None) for pos, _ in items], access_entries(template, refused)
+            return [(pos, reason, None) for pos, _ in items], self._refused(items, reason)
         allowed = [s for (_, s), d in zip(items, decisions, strict=True) if d.allowed]
         answers: list[bool | None] = []
         failure: RequestError | None = None
@@ -862,9 +865,7 @@ class BatchVerifier:
             try:
                 self.x._rate(self.meta, self.agreement)  # a message counts as one call
             except RequestError as exc:  # refused: every subject of the message is audited
-                none = BasisKind.NONE.value
-                refused = [Verdict(s, none, "", False, exc.reason, "") for _, s in todo]
-                await self.x._write_many(access_entries(self._facts(todo[0][1]), refused))
+                await self.x._write_many(self._refused(todo, exc.reason))
                 self.x.metrics.decision(
                     "batch_verify", self.meta.caller.value, self.pd.agency.value, exc.reason.lower()
                 )

@@ -478,14 +478,17 @@ class SqlAdapter:
         conn: Connection, anchor: Anchor, groups: Mapping[GroupKey, Sequence[str]]
     ) -> dict[GroupKey, list[Key]]:
         """Anchor keys of each group's stored forms, with one indexed IN query per batch."""
-        lookup: dict[str, GroupKey] = {}
+        lookup: dict[str, list[GroupKey]] = {}  # a form may be several groups' (a subject asked twice)
         for group, forms in groups.items():
             for form in forms:
-                lookup.setdefault(form, group)
+                owners = lookup.setdefault(form, [])
+                if group not in owners:
+                    owners.append(group)
         found: dict[GroupKey, set[Key]] = {g: set() for g in groups}
         for batch in batched(list(lookup)):
             for key, stored in select_in(conn, anchor.lookup, "ids", batch):
-                found[lookup[stored]].add(key)
+                for group in lookup[stored]:
+                    found[group].add(key)
         return {g: sorted(keys) for g, keys in found.items()}
 
     def _record(
@@ -523,6 +526,45 @@ class SqlAdapter:
         record = self.source.run("fetch", work, timeout=timeout, log_fields={"dataset": dataset})
         dumped = record.model_dump()
         return FetchResult(self.agency, dataset, {n: dumped[n] for n in names})
+
+    def fetch_many(
+        self,
+        dataset: str,
+        subjects: Sequence[Subject],
+        fields: Sequence[str] | None = None,
+        *,
+        as_of: dt.date | None = None,
+        timeout: float | None = None,
+    ) -> list[FetchResult | None]:
+        """:meth:`fetch` for many subjects in one source call (one read transaction, one identity
+        query and one record query per batch of keys): one result per subject, in order; None
+        where the source holds no record of the subject."""
+        spec = self._dataset(dataset)
+        kind = spec.descriptor.subject_kind
+        for subject in subjects:
+            self._check_subject(kind, f"dataset {dataset!r}", subject)
+        names = self._fields(spec.descriptor, fields)
+        day = as_of or dt.date.today()
+        groups: dict[GroupKey, Sequence[str]] = {i: stored_forms(kind, s.id) for i, s in enumerate(subjects)}
+
+        def work(conn: Connection) -> list[FetchResult | None]:
+            keys = {g: k for g, k in self._resolve(conn, spec.anchor, groups).items() if k}
+            records = spec.build(conn, keys, day) if keys else {}
+            out: list[FetchResult | None] = []
+            for i in range(len(subjects)):
+                record = records.get(i)
+                if record is None:
+                    out.append(None)
+                else:
+                    dumped = record.model_dump()
+                    out.append(FetchResult(self.agency, dataset, {n: dumped[n] for n in names}))
+            return out
+
+        if not subjects:
+            return []
+        return self.source.run(
+            "fetch_many", work, timeout=timeout, log_fields={"dataset": dataset, "count": str(len(subjects))}
+        )
 
     def evaluate(
         self,

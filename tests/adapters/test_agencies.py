@@ -59,6 +59,37 @@ def test_graduation_latest_record(db: NativeDb) -> None:
     assert adapter.evaluate("degree_at_least", person(P1), {"rank": 4}) is False
 
 
+def test_many_subject_calls_answer_a_subject_named_twice_each_time(db: NativeDb) -> None:
+    """evaluate_many / fetch_many with the same subject twice (two BatchVerify items about one
+    person; two concurrent Queries in one batch) answer both: the identity lookup used to give
+    a stored form to the first only, so the second was "not found" (False / None)."""
+    db.add("graduate_record", record_id=1, cert_no=P1, education_level="41", graduation_date="2025-06-30")
+    db.add("graduate_record", record_id=2, cert_no=to_fullwidth(P2), education_level="31")
+    adapter = db.adapter(Agency.EDUCATION)
+    subjects = [person(P1), person(P3), person(P1), person(P2), person(P1)]
+    assert adapter.evaluate_many("graduated_within_years", subjects, {"years": 2}, as_of=AS_OF) == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    fetched = adapter.fetch_many("graduation", subjects, ["level", "graduation_date"], as_of=AS_OF)
+    one = {"level": "associate", "graduation_date": dt.date(2025, 6, 30)}
+    assert [r.values if r is not None else None for r in fetched][:3] == [one, None, one]
+    assert fetched[3] is not None and fetched[3].values["level"] == "bachelor"
+    assert fetched[4] is not None and fetched[4].values == one
+    # the same answers as one fetch per subject
+    for subject, result in zip(subjects, fetched, strict=True):
+        try:
+            single = adapter.fetch("graduation", subject, ["level", "graduation_date"], as_of=AS_OF)
+        except SubjectNotFound:
+            assert result is None
+        else:
+            assert result == single
+    assert adapter.fetch_many("graduation", [], as_of=AS_OF) == []
+
+
 def test_graduation_tie_on_date_takes_larger_record_id(db: NativeDb) -> None:
     db.add("graduate_record", record_id=7, cert_no=P1, education_level="31", graduation_date="2024-06-30")
     db.add("graduate_record", record_id=8, cert_no=P1, education_level="11", graduation_date="2024-06-30")

@@ -220,6 +220,20 @@ def new_consent_id() -> str:
     return f"cns-{uuid.uuid4().hex}"
 
 
+def _use_limits(decided: Sequence[tuple[Decision, Sequence[ConsentRecord]]]) -> dict[str, int]:
+    """The use-limited consents that allowed decisions rest on: consent id -> its use limit."""
+    limits: dict[str, int] = {}
+    for decision, records in decided:
+        if decision.basis is not BasisKind.CONSENT:
+            continue
+        by_id = {r.consent_id: r for r in records}
+        for cid in decision.consent_ids:
+            limit = by_id[cid].terms.use_limit if cid in by_id else None
+            if limit is not None:
+                limits[cid] = limit
+    return limits
+
+
 class ConsentService:
     """Grant, revoke, check, list, expire and opt-out over one :class:`ConsentStore`.
 
@@ -661,19 +675,65 @@ class ConsentService:
             decisions = [decision for decision, _ in decided]
             if not consume or not all(d.allowed for d in decisions):
                 return decisions
-            limits: dict[str, int] = {}
-            for decision, records in decided:
-                if decision.basis is not BasisKind.CONSENT:
-                    continue
-                by_id = {r.consent_id: r for r in records}
-                for cid in decision.consent_ids:
-                    limit = by_id[cid].terms.use_limit if cid in by_id else None
-                    if limit is not None:
-                        limits[cid] = limit
+            limits = _use_limits(decided)
             if not limits or self._consume_all(list(limits.items())):
                 return decisions
             # another caller took a last use first: decide again on fresh data
         raise StoreError("consent store busy: the uses of a limited consent kept changing; try again")
+
+    def decide_many(
+        self,
+        calls: Sequence[Sequence[tuple[CheckRequest, Basis]]],
+        *,
+        now: datetime | None = None,
+        consume: bool = False,
+    ) -> builtins.list[builtins.list[Decision] | StoreError]:
+        """:meth:`decide_all` for each of several calls (concurrent Queries), with one store read
+        per subject kind and dataset for all of them instead of one per call. Each call gets
+        what decide_all would give it, or the StoreError it would raise. A call whose allowed
+        decisions spend a use of a limited consent goes through decide_all itself (the use is
+        counted atomically there, on fresh data)."""
+        when = self._aware(now, "now") if now is not None else self.clock()
+        wanted: dict[tuple[str, str, str], builtins.list[str]] = {}
+        for call in calls:
+            for request, basis in call:
+                if not basis.statutory_duty:
+                    key = (request.subject.kind.value, request.provider.value, request.dataset)
+                    wanted.setdefault(key, []).append(request.subject.id)
+        found: dict[tuple[str, str, str], dict[str, builtins.list[ConsentRecord]]] = {}
+        failed: StoreError | None = None
+        try:
+            for (kind, provider, dataset), ids in wanted.items():
+                found[(kind, provider, dataset)] = self.store.records_for_many(
+                    kind, ids, dataset=(provider, dataset)
+                )
+        except StoreError as exc:
+            failed = exc
+        out: builtins.list[builtins.list[Decision] | StoreError] = []
+        for call in calls:
+            decided: builtins.list[tuple[Decision, Sequence[ConsentRecord]]] = []
+            for request, basis in call:
+                if basis.statutory_duty:
+                    decided.append((decide((), request, when, basis), ()))
+                    continue
+                if failed is not None:
+                    break
+                key = (request.subject.kind.value, request.provider.value, request.dataset)
+                records = found[key][request.subject.id]
+                decided.append((decide(records, request, when, basis), records))
+            if len(decided) < len(call):
+                assert failed is not None
+                out.append(failed)
+                continue
+            decisions = [decision for decision, _ in decided]
+            if consume and all(d.allowed for d in decisions) and _use_limits(decided):
+                try:
+                    decisions = self.decide_all(call, now=now, consume=True)
+                except StoreError as exc:
+                    out.append(exc)
+                    continue
+            out.append(decisions)
+        return out
 
     def _consume_all(self, items: Sequence[tuple[str, int | None]]) -> bool:
         if len(items) == 1:

@@ -90,6 +90,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from adapters.agencies import Agency
 from adapters.contract import SubjectKind
 from adapters.sources import SourceConfig, make_engine
+from adapters.statements import IN_BATCH, bucket
 from gateway.consent.errors import ConsentExists, ConsentNotFound, StoreError
 from gateway.consent.model import (
     CaptureChannel,
@@ -114,6 +115,9 @@ EventHook = Callable[[ConsentRecord, StatusEvent], None]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+
+#: Subjects per query of :meth:`ConsentStore.records_for_many`.
+MANY_SUBJECTS = IN_BATCH
 
 
 def to_us(value: datetime) -> int:
@@ -393,6 +397,8 @@ class ConsentStore:
         if self.schema:
             prefix = self._engine.dialect.identifier_preparer.quote_schema(self.schema) + "."
         ph = "?" if self.backend == "sqlite" else "%s"
+        self._ph = ph
+        self._many: dict[int, str] = {}  # records_for_many's statement by IN-list size
         self._hot_sql = (
             "SELECT c.consent_id, c.terms, e.seq, e.status, e.at_us, e.recorded_us, e.channel, "
             f"e.evidence_ref, e.note, u.uses, c.datasets, c.subject_id FROM {prefix}consent c "
@@ -657,23 +663,61 @@ class ConsentStore:
 
         The hot path of every check: one indexed query on this thread's own autocommit
         connection (no transaction stays open, so every call sees every committed revocation)."""
-        params = (subject_id, str(subject_kind))
         only = f" {dataset[0]}.{dataset[1]} " if dataset is not None else None
+        return self._assemble(self._hot_rows(self._hot_sql, (subject_id, str(subject_kind))), only)
+
+    def records_for_many(
+        self,
+        subject_kind: SubjectKind | str,
+        subject_ids: Sequence[str],
+        *,
+        dataset: tuple[str, str] | None = None,
+    ) -> dict[str, builtins.list[ConsentRecord]]:
+        """:meth:`records_for` of several subjects of one kind in one query per
+        ``MANY_SUBJECTS`` of them (the checks of concurrent calls, decided together): each given
+        id maps to its consents, in the order records_for gives them (none: an empty list)."""
+        ids = builtins.list(dict.fromkeys(subject_ids))
+        out: dict[str, builtins.list[ConsentRecord]] = {i: [] for i in ids}
+        only = f" {dataset[0]}.{dataset[1]} " if dataset is not None else None
+        for start in range(0, len(ids), MANY_SUBJECTS):
+            chunk = ids[start : start + MANY_SUBJECTS]
+            size = bucket(len(chunk))
+            padded = chunk + [chunk[-1]] * (size - len(chunk))  # a repeated id matches nothing more
+            by_subject: dict[str, builtins.list[Sequence[Any]]] = {}
+            for row in self._hot_rows(self._many_sql(size), (*padded, str(subject_kind))):
+                by_subject.setdefault(row[11], []).append(row)
+            for subject_id, rows in by_subject.items():
+                if subject_id in out:
+                    out[subject_id] = self._assemble(rows, only)
+        return out
+
+    def _many_sql(self, size: int) -> str:
+        sql = self._many.get(size)
+        if sql is None:
+            marks = ", ".join([self._ph] * size)
+            sql = self._many[size] = self._hot_sql.replace(
+                f"c.subject_id = {self._ph}", f"c.subject_id IN ({marks})", 1
+            )
+        return sql
+
+    def _hot_rows(self, sql: str, params: Sequence[Any]) -> builtins.list[Sequence[Any]]:
+        """The rows of a read on this thread's autocommit connection (one retry on a fresh
+        connection); StoreError if the store cannot be read."""
         if self._memory:
             with self._engine.connect() as conn:
-                return self._assemble(conn.exec_driver_sql(self._hot_sql, params).all(), only)
+                return builtins.list(conn.exec_driver_sql(sql, tuple(params)).all())
         for attempt in (0, 1):
             cur = getattr(self._local, "cur", None)
             if cur is None:
                 cur = self._hot_connection()
             try:
-                rows = cur.execute(self._hot_sql, params).fetchall()
+                rows: builtins.list[Sequence[Any]] = cur.execute(sql, params).fetchall()
             except self._dbapi_error as exc:
                 self._drop_hot_connection()
                 if attempt == 1:
                     raise StoreError(f"consent store unavailable: {_reason(exc)}") from None
                 continue
-            return self._assemble(rows, only)
+            return rows
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _hot_connection(self) -> Any:

@@ -106,6 +106,30 @@ def cpu_seconds(pids: Sequence[int], *, main_thread: bool = False) -> float:
     return total / ticks
 
 
+def batch_totals(ports: Sequence[int]) -> tuple[float, float]:
+    """(Queries, batches) so far of the gateway workers' ``dsgw_query_batch_size`` histogram
+    (their Prometheus endpoints on loopback): one-dataset Queries decided and fetched together."""
+    import urllib.request
+
+    total = count = 0.0
+    for port in ports:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r,
+        ):
+            for line in r.read().decode().splitlines():
+                if line.startswith("dsgw_query_batch_size_sum"):
+                    total += float(line.split()[-1])
+                elif line.startswith("dsgw_query_batch_size_count"):
+                    count += float(line.split()[-1])
+    return total, count
+
+
+def batch_mean(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    calls, batches = after[0] - before[0], after[1] - before[1]
+    return round(calls / batches, 2) if batches else None
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
@@ -549,18 +573,22 @@ def sweep(
     warmup: float,
     name: str,
     pids: Sequence[int],
+    metrics_ports: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     out = []
     for k in levels:
         cpu, loop = cpu_seconds(pids), cpu_seconds(pids, main_thread=True)
+        batches = batch_totals(metrics_ports)
         r = gen.call("closed", port=port, concurrency=k, seconds=seconds, warmup=warmup)
         cpu, loop = cpu_seconds(pids) - cpu, cpu_seconds(pids, main_thread=True) - loop
         r["server_cpu_ms_per_call"] = round(1000 * cpu / max(1, r["all_calls"]), 3)
         r["loop_cpu_ms_per_call"] = round(1000 * loop / max(1, r["all_calls"]), 3)
+        r["query_batch_mean"] = batch_mean(batches, batch_totals(metrics_ports))
         progress(
             f"  {name} K={k:<4} {r['qps']:>8,.0f} calls/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
             f"  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call"
             f" (event loop {r['loop_cpu_ms_per_call']:.3f})"
+            + (f"  {r['query_batch_mean']:.2f} calls/batch" if r["query_batch_mean"] else "")
             + (f"  errors {r['errors']}" if r["errors"] else "")
         )
         out.append(r)
@@ -623,6 +651,12 @@ def main() -> int:
     parser.add_argument(
         "--rate", type=float, default=None, help="paced load at this many calls/s instead (A/B at one load)"
     )
+    parser.add_argument(
+        "--query-batch-wait-ms",
+        type=float,
+        default=None,
+        help="server.query_batch_wait_ms (default: the product's; 0: batch only the calls of one turn)",
+    )
     parser.add_argument("--py-spy", type=Path, default=None, help="record the gateway with py-spy to FILE")
     parser.add_argument(
         "--py-spy-phase", choices=("closed", "batch"), default="closed", help="what --py-spy records"
@@ -669,6 +703,10 @@ def main() -> int:
             server["io_threads"] = args.io_threads
         if args.workers > 1:
             server["listen"] = f"127.0.0.1:{free_port()}"
+        metrics_port = free_port()  # worker i serves its metrics on metrics_port + i
+        server["metrics_listen"] = f"127.0.0.1:{metrics_port}"
+        if args.query_batch_wait_ms is not None:
+            server["query_batch_wait_ms"] = args.query_batch_wait_ms
         dev = make_dev_home(root / "home", persons=persons, employers=employers, server=server)
         config = load_config(dev.config)
         subjects = graduates(dev.data, args.subjects)
@@ -698,7 +736,8 @@ def main() -> int:
         if args.py_spy is not None and args.py_spy_phase == "closed":
             spy = start_spy(args.py_spy, pids[0], int(len(levels) * (seconds + warmup) + 2))
         progress("closed loop against the gateway")
-        gw_levels = sweep(gen, port, levels, seconds, warmup, "gateway", pids)
+        metrics_ports = [metrics_port + i for i in range(args.workers)]
+        gw_levels = sweep(gen, port, levels, seconds, warmup, "gateway", pids, metrics_ports)
         if spy is not None:
             spy.wait(timeout=120)
             spy = None
@@ -711,11 +750,15 @@ def main() -> int:
             f"paced load at {rate:,.0f} calls/s ({rate / peak['qps']:.0%} of the gateway's peak),"
             f" {paced_seconds:g} s"
         )
+        batches = batch_totals(metrics_ports)
         paced = gen.call("paced", port=port, rate=rate, seconds=paced_seconds, warmup=warmup)
+        paced["query_batch_mean"] = batch_mean(batches, batch_totals(metrics_ports))
         progress(
             f"  gateway p50 {paced['p50_ms']:.2f} ms  p90 {paced['p90_ms']:.2f} ms"
             f"  p99 {paced['p99_ms']:.2f} ms"
-            f"  ({paced['answered']:,} answered, max in flight {paced['max_in_flight']})"
+            f"  ({paced['answered']:,} answered, max in flight {paced['max_in_flight']}"
+            + (f", {paced['query_batch_mean']:.2f} calls/batch" if paced["query_batch_mean"] else "")
+            + ")"
         )
         noop_paced = gen.call("paced", port=noop_port, rate=rate, seconds=paced_seconds / 2, warmup=warmup)
         progress(f"  no-op   p50 {noop_paced['p50_ms']:.2f} ms  p99 {noop_paced['p99_ms']:.2f} ms")
@@ -765,6 +808,9 @@ def main() -> int:
                 "noop_server_cpu_ms_per_call": noop_peak["server_cpu_ms_per_call"],
                 "loop_cpu_ms_per_call": peak["loop_cpu_ms_per_call"],
                 "noop_loop_cpu_ms_per_call": noop_peak["loop_cpu_ms_per_call"],
+                "query_batch_mean": peak["query_batch_mean"],
+                "paced_query_batch_mean": paced["query_batch_mean"],
+                "query_batch_wait_ms": config.server.query_batch_wait_ms,
                 "peak_p50_ms": peak["p50_ms"],
                 "peak_p99_ms": peak["p99_ms"],
                 "noop_p50_ms": noop_paced["p50_ms"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import math
 import re
 import time
 from collections import OrderedDict
@@ -100,9 +101,14 @@ class AuditSink(Protocol):
 class Metrics(Protocol):
     def decision(self, method: str, caller: str, provider: str, outcome: str) -> None: ...
 
+    def query_batch(self, size: int) -> None: ...
+
 
 class _NoMetrics:
     def decision(self, method: str, caller: str, provider: str, outcome: str) -> None:
+        return None
+
+    def query_batch(self, size: int) -> None:
         return None
 
 
@@ -199,6 +205,175 @@ def _fingerprint(*parts: object) -> bytes:
     return hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=16).digest()
 
 
+# --- concurrent one-dataset Queries over local sources, decided and fetched together --------------
+
+_Steps = tuple[list[Decision], list[Any] | None]
+
+
+def batch_step(left: float, ready: bool, gap: float) -> float | None:
+    """When a waiting batch of Queries runs: None now; 0 after the callbacks ready on the loop
+    (they may bring more calls); else in this many seconds, when the next call is due.
+
+    ``left``: seconds left of the batch's wait; ``ready``: other callbacks are ready on the
+    loop; ``gap``: the recent average time between calls."""
+    if left <= 0:
+        return None
+    if ready:
+        return 0.0
+    if gap < left:
+        return gap
+    return None
+
+
+@dataclass(slots=True)
+class _Waiting:
+    meta: CallMeta
+    plan: _Plan
+    subject: Subject
+    future: asyncio.Future[_Steps]
+
+
+class _LocalQueries:
+    """Steps 4 and 6 of concurrent one-dataset Queries over local sources, run together (they
+    run on the event loop anyway). One consent-store read decides them all
+    (:meth:`ConsentService.decide_many`) and one provider query per dataset and field list
+    fetches the allowed ones (:func:`fetch_step.fetch_many`), instead of one of each per call.
+    Each call gets what :meth:`Exchange._consent_then_fetch` would give it; everything after
+    (audit, answer) stays per call.
+
+    gRPC hands a worker one new call per turn of its event loop, so calls rarely reach step 4
+    in the same turn. A batch therefore runs when nothing else is ready on the loop and no
+    call is due before the batch's wait is over (:func:`batch_step`): under load it gathers
+    the calls of a few turns, at most ``wait_s`` after its first call; a lone call on an idle
+    loop runs at the end of its turn."""
+
+    def __init__(self, exchange: Exchange, most: int, wait_s: float) -> None:
+        self._x = exchange
+        self._most = most
+        self._wait_s = wait_s
+        self._waiting: list[_Waiting] = []
+        self._since = 0.0  # when the batch's first call arrived (loop time)
+        self._last = -math.inf  # when the last call arrived
+        self._gap = 1.0  # moving average of the time between arrivals (seconds)
+        self._scheduled = False
+
+    def submit(self, meta: CallMeta, plan: _Plan, subject: Subject) -> asyncio.Future[_Steps]:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._gap = 0.9 * self._gap + 0.1 * min(now - self._last, 1.0)
+        self._last = now
+        future: asyncio.Future[_Steps] = loop.create_future()
+        if not self._waiting:
+            self._since = now
+        self._waiting.append(_Waiting(meta, plan, subject, future))
+        if len(self._waiting) >= self._most:
+            self._run_now()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._run)
+        return future
+
+    def _run(self) -> None:
+        self._scheduled = False
+        if not self._waiting:  # run already: the batch filled up
+            return
+        loop = asyncio.get_running_loop()
+        # asyncio's queue of ready callbacks (other loops have none: only the arrival rate counts)
+        ready = bool(getattr(loop, "_ready", None))
+        step = batch_step(self._wait_s - (loop.time() - self._since), ready, self._gap)
+        if step is None:
+            self._run_now()
+            return
+        self._scheduled = True
+        if step == 0:
+            loop.call_soon(self._run)
+        else:
+            loop.call_later(step, self._run)
+
+    def _run_now(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        self._x.metrics.query_batch(len(waiting))
+        if len(waiting) == 1:
+            w = waiting[0]
+            try:
+                _settle(w.future, result=self._x._consent_then_fetch(w.meta, [w.plan], w.subject))
+            except Exception as exc:  # the caller's to handle, as from _blocking
+                _settle(w.future, error=exc)
+            return
+        try:
+            self._run_many(waiting)
+        except Exception as exc:  # a bug: every call of the batch fails with it (none hangs)
+            for w in waiting:
+                _settle(w.future, error=exc)
+
+    def _run_many(self, waiting: list[_Waiting]) -> None:
+        x = self._x
+        live: list[_Waiting] = []
+        for w in waiting:
+            if w.future.done():  # the caller went away: nothing is decided or spent for it
+                continue
+            try:  # no time for the provider: no consent use is spent
+                fetch_step.require_time(w.plan.adapter, x._time_left(w.meta))
+            except RequestError as exc:
+                _settle(w.future, error=exc)
+                continue
+            live.append(w)
+        calls = [
+            [
+                x._check(
+                    w.meta.caller,
+                    w.plan.agreement,
+                    w.plan.descriptor,
+                    w.plan.fields,
+                    w.subject,
+                    w.meta.purpose,
+                )
+            ]
+            for w in live
+        ]
+        decided = x.consent.decide_many(calls, consume=True)
+        fetch: dict[tuple[int, str, tuple[str, ...]], list[tuple[_Waiting, list[Decision]]]] = {}
+        for w, outcome in zip(live, decided, strict=True):
+            if isinstance(outcome, StoreError):
+                _settle(w.future, error=outcome)
+            elif not outcome[0].allowed:
+                _settle(w.future, result=(outcome, None))
+            else:
+                key = (id(w.plan.adapter), w.plan.descriptor.name, w.plan.fields)
+                fetch.setdefault(key, []).append((w, outcome))
+        for members in fetch.values():
+            plan = members[0][0].plan
+            lefts = [x._time_left(w.meta) for w, _ in members]
+            timeout = min((t for t in lefts if t is not None), default=None)
+            values: list[Any]
+            try:
+                values = list(
+                    fetch_step.fetch_many(
+                        plan.adapter,
+                        plan.descriptor.name,
+                        [w.subject for w, _ in members],
+                        plan.fields,
+                        timeout,
+                    )
+                )
+            except Exception as exc:
+                values = [exc] * len(members)
+            for (w, decisions), value in zip(members, values, strict=True):
+                _settle(w.future, result=(decisions, [value]))
+
+
+def _settle(
+    future: asyncio.Future[_Steps], *, result: _Steps | None = None, error: BaseException | None = None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
 # --- the exchange --------------------------------------------------------------------------------
 
 
@@ -230,6 +405,9 @@ class Exchange:
         self.today = today
         self.limiter = RateLimiter()
         self.answers: IdempotencyCache[Any] = IdempotencyCache(config.server.idempotency_ttl_s)
+        most = config.server.query_batch
+        wait = config.server.query_batch_wait_ms / 1000
+        self._local_queries = _LocalQueries(self, most, wait) if most > 1 else None
         self._batches: OrderedDict[tuple[str, str], _BatchMemory] = OrderedDict()
         inline = config.server.inline_local_io
         self._inline_store = inline and getattr(consent.store, "backend", "") == "sqlite"
@@ -427,6 +605,33 @@ class Exchange:
             raise Conflict("REQUEST_ID_CONFLICT", "this request id was used for a different BatchVerify")
         return held
 
+    def _consent_then_fetch(
+        self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject
+    ) -> tuple[list[Decision], list[Any] | None]:
+        """Steps 4 and (with one dataset, when allowed) 6 of a Query, blocking: the decisions,
+        and the one fetch's values (or the exception it raised, handled by the caller as
+        ``gather(return_exceptions=True)`` would be); None when step 6 is left to the caller."""
+        left = self._time_left(meta)
+        for p in plans:  # no time for the providers: no consent use is spent
+            fetch_step.require_time(p.adapter, left)
+        # all datasets decided together: a use of a limited consent is counted only when
+        # every dataset is allowed, and once per consent however many datasets it covers
+        checks = [
+            self._check(meta.caller, p.agreement, p.descriptor, p.fields, subject, meta.purpose)
+            for p in plans
+        ]
+        decisions = self.consent.decide_all(checks, consume=True)
+        if len(plans) != 1 or not decisions[0].allowed:
+            return decisions, None
+        p = plans[0]
+        try:
+            fetched: Any = fetch_step.fetch(
+                p.adapter, p.descriptor.name, subject, p.fields, self._time_left(meta)
+            )
+        except Exception as exc:
+            fetched = exc
+        return decisions, [fetched]
+
     # -- Query -----------------------------------------------------------------------------------
 
     async def query(
@@ -473,33 +678,23 @@ class Exchange:
             plans.append(_Plan(agreement, descriptor, adapter, fields, facts))
 
         # step 4, consent (one blocking step for every dataset); with one dataset, step 6 rides
-        # on the same step when the decision allows it (one thread hand-off less when not inline)
-        def consent_then_fetch() -> tuple[list[Decision], list[Any] | None]:
-            left = self._time_left(meta)
-            for p in plans:  # no time for the providers: no consent use is spent
-                fetch_step.require_time(p.adapter, left)
-            # all datasets decided together: a use of a limited consent is counted only when
-            # every dataset is allowed, and once per consent however many datasets it covers
-            checks = [
-                self._check(meta.caller, p.agreement, p.descriptor, p.fields, subject, meta.purpose)
-                for p in plans
-            ]
-            decisions = self.consent.decide_all(checks, consume=True)
-            if len(plans) != 1 or not decisions[0].allowed:
-                return decisions, None
-            p = plans[0]
-            try:
-                fetched: Any = fetch_step.fetch(
-                    p.adapter, p.descriptor.name, subject, p.fields, self._time_left(meta)
-                )
-            except Exception as exc:  # handled below as gather(return_exceptions=True) would be
-                fetched = exc
-            return decisions, [fetched]
-
+        # on the same step when the decision allows it (one thread hand-off less when not inline).
+        # A one-dataset Query over local sources joins the calls that reach this point in the
+        # same turn of the event loop (_LocalQueries: one store read and one provider query for
+        # all of them).
+        adapters = [p.adapter for p in plans]
         try:
-            decisions, fetched = await self._blocking(
-                consent_then_fetch, adapters=[p.adapter for p in plans], timeout=self._time_left(meta)
-            )
+            if len(plans) == 1 and self._local_queries is not None and self._is_local(adapters):
+                decisions, fetched = await self._local_queries.submit(meta, plans[0], subject)
+            else:
+                decisions, fetched = await self._blocking(
+                    self._consent_then_fetch,
+                    meta,
+                    plans,
+                    subject,
+                    adapters=adapters,
+                    timeout=self._time_left(meta),
+                )
         except RequestError as exc:  # the hop timed out: nothing was disclosed
             for p in plans:
                 p.facts.reason, p.facts.outcome, p.facts.allowed = exc.reason, "failed", True

@@ -18,7 +18,7 @@ from adapters.contract import (
 )
 from gateway.pipeline.errors import InvalidArgument, Unavailable
 
-__all__ = ["evaluate", "evaluate_many", "fetch"]
+__all__ = ["evaluate", "evaluate_many", "fetch", "fetch_many"]
 
 T = TypeVar("T")
 
@@ -82,6 +82,19 @@ def fetch(
             return adapter.fetch(dataset, subject, fields, timeout=t).values
         except SubjectNotFound:
             return None
+
+    return _guard(adapter, timeout, call)
+
+
+def fetch_many(
+    adapter: Any, dataset: str, subjects: Sequence[Subject], fields: Sequence[str], timeout: float | None
+) -> list[Mapping[str, Any] | None]:
+    """:func:`fetch` for many subjects in one provider query (:meth:`SqlAdapter.fetch_many`): one
+    answer per subject, in order."""
+
+    def call(t: float | None) -> list[Mapping[str, Any] | None]:
+        results = adapter.fetch_many(dataset, subjects, fields, timeout=t)
+        return [r.values if r is not None else None for r in results]
 
     return _guard(adapter, timeout, call)
 

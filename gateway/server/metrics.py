@@ -45,6 +45,12 @@ class GatewayMetrics:
             ["provider"],
             registry=self.registry,
         )
+        self.batches = Histogram(
+            "dsgw_query_batch_size",
+            "One-dataset Queries over local sources decided and fetched together",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
         self.info = Gauge("dsgw_worker", "This worker process", list(labels), registry=self.registry)
         self.info.labels(**labels).set(1)
         # label children by label values (a label lookup per call costs more than the update)
@@ -57,6 +63,9 @@ class GatewayMetrics:
         if child is None:
             child = self._calls[key] = self.calls.labels(*key)
         child.inc()
+
+    def query_batch(self, size: int) -> None:
+        self.batches.observe(size)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         key = (method, code)

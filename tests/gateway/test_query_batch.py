@@ -1,0 +1,238 @@
+"""Concurrent one-dataset Queries over local sources are decided and fetched together (one consent
+store read, one provider query): each call still gets exactly the answer, the denial and the audit
+entry it would get alone, and a failure of the store or of the provider fails each call of the
+batch as it would have failed it alone."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from collections.abc import Awaitable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import pytest
+
+from adapters.agencies import Agency
+from adapters.contract import ProviderUnavailable, SubjectKind
+from gateway.client import GatewayClient
+from gateway.consent.errors import StoreError
+from gateway.devsetup import DevHome
+from gateway.exchange import CallMeta, DatasetAsk, Exchange, QueryAnswer, batch_step
+from gateway.identity.resident_id import make_resident_id
+from gateway.pipeline.errors import RequestError
+from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit, start_gateway
+
+T = TypeVar("T")
+PURPOSE = "graduate_employment"
+FIELDS = ("level", "school_name", "graduation_date")
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def gw(dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    g = start_gateway(dev_home, tmp_path_factory.mktemp("batch") / "home")
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+def _exchange(gw: Gateway) -> Exchange:
+    x = gw.background.worker.exchange
+    assert x is not None
+    return x
+
+
+def _on_gateway(gw: Gateway, coro: Awaitable[T]) -> T:
+    """Run ``coro`` on the gateway's own event loop (where its calls run)."""
+
+    async def wrapped() -> T:
+        return await coro
+
+    return asyncio.run_coroutine_threadsafe(wrapped(), gw.background._loop).result(timeout=30)
+
+
+def _meta(label: str) -> CallMeta:
+    return CallMeta(
+        caller=Agency.HRSS, request_id=f"qb-{label}-{next(_ids)}", purpose=PURPOSE, time_left=lambda: 10.0
+    )
+
+
+def _ask(x: Exchange, meta: CallMeta, subject: str) -> Awaitable[QueryAnswer]:
+    return x.query(meta, SubjectKind.PERSON, subject, [DatasetAsk(Agency.EDUCATION, "graduation", FIELDS)])
+
+
+def _together(gw: Gateway, calls: Sequence[tuple[CallMeta, str]]) -> list[Any]:
+    """The calls started in one turn of the gateway's loop (so they reach step 4 together)."""
+    x = _exchange(gw)
+
+    async def run() -> list[Any]:
+        return list(await asyncio.gather(*(_ask(x, m, s) for m, s in calls), return_exceptions=True))
+
+    return _on_gateway(gw, run())
+
+
+def _batches(gw: Gateway) -> tuple[float, float]:
+    """(Queries, batches) counted by the worker's dsgw_query_batch_size histogram."""
+    registry = gw.background.worker.exchange.metrics.registry  # type: ignore[union-attr]
+    return (
+        registry.get_sample_value("dsgw_query_batch_size_sum") or 0.0,
+        registry.get_sample_value("dsgw_query_batch_size_count") or 0.0,
+    )
+
+
+def _audit(gw: Gateway) -> list[Any]:
+    log = gw.background.worker.audit
+    assert log is not None and log.flush_index(timeout=30)
+    return read_audit(gw.home, [gw.audit_dir])
+
+
+def _grant(client: GatewayClient, subject: str, *, uses: int = 0) -> str:
+    consent, _ = client.grant_consent(
+        subject,
+        [("education", "graduation", list(FIELDS))],
+        [PURPOSE],
+        valid_days=30,
+        use_limit=uses,
+        channel="app",
+        evidence_ref=f"APP-QB-{next(_ids)}",
+        notice_version="v1",
+    )
+    return consent.consent_id
+
+
+def _outcome(result: Any) -> Any:
+    if isinstance(result, RequestError):
+        return (result.code, result.reason)
+    assert isinstance(result, QueryAnswer), result
+    return [(r.provider, r.dataset, r.found, dict(r.values), r.legal_basis) for r in result.results]
+
+
+def test_a_batch_answers_each_call_as_it_would_be_answered_alone(gw: Gateway, subjects: Subjects) -> None:
+    client = gw.client("hrss")
+    graduates = [s for s, _ in subjects.graduates]
+    consenting, refusing, limited = graduates[:5], graduates[5:7], graduates[7]
+    for s in consenting:
+        _grant(client, s)
+    _grant(client, limited, uses=1)
+    unknown = subjects.unknown[0]
+    _grant(client, unknown)  # a consent, but no provider holds a record of the subject
+    calls = [
+        *((_meta("ok"), s) for s in consenting),
+        (_meta("twice"), consenting[0]),  # the same subject twice in one batch
+        *((_meta("no-consent"), s) for s in refusing),
+        (_meta("unknown"), unknown),
+        (_meta("limited-a"), limited),
+        (_meta("limited-b"), limited),  # its one use is spent by one of the two only
+    ]
+    before = _batches(gw)
+    together = _together(gw, calls)
+    after = _batches(gw)
+    assert after[0] - before[0] == len(calls)
+    assert after[1] - before[1] < len(calls)  # they were decided and fetched together
+
+    # each call alone (a batch of one): the same answers, except the spent limited consent
+    alone = [_together(gw, [(_meta("alone"), s)])[0] for _, s in calls[: len(calls) - 2]]
+    assert [_outcome(r) for r in together[: len(calls) - 2]] == [_outcome(r) for r in alone]
+    assert all(isinstance(r, QueryAnswer) and r.results[0].found for r in together[:6])
+    by_subject = {s: v for s, v in subjects.graduates}
+    for (_, s), r in zip(calls[:6], together[:6], strict=True):
+        values = r.results[0].values
+        assert values["level"] == by_subject[s]["level"]
+        assert values["graduation_date"] == by_subject[s]["graduation_date"]
+    assert [_outcome(r) for r in together[6:8]] == [("PERMISSION_DENIED", "CONSENT_MISSING")] * 2
+    assert _outcome(together[8]) == ("NOT_FOUND", "SUBJECT_NOT_FOUND")
+    limited_outcomes = sorted(str(_outcome(r)) for r in together[9:])
+    assert limited_outcomes[0] == str(("PERMISSION_DENIED", "CONSENT_USE_LIMIT_REACHED"))
+    assert isinstance(together[9], QueryAnswer) != isinstance(together[10], QueryAnswer)
+
+    # one audit entry per call, about its own subject, with its own outcome
+    entries = _audit(gw)
+    for (meta, subject), result in zip(calls, together, strict=True):
+        mine = entries_of(entries, meta.request_id)
+        assert len(mine) == 1, meta.request_id
+        entry = mine[0]
+        assert entry.subject is not None and entry.subject.id == subject
+        if isinstance(result, QueryAnswer):
+            assert entry.body.outcome.kind.value == "found"
+        elif result.reason == "SUBJECT_NOT_FOUND":
+            assert entry.body.outcome.kind.value == "not_found"
+        else:
+            assert entry.body.reason == result.reason
+
+
+def test_a_store_failure_refuses_every_call_of_the_batch(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = gw.client("hrss")
+    chosen = [s for s, _ in subjects.graduates][8:11]
+    for s in chosen:
+        _grant(client, s)
+    store = _exchange(gw).consent.store
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("consent store unavailable: disk I/O error")
+
+    monkeypatch.setattr(store, "records_for_many", down)
+    calls = [(_meta("store-down"), s) for s in chosen]
+    results = _together(gw, calls)
+    assert [_outcome(r) for r in results] == [("UNAVAILABLE", "CONSENT_STORE_UNAVAILABLE")] * 3
+    entries = _audit(gw)
+    for meta, _ in calls:
+        (entry,) = entries_of(entries, meta.request_id)
+        assert entry.body.reason == "CONSENT_STORE_UNAVAILABLE"
+
+
+def test_a_provider_failure_fails_every_allowed_call_of_the_batch(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = gw.client("hrss")
+    chosen = [s for s, _ in subjects.graduates][9:12]
+    for s in chosen:
+        _grant(client, s)
+    adapter = _exchange(gw).adapters[Agency.EDUCATION]
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ProviderUnavailable(Agency.EDUCATION, "connection refused")
+
+    monkeypatch.setattr(adapter, "fetch_many", down)
+    calls = [(_meta("provider-down"), s) for s in chosen] + [(_meta("no-consent"), subjects.insured[0])]
+    results = _together(gw, calls)
+    assert [_outcome(r)[1] for r in results[:3]] == ["PROVIDER_UNAVAILABLE"] * 3
+    assert _outcome(results[3]) == ("PERMISSION_DENIED", "CONSENT_MISSING")
+    entries = _audit(gw)
+    for meta, _ in calls[:3]:
+        (entry,) = entries_of(entries, meta.request_id)
+        assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
+
+
+def test_query_batch_1_turns_batching_off(
+    dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    g = start_gateway(dev_home, tmp_path_factory.mktemp("nobatch") / "home", server={"query_batch": 1})
+    try:
+        assert _exchange(g)._local_queries is None
+        before = _batches(g)
+        results = _together(g, [(_meta("off"), s) for s in dev_unknowns(g)])
+        assert all(_outcome(r) == ("PERMISSION_DENIED", "CONSENT_MISSING") for r in results)
+        assert _batches(g) == before
+    finally:
+        g.stop()
+
+
+def dev_unknowns(g: Gateway) -> list[str]:
+    """Valid identity numbers (no consent anywhere in a fresh home)."""
+    return [make_resident_id("120101", dt.date(1970, 1, 1), n) for n in (11, 12, 13)]
+
+
+def test_when_a_batch_runs() -> None:
+    # the wait is over: now, whatever else is going on
+    assert batch_step(0.0, True, 0.0001) is None
+    assert batch_step(-1.0, False, 0.0001) is None
+    # other callbacks ready on the loop (they may bring more calls): after them
+    assert batch_step(0.001, True, 1.0) == 0.0
+    # nothing ready, the next call due within the wait: then
+    assert batch_step(0.002, False, 0.0005) == 0.0005
+    # nothing ready, no call due before the wait is over (an idle worker): now
+    assert batch_step(0.002, False, 0.5) is None

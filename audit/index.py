@@ -32,7 +32,9 @@ writer announces, in transactions gathering about a second of appends (``synchro
 WAL mode: a crash may lose the last transactions, never corrupt the file, and the follower
 catches up from the segments).
 Nothing here is evidence: verification (:mod:`audit.verify`) reads the segments, and uses the
-index only to name an entry whose leaf changed.
+index to name an entry whose leaf changed; with the auditor key it also compares the index's
+rows with the entries' terms (:mod:`audit.index_check`), so that a changed index cannot hide an
+entry from search unnoticed.
 """
 
 from __future__ import annotations

@@ -22,7 +22,11 @@ checks, in this order:
    without any stored checkpoint (every log is created with the checkpoint of its empty tree:
    one without has lost them);
 6. with the auditor key (``--auditor-key``): every entry opens (AEAD, bound to the log id and
-   its index), decodes, and its stored search terms are the ones its content gives.
+   its index), decodes, and its stored search terms are the ones its content gives;
+7. with the auditor key, once the log itself verified: the search index (``index.sqlite``) holds
+   exactly the rows those terms give for every entry it had indexed when verification started
+   (:mod:`audit.index_check`): an entry a deleted, added, moved or changed row hides from search
+   or subject-report is named. Without the key the index is not compared (the report says so).
 
 An incomplete frame at the very end, after every checkpoint, is an append that was never
 acknowledged (a crash): it is a warning, not a failure. The report gives the entries, the
@@ -60,10 +64,11 @@ from audit.errors import (
     UnknownKeyError,
 )
 from audit.index import AuditIndex, IndexDamaged
+from audit.index_check import IndexComparison
 from audit.keys import KeyProvider, Keyring
 from audit.merkle import LEAF_PREFIX, CompactRange, range_subtrees
 from audit.reader import LogReader, ReadError, sealed_of
-from audit.record import TermEncoder
+from audit.record import RecordError, TermEncoder
 from audit.seal import KeyShredded, SealError, UnknownKeyId, open_sealed
 from audit.segment import FRAME_OVERHEAD, HEADER_SIZE, BadFrame, check_header, parse_frames
 from audit.suites import HashFn, get_suite
@@ -111,6 +116,9 @@ class VerifyReport:
     shredded: int = 0
     decrypted: bool = False
     jobs: int = 1  # processes that scanned the segments
+    index_compared: bool = False
+    index_entries: int = 0  # entries whose index rows were compared
+    index_note: str | None = None  # why the index was not compared
 
     @property
     def ok(self) -> bool:
@@ -131,6 +139,9 @@ class VerifyReport:
             "opened": self.opened,
             "shredded": self.shredded,
             "jobs": self.jobs,
+            "index_compared": self.index_compared,
+            "index_entries": self.index_entries,
+            "index_note": self.index_note,
             "problem": self.problem.to_json() if self.problem else None,
             "warnings": self.warnings,
         }
@@ -144,6 +155,10 @@ class VerifyReport:
         )
         if self.decrypted:
             text += f"; {self.opened:,} entries opened, {self.shredded:,} shredded"
+        if self.index_compared:
+            text += f"; index compared ({self.index_entries:,} entries)"
+        else:
+            text += f"; index not compared: {self.index_note or 'not asked'}"
         return text
 
 
@@ -363,10 +378,15 @@ class _Verifier:
         self.stored = 0  # checkpoint files in the log directory
         self.keyring: Keyring | None = None
         self.terms: TermEncoder | None = None
+        #: the comparison of the index with the entries' terms (with the auditor key, and an index)
+        self.index_check: IndexComparison | None = None
         if auditor is not None:
             self.keyring = reader.keyring(auditor)
             self.terms = TermEncoder(BlindIndexer.for_suite(self.keyring.blind_index_key(), reader.suite))
             self.report.decrypted = True
+            self.index_check = IndexComparison(reader.paths.index, reader.log_id)
+        else:
+            self.report.index_note = "it needs the auditor key (--auditor-key)"
 
     # -- checkpoints ------------------------------------------------------------------------------
 
@@ -674,7 +694,16 @@ class _Verifier:
         return self.index
 
     def note_indexed_size(self) -> None:
-        """Read the index's size before the scan (and close it again: the scan may fork)."""
+        """Read the index's size before the scan (and close it again: the scan may fork). With the
+        auditor key, the rows of the index are summed in the same read (:mod:`audit.index_check`),
+        and entries below that size are compared."""
+        check = self.index_check
+        if check is not None:
+            self.indexed_before = check.open(self.progress)
+            if self.indexed_before is not None:
+                return
+            self.report.index_note = check.note
+            self.index_check = None
         index = self.reader.index()
         if index is not None:
             try:
@@ -718,12 +747,43 @@ class _Verifier:
                     entry=frame.index,
                 )
 
+    def compare_index(self) -> None:
+        """With the auditor key, once the log verified: the index's rows against the entries'."""
+        check = self.index_check
+        if check is None or check.size is None:
+            return
+        if self.progress is not None:
+            self.progress("index: comparing")
+        reader = self.reader
+
+        def frames(start: int) -> Iterator[tuple[int, bytes]]:
+            return ((frame.index, frame.terms) for frame in reader.frames(start))
+
+        try:
+            mismatch = check.finish(frames)
+        except ReadError as exc:  # the log changed since the scan (a bucket is read again)
+            raise _fail(
+                "INDEX_MISMATCH",
+                f"the index differs from the log, but the log cannot be read again to say where ({exc})",
+            ) from None
+        self.report.index_compared = True
+        self.report.index_entries = check.size
+        if mismatch is not None:
+            raise _fail(
+                "INDEX_MISMATCH",
+                f"entry {mismatch.entry}: {mismatch.what}; run dsgw audit reindex",
+                entry=mismatch.entry,
+            )
+
     # -- contents ---------------------------------------------------------------------------------
 
     def open_all(self, first: int, records: list[bytes]) -> None:
         keyring, terms = self.keyring, self.terms
         assert keyring is not None and terms is not None
         reader = self.reader
+        check = self.index_check
+        log_digest = check.log if check is not None else None
+        limit = (check.size or 0) if check is not None else 0
         for offset, record in enumerate(records):
             index = first + offset
             sealed = sealed_of(record)
@@ -733,6 +793,16 @@ class _Verifier:
                 )
             except KeyShredded:
                 self.report.shredded += 1
+                if log_digest is not None and index < limit:
+                    # its content is gone: the index is compared with the terms kept in its frame
+                    try:
+                        log_digest.add_section(index, record[: len(record) - len(sealed)])
+                    except RecordError as exc:
+                        raise _fail(
+                            "ENTRY_TERMS",
+                            f"entry {index} (shredded): its stored search terms are malformed ({exc})",
+                            entry=index,
+                        ) from None
                 continue
             except UnknownKeyId:
                 raise _fail(
@@ -757,6 +827,8 @@ class _Verifier:
                     f"entry {index}: its stored search terms are not those of its content",
                     entry=index,
                 )
+            if log_digest is not None and index < limit:
+                log_digest.add(index, encoded[1], encoded[2])
             self.report.opened += 1
 
 
@@ -814,6 +886,7 @@ def verify_log(
                 "the empty tree every log is created with (they were removed)",
                 checkpoint="checkpoints/",
             )
+        work.compare_index()
     except _Found as found_problem:
         report.problem = found_problem.problem
     except IndexDamaged as exc:  # what it holds after the last checkpoint cannot be compared

@@ -238,7 +238,7 @@ def register(sub: Any) -> None:
         "--auditor-key",
         type=Path,
         metavar="FILE",
-        help="auditor private key: also open and check every entry",
+        help="auditor private key: also open and check every entry, and compare the search index with them",
     )
     p.add_argument(
         "--jobs",

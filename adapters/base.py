@@ -55,6 +55,7 @@ from adapters.resilience import (
     NativeDataError,
     ResiliencePolicy,
     ResilientSource,
+    classify,
 )
 from adapters.sources import SourceConfig
 from adapters.statements import IN_BATCH, select_in
@@ -501,6 +502,27 @@ class SqlAdapter:
         record: CanonicalRecord | None = spec.build(conn, {0: keys}, as_of).get(0)
         return record
 
+    def _build_each(
+        self, conn: Connection, spec: DatasetSpec[Any], groups: Mapping[GroupKey, Sequence[Key]], day: dt.date
+    ) -> tuple[dict[GroupKey, CanonicalRecord], dict[GroupKey, ProviderUnavailable]]:
+        """The records of many subjects' groups, built at once; if a native value cannot be
+        mapped, built one by one: a malformed group gets the error a call about it alone gets
+        (ProviderUnavailable, malformed native data), the others their records."""
+        if not groups:
+            return {}, {}
+        try:
+            return dict(spec.build(conn, groups, day)), {}
+        except NativeDataError:
+            pass
+        records: dict[GroupKey, CanonicalRecord] = {}
+        malformed: dict[GroupKey, ProviderUnavailable] = {}
+        for group, keys in groups.items():
+            try:
+                records.update(spec.build(conn, {group: keys}, day))
+            except NativeDataError as exc:
+                malformed[group] = ProviderUnavailable(self.agency, classify(exc, timeout=0).cause)
+        return records, malformed
+
     # ---- fetch / evaluate -----------------------------------------------------------------
 
     def fetch(
@@ -535,10 +557,12 @@ class SqlAdapter:
         *,
         as_of: dt.date | None = None,
         timeout: float | None = None,
-    ) -> list[FetchResult | None]:
+    ) -> list[FetchResult | ProviderUnavailable | None]:
         """:meth:`fetch` for many subjects in one source call (one read transaction, one identity
         query and one record query per batch of keys): one result per subject, in order; None
-        where the source holds no record of the subject."""
+        where the source holds no record of the subject; for a subject whose own native rows
+        cannot be mapped, the ProviderUnavailable a fetch of it alone raises (the others are
+        answered)."""
         spec = self._dataset(dataset)
         kind = spec.descriptor.subject_kind
         for subject in subjects:
@@ -547,13 +571,15 @@ class SqlAdapter:
         day = as_of or dt.date.today()
         groups: dict[GroupKey, Sequence[str]] = {i: stored_forms(kind, s.id) for i, s in enumerate(subjects)}
 
-        def work(conn: Connection) -> list[FetchResult | None]:
+        def work(conn: Connection) -> list[FetchResult | ProviderUnavailable | None]:
             keys = {g: k for g, k in self._resolve(conn, spec.anchor, groups).items() if k}
-            records = spec.build(conn, keys, day) if keys else {}
-            out: list[FetchResult | None] = []
+            records, malformed = self._build_each(conn, spec, keys, day)
+            out: list[FetchResult | ProviderUnavailable | None] = []
             for i in range(len(subjects)):
                 record = records.get(i)
-                if record is None:
+                if i in malformed:
+                    out.append(malformed[i])
+                elif record is None:
                     out.append(None)
                 else:
                     dumped = record.model_dump()
@@ -600,9 +626,11 @@ class SqlAdapter:
         *,
         as_of: dt.date | None = None,
         timeout: float | None = None,
-    ) -> list[bool | None]:
+    ) -> list[bool | ProviderUnavailable | None]:
         """:meth:`evaluate` for many subjects in one source call (bulk comparisons): one answer
-        per subject, in order; None where the subject has no record and absence is not a "no"."""
+        per subject, in order; None where the subject has no record and absence is not a "no";
+        for a subject whose own native rows cannot be mapped, the ProviderUnavailable an
+        evaluation of it alone raises (the others are answered)."""
         pspec = self._predicate(predicate)
         pd = pspec.descriptor
         for subject in subjects:
@@ -613,13 +641,15 @@ class SqlAdapter:
         kind = spec.descriptor.subject_kind
         groups: dict[GroupKey, Sequence[str]] = {i: stored_forms(kind, s.id) for i, s in enumerate(subjects)}
 
-        def work(conn: Connection) -> list[bool | None]:
+        def work(conn: Connection) -> list[bool | ProviderUnavailable | None]:
             keys = {g: k for g, k in self._resolve(conn, spec.anchor, groups).items() if k}
-            records = spec.build(conn, keys, day) if keys else {}
-            out: list[bool | None] = []
+            records, malformed = self._build_each(conn, spec, keys, day)
+            out: list[bool | ProviderUnavailable | None] = []
             for i in range(len(subjects)):
                 record = records.get(i)
-                if record is None:
+                if i in malformed:
+                    out.append(malformed[i])
+                elif record is None:
                     out.append(False if pd.absent_means_false else None)
                 else:
                     out.append(bool(pspec.test(record, clean, day)))

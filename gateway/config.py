@@ -117,10 +117,10 @@ class ServerSection(_Section):
     inline_local_io: bool = True
     #: The interpreter's thread switch interval in a worker, milliseconds (Python's default: 5).
     gil_switch_interval_ms: Annotated[float, Field(ge=0.05, le=100)] = 0.5
-    #: Most one-dataset Queries over embedded (SQLite) sources decided and fetched together: the
-    #: calls that reach the consent step in the same turn of the event loop share one consent
-    #: store read and one provider query (each is still audited and answered on its own).
-    #: 1 turns this off. Applies with ``inline_local_io``.
+    #: Most one-dataset Queries over embedded (SQLite) sources decided and fetched together:
+    #: waiting calls share one consent-store read and one provider query (each still gets the
+    #: decision, values or error it would get alone, and its own audit entry). 1 turns this
+    #: off. Applies with ``inline_local_io``.
     query_batch: Annotated[int, Field(ge=1, le=1000)] = 64
     #: How long a batch may wait for more calls after its first, milliseconds. gRPC hands a
     #: worker one new call per turn of its event loop, so a batch runs only once nothing else is

@@ -234,15 +234,16 @@ class _Waiting:
 
 
 class _LocalQueries:
-    """Steps 4 and 6 of concurrent one-dataset Queries over local sources, run together (they
+    """The consent and fetch steps of concurrent one-dataset Queries over local sources, run
+    together (they
     run on the event loop anyway). One consent-store read decides them all
     (:meth:`ConsentService.decide_many`) and one provider query per dataset and field list
     fetches the allowed ones (:func:`fetch_step.fetch_many`), instead of one of each per call.
     Each call gets what :meth:`Exchange._consent_then_fetch` would give it; everything after
     (audit, answer) stays per call.
 
-    gRPC hands a worker one new call per turn of its event loop, so calls rarely reach step 4
-    in the same turn. A batch therefore runs when nothing else is ready on the loop and no
+    gRPC hands a worker one new call per turn of its event loop, so calls rarely reach the
+    consent step in the same turn. A batch therefore runs when nothing else is ready on the loop and no
     call is due before the batch's wait is over (:func:`batch_step`): under load it gathers
     the calls of a few turns, at most ``wait_s`` after its first call; a lone call on an idle
     loop runs at the end of its turn."""
@@ -278,9 +279,12 @@ class _LocalQueries:
         if not self._waiting:  # run already: the batch filled up
             return
         loop = asyncio.get_running_loop()
+        now = loop.time()
         # asyncio's queue of ready callbacks (other loops have none: only the arrival rate counts)
         ready = bool(getattr(loop, "_ready", None))
-        step = batch_step(self._wait_s - (loop.time() - self._since), ready, self._gap)
+        # no call for longer than the average gap: calls come slower now than the average says
+        gap = max(self._gap, now - self._last)
+        step = batch_step(self._wait_s - (now - self._since), ready, gap)
         if step is None:
             self._run_now()
             return
@@ -291,27 +295,31 @@ class _LocalQueries:
             loop.call_later(step, self._run)
 
     def _run_now(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        self._x.metrics.query_batch(len(waiting))
-        if len(waiting) == 1:
-            w = waiting[0]
-            try:
-                _settle(w.future, result=self._x._consent_then_fetch(w.meta, [w.plan], w.subject))
-            except Exception as exc:  # the caller's to handle, as from _blocking
-                _settle(w.future, error=exc)
+        # the calls whose caller went away while they waited: nothing is decided or spent for them
+        waiting = [w for w in self._waiting if not w.future.done()]
+        self._waiting = []
+        if not waiting:
             return
         try:
+            self._x.metrics.query_batch(len(waiting))
+            if len(waiting) == 1:
+                w = waiting[0]
+                try:
+                    _settle(w.future, result=self._x._consent_then_fetch(w.meta, [w.plan], w.subject))
+                except Exception as exc:  # the caller's to handle, as from _blocking
+                    _settle(w.future, error=exc)
+                return
             self._run_many(waiting)
-        except Exception as exc:  # a bug: every call of the batch fails with it (none hangs)
+        except BaseException as exc:  # a bug: every call of the batch fails with it (none hangs)
             for w in waiting:
                 _settle(w.future, error=exc)
+            if not isinstance(exc, Exception):
+                raise
 
     def _run_many(self, waiting: list[_Waiting]) -> None:
         x = self._x
         live: list[_Waiting] = []
         for w in waiting:
-            if w.future.done():  # the caller went away: nothing is decided or spent for it
-                continue
             try:  # no time for the provider: no consent use is spent
                 fetch_step.require_time(w.plan.adapter, x._time_left(w.meta))
             except RequestError as exc:
@@ -342,24 +350,66 @@ class _LocalQueries:
                 key = (id(w.plan.adapter), w.plan.descriptor.name, w.plan.fields)
                 fetch.setdefault(key, []).append((w, outcome))
         for members in fetch.values():
-            plan = members[0][0].plan
-            lefts = [x._time_left(w.meta) for w, _ in members]
-            timeout = min((t for t in lefts if t is not None), default=None)
-            values: list[Any]
+            self._fetch(members)
+
+    def _fetch(self, members: list[tuple[_Waiting, list[Decision]]]) -> None:
+        """Step 6 for the allowed calls of one dataset and field list, in one provider query.
+        Each call keeps its own deadline: one with no time left now is PROVIDER_TIMEOUT (as a
+        fetch of it alone would be), the query runs with the longest time left among the others,
+        and a call whose own time ran out before the answer came is PROVIDER_TIMEOUT."""
+        x = self._x
+        plan = members[0][0].plan
+        asking: list[tuple[_Waiting, list[Decision], float | None]] = []
+        for w, decisions in members:
+            left = x._time_left(w.meta)
             try:
-                values = list(
-                    fetch_step.fetch_many(
-                        plan.adapter,
-                        plan.descriptor.name,
-                        [w.subject for w, _ in members],
-                        plan.fields,
-                        timeout,
-                    )
+                fetch_step.require_time(plan.adapter, left)
+            except RequestError as exc:
+                _settle(w.future, result=(decisions, [exc]))
+                continue
+            asking.append((w, decisions, left))
+        if not asking:
+            return
+        lefts = [left for _, _, left in asking]
+        timeout = None if any(t is None for t in lefts) else max(t for t in lefts if t is not None)
+        started = time.monotonic()
+        values: list[Any]
+        try:
+            values = list(
+                fetch_step.fetch_many(
+                    plan.adapter,
+                    plan.descriptor.name,
+                    [w.subject for w, _, _ in asking],
+                    plan.fields,
+                    timeout,
                 )
-            except Exception as exc:
-                values = [exc] * len(members)
-            for (w, decisions), value in zip(members, values, strict=True):
-                _settle(w.future, result=(decisions, [value]))
+            )
+        except Exception as exc:  # the provider failed the query: each call as it would alone
+            values = [exc] * len(asking)
+        took = time.monotonic() - started
+        for (w, decisions, left), value in zip(asking, values, strict=True):
+            if left is not None and took > left and not isinstance(value, BaseException):
+                value = Unavailable(
+                    "PROVIDER_TIMEOUT",
+                    f"provider {plan.adapter.agency.value} did not answer within the call's deadline",
+                    retry_after_s=1.0,
+                    provider=plan.adapter.agency.value,
+                )
+            _settle(w.future, result=(decisions, [value]))
+
+
+async def _steps_of(future: asyncio.Future[_Steps]) -> tuple[_Steps, bool]:
+    """A batched call's consent and fetch steps, and whether its caller was cancelled once they
+    had run. A
+    cancellation before they run cancels the call (the batch skips it: nothing decided or
+    spent); one after (a consent use may be spent, the provider was read) lets the call go on
+    to its audit entry, as the unbatched path, which has no pause between them, would."""
+    try:
+        return await future, False
+    except asyncio.CancelledError:
+        if not future.done() or future.cancelled():
+            raise
+        return future.result(), True  # an error of the steps is raised, and handled, as usual
 
 
 def _settle(
@@ -685,8 +735,11 @@ class Exchange:
         adapters = [p.adapter for p in plans]
         try:
             if len(plans) == 1 and self._local_queries is not None and self._is_local(adapters):
-                decisions, fetched = await self._local_queries.submit(meta, plans[0], subject)
+                (decisions, fetched), cancelled = await _steps_of(
+                    self._local_queries.submit(meta, plans[0], subject)
+                )
             else:
+                cancelled = False
                 decisions, fetched = await self._blocking(
                     self._consent_then_fetch,
                     meta,
@@ -770,6 +823,8 @@ class Exchange:
             )
             for p in plans
         )
+        if cancelled:  # audited; the caller is gone
+            raise asyncio.CancelledError
         return QueryAnswer(meta.request_id, results)
 
     # -- Verify ----------------------------------------------------------------------------------
@@ -986,7 +1041,7 @@ class BatchVerifier:
             reason = ConsentStoreDown().reason
             return [(pos, reason, None) for pos, _ in items], self._refused(items, reason)
         allowed = [s for (_, s), d in zip(items, decisions, strict=True) if d.allowed]
-        answers: list[bool | None] = []
+        answers: list[bool | Unavailable | None] = []
         failure: RequestError | None = None
         if allowed:
             try:
@@ -1008,6 +1063,10 @@ class BatchVerifier:
                 results.append((pos, failure.reason, None))
             else:
                 answer = next(next_answer)
+                if isinstance(answer, Unavailable):  # this subject's own records: as if asked alone
+                    verdicts.append(Verdict(subject, basis, ref, True, answer.reason, "failed"))
+                    results.append((pos, answer.reason, None))
+                    continue
                 verdicts.append(
                     Verdict(subject, basis, ref, True, "", "not_found" if answer is None else "found")
                 )

@@ -220,6 +220,10 @@ def new_consent_id() -> str:
     return f"cns-{uuid.uuid4().hex}"
 
 
+def _read_key(request: CheckRequest) -> tuple[str, str, str]:
+    return (request.subject.kind.value, request.provider.value, request.dataset)
+
+
 def _use_limits(decided: Sequence[tuple[Decision, Sequence[ConsentRecord]]]) -> dict[str, int]:
     """The use-limited consents that allowed decisions rest on: consent id -> its use limit."""
     limits: dict[str, int] = {}
@@ -690,50 +694,81 @@ class ConsentService:
     ) -> builtins.list[builtins.list[Decision] | StoreError]:
         """:meth:`decide_all` for each of several calls (concurrent Queries), with one store read
         per subject kind and dataset for all of them instead of one per call. Each call gets
-        what decide_all would give it, or the StoreError it would raise. A call whose allowed
-        decisions spend a use of a limited consent goes through decide_all itself (the use is
-        counted atomically there, on fresh data)."""
+        what decide_all would give it, or the StoreError it would raise:
+
+        * a call whose allowed decisions spend a use of a limited consent goes through
+          decide_all itself (the use is counted atomically there); the others are then decided
+          again on a fresh read, so that none rests on a read older than those writes;
+        * if a read fails (the store is down, or one subject's consent is damaged), the calls it
+          was for go through decide_all one by one: each fails, or not, as it would alone."""
         when = self._aware(now, "now") if now is not None else self.clock()
+        out: builtins.list[builtins.list[Decision] | StoreError | None] = [None] * len(calls)
+
+        def alone(i: int) -> None:
+            try:
+                out[i] = self.decide_all(calls[i], now=now, consume=consume)
+            except StoreError as exc:
+                out[i] = exc
+
+        pending = builtins.list(range(len(calls)))
+        for _ in range(3):
+            found, failed = self._read_many([calls[i] for i in pending])
+            spending: builtins.list[int] = []
+            settled: builtins.list[int] = []  # decided on this read (final unless others spend)
+            for i in pending:
+                call = calls[i]
+                if any(_read_key(r) in failed for r, b in call if not b.statutory_duty):
+                    alone(i)
+                    continue
+                decided = [
+                    (decide(records, r, when, b), records)
+                    for r, b in call
+                    for records in [() if b.statutory_duty else found[_read_key(r)][r.subject.id]]
+                ]
+                decisions = [d for d, _ in decided]
+                if consume and all(d.allowed for d in decisions) and _use_limits(decided):
+                    spending.append(i)
+                else:
+                    out[i] = decisions
+                    settled.append(i)
+            if not spending:
+                break
+            for i in spending:
+                alone(i)
+            # the others were decided on a read older than those writes: decide them again
+            pending = settled
+            if not pending:
+                break
+        else:
+            for i in pending:
+                alone(i)
+        result: builtins.list[builtins.list[Decision] | StoreError] = []
+        for item in out:
+            assert item is not None
+            result.append(item)
+        return result
+
+    def _read_many(
+        self, calls: Sequence[Sequence[tuple[CheckRequest, Basis]]]
+    ) -> tuple[
+        dict[tuple[str, str, str], dict[str, builtins.list[ConsentRecord]]], set[tuple[str, str, str]]
+    ]:
+        """The consents of the calls' subjects, one read per subject kind and dataset; the keys
+        whose read failed."""
         wanted: dict[tuple[str, str, str], builtins.list[str]] = {}
         for call in calls:
             for request, basis in call:
                 if not basis.statutory_duty:
-                    key = (request.subject.kind.value, request.provider.value, request.dataset)
-                    wanted.setdefault(key, []).append(request.subject.id)
+                    wanted.setdefault(_read_key(request), []).append(request.subject.id)
         found: dict[tuple[str, str, str], dict[str, builtins.list[ConsentRecord]]] = {}
-        failed: StoreError | None = None
-        try:
-            for (kind, provider, dataset), ids in wanted.items():
-                found[(kind, provider, dataset)] = self.store.records_for_many(
-                    kind, ids, dataset=(provider, dataset)
-                )
-        except StoreError as exc:
-            failed = exc
-        out: builtins.list[builtins.list[Decision] | StoreError] = []
-        for call in calls:
-            decided: builtins.list[tuple[Decision, Sequence[ConsentRecord]]] = []
-            for request, basis in call:
-                if basis.statutory_duty:
-                    decided.append((decide((), request, when, basis), ()))
-                    continue
-                if failed is not None:
-                    break
-                key = (request.subject.kind.value, request.provider.value, request.dataset)
-                records = found[key][request.subject.id]
-                decided.append((decide(records, request, when, basis), records))
-            if len(decided) < len(call):
-                assert failed is not None
-                out.append(failed)
-                continue
-            decisions = [decision for decision, _ in decided]
-            if consume and all(d.allowed for d in decisions) and _use_limits(decided):
-                try:
-                    decisions = self.decide_all(call, now=now, consume=True)
-                except StoreError as exc:
-                    out.append(exc)
-                    continue
-            out.append(decisions)
-        return out
+        failed: set[tuple[str, str, str]] = set()
+        for key, ids in wanted.items():
+            kind, provider, dataset = key
+            try:
+                found[key] = self.store.records_for_many(kind, ids, dataset=(provider, dataset))
+            except StoreError:
+                failed.add(key)
+        return found, failed
 
     def _consume_all(self, items: Sequence[tuple[str, int | None]]) -> bool:
         if len(items) == 1:

@@ -18,7 +18,7 @@ from adapters.contract import (
 )
 from gateway.pipeline.errors import InvalidArgument, Unavailable
 
-__all__ = ["evaluate", "evaluate_many", "fetch", "fetch_many"]
+__all__ = ["evaluate", "evaluate_many", "fetch", "fetch_many", "unavailable"]
 
 T = TypeVar("T")
 
@@ -51,23 +51,29 @@ def require_time(adapter: Adapter, timeout: float | None) -> None:
         )
 
 
+def unavailable(adapter: Adapter, exc: ProviderUnavailable) -> Unavailable:
+    """The request error of a provider failure: CIRCUIT_OPEN, PROVIDER_TIMEOUT or
+    PROVIDER_UNAVAILABLE, with a retry delay."""
+    if exc.circuit_open:
+        reason, retry = "CIRCUIT_OPEN", _open_retry_s(adapter)
+    elif exc.timed_out:
+        reason, retry = "PROVIDER_TIMEOUT", 1.0
+    else:
+        reason, retry = "PROVIDER_UNAVAILABLE", 1.0
+    return Unavailable(
+        reason,
+        f"provider {adapter.agency.value} is unavailable ({exc.cause})",
+        retry_after_s=retry,
+        provider=adapter.agency.value,
+    )
+
+
 def _guard(adapter: Adapter, timeout: float | None, call: Callable[[float | None], T]) -> T:
     require_time(adapter, timeout)
     try:
         return call(timeout)
     except ProviderUnavailable as exc:
-        if exc.circuit_open:
-            reason, retry = "CIRCUIT_OPEN", _open_retry_s(adapter)
-        elif exc.timed_out:
-            reason, retry = "PROVIDER_TIMEOUT", 1.0
-        else:
-            reason, retry = "PROVIDER_UNAVAILABLE", 1.0
-        raise Unavailable(
-            reason,
-            f"provider {adapter.agency.value} is unavailable ({exc.cause})",
-            retry_after_s=retry,
-            provider=adapter.agency.value,
-        ) from None
+        raise unavailable(adapter, exc) from None
     except InvalidRequest as exc:
         raise InvalidArgument("INVALID_REQUEST", str(exc)) from None
 
@@ -88,13 +94,21 @@ def fetch(
 
 def fetch_many(
     adapter: Any, dataset: str, subjects: Sequence[Subject], fields: Sequence[str], timeout: float | None
-) -> list[Mapping[str, Any] | None]:
+) -> list[Mapping[str, Any] | Unavailable | None]:
     """:func:`fetch` for many subjects in one provider query (:meth:`SqlAdapter.fetch_many`): one
-    answer per subject, in order."""
+    answer per subject, in order; a subject whose own records the provider cannot map gets the
+    error a fetch of it alone raises (the others are answered)."""
 
-    def call(t: float | None) -> list[Mapping[str, Any] | None]:
+    def call(t: float | None) -> list[Mapping[str, Any] | Unavailable | None]:
         results = adapter.fetch_many(dataset, subjects, fields, timeout=t)
-        return [r.values if r is not None else None for r in results]
+        return [
+            unavailable(adapter, r)
+            if isinstance(r, ProviderUnavailable)
+            else r.values
+            if r is not None
+            else None
+            for r in results
+        ]
 
     return _guard(adapter, timeout, call)
 
@@ -120,6 +134,12 @@ def evaluate_many(
     subjects: Sequence[Subject],
     params: Mapping[str, int],
     timeout: float | None,
-) -> list[bool | None]:
-    """One answer per subject in one provider query (:meth:`SqlAdapter.evaluate_many`)."""
-    return _guard(adapter, timeout, lambda t: adapter.evaluate_many(predicate, subjects, params, timeout=t))
+) -> list[bool | Unavailable | None]:
+    """One answer per subject in one provider query (:meth:`SqlAdapter.evaluate_many`); a subject
+    whose own records the provider cannot map gets the error an evaluation of it alone raises."""
+
+    def call(t: float | None) -> list[bool | Unavailable | None]:
+        answers = adapter.evaluate_many(predicate, subjects, params, timeout=t)
+        return [unavailable(adapter, a) if isinstance(a, ProviderUnavailable) else a for a in answers]
+
+    return _guard(adapter, timeout, call)

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from adapters.agencies import Agency
-from adapters.contract import Subject, SubjectKind, SubjectNotFound
+from adapters.contract import FetchResult, ProviderUnavailable, Subject, SubjectKind, SubjectNotFound
 from gateway.identity.forms import spaced, to_fullwidth, to_legacy15
 from tests.adapters.nativedb import AS_OF, NativeDb, employer_id, person_id
 
@@ -88,6 +88,27 @@ def test_many_subject_calls_answer_a_subject_named_twice_each_time(db: NativeDb)
         else:
             assert result == single
     assert adapter.fetch_many("graduation", [], as_of=AS_OF) == []
+
+
+def test_many_subject_calls_fail_only_the_subject_whose_rows_are_malformed(db: NativeDb) -> None:
+    """One subject's unmappable native value fails that subject alone (the error a call about it
+    alone raises); the others of the same source call are answered."""
+    db.add("graduate_record", record_id=1, cert_no=P1, education_level="41", graduation_date="2025-06-30")
+    db.add("graduate_record", record_id=2, cert_no=P2, education_level="99", graduation_date="2025-06-30")
+    db.add("graduate_record", record_id=3, cert_no=P3, education_level="31", graduation_date="2025-06-30")
+    adapter = db.adapter(Agency.EDUCATION)
+    with pytest.raises(ProviderUnavailable) as alone:
+        adapter.fetch("graduation", person(P2), as_of=AS_OF)
+    fetched = adapter.fetch_many("graduation", [person(P1), person(P2), person(P3)], ["level"], as_of=AS_OF)
+    assert isinstance(fetched[1], ProviderUnavailable) and fetched[1].cause == alone.value.cause
+    assert [r.values for r in (fetched[0], fetched[2]) if isinstance(r, FetchResult)] == [
+        {"level": "associate"},
+        {"level": "bachelor"},
+    ]
+    answers = adapter.evaluate_many(
+        "degree_at_least", [person(P1), person(P2), person(P3)], {"rank": 2}, as_of=AS_OF
+    )
+    assert answers[0] is False and isinstance(answers[1], ProviderUnavailable) and answers[2] is True
 
 
 def test_graduation_tie_on_date_takes_larger_record_id(db: NativeDb) -> None:

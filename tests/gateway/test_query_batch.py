@@ -6,8 +6,11 @@ batch as it would have failed it alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import itertools
+import time
 from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -25,6 +28,7 @@ from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit, st
 
 T = TypeVar("T")
 PURPOSE = "graduate_employment"
+REVIEW = "employment_subsidy_review"  # the agreement's other purpose: only use-limited consents name it
 FIELDS = ("level", "school_name", "graduation_date")
 _ids = itertools.count()
 
@@ -53,9 +57,9 @@ def _on_gateway(gw: Gateway, coro: Awaitable[T]) -> T:
     return asyncio.run_coroutine_threadsafe(wrapped(), gw.background._loop).result(timeout=30)
 
 
-def _meta(label: str) -> CallMeta:
+def _meta(label: str, purpose: str = PURPOSE) -> CallMeta:
     return CallMeta(
-        caller=Agency.HRSS, request_id=f"qb-{label}-{next(_ids)}", purpose=PURPOSE, time_left=lambda: 10.0
+        caller=Agency.HRSS, request_id=f"qb-{label}-{next(_ids)}", purpose=purpose, time_left=lambda: 10.0
     )
 
 
@@ -88,11 +92,11 @@ def _audit(gw: Gateway) -> list[Any]:
     return read_audit(gw.home, [gw.audit_dir])
 
 
-def _grant(client: GatewayClient, subject: str, *, uses: int = 0) -> str:
+def _grant(client: GatewayClient, subject: str, *, uses: int = 0, purpose: str = PURPOSE) -> str:
     consent, _ = client.grant_consent(
         subject,
         [("education", "graduation", list(FIELDS))],
-        [PURPOSE],
+        [purpose],
         valid_days=30,
         use_limit=uses,
         channel="app",
@@ -162,7 +166,7 @@ def test_a_batch_answers_each_call_as_it_would_be_answered_alone(gw: Gateway, su
             assert entry.body.reason == result.reason
 
 
-def test_a_store_failure_refuses_every_call_of_the_batch(
+def test_a_store_outage_refuses_every_call_of_the_batch(
     gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = gw.client("hrss")
@@ -175,6 +179,7 @@ def test_a_store_failure_refuses_every_call_of_the_batch(
         raise StoreError("consent store unavailable: disk I/O error")
 
     monkeypatch.setattr(store, "records_for_many", down)
+    monkeypatch.setattr(store, "records_for", down)  # down for a call alone too
     calls = [(_meta("store-down"), s) for s in chosen]
     results = _together(gw, calls)
     assert [_outcome(r) for r in results] == [("UNAVAILABLE", "CONSENT_STORE_UNAVAILABLE")] * 3
@@ -205,6 +210,159 @@ def test_a_provider_failure_fails_every_allowed_call_of_the_batch(
     for meta, _ in calls[:3]:
         (entry,) = entries_of(entries, meta.request_id)
         assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
+
+
+def test_a_subject_whose_consent_cannot_be_read_fails_alone(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One subject's damaged consent fails the batch's read: the calls then go one by one, and
+    only that subject's is refused (it used to refuse the whole batch)."""
+    client = gw.client("hrss")
+    chosen = [s for s, _ in subjects.graduates][:3]
+    for s in chosen:
+        _grant(client, s)
+    store = _exchange(gw).consent.store
+    real = store.records_for
+
+    def many(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("consent x: stored terms are damaged")
+
+    def one(kind: Any, subject_id: str, **kwargs: Any) -> Any:
+        if subject_id == chosen[1]:
+            raise StoreError("consent x: stored terms are damaged")
+        return real(kind, subject_id, **kwargs)
+
+    monkeypatch.setattr(store, "records_for_many", many)
+    monkeypatch.setattr(store, "records_for", one)
+    results = _together(gw, [(_meta("damaged"), s) for s in chosen])
+    assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
+    assert _outcome(results[1]) == ("UNAVAILABLE", "CONSENT_STORE_UNAVAILABLE")
+
+
+def test_a_subject_the_provider_cannot_map_fails_alone(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider answers a batched query with one subject's records malformed: that call is
+    PROVIDER_UNAVAILABLE (as alone), the others are answered."""
+    client = gw.client("hrss")
+    chosen = [s for s, _ in subjects.graduates][:3]
+    for s in chosen:
+        _grant(client, s)
+    adapter = _exchange(gw).adapters[Agency.EDUCATION]
+    real = adapter.fetch_many
+
+    def one_malformed(dataset: str, subjects_: Any, fields: Any = None, **kwargs: Any) -> Any:
+        out = real(dataset, subjects_, fields, **kwargs)
+        return [
+            ProviderUnavailable(Agency.EDUCATION, "malformed native data (education_level: unknown code)")
+            if s.id == chosen[1]
+            else r
+            for s, r in zip(subjects_, out, strict=True)
+        ]
+
+    monkeypatch.setattr(adapter, "fetch_many", one_malformed)
+    calls = [(_meta("malformed"), s) for s in chosen]
+    results = _together(gw, calls)
+    assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
+    assert _outcome(results[1]) == ("UNAVAILABLE", "PROVIDER_UNAVAILABLE")
+    (entry,) = entries_of(_audit(gw), calls[1][0].request_id)
+    assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
+
+
+def test_a_short_deadline_does_not_bound_the_other_calls(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call with almost no time left in a batch: it alone is PROVIDER_TIMEOUT; the others, with
+    their own long deadlines, are answered (the whole group used to get the shortest deadline)."""
+    client = gw.client("hrss")
+    chosen = [s for s, _ in subjects.graduates][:3]
+    for s in chosen:
+        _grant(client, s)
+    consent = _exchange(gw).consent
+    real = consent.decide_many
+
+    def slow(*args: Any, **kwargs: Any) -> Any:  # a store write under the lock takes a while
+        out = real(*args, **kwargs)
+        time.sleep(0.03)
+        return out
+
+    monkeypatch.setattr(consent, "decide_many", slow)
+    short = CallMeta(caller=Agency.HRSS, request_id=f"qb-short-{next(_ids)}", purpose=PURPOSE)
+    end = time.monotonic() + 0.075  # 25 ms once the 50 ms answer reserve is kept
+    short = dataclasses.replace(short, time_left=lambda: end - time.monotonic())
+    results = _together(gw, [(_meta("long"), chosen[0]), (short, chosen[1]), (_meta("long"), chosen[2])])
+    assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
+    assert _outcome(results[1]) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
+
+
+def test_a_call_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: Subjects) -> None:
+    client = gw.client("hrss")
+    subject = subjects.graduates[3][0]
+    _grant(client, subject, uses=1, purpose=REVIEW)
+    x = _exchange(gw)
+    meta = _meta("cancel-early", REVIEW)
+
+    async def scenario() -> None:
+        task = asyncio.get_running_loop().create_task(_ask(x, meta, subject))
+        await asyncio.sleep(0)  # the call waits in a batch
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert x._local_queries is not None
+        x._local_queries._run_now()  # the batch runs without it
+
+    _on_gateway(gw, scenario())
+    assert entries_of(_audit(gw), meta.request_id) == []
+    # its one use was not spent: a new call gets the data
+    assert isinstance(_together(gw, [(_meta("after", REVIEW), subject)])[0], QueryAnswer)
+
+
+def test_a_call_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subjects: Subjects) -> None:
+    """The batch decided (spending the consent's one use) and fetched for the call, then its
+    caller went away before the call went on: its audit entry is still written."""
+    client = gw.client("hrss")
+    subject = subjects.graduates[4][0]
+    _grant(client, subject, uses=1, purpose=REVIEW)
+    x = _exchange(gw)
+    meta = _meta("cancel-late", REVIEW)
+
+    async def scenario() -> None:
+        task = asyncio.get_running_loop().create_task(_ask(x, meta, subject))
+        await asyncio.sleep(0)  # the call waits in a batch
+        assert x._local_queries is not None
+        x._local_queries._run_now()  # its steps run: the use is spent, the provider read
+        task.cancel()  # before the call resumes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    _on_gateway(gw, scenario())
+    (entry,) = entries_of(_audit(gw), meta.request_id)
+    assert entry.body.outcome.kind.value == "found"
+    assert _outcome(_together(gw, [(_meta("after", REVIEW), subject)])[0]) == (
+        "PERMISSION_DENIED",
+        "CONSENT_USE_LIMIT_REACHED",
+    )
+
+
+def test_a_full_batch_runs_at_once(
+    dev_home: DevHome, subjects: Subjects, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    g = start_gateway(dev_home, tmp_path_factory.mktemp("fullbatch") / "home", server={"query_batch": 3})
+    try:
+        client = g.client("hrss")
+        chosen = [s for s, _ in subjects.graduates][:7]
+        for s in chosen:
+            _grant(client, s)
+        before = _batches(g)
+        results = _together(g, [(_meta("full"), s) for s in chosen])
+        after = _batches(g)
+        assert after[0] - before[0] == 7 and after[1] - before[1] == 3  # 3 + 3 + 1
+        by_subject = dict(subjects.graduates)
+        for s, r in zip(chosen, results, strict=True):
+            assert isinstance(r, QueryAnswer)
+            assert r.results[0].values["graduation_date"] == by_subject[s]["graduation_date"]
+    finally:
+        g.stop()
 
 
 def test_query_batch_1_turns_batching_off(

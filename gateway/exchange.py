@@ -697,7 +697,14 @@ class Exchange:
             provider, dataset = next(n for i, n in enumerate(named) if n in named[:i])
             where = f"{provider.value}.{dataset}" if provider is not None else dataset
             raise InvalidArgument("INVALID_REQUEST", f"{where} is named twice (name each dataset once)")
-        fp = _fingerprint("query", meta.purpose, meta.operator, kind, subject_id, tuple(asks))
+        fp = _fingerprint(
+            "query",
+            meta.purpose,
+            meta.operator,
+            kind.value if kind is not None else None,
+            subject_id,
+            tuple((a.provider.value if a.provider is not None else None, a.dataset, a.fields) for a in asks),
+        )
         result, replayed = await self.answers.run(
             meta.caller.value, meta.request_id, fp, lambda: self._query(meta, kind, subject_id, asks)
         )

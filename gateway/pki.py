@@ -21,7 +21,6 @@ can be replaced on disk without a restart (:class:`ServerCredentialsReloader`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import os
 import re
@@ -964,9 +963,10 @@ class RevocationChecker:
         with self._lock:
             self._refresh()
             self._require_usable()
-            key = hashlib.sha256(
+            # a certificate's bytes (PEM or DER) are their own key: no digest per call
+            key = (
                 cert.public_bytes(serialization.Encoding.DER) if isinstance(cert, x509.Certificate) else cert
-            ).digest()
+            )
             hit = self._cache.get(key)
             if hit is not None:
                 return hit

@@ -201,6 +201,32 @@ class _Plan:
     values: Mapping[str, Any] | None = None
 
 
+def _pack_answer(answer: QueryAnswer | VerifyAnswer) -> tuple[Any, ...]:
+    """A kept answer as nested tuples of atoms (which the garbage collector stops tracking)."""
+    if isinstance(answer, VerifyAnswer):
+        return ("verify", answer.request_id, answer.result, answer.legal_basis)
+    return (
+        "query",
+        answer.request_id,
+        tuple(
+            (r.provider.value, r.dataset, r.found, tuple(r.values.items()), r.legal_basis)
+            for r in answer.results
+        ),
+    )
+
+
+def _unpack_answer(packed: tuple[Any, ...]) -> QueryAnswer | VerifyAnswer:
+    if packed[0] == "verify":
+        return VerifyAnswer(packed[1], packed[2], packed[3])
+    return QueryAnswer(
+        packed[1],
+        tuple(
+            DatasetAnswer(Agency(p), dataset, found, dict(values), basis)
+            for p, dataset, found, values, basis in packed[2]
+        ),
+    )
+
+
 def _fingerprint(*parts: object) -> bytes:
     return hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=16).digest()
 
@@ -454,7 +480,9 @@ class Exchange:
         self.metrics: Metrics = metrics or _NoMetrics()
         self.today = today
         self.limiter = RateLimiter()
-        self.answers: IdempotencyCache[Any] = IdempotencyCache(config.server.idempotency_ttl_s)
+        self.answers: IdempotencyCache[Any] = IdempotencyCache(
+            config.server.idempotency_ttl_s, pack=_pack_answer, unpack=_unpack_answer
+        )
         most = config.server.query_batch
         wait = config.server.query_batch_wait_ms / 1000
         self._local_queries = _LocalQueries(self, most, wait) if most > 1 else None

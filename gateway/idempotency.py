@@ -11,10 +11,12 @@ new attempt). Answers hold fetched values, so they never leave the process's mem
 from __future__ import annotations
 
 import asyncio
+import pickle
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from gateway.pipeline.errors import Conflict, RequestError, Unavailable
 
@@ -26,21 +28,57 @@ T = TypeVar("T")
 FINAL_CODES = frozenset({"PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT"})
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+_STAMP = struct.Struct("<dB")  # a kept answer: when (monotonic seconds), fingerprint length
+
+
 class IdempotencyCache(Generic[T]):
-    def __init__(self, ttl_s: float, max_entries: int = 200_000, clock: Callable[[], float] = time.monotonic):
+    """Answers by (caller, request id), up to ``max_entries`` for ``ttl_s`` seconds.
+
+    A kept answer is one ``bytes`` value: its time, its request's fingerprint and the answer,
+    pickled after ``pack`` (``unpack`` undoes it on a replay; both default to nothing). Bytes are
+    no work for the garbage collector, so a full cache (hundreds of thousands of answers) does
+    not lengthen the pauses a full collection makes in the event loop; as objects, they made it
+    take about 100 ms at 80,000 answers. The bytes never leave the process and are unpickled only
+    from what this cache pickled. A call still running, and a kept refusal, are held as
+    (time, fingerprint, future)."""
+
+    def __init__(
+        self,
+        ttl_s: float,
+        max_entries: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        pack: Callable[[T], Any] = _same,
+        unpack: Callable[[Any], T] = _same,
+    ):
         self._ttl = ttl_s
         self._max = max_entries
         self._clock = clock
-        self._items: OrderedDict[tuple[str, str], tuple[float, bytes, asyncio.Future[T]]] = OrderedDict()
+        self._pack = pack
+        self._unpack = unpack
+        # "caller NUL request id" -> the kept answer (bytes) or (when, fingerprint, future)
+        self._items: OrderedDict[str, bytes | tuple[float, bytes, asyncio.Future[T]]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)
 
+    @staticmethod
+    def _when(held: bytes | tuple[float, bytes, asyncio.Future[T]]) -> float:
+        return _STAMP.unpack_from(held)[0] if isinstance(held, bytes) else held[0]
+
+    @staticmethod
+    def _settled(held: bytes | tuple[float, bytes, asyncio.Future[T]]) -> bool:
+        return isinstance(held, bytes) or held[2].done()
+
     def _evict(self, now: float) -> None:
         items = self._items
         while items:
-            stamp, _, fut = next(iter(items.values()))
-            if (now - stamp < self._ttl and len(items) <= self._max) or not fut.done():
+            held = next(iter(items.values()))
+            if (now - self._when(held) < self._ttl and len(items) <= self._max) or not self._settled(held):
                 break
             items.popitem(last=False)
 
@@ -50,17 +88,21 @@ class IdempotencyCache(Generic[T]):
         """(answer, replayed): the stored answer of ``request_id`` or the one ``make`` gives now."""
         now = self._clock()
         self._evict(now)
-        key = (caller, request_id)
+        key = f"{caller}\x00{request_id}"
         held = self._items.get(key)
-        if held is not None and now - held[0] >= self._ttl and held[2].done():
+        if held is not None and now - self._when(held) >= self._ttl and self._settled(held):
             # Expired, but not evicted yet (eviction stops at an older call still running).
             del self._items[key]
             held = None
         if held is not None:
-            _, fp, earlier = held
-            if fp != fingerprint:
-                raise Conflict("REQUEST_ID_CONFLICT", "this request id was used for a different request")
-            return await asyncio.shield(earlier), True
+            if isinstance(held, bytes):
+                size = _STAMP.size + held[_STAMP.size - 1]
+                if held[_STAMP.size : size] != fingerprint:
+                    raise _conflict()
+                return self._unpack(pickle.loads(held[size:])), True
+            if held[1] != fingerprint:
+                raise _conflict()
+            return await asyncio.shield(held[2]), True
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._items[key] = (now, fingerprint, fut)
         try:
@@ -76,5 +118,13 @@ class IdempotencyCache(Generic[T]):
             fut.set_exception(Unavailable("INTERNAL", "the request failed; try again"))
             fut.exception()
             raise exc
-        fut.set_result(result)
+        fut.set_result(result)  # for retries waiting meanwhile
+        mine = self._items.get(key)
+        if isinstance(mine, tuple) and mine[2] is fut and len(fingerprint) < 256:
+            kept = _STAMP.pack(now, len(fingerprint)) + fingerprint
+            self._items[key] = kept + pickle.dumps(self._pack(result), pickle.HIGHEST_PROTOCOL)
         return result, False
+
+
+def _conflict() -> Conflict:
+    return Conflict("REQUEST_ID_CONFLICT", "this request id was used for a different request")

@@ -521,6 +521,13 @@ class SqlAdapter:
                 records.update(spec.build(conn, {group: keys}, day))
             except NativeDataError as exc:
                 malformed[group] = ProviderUnavailable(self.agency, classify(exc, timeout=0).cause)
+                log.warning(
+                    "adapter.call.malformed",
+                    agency=self.agency.value,
+                    dataset=spec.descriptor.name,
+                    native_keys=[str(k) for k in keys],
+                    problem=str(exc),
+                )
         return records, malformed
 
     # ---- fetch / evaluate -----------------------------------------------------------------

@@ -14,6 +14,7 @@ argument errors are checked first, so that a denial names a valid subject.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import hashlib
 import math
@@ -236,6 +237,12 @@ def _fingerprint(*parts: object) -> bytes:
 _Steps = tuple[list[Decision], list[Any] | None]
 
 
+def expected_gap(average: float, last: float, since_last: float) -> float:
+    """How long until the next call, for a waiting batch: the recent average time between calls,
+    unless calls come slower now (a long last gap, or none since for longer): then that."""
+    return max(average, last, since_last)
+
+
 def batch_step(left: float, ready: bool, gap: float) -> float | None:
     """When a waiting batch of Queries runs: None now; 0 after the callbacks ready on the loop
     (they may bring more calls); else in this many seconds, when the next call is due.
@@ -282,12 +289,14 @@ class _LocalQueries:
         self._since = 0.0  # when the batch's first call arrived (loop time)
         self._last = -math.inf  # when the last call arrived
         self._gap = 1.0  # moving average of the time between arrivals (seconds)
+        self._last_gap = 1.0  # the time between the last two arrivals
         self._scheduled = False
 
     def submit(self, meta: CallMeta, plan: _Plan, subject: Subject) -> asyncio.Future[_Steps]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._gap = 0.9 * self._gap + 0.1 * min(now - self._last, 1.0)
+        self._last_gap = min(now - self._last, 1.0)
+        self._gap = 0.9 * self._gap + 0.1 * self._last_gap
         self._last = now
         future: asyncio.Future[_Steps] = loop.create_future()
         if not self._waiting:
@@ -308,8 +317,7 @@ class _LocalQueries:
         now = loop.time()
         # asyncio's queue of ready callbacks (other loops have none: only the arrival rate counts)
         ready = bool(getattr(loop, "_ready", None))
-        # no call for longer than the average gap: calls come slower now than the average says
-        gap = max(self._gap, now - self._last)
+        gap = expected_gap(self._gap, self._last_gap, now - self._last)
         step = batch_step(self._wait_s - (now - self._since), ready, gap)
         if step is None:
             self._run_now()
@@ -336,9 +344,9 @@ class _LocalQueries:
                     _settle(w.future, error=exc)
                 return
             self._run_many(waiting)
-        except BaseException as exc:  # a bug: every call of the batch fails with it (none hangs)
+        except BaseException as exc:  # a bug: every call of the batch fails (none hangs)
             for w in waiting:
-                _settle(w.future, error=exc)
+                _settle(w.future, error=copy.copy(exc))  # one instance each: tracebacks apart
             if not isinstance(exc, Exception):
                 raise
 
@@ -365,10 +373,19 @@ class _LocalQueries:
             ]
             for w in live
         ]
-        decided = x.consent.decide_many(calls, consume=True)
+        # a call whose time ran out meanwhile (others' consent writes) spends no use: as alone,
+        # it is PROVIDER_TIMEOUT before its consent step
+        decided = x.consent.decide_many(
+            calls, consume=True, proceed=lambda i: fetch_step.has_time(x._time_left(live[i].meta))
+        )
         fetch: dict[tuple[int, str, tuple[str, ...]], list[tuple[_Waiting, list[Decision]]]] = {}
         for w, outcome in zip(live, decided, strict=True):
-            if isinstance(outcome, StoreError):
+            if outcome is None:
+                try:
+                    fetch_step.require_time(w.plan.adapter, 0.0)
+                except RequestError as exc:
+                    _settle(w.future, error=exc)
+            elif isinstance(outcome, StoreError):
                 _settle(w.future, error=outcome)
             elif not outcome[0].allowed:
                 _settle(w.future, result=(outcome, None))
@@ -444,6 +461,10 @@ def _settle(
     if future.done():
         return
     if error is not None:
+        if isinstance(error, StopIteration | StopAsyncIteration):  # a future refuses these
+            wrapped = RuntimeError(f"{type(error).__name__} in a query batch")
+            wrapped.__cause__ = error
+            error = wrapped
         future.set_exception(error)
     else:
         assert result is not None

@@ -877,7 +877,7 @@ class RevocationChecker:
 
     The CRL and the CA certificate are stat'ed at most once per ``interval`` seconds; when either
     changed (mtime, size or inode) the CRL is reloaded and its signature checked against the CA.
-    Answers are cached per SHA-256 of the certificate bytes until the next reload.
+    Answers are cached per certificate (its bytes) until the next reload.
 
     Fails closed: a missing or unparsable CRL, one not signed by the CA, or one past its next
     update makes :meth:`is_revoked` raise :class:`CrlError` (the caller refuses the request)

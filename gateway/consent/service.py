@@ -691,7 +691,8 @@ class ConsentService:
         *,
         now: datetime | None = None,
         consume: bool = False,
-    ) -> builtins.list[builtins.list[Decision] | StoreError]:
+        proceed: Callable[[int], bool] | None = None,
+    ) -> builtins.list[builtins.list[Decision] | StoreError | None]:
         """:meth:`decide_all` for each of several calls (concurrent Queries), with one store read
         per subject kind and dataset for all of them instead of one per call. Each call gets
         what decide_all would give it, or the StoreError it would raise:
@@ -700,11 +701,16 @@ class ConsentService:
           decide_all itself (the use is counted atomically there); the others are then decided
           again on a fresh read, so that none rests on a read older than those writes;
         * if a read fails (the store is down, or one subject's consent is damaged), the calls it
-          was for go through decide_all one by one: each fails, or not, as it would alone."""
-        when = self._aware(now, "now") if now is not None else self.clock()
+          was for go through decide_all one by one: each fails, or not, as it would alone;
+        * each round reads the clock again (without ``now``), as a call decided alone then would;
+        * ``proceed(i)`` false (say, call i's deadline passed while others' uses were written):
+          call i is not decided, nothing is spent for it, and its place holds None."""
         out: builtins.list[builtins.list[Decision] | StoreError | None] = [None] * len(calls)
 
         def alone(i: int) -> None:
+            if proceed is not None and not proceed(i):
+                out[i] = None
+                return
             try:
                 out[i] = self.decide_all(calls[i], now=now, consume=consume)
             except StoreError as exc:
@@ -712,6 +718,7 @@ class ConsentService:
 
         pending = builtins.list(range(len(calls)))
         for _ in range(3):
+            when = self._aware(now, "now") if now is not None else self.clock()
             found, failed = self._read_many([calls[i] for i in pending])
             spending: builtins.list[int] = []
             settled: builtins.list[int] = []  # decided on this read (final unless others spend)
@@ -742,11 +749,7 @@ class ConsentService:
         else:
             for i in pending:
                 alone(i)
-        result: builtins.list[builtins.list[Decision] | StoreError] = []
-        for item in out:
-            assert item is not None
-            result.append(item)
-        return result
+        return out
 
     def _read_many(
         self, calls: Sequence[Sequence[tuple[CheckRequest, Basis]]]

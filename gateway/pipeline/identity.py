@@ -6,8 +6,6 @@ the master index (the matching issue). Pure."""
 
 from __future__ import annotations
 
-import functools
-
 from adapters.contract import Subject, SubjectKind
 from gateway.consent.errors import InvalidConsentRequest
 from gateway.consent.service import parse_subject
@@ -22,13 +20,6 @@ def subject_of(kind: SubjectKind | None, identifier: str) -> Subject:
     if not identifier:
         raise InvalidArgument("INVALID_REQUEST", "subject.id is required")
     try:
-        return _parsed(identifier, kind)
+        return parse_subject(identifier, kind)
     except InvalidConsentRequest as exc:
         raise InvalidArgument(exc.reason, str(exc)) from None
-
-
-@functools.lru_cache(maxsize=65_536)
-def _parsed(identifier: str, kind: SubjectKind | None) -> Subject:
-    """parse_subject, remembered for the identifiers asked about lately (a subject is usually
-    asked about again and again; Subject is immutable; refusals are not remembered)."""
-    return parse_subject(identifier, kind)

@@ -32,6 +32,7 @@ def _call(svc: ConsentService, subject: str, **kw: Any) -> list[tuple[CheckReque
 
 
 def _view(outcome: Any) -> Any:
+    assert outcome is not None
     if isinstance(outcome, StoreError):
         return ("StoreError", str(outcome))
     return [(d.allowed, d.reason, d.basis, d.consent_ids) for d in outcome]
@@ -60,7 +61,7 @@ def test_decide_many_gives_each_call_what_decide_all_gives_it(store: ConsentStor
     ]
     many = svc.decide_many(calls, consume=True)
     assert [_view(o) for o in many[:7]] == [_view(svc.decide_all(c)) for c in calls[:7]]
-    spent = [o for o in many[7:] if not isinstance(o, StoreError)]
+    spent = [o for o in many[7:] if o is not None and not isinstance(o, StoreError)]
     assert sorted(d[0].allowed for d in spent) == [False, True]
     assert {d[0].reason.value for d in spent if not d[0].allowed} == {"USE_LIMIT_REACHED"}
     assert svc.decide_many([], consume=True) == []
@@ -110,3 +111,40 @@ def test_records_for_many_matches_records_for(store: ConsentStore) -> None:
     assert store.records_for_many("person", subjects, dataset=("tax", "income_withholding")) == {
         s: [] for s in subjects
     }
+
+
+def test_calls_decided_after_another_spends_a_use_see_the_store_and_clock_of_then(
+    store: ConsentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call spending a limited consent's use goes alone (a write); the others are decided
+    again on a fresh read at a fresh time: a revocation made meanwhile counts, as it would for a
+    call decided then."""
+    clock = Clock()
+    svc = service_for(store, clock)
+    limited, plain = person(51), person(52)
+    svc.grant(grant_request(limited, use_limit=3))
+    plain_id = svc.grant(grant_request(plain)).record.consent_id
+    real = svc.decide_all
+
+    def spend_then_revoke(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        clock.advance(minutes=1)
+        svc.revoke(plain_id, channel="counter", evidence_ref="rev-2")
+        return out
+
+    monkeypatch.setattr(svc, "decide_all", spend_then_revoke)
+    out = svc.decide_many([_call(svc, limited), _call(svc, plain)], consume=True)
+    assert not isinstance(out[0], StoreError) and out[0] is not None and out[0][0].allowed
+    assert not isinstance(out[1], StoreError) and out[1] is not None
+    assert out[1][0].reason is not None and out[1][0].reason.value == "CONSENT_REVOKED"
+
+
+def test_a_call_that_may_not_proceed_spends_nothing(store: ConsentStore) -> None:
+    svc = service_for(store)
+    limited, plain = person(61), person(62)
+    cid = svc.grant(grant_request(limited, use_limit=1)).record.consent_id
+    svc.grant(grant_request(plain))
+    out = svc.decide_many([_call(svc, limited), _call(svc, plain)], consume=True, proceed=lambda i: i != 0)
+    assert out[0] is None
+    assert not isinstance(out[1], StoreError) and out[1] is not None and out[1][0].allowed
+    assert store.get(cid).uses == 0  # type: ignore[union-attr]

@@ -21,7 +21,15 @@ from adapters.contract import ProviderUnavailable, SubjectKind
 from gateway.client import GatewayClient
 from gateway.consent.errors import StoreError
 from gateway.devsetup import DevHome
-from gateway.exchange import CallMeta, DatasetAsk, Exchange, QueryAnswer, batch_step
+from gateway.exchange import (
+    CallMeta,
+    DatasetAsk,
+    Exchange,
+    QueryAnswer,
+    _settle,
+    batch_step,
+    expected_gap,
+)
 from gateway.identity.resident_id import make_resident_id
 from gateway.pipeline.errors import RequestError
 from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit, start_gateway
@@ -293,6 +301,61 @@ def test_a_short_deadline_does_not_bound_the_other_calls(
     results = _together(gw, [(_meta("long"), chosen[0]), (short, chosen[1]), (_meta("long"), chosen[2])])
     assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
     assert _outcome(results[1]) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
+
+
+def test_each_call_of_a_slow_provider_query_keeps_its_own_deadline(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batched provider query runs with the longest time left among its calls (not the
+    shortest: that failed them all); a call whose own time ran out before the answer came is
+    PROVIDER_TIMEOUT, audited as such; the others are answered."""
+    client = gw.client("hrss")
+    chosen = [s for s, _ in subjects.graduates][:3]
+    for s in chosen:
+        _grant(client, s)
+    source = _exchange(gw).adapters[Agency.EDUCATION].source  # type: ignore[attr-defined]
+    real = source.run
+
+    def slow(operation: str, fn: Any, **kwargs: Any) -> Any:
+        def work(conn: Any) -> Any:
+            time.sleep(0.04)  # the provider takes 40 ms, inside the call's time limit
+            return fn(conn)
+
+        return real(operation, work, **kwargs)
+
+    monkeypatch.setattr(source, "run", slow)
+    end = time.monotonic() + 0.075  # 25 ms once the 50 ms answer reserve is kept
+    short = dataclasses.replace(_meta("short-slow"), time_left=lambda: end - time.monotonic())
+    calls = [(_meta("long-slow"), chosen[0]), (short, chosen[1]), (_meta("long-slow"), chosen[2])]
+    results = _together(gw, calls)
+    assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
+    assert _outcome(results[1]) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
+    (entry,) = entries_of(_audit(gw), short.request_id)
+    assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_TIMEOUT")
+
+
+def test_a_batch_that_breaks_settles_every_call() -> None:
+    """Whatever a bug raises, every waiting call gets an error (none hangs), each its own."""
+    loop = asyncio.new_event_loop()
+    try:
+        futures = [loop.create_future() for _ in range(3)]
+        for f in futures[:2]:
+            _settle(f, error=StopIteration())  # a future refuses StopIteration itself
+        _settle(futures[2], error=ValueError("bug"))
+        assert all(f.done() for f in futures)
+        assert isinstance(futures[0].exception(), RuntimeError)
+        assert futures[0].exception() is not futures[1].exception()
+    finally:
+        loop.close()
+
+
+def test_a_lone_call_after_a_quiet_spell_is_not_held() -> None:
+    # calls came every 0.5 ms, then none for 15 ms: the lone call's batch does not wait
+    gap = expected_gap(0.0005, 0.015, 0.0)
+    assert batch_step(0.002, False, gap) is None
+    # steady calls every 0.5 ms: it waits for the next one
+    gap = expected_gap(0.0005, 0.0005, 0.0001)
+    assert batch_step(0.002, False, gap) == 0.0005
 
 
 def test_a_call_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: Subjects) -> None:

@@ -349,13 +349,13 @@ def test_a_batch_that_breaks_settles_every_call() -> None:
         loop.close()
 
 
-def test_a_lone_call_after_a_quiet_spell_is_not_held() -> None:
-    # calls came every 0.5 ms, then none for 15 ms: the lone call's batch does not wait
-    gap = expected_gap(0.0005, 0.015, 0.0)
-    assert batch_step(0.002, False, gap) is None
-    # steady calls every 0.5 ms: it waits for the next one
-    gap = expected_gap(0.0005, 0.0005, 0.0001)
-    assert batch_step(0.002, False, gap) == 0.0005
+def test_a_lone_call_after_a_quiet_spell_is_not_held_long() -> None:
+    # steady calls every 0.5 ms: a batch waits for the next one
+    assert batch_step(0.002, False, expected_gap(0.0005, 0.0001)) == 0.0005
+    # none for 15 ms: it does not wait
+    assert batch_step(0.002, False, expected_gap(0.0005, 0.015)) is None
+    # a lone call never waits longer than the batch's wait, whatever the average said
+    assert batch_step(0.0, False, expected_gap(0.0005, 0.0)) is None
 
 
 def test_a_call_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: Subjects) -> None:

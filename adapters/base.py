@@ -502,6 +502,17 @@ class SqlAdapter:
         record: CanonicalRecord | None = spec.build(conn, {0: keys}, as_of).get(0)
         return record
 
+    def _records_of(
+        self, conn: Connection, spec: DatasetSpec[Any], subjects: Sequence[Subject], day: dt.date
+    ) -> list[CanonicalRecord | ProviderUnavailable | None]:
+        """Each subject's record (one identity query and one record query for all), in order:
+        None without one, the error a call about it alone gets when its rows are malformed."""
+        kind = spec.descriptor.subject_kind
+        groups: dict[GroupKey, Sequence[str]] = {i: stored_forms(kind, s.id) for i, s in enumerate(subjects)}
+        keys = {g: k for g, k in self._resolve(conn, spec.anchor, groups).items() if k}
+        records, malformed = self._build_each(conn, spec, keys, day)
+        return [malformed[i] if i in malformed else records.get(i) for i in range(len(subjects))]
+
     def _build_each(
         self, conn: Connection, spec: DatasetSpec[Any], groups: Mapping[GroupKey, Sequence[Key]], day: dt.date
     ) -> tuple[dict[GroupKey, CanonicalRecord], dict[GroupKey, ProviderUnavailable]]:
@@ -576,18 +587,12 @@ class SqlAdapter:
             self._check_subject(kind, f"dataset {dataset!r}", subject)
         names = self._fields(spec.descriptor, fields)
         day = as_of or dt.date.today()
-        groups: dict[GroupKey, Sequence[str]] = {i: stored_forms(kind, s.id) for i, s in enumerate(subjects)}
 
         def work(conn: Connection) -> list[FetchResult | ProviderUnavailable | None]:
-            keys = {g: k for g, k in self._resolve(conn, spec.anchor, groups).items() if k}
-            records, malformed = self._build_each(conn, spec, keys, day)
             out: list[FetchResult | ProviderUnavailable | None] = []
-            for i in range(len(subjects)):
-                record = records.get(i)
-                if i in malformed:
-                    out.append(malformed[i])
-                elif record is None:
-                    out.append(None)
+            for record in self._records_of(conn, spec, subjects, day):
+                if record is None or isinstance(record, ProviderUnavailable):
+                    out.append(record)
                 else:
                     dumped = record.model_dump()
                     out.append(FetchResult(self.agency, dataset, {n: dumped[n] for n in names}))
@@ -645,19 +650,15 @@ class SqlAdapter:
         clean = check_params(pd, params)
         spec = self._datasets[pd.dataset]
         day = as_of or dt.date.today()
-        kind = spec.descriptor.subject_kind
-        groups: dict[GroupKey, Sequence[str]] = {i: stored_forms(kind, s.id) for i, s in enumerate(subjects)}
+        absent = False if pd.absent_means_false else None
 
         def work(conn: Connection) -> list[bool | ProviderUnavailable | None]:
-            keys = {g: k for g, k in self._resolve(conn, spec.anchor, groups).items() if k}
-            records, malformed = self._build_each(conn, spec, keys, day)
             out: list[bool | ProviderUnavailable | None] = []
-            for i in range(len(subjects)):
-                record = records.get(i)
-                if i in malformed:
-                    out.append(malformed[i])
-                elif record is None:
-                    out.append(False if pd.absent_means_false else None)
+            for record in self._records_of(conn, spec, subjects, day):
+                if record is None:
+                    out.append(absent)
+                elif isinstance(record, ProviderUnavailable):
+                    out.append(record)
                 else:
                     out.append(bool(pspec.test(record, clean, day)))
             return out

@@ -358,23 +358,35 @@ def test_a_lone_call_after_a_quiet_spell_is_not_held_long() -> None:
     assert batch_step(0.0, False, expected_gap(0.0005, 0.0)) is None
 
 
-def test_a_call_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: Subjects) -> None:
-    client = gw.client("hrss")
-    subject = subjects.graduates[3][0]
-    _grant(client, subject, uses=1, purpose=REVIEW)
+def _cancel(gw: Gateway, subject: str, label: str, *, before_the_batch: bool) -> CallMeta:
+    """A call about ``subject`` (one use-limited consent) cancelled while it waits in a batch,
+    before or after the batch runs; returns its meta."""
+    _grant(gw.client("hrss"), subject, uses=1, purpose=REVIEW)
     x = _exchange(gw)
-    meta = _meta("cancel-early", REVIEW)
+    meta = _meta(label, REVIEW)
 
     async def scenario() -> None:
         task = asyncio.get_running_loop().create_task(_ask(x, meta, subject))
         await asyncio.sleep(0)  # the call waits in a batch
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         assert x._local_queries is not None
-        x._local_queries._run_now()  # the batch runs without it
+        if before_the_batch:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            x._local_queries._run_now()  # the batch runs without it
+            return
+        x._local_queries._run_now()  # its steps run: the use is spent, the provider read
+        task.cancel()  # before the call resumes
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     _on_gateway(gw, scenario())
+    return meta
+
+
+def test_a_call_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: Subjects) -> None:
+    subject = subjects.graduates[3][0]
+    meta = _cancel(gw, subject, "cancel-early", before_the_batch=True)
     assert entries_of(_audit(gw), meta.request_id) == []
     # its one use was not spent: a new call gets the data
     assert isinstance(_together(gw, [(_meta("after", REVIEW), subject)])[0], QueryAnswer)
@@ -383,22 +395,8 @@ def test_a_call_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: S
 def test_a_call_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subjects: Subjects) -> None:
     """The batch decided (spending the consent's one use) and fetched for the call, then its
     caller went away before the call went on: its audit entry is still written."""
-    client = gw.client("hrss")
     subject = subjects.graduates[4][0]
-    _grant(client, subject, uses=1, purpose=REVIEW)
-    x = _exchange(gw)
-    meta = _meta("cancel-late", REVIEW)
-
-    async def scenario() -> None:
-        task = asyncio.get_running_loop().create_task(_ask(x, meta, subject))
-        await asyncio.sleep(0)  # the call waits in a batch
-        assert x._local_queries is not None
-        x._local_queries._run_now()  # its steps run: the use is spent, the provider read
-        task.cancel()  # before the call resumes
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    _on_gateway(gw, scenario())
+    meta = _cancel(gw, subject, "cancel-late", before_the_batch=False)
     (entry,) = entries_of(_audit(gw), meta.request_id)
     assert entry.body.outcome.kind.value == "found"
     assert _outcome(_together(gw, [(_meta("after", REVIEW), subject)])[0]) == (

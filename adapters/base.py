@@ -514,11 +514,18 @@ class SqlAdapter:
         return [malformed[i] if i in malformed else records.get(i) for i in range(len(subjects))]
 
     def _build_each(
-        self, conn: Connection, spec: DatasetSpec[Any], groups: Mapping[GroupKey, Sequence[Key]], day: dt.date
+        self,
+        conn: Connection,
+        spec: DatasetSpec[Any],
+        groups: Mapping[GroupKey, Sequence[Key]],
+        day: dt.date,
+        *,
+        event: str = "adapter.call.malformed",
     ) -> tuple[dict[GroupKey, CanonicalRecord], dict[GroupKey, ProviderUnavailable]]:
         """The records of many subjects' groups, built at once; if a native value cannot be
         mapped, built one by one: a malformed group gets the error a call about it alone gets
-        (ProviderUnavailable, malformed native data), the others their records."""
+        (ProviderUnavailable, malformed native data), logged as ``event`` by native key only,
+        the others their records."""
         if not groups:
             return {}, {}
         try:
@@ -533,7 +540,7 @@ class SqlAdapter:
             except NativeDataError as exc:
                 malformed[group] = ProviderUnavailable(self.agency, classify(exc, timeout=0).cause)
                 log.warning(
-                    "adapter.call.malformed",
+                    event,
                     agency=self.agency.value,
                     dataset=spec.descriptor.name,
                     native_keys=[str(k) for k in keys],
@@ -851,23 +858,7 @@ class SqlAdapter:
     ) -> dict[GroupKey, CanonicalRecord]:
         """Build all groups at once; if a native value cannot be mapped, build them one by one and
         leave out (and log, by native key only) the subjects whose rows are malformed."""
-        try:
-            return dict(spec.build(conn, groups, day))
-        except NativeDataError:
-            pass
-        out: dict[GroupKey, CanonicalRecord] = {}
-        for group, keys in groups.items():
-            try:
-                out.update(spec.build(conn, {group: keys}, day))
-            except NativeDataError as exc:
-                log.warning(
-                    "adapter.extract.skipped",
-                    agency=self.agency.value,
-                    dataset=spec.descriptor.name,
-                    native_keys=[str(k) for k in keys],
-                    problem=str(exc),
-                )
-        return out
+        return self._build_each(conn, spec, groups, day, event="adapter.extract.skipped")[0]
 
     # ---- health / close -------------------------------------------------------------------
 

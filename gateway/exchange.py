@@ -270,18 +270,18 @@ class _Waiting:
 
 class _LocalQueries:
     """The consent and fetch steps of concurrent one-dataset Queries over local sources, run
-    together (they
-    run on the event loop anyway). One consent-store read decides them all
+    together (they run on the event loop anyway). One consent-store read decides them all
     (:meth:`ConsentService.decide_many`) and one provider query per dataset and field list
     fetches the allowed ones (:func:`fetch_step.fetch_many`), instead of one of each per call.
     Each call gets what :meth:`Exchange._consent_then_fetch` would give it; everything after
     (audit, answer) stays per call.
 
     gRPC hands a worker one new call per turn of its event loop, so calls rarely reach the
-    consent step in the same turn. A batch therefore runs when nothing else is ready on the loop and no
-    call is due before the batch's wait is over (:func:`batch_step`): under load it gathers
-    the calls of a few turns, at most ``wait_s`` after its first call; a lone call on an idle
-    loop runs at the end of its turn."""
+    consent step in the same turn. A batch therefore runs once nothing else is ready on the loop
+    and no call is due (by the recent arrival rate) before its wait is over
+    (:func:`batch_step`): under load it gathers the calls of a few turns, at most ``wait_s``
+    after its first call; when calls come slower than one per ``wait_s``, a call runs at the
+    end of its turn."""
 
     def __init__(self, exchange: Exchange, most: int, wait_s: float) -> None:
         self._x = exchange
@@ -380,11 +380,8 @@ class _LocalQueries:
         )
         fetch: dict[tuple[int, str, tuple[str, ...]], list[tuple[_Waiting, list[Decision]]]] = {}
         for w, outcome in zip(live, decided, strict=True):
-            if outcome is None:
-                try:
-                    fetch_step.require_time(w.plan.adapter, 0.0)
-                except RequestError as exc:
-                    _settle(w.future, error=exc)
+            if outcome is None:  # not decided: its time ran out
+                _settle(w.future, error=fetch_step.no_time(w.plan.adapter))
             elif isinstance(outcome, StoreError):
                 _settle(w.future, error=outcome)
             elif not outcome[0].allowed:
@@ -443,10 +440,10 @@ class _LocalQueries:
 
 async def _steps_of(future: asyncio.Future[_Steps]) -> tuple[_Steps, bool]:
     """A batched call's consent and fetch steps, and whether its caller was cancelled once they
-    had run. A
-    cancellation before they run cancels the call (the batch skips it: nothing decided or
-    spent); one after (a consent use may be spent, the provider was read) lets the call go on
-    to its audit entry, as the unbatched path, which has no pause between them, would."""
+    had run. A cancellation before they run cancels the call (the batch skips it: nothing
+    decided or spent); one after (a consent use may be spent, the provider was read) lets the
+    call go on to its audit entry, as the unbatched path, which has no pause between them,
+    would."""
     try:
         return await future, False
     except asyncio.CancelledError:

@@ -42,13 +42,16 @@ def has_time(timeout: float | None) -> bool:
     return timeout is None or timeout >= MIN_CALL_S
 
 
+def no_time(adapter: Adapter) -> Unavailable:
+    """The PROVIDER_TIMEOUT of a call with no time left to ask ``adapter``."""
+    return Unavailable("PROVIDER_TIMEOUT", f"no time left to call {adapter.agency.value}", retry_after_s=1.0)
+
+
 def require_time(adapter: Adapter, timeout: float | None) -> None:
     """PROVIDER_TIMEOUT unless ``timeout`` leaves time to call the provider. Checked before the
     consent step too, so that a call which cannot reach the provider spends no consent use."""
     if not has_time(timeout):
-        raise Unavailable(
-            "PROVIDER_TIMEOUT", f"no time left to call {adapter.agency.value}", retry_after_s=1.0
-        )
+        raise no_time(adapter)
 
 
 def unavailable(adapter: Adapter, exc: ProviderUnavailable) -> Unavailable:

@@ -370,6 +370,29 @@ def grant(
     return resp
 
 
+def client_grant(
+    client: GatewayClient,
+    subject: str,
+    datasets: Sequence[tuple[str, str, Sequence[str]]],
+    purposes: Sequence[str],
+    *,
+    uses: int = 0,
+) -> str:
+    """Grant a consent through the Python client (channel app, 30 days, ``uses`` 0: no limit);
+    returns its id."""
+    consent, _ = client.grant_consent(
+        subject,
+        datasets,
+        purposes,
+        valid_days=30,
+        use_limit=uses,
+        channel="app",
+        evidence_ref=f"APP-{uuid.uuid4().hex[:12]}",
+        notice_version="v1",
+    )
+    return str(consent.consent_id)
+
+
 def revoke(gw: Gateway, agency: str, consent_id: str, subject: str) -> consent_pb2.ConsentChangeResponse:
     resp: consent_pb2.ConsentChangeResponse = consent_stub(gw, agency).Revoke(
         consent_pb2.RevokeConsentRequest(

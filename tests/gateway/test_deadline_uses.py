@@ -8,7 +8,7 @@ import contextlib
 import pytest
 
 from gateway.client import GatewayError
-from tests.gateway.conftest import Gateway, Subjects
+from tests.gateway.conftest import Gateway, Subjects, client_grant
 
 
 def test_a_call_without_time_for_the_provider_spends_no_consent_use(
@@ -16,15 +16,8 @@ def test_a_call_without_time_for_the_provider_spends_no_consent_use(
 ) -> None:
     client = gateway.client("hrss")
     subject = subjects.graduates[10][0]  # no other test's subject
-    consent, _ = client.grant_consent(
-        subject,
-        [("education", "graduation", [])],
-        ["graduate_employment"],
-        valid_days=30,
-        use_limit=1,
-        channel="app",
-        evidence_ref="APP-USES",
-        notice_version="v1",
+    consent_id = client_grant(
+        client, subject, [("education", "graduation", [])], ["graduate_employment"], uses=1
     )
     asks = [("education", "graduation", ["level"])]
     for _ in range(3):  # 20 ms: less than the time the gateway keeps to audit and answer
@@ -39,7 +32,7 @@ def test_a_call_without_time_for_the_provider_spends_no_consent_use(
     with pytest.raises(GatewayError) as spent:
         client.query(subject, "graduate_employment", asks)
     assert spent.value.reason == "CONSENT_USE_LIMIT_REACHED"
-    assert consent.consent_id
+    assert consent_id
 
 
 def test_a_batch_chunk_without_time_for_the_provider_spends_no_consent_use(
@@ -47,16 +40,7 @@ def test_a_batch_chunk_without_time_for_the_provider_spends_no_consent_use(
 ) -> None:
     client = gateway.client("education")  # education reads hrss's insurance with consent
     subject = subjects.insured[-1]
-    client.grant_consent(
-        subject,
-        [("hrss", "person_insurance", [])],
-        ["graduate_employment"],
-        valid_days=30,
-        use_limit=1,
-        channel="app",
-        evidence_ref="APP-BATCH-USES",
-        notice_version="v1",
-    )
+    client_grant(client, subject, [("hrss", "person_insurance", [])], ["graduate_employment"], uses=1)
     ask = ("graduate_employment", "hrss", "currently_insured")
     for _ in range(3):  # 30 ms: the chunk finds no time left for the provider
         with contextlib.suppress(GatewayError):

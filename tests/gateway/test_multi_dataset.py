@@ -13,7 +13,7 @@ from adapters.agencies import Agency
 from adapters.contract import ProviderUnavailable
 from gateway.client import GatewayClient, GatewayError
 from gateway.devsetup import DEFAULT_AGREEMENTS, DevHome
-from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit, start_gateway
+from tests.gateway.conftest import Gateway, Subjects, client_grant, entries_of, read_audit, start_gateway
 
 PURPOSE = "graduate_employment"
 GRADUATION = ("education", "graduation", ["level"])
@@ -46,17 +46,7 @@ def gw(dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def _grant(client: GatewayClient, subject: str, datasets: list[tuple[str, str, list[str]]], uses: int) -> str:
-    consent, _ = client.grant_consent(
-        subject,
-        datasets,
-        [PURPOSE],
-        valid_days=30,
-        use_limit=uses,
-        channel="app",
-        evidence_ref=f"APP-MULTI-{next(_ids)}",
-        notice_version="v1",
-    )
-    return consent.consent_id
+    return client_grant(client, subject, datasets, [PURPOSE], uses=uses)
 
 
 def test_a_refused_multi_dataset_query_spends_no_consent_use(gw: Gateway, subjects: Subjects) -> None:

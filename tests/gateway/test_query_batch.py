@@ -32,7 +32,7 @@ from gateway.exchange import (
 )
 from gateway.identity.resident_id import make_resident_id
 from gateway.pipeline.errors import RequestError
-from tests.gateway.conftest import Gateway, Subjects, entries_of, read_audit, start_gateway
+from tests.gateway.conftest import Gateway, Subjects, client_grant, entries_of, read_audit, start_gateway
 
 T = TypeVar("T")
 PURPOSE = "graduate_employment"
@@ -101,17 +101,16 @@ def _audit(gw: Gateway) -> list[Any]:
 
 
 def _grant(client: GatewayClient, subject: str, *, uses: int = 0, purpose: str = PURPOSE) -> str:
-    consent, _ = client.grant_consent(
-        subject,
-        [("education", "graduation", list(FIELDS))],
-        [purpose],
-        valid_days=30,
-        use_limit=uses,
-        channel="app",
-        evidence_ref=f"APP-QB-{next(_ids)}",
-        notice_version="v1",
-    )
-    return consent.consent_id
+    return client_grant(client, subject, [("education", "graduation", list(FIELDS))], [purpose], uses=uses)
+
+
+def _consenting(gw: Gateway, subjects: Subjects, start: int, stop: int) -> list[str]:
+    """Graduates ``start:stop``, each with a consent to hrss reading the graduation record."""
+    client = gw.client("hrss")
+    chosen = [s for s, _ in subjects.graduates][start:stop]
+    for s in chosen:
+        _grant(client, s)
+    return chosen
 
 
 def _outcome(result: Any) -> Any:
@@ -177,10 +176,7 @@ def test_a_batch_answers_each_call_as_it_would_be_answered_alone(gw: Gateway, su
 def test_a_store_outage_refuses_every_call_of_the_batch(
     gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = gw.client("hrss")
-    chosen = [s for s, _ in subjects.graduates][8:11]
-    for s in chosen:
-        _grant(client, s)
+    chosen = _consenting(gw, subjects, 8, 11)
     store = _exchange(gw).consent.store
 
     def down(*args: Any, **kwargs: Any) -> Any:
@@ -200,10 +196,7 @@ def test_a_store_outage_refuses_every_call_of_the_batch(
 def test_a_provider_failure_fails_every_allowed_call_of_the_batch(
     gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = gw.client("hrss")
-    chosen = [s for s, _ in subjects.graduates][9:12]
-    for s in chosen:
-        _grant(client, s)
+    chosen = _consenting(gw, subjects, 9, 12)
     adapter = _exchange(gw).adapters[Agency.EDUCATION]
 
     def down(*args: Any, **kwargs: Any) -> Any:
@@ -225,10 +218,7 @@ def test_a_subject_whose_consent_cannot_be_read_fails_alone(
 ) -> None:
     """One subject's damaged consent fails the batch's read: the calls then go one by one, and
     only that subject's is refused (it used to refuse the whole batch)."""
-    client = gw.client("hrss")
-    chosen = [s for s, _ in subjects.graduates][:3]
-    for s in chosen:
-        _grant(client, s)
+    chosen = _consenting(gw, subjects, 0, 3)
     store = _exchange(gw).consent.store
     real = store.records_for
 
@@ -252,10 +242,7 @@ def test_a_subject_the_provider_cannot_map_fails_alone(
 ) -> None:
     """The provider answers a batched query with one subject's records malformed: that call is
     PROVIDER_UNAVAILABLE (as alone), the others are answered."""
-    client = gw.client("hrss")
-    chosen = [s for s, _ in subjects.graduates][:3]
-    for s in chosen:
-        _grant(client, s)
+    chosen = _consenting(gw, subjects, 0, 3)
     adapter = _exchange(gw).adapters[Agency.EDUCATION]
     real = adapter.fetch_many
 
@@ -282,10 +269,7 @@ def test_a_short_deadline_does_not_bound_the_other_calls(
 ) -> None:
     """A call with almost no time left in a batch: it alone is PROVIDER_TIMEOUT; the others, with
     their own long deadlines, are answered (the whole group used to get the shortest deadline)."""
-    client = gw.client("hrss")
-    chosen = [s for s, _ in subjects.graduates][:3]
-    for s in chosen:
-        _grant(client, s)
+    chosen = _consenting(gw, subjects, 0, 3)
     consent = _exchange(gw).consent
     real = consent.decide_many
 
@@ -309,10 +293,7 @@ def test_each_call_of_a_slow_provider_query_keeps_its_own_deadline(
     """The batched provider query runs with the longest time left among its calls (not the
     shortest: that failed them all); a call whose own time ran out before the answer came is
     PROVIDER_TIMEOUT, audited as such; the others are answered."""
-    client = gw.client("hrss")
-    chosen = [s for s, _ in subjects.graduates][:3]
-    for s in chosen:
-        _grant(client, s)
+    chosen = _consenting(gw, subjects, 0, 3)
     source = _exchange(gw).adapters[Agency.EDUCATION].source  # type: ignore[attr-defined]
     real = source.run
 
@@ -410,10 +391,7 @@ def test_a_full_batch_runs_at_once(
 ) -> None:
     g = start_gateway(dev_home, tmp_path_factory.mktemp("fullbatch") / "home", server={"query_batch": 3})
     try:
-        client = g.client("hrss")
-        chosen = [s for s, _ in subjects.graduates][:7]
-        for s in chosen:
-            _grant(client, s)
+        chosen = _consenting(g, subjects, 0, 7)
         before = _batches(g)
         results = _together(g, [(_meta("full"), s) for s in chosen])
         after = _batches(g)

@@ -54,6 +54,7 @@ from audit.seal import Sealer
 from audit.verify import verify_log
 from dsgw.v1 import audit_pb2
 from gateway.identity import make_resident_id
+from gateway.server.app import run_loop
 
 PERSONS = 1_000_000
 FIELDS = [
@@ -160,7 +161,9 @@ def baseline(entries: Entries, seconds: float) -> tuple[float, int]:
             return n / elapsed, len(payload)
 
 
-def append_async(log_dir: Path, home: Path, entries: Entries, total: int, writers: int) -> float:
+def append_async(
+    log_dir: Path, home: Path, entries: Entries, total: int, writers: int, event_loop: str
+) -> float:
     protos = [entries.make(i) for i in range(total)]
     per = total // writers
     with AuditLog.open(log_dir, home=home) as log:
@@ -174,7 +177,7 @@ def append_async(log_dir: Path, home: Path, entries: Entries, total: int, writer
             await asyncio.gather(*(writer(k) for k in range(writers)))
             return time.perf_counter() - start
 
-        elapsed = asyncio.run(run())
+        elapsed = run_loop(run(), event_loop)
         log.flush_index(timeout=600)
     return per * writers / elapsed
 
@@ -238,6 +241,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a 1,000,000-entry search log, fewer appends")
     parser.add_argument("--search-entries", type=int, default=None, help="entries of the search log")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the temporary logs")
+    parser.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the loop of the asyncio writers (default: the gateway's, server.event_loop)",
+    )
     args = parser.parse_args()
     from gateway import logs
 
@@ -264,9 +273,12 @@ def main() -> int:
         progress(f"  {limit:,.0f}/s ({payload_bytes}-byte payload)")
 
         progress(f"append: {append_total:,} durable appends, {writers} asyncio tasks")
-        rate = append_async(new_log(root, "async", keys), home, entries, append_total, writers)
+        rate = append_async(
+            new_log(root, "async", keys), home, entries, append_total, writers, args.event_loop
+        )
         result["append_per_s"] = round(rate)
         result["append_concurrency"] = f"{writers} asyncio tasks, one event loop"
+        result["append_event_loop"] = args.event_loop
         progress(f"  {rate:,.0f}/s")
         threads_total = append_total // 2
         progress(f"append: {threads_total:,} durable appends, {writers} threads")

@@ -1,6 +1,6 @@
 """Benchmark: the gateway end to end over mTLS on loopback (issue 6).
 
-    python benchmarks/gateway.py [--quick] [--workers N] [--py-spy FILE]
+    python benchmarks/gateway.py [--quick] [--workers N] [--event-loop uvloop|asyncio] [--py-spy FILE]
 
 Builds a development home in a temporary directory (``gateway.devsetup.make_dev_home``: 20,000
 persons and 2,000 employers; --quick 5,000 / 500), grants hrss a consent to read the graduation
@@ -8,8 +8,9 @@ record (level, school_name, graduation_date) of every subject the education sour
 2,000), then starts, each in its own process:
 
 * the gateway (``python -m gateway serve --config ... --ready-file ...``, ``--workers`` worker
-  processes, default 1);
-* a no-op grpc.aio server with the same mTLS server credentials (client certificates required)
+  processes, default 1, on ``server.event_loop``: uvloop unless ``--event-loop asyncio``);
+* a no-op grpc.aio server (on asyncio's own loop, whatever the gateway runs on: the fixed
+  reference) with the same mTLS server credentials (client certificates required)
   whose DataExchange.Query returns a fixed QueryResponse: a real answer of the gateway, so the
   same size on the wire. It is the limit: what the same client gets from a server doing nothing;
 * the load generator: grpc.aio, ``--channels`` channels (separate connections) with the hrss
@@ -657,6 +658,12 @@ def main() -> int:
         default=None,
         help="server.query_batch_wait_ms (default: the product's; 0: batch only the calls of one turn)",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default=None,
+        help="the gateway workers' event loop (default: server.event_loop's default, uvloop)",
+    )
     parser.add_argument("--py-spy", type=Path, default=None, help="record the gateway with py-spy to FILE")
     parser.add_argument(
         "--py-spy-phase", choices=("closed", "batch"), default="closed", help="what --py-spy records"
@@ -707,6 +714,8 @@ def main() -> int:
         server["metrics_listen"] = f"127.0.0.1:{metrics_port}"
         if args.query_batch_wait_ms is not None:
             server["query_batch_wait_ms"] = args.query_batch_wait_ms
+        if args.event_loop is not None:
+            server["event_loop"] = args.event_loop
         dev = make_dev_home(root / "home", persons=persons, employers=employers, server=server)
         config = load_config(dev.config)
         subjects = graduates(dev.data, args.subjects)
@@ -811,6 +820,7 @@ def main() -> int:
                 "query_batch_mean": peak["query_batch_mean"],
                 "paced_query_batch_mean": paced["query_batch_mean"],
                 "query_batch_wait_ms": config.server.query_batch_wait_ms,
+                "event_loop": config.server.event_loop,
                 "peak_p50_ms": peak["p50_ms"],
                 "peak_p99_ms": peak["p99_ms"],
                 "noop_p50_ms": noop_paced["p50_ms"],

@@ -115,6 +115,10 @@ class ServerSection(_Section):
     #: handing each call to an I/O thread (faster: no hand-off, no lock contention; each call
     #: stays bounded by its deadline). Server databases always use the I/O threads.
     inline_local_io: bool = True
+    #: The event loop a worker runs on: "uvloop" (libuv; grpc.aio's per-call work is cheaper on
+    #: it) or "asyncio" (the standard library's). Falls back to asyncio, with a warning, where
+    #: uvloop is not installed.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     #: The interpreter's thread switch interval in a worker, milliseconds (Python's default: 5).
     gil_switch_interval_ms: Annotated[float, Field(ge=0.05, le=100)] = 0.5
     #: Most one-dataset Queries over embedded (SQLite) sources decided and fetched together:

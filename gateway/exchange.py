@@ -236,6 +236,9 @@ def _fingerprint(*parts: object) -> bytes:
 
 _Steps = tuple[list[Decision], list[Any] | None]
 
+LIBUV_TICK_S = 0.001
+"""The resolution of uvloop's timers (libuv counts milliseconds)."""
+
 
 def expected_gap(average: float, since_last: float) -> float:
     """How long until the next call, for a waiting batch: the recent average time between calls,
@@ -245,18 +248,20 @@ def expected_gap(average: float, since_last: float) -> float:
     return max(average, since_last)
 
 
-def batch_step(left: float, ready: bool, gap: float) -> float | None:
+def batch_step(left: float, ready: bool | None, gap: float) -> float | None:
     """When a waiting batch of Queries runs: None now; 0 after the callbacks ready on the loop
     (they may bring more calls); else in this many seconds, when the next call is due.
 
     ``left``: seconds left of the batch's wait; ``ready``: other callbacks are ready on the
-    loop; ``gap``: the recent average time between calls."""
+    loop, None if the loop does not tell (uvloop): then a batch that expects more calls waits
+    out its time in one step (a wait per expected call would wake the loop for each);
+    ``gap``: the recent average time between calls."""
     if left <= 0:
         return None
     if ready:
         return 0.0
     if gap < left:
-        return gap
+        return gap if ready is not None else left
     return None
 
 
@@ -315,10 +320,10 @@ class _LocalQueries:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        # asyncio's queue of ready callbacks (other loops have none: only the arrival rate counts)
-        ready = bool(getattr(loop, "_ready", None))
+        # asyncio's queue of ready callbacks (uvloop's is not visible: None)
+        queue = getattr(loop, "_ready", None)
         gap = expected_gap(self._gap, now - self._last)
-        step = batch_step(self._wait_s - (now - self._since), ready, gap)
+        step = batch_step(self._wait_s - (now - self._since), None if queue is None else bool(queue), gap)
         if step is None:
             self._run_now()
             return
@@ -326,7 +331,9 @@ class _LocalQueries:
         if step == 0:
             loop.call_soon(self._run)
         else:
-            loop.call_later(step, self._run)
+            # libuv's timers count whole milliseconds: a shorter one would fire at once, and the
+            # batch would spin until its wait is over
+            loop.call_later(step if queue is not None else max(step, LIBUV_TICK_S), self._run)
 
     def _run_now(self) -> None:
         # the calls whose caller went away while they waited: nothing is decided or spent for them

@@ -25,11 +25,11 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -60,6 +60,7 @@ from gateway.server.servicers import Authenticator, ConsentServicer, DataExchang
 __all__ = ["BackgroundGateway", "Worker", "ensure_home", "serve"]
 
 _log = structlog.get_logger("gateway.serve")
+T = TypeVar("T")
 
 SERVICE_NAMES = (
     exchange_pb2.DESCRIPTOR.services_by_name["DataExchange"].full_name,
@@ -317,6 +318,25 @@ async def _run_worker(config: GatewayConfig, worker: int, ready: Callable[[int],
         await w.stop()
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the kind ``server.event_loop`` names; asyncio's own, with a warning,
+    where uvloop is not installed."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            _log.warning("serve.event_loop", detail="uvloop is not installed: running on asyncio's loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run_loop(main: Coroutine[Any, Any, T], kind: str) -> T:
+    """Run ``main`` to completion on a new event loop of the kind ``server.event_loop`` names."""
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(kind)) as runner:
+        return runner.run(main)
+
+
 START_FAILED_EXIT = 2
 """A worker's exit code when it cannot start (its one-line reason is on stderr)."""
 
@@ -326,7 +346,8 @@ def _worker_main(config: GatewayConfig, worker: int, started: Any) -> None:
 
     logs.configure(level=os.environ.get("DSGW_LOG_LEVEL", "INFO"))
     try:
-        asyncio.run(_run_worker(config, worker, lambda port: started.put((worker, port))))
+        main = _run_worker(config, worker, lambda port: started.put((worker, port)))
+        run_loop(main, config.server.event_loop)
     except DsgwError as exc:  # one line, as the single-process gateway says it
         print(f"dsgw: worker {worker}: {exc}", file=sys.stderr)
         sys.exit(START_FAILED_EXIT)
@@ -483,7 +504,7 @@ def serve(config: GatewayConfig, *, ready: Callable[[int], None] | None = None) 
         )
     ensure_home(config)
     if config.server.workers == 1:
-        asyncio.run(_run_worker(config, 0, ready))
+        run_loop(_run_worker(config, 0, ready), config.server.event_loop)
         return 0
     return _serve_workers(config, ready)
 
@@ -500,7 +521,7 @@ class BackgroundGateway:
 
         self.config = config
         self.worker = Worker(config)
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop(config.server.event_loop)
         self._thread = threading.Thread(target=self._loop.run_forever, name="dsgw-gateway", daemon=True)
         self.port = 0
 

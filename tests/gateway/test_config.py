@@ -382,3 +382,11 @@ def test_a_max_connection_age_out_of_range_names_the_key(
     with pytest.raises(ConfigError) as exc:
         load_config(write(tmp_path))
     assert "max_connection_age_s" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_an_unknown_event_loop_names_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_config(write(tmp_path)).server.event_loop == "uvloop"
+    monkeypatch.setenv("DSGW_SERVER__EVENT_LOOP", "tokio")
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path))
+    assert "server.event_loop" in str(exc.value) and "\n" not in str(exc.value)

@@ -41,10 +41,17 @@ FIELDS = ("level", "school_name", "graduation_date")
 _ids = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def gw(dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = start_gateway(dev_home, tmp_path_factory.mktemp("batch") / "home")
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+def gw(
+    request: pytest.FixtureRequest, dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """A gateway on each event loop: batches wait differently on each (asyncio's ready queue is
+    visible, uvloop's is not), and every call must get the same answers on both."""
+    g = start_gateway(
+        dev_home, tmp_path_factory.mktemp("batch") / "home", server={"event_loop": request.param}
+    )
     try:
+        assert type(g.background._loop).__module__.split(".")[0] == request.param
         yield g
     finally:
         g.stop()
@@ -386,6 +393,33 @@ def test_a_call_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subj
     )
 
 
+def test_a_waiting_batch_does_not_spin_the_loop(gw: Gateway, subjects: Subjects) -> None:
+    # calls have been coming every 0.5 ms, so a lone call waits for more (2 ms at most); on
+    # uvloop, whose timers count whole milliseconds, a wait per expected call (0.5 ms: at once)
+    # checked the batch again and again until its time was over
+    lq = _exchange(gw)._local_queries
+    assert lq is not None
+    (chosen,) = _consenting(gw, subjects, 0, 1)
+    checks = 0
+    run = lq._run
+
+    def counted() -> None:
+        nonlocal checks
+        checks += 1
+        run()
+
+    async def lone() -> Any:
+        lq._gap, lq._last = 0.0005, asyncio.get_running_loop().time()
+        lq._run = counted  # type: ignore[method-assign]
+        try:
+            return await _ask(_exchange(gw), _meta("spin"), chosen)
+        finally:
+            del lq._run
+
+    assert isinstance(_on_gateway(gw, lone()), QueryAnswer)
+    assert 1 <= checks <= 12, checks
+
+
 def test_a_full_batch_runs_at_once(
     dev_home: DevHome, subjects: Subjects, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -433,3 +467,12 @@ def test_when_a_batch_runs() -> None:
     assert batch_step(0.002, False, 0.0005) == 0.0005
     # nothing ready, no call due before the wait is over (an idle worker): now
     assert batch_step(0.002, False, 0.5) is None
+
+
+def test_when_a_batch_runs_on_a_loop_that_does_not_show_its_ready_queue() -> None:
+    # uvloop: a batch that expects more calls waits out its time in one step (not one wake-up
+    # per expected call: its timers count whole milliseconds, so short ones would spin)
+    assert batch_step(0.002, None, 0.0005) == 0.002
+    # no call due before the wait is over, or the wait is over: now
+    assert batch_step(0.002, None, 0.5) is None
+    assert batch_step(0.0, None, 0.0001) is None

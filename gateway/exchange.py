@@ -324,16 +324,16 @@ class _LocalQueries:
         queue = getattr(loop, "_ready", None)
         gap = expected_gap(self._gap, now - self._last)
         step = batch_step(self._wait_s - (now - self._since), None if queue is None else bool(queue), gap)
-        if step is None:
+        # libuv's timers count whole milliseconds: a shorter one fires at once, and the batch
+        # would be checked at every turn until its wait is over; it runs now instead
+        if step is None or (queue is None and 0 < step < LIBUV_TICK_S):
             self._run_now()
             return
         self._scheduled = True
         if step == 0:
             loop.call_soon(self._run)
         else:
-            # libuv's timers count whole milliseconds: a shorter one would fire at once, and the
-            # batch would spin until its wait is over
-            loop.call_later(step if queue is not None else max(step, LIBUV_TICK_S), self._run)
+            loop.call_later(step, self._run)
 
     def _run_now(self) -> None:
         # the calls whose caller went away while they waited: nothing is decided or spent for them

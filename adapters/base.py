@@ -359,11 +359,21 @@ def predicate(
     description: str,
     test: Callable[[R, Params, dt.date], bool],
     *,
+    reads: tuple[str, ...],
     parameters: tuple[str, ...] = (),
     absent_means_false: bool = True,
 ) -> PredicateSpec:
-    """A predicate over ``spec``'s canonical record."""
+    """A predicate over ``spec``'s canonical record. ``reads``: the record's fields ``test``
+    reads (a Verify needs consent to those; for a predicate on the presence of a record, the
+    field that records the fact), at least one, each a field of the dataset."""
     d = spec.descriptor
+    offered = d.field_names()
+    unknown = [f for f in reads if f not in offered]
+    if not reads or unknown or len(set(reads)) != len(reads):
+        raise ValueError(
+            f"predicate {name!r}: reads names each of its fields of {d.name} once, at least one"
+            + (f" (not fields: {', '.join(unknown)})" if unknown else "")
+        )
     descriptor = PredicateDescriptor(
         agency=d.agency,
         name=name,
@@ -372,6 +382,7 @@ def predicate(
         description=description,
         parameters=parameters,
         absent_means_false=absent_means_false,
+        fields=reads,
     )
     return PredicateSpec(descriptor, test)
 

@@ -282,6 +282,9 @@ class PredicateDescriptor:
     #: True: a subject the agency holds no record of gets False (the agency is authoritative, e.g.
     #: "graduated within N years"). False: such a subject raises SubjectNotFound.
     absent_means_false: bool = True
+    #: The fields of ``dataset`` the predicate reads: what a consent must cover for a Verify
+    #: (a test checks that each predicate reads no other field).
+    fields: tuple[str, ...] = ()
 
 
 def _type_name(annotation: Any) -> str:

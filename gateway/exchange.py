@@ -228,6 +228,12 @@ def _unpack_answer(packed: tuple[Any, ...]) -> QueryAnswer | VerifyAnswer:
     )
 
 
+def consented_fields(pd: PredicateDescriptor, descriptor: DatasetDescriptor) -> tuple[str, ...]:
+    """The fields a consent must cover for a comparison by ``pd``: those it reads; all of the
+    dataset's for a predicate that does not say (an adapter of its own: fail closed)."""
+    return pd.fields or descriptor.field_names()
+
+
 def _fingerprint(*parts: object) -> bytes:
     return hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=16).digest()
 
@@ -978,7 +984,12 @@ class Exchange:
             fetch_step.require_time(adapter, self._time_left(meta))  # before a consent use is spent
             decision = self._decide(
                 *self._check(
-                    meta.caller, agreement, descriptor, descriptor.field_names(), subject, meta.purpose
+                    meta.caller,
+                    agreement,
+                    descriptor,
+                    consented_fields(pd, descriptor),
+                    subject,
+                    meta.purpose,
                 )
             )
             # the basis and its reference (consent ids, duty) also go into the entry of a failed call
@@ -1076,7 +1087,7 @@ class BatchVerifier:
         all: the store is not read), one provider query for the allowed ones, and every
         subject's audit entry, built (the caller appends them before answering)."""
         x = self.x
-        fields = self.descriptor.field_names()
+        fields = consented_fields(self.pd, self.descriptor)
         caller, purpose = self.meta.caller, self.meta.purpose
         decisions: list[Decision]
         try:

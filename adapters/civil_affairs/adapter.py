@@ -182,20 +182,29 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "receives_subsistence_allowance",
         "the household receives the subsistence allowance (低保)",
         lambda r, _p, _d: r.household_category == "subsistence",
+        reads=("household_category",),
     ),
     predicate(
         ASSISTANCE,
         "near_subsistence",
         "the household is near-subsistence (低保边缘)",
         lambda r, _p, _d: r.household_category == "near_subsistence",
+        reads=("household_category",),
     ),
     predicate(
         ASSISTANCE,
         "zero_employment_household",
         "the household is a zero-employment household (零就业家庭)",
         lambda r, _p, _d: r.zero_employment_household,
+        reads=("zero_employment_household",),
     ),
-    predicate(DISABILITY, "has_disability", "receives a disability subsidy", lambda _r, _p, _d: True),
+    predicate(
+        DISABILITY,
+        "has_disability",
+        "receives a disability subsidy",
+        lambda _r, _p, _d: True,  # a record is the fact; its subsidy date records it
+        reads=("subsidy_since",),
+    ),
 )
 
 

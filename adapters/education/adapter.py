@@ -119,6 +119,7 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "graduated_within_years",
         "the latest graduation is at most `years` calendar years before as_of",
         lambda r, p, as_of: r.graduation_date >= years_before(as_of, p["years"]),
+        reads=("graduation_date",),
         parameters=("years",),
     ),
     predicate(
@@ -126,6 +127,7 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "degree_at_least",
         "education level rank (associate 1, bachelor 2, master 3, doctorate 4) at least `rank`",
         lambda r, p, _d: LEVEL_RANK[r.level] >= p["rank"],
+        reads=("level",),
         parameters=("rank",),
     ),
 )

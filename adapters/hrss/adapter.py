@@ -347,12 +347,14 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "currently_insured",
         "has an open pension-insurance spell",
         _flag("currently_insured"),
+        reads=("currently_insured",),
     ),
     predicate(
         PERSON_INSURANCE,
         "insured_months_at_least",
         "at least `months` insured months in the 24 months before as_of",
         lambda r, p, _d: r.insured_months_24m >= p["months"],
+        reads=("insured_months_24m",),
         parameters=("months",),
     ),
     predicate(
@@ -360,30 +362,46 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "registered_unemployed",
         "holds a valid unemployment registration",
         _flag("registered_unemployed"),
+        reads=("registered_unemployed",),
     ),
     predicate(
         EMPLOYMENT_STATUS,
         "flexible_employment",
         "holds a valid flexible-employment registration",
         _flag("flexible_employment"),
+        reads=("flexible_employment",),
     ),
     predicate(
-        EMPLOYMENT_STATUS, "hard_to_employ", "currently certified hard-to-employ", _flag("hard_to_employ")
+        EMPLOYMENT_STATUS,
+        "hard_to_employ",
+        "currently certified hard-to-employ",
+        _flag("hard_to_employ"),
+        reads=("hard_to_employ",),
     ),
     predicate(
         EMPLOYMENT_STATUS,
         "receives_unemployment_benefit",
         "unemployment benefit paid for the as_of month",
         _flag("receiving_unemployment_benefit"),
+        reads=("receiving_unemployment_benefit",),
     ),
-    predicate(PERSON_CATEGORY, "veteran", "退役军人", _flag("veteran")),
-    predicate(PERSON_CATEGORY, "returning_migrant", "返乡入乡农民工", _flag("returning_migrant")),
-    predicate(PERSON_CATEGORY, "poverty_lifted", "脱贫人口", _flag("poverty_lifted")),
+    predicate(PERSON_CATEGORY, "veteran", "退役军人", _flag("veteran"), reads=("veteran",)),
+    predicate(
+        PERSON_CATEGORY,
+        "returning_migrant",
+        "返乡入乡农民工",
+        _flag("returning_migrant"),
+        reads=("returning_migrant",),
+    ),
+    predicate(
+        PERSON_CATEGORY, "poverty_lifted", "脱贫人口", _flag("poverty_lifted"), reads=("poverty_lifted",)
+    ),
     predicate(
         EMPLOYER_INSURANCE,
         "employer_insured_headcount_at_least",
         "at least `n` persons with an open spell at the unit",
         lambda r, p, _d: r.insured_headcount >= p["n"],
+        reads=("insured_headcount",),
         parameters=("n",),
     ),
 )

@@ -167,6 +167,7 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "enterprise_is_small_or_micro",
         "an enterprise of size class small or micro",
         lambda r, _p, _d: r.entity_type == "enterprise" and r.size_class in ("small", "micro"),
+        reads=("entity_type", "size_class"),
         absent_means_false=False,
     ),
     predicate(
@@ -174,6 +175,7 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "is_individual_business",
         "an individual business (个体工商户)",
         lambda r, _p, _d: r.entity_type == "individual_business",
+        reads=("entity_type",),
         absent_means_false=False,
     ),
     predicate(
@@ -181,6 +183,7 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "is_active",
         "registration status active",
         lambda r, _p, _d: r.status == "active",
+        reads=("status",),
         absent_means_false=False,
     ),
     predicate(
@@ -188,6 +191,7 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "registered_within_years",
         "established at most `years` calendar years before as_of",
         lambda r, p, as_of: r.registered_on >= years_before(as_of, p["years"]),
+        reads=("registered_on",),
         parameters=("years",),
         absent_means_false=False,
     ),
@@ -196,6 +200,7 @@ PREDICATES: tuple[PredicateSpec, ...] = (
         "operates_individual_business",
         "operates an active individual business",
         lambda r, _p, _d: bool(r.individual_businesses),
+        reads=("individual_businesses",),
     ),
 )
 

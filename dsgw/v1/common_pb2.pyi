@@ -367,15 +367,22 @@ class PredicateDescriptor(_message.Message):
     PARAMETERS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
     provider: Global___AgencyCode.ValueType
     name: _builtins.str
     subject_kind: Global___SubjectKind.ValueType
     description: _builtins.str
     dataset: _builtins.str
-    """The dataset whose data the predicate reads (its consent scope)."""
+    """The dataset whose data the predicate reads."""
     @_builtins.property
     def parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names of integer parameters the predicate takes (e.g. "years")."""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields of that dataset the predicate reads: what a consent must cover for a Verify or
+        BatchVerify under a consent-based agreement.
+        """
 
     def __init__(
         self,
@@ -386,10 +393,11 @@ class PredicateDescriptor(_message.Message):
         parameters: _abc.Iterable[_builtins.str] | None = ...,
         description: _builtins.str = ...,
         dataset: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "description", b"description", "name", b"name", "parameters", b"parameters", "provider", b"provider", "subject_kind", b"subject_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "description", b"description", "fields", b"fields", "name", b"name", "parameters", b"parameters", "provider", b"provider", "subject_kind", b"subject_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -362,7 +362,10 @@ def _catalogue(args: argparse.Namespace) -> int:
         fields = ", ".join(
             f["name"] + (f" ({f['mask']})" if f.get("mask") else "") for f in e.get("fields", [])
         )
-        preds = ", ".join(p["name"] for p in e.get("predicates", []))
+        preds = ", ".join(
+            p["name"] + (f" (reads {', '.join(p['fields'])})" if p.get("fields") else "")
+            for p in e.get("predicates", [])
+        )
         lines.append(
             f"{e.get('agreement_id')}: {e.get('provider')} {e.get('dataset')} [{e.get('legal_basis')}] "
             f"purposes {', '.join(e.get('purposes', []))}; fields {fields or '-'}; predicates {preds or '-'}"

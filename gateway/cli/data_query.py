@@ -298,6 +298,7 @@ def _description_json(d: ProviderDescription) -> dict[str, Any]:
                 "dataset": p.dataset,
                 "subject_kind": p.subject_kind.value,
                 "parameters": list(p.parameters),
+                "reads": list(p.fields),
                 "absent_means_false": p.absent_means_false,
                 "description": p.description,
             }
@@ -326,7 +327,10 @@ def _describe(args: argparse.Namespace) -> int:
         for p in d.predicates:
             params = ", ".join(p.parameters)
             absent = "absent: false" if p.absent_means_false else "absent: not found"
-            lines.append(f"  predicate {p.name}({params}) on {p.dataset} [{absent}]: {p.description}")
+            reads = ", ".join(p.fields)
+            lines.append(
+                f"  predicate {p.name}({params}) on {p.dataset} (reads {reads}) [{absent}]: {p.description}"
+            )
     emit(args, {"agencies": [_description_json(d) for d in descriptions]}, "\n".join(lines))
     return 0
 

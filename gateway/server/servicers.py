@@ -261,6 +261,7 @@ class DataExchangeServicer(exchange_pb2_grpc.DataExchangeServicer, _Base):
                         parameters=list(pd.parameters),
                         description=pd.description,
                         dataset=pd.dataset,
+                        fields=list(pd.fields),
                     )
             return out
 

@@ -254,21 +254,25 @@ def expected_gap(average: float, since_last: float) -> float:
     return max(average, since_last)
 
 
-def batch_step(left: float, ready: bool | None, gap: float) -> float | None:
+def batch_step(left: float, ready: bool | None, gap: float, tick: float = 0.0) -> float | None:
     """When a waiting batch of Queries runs: None now; 0 after the callbacks ready on the loop
     (they may bring more calls); else in this many seconds, when the next call is due.
 
     ``left``: seconds left of the batch's wait; ``ready``: other callbacks are ready on the
     loop, None if the loop does not tell (uvloop): then a batch that expects more calls waits
-    out its time in one step (a wait per expected call would wake the loop for each);
-    ``gap``: the recent average time between calls."""
+    out what is left of its time in one step, in whole ``tick`` (the loop's timer resolution:
+    a shorter timer fires at once, a longer one would overrun the wait), and runs now when less
+    than a tick is left; ``gap``: the recent average time between calls."""
     if left <= 0:
         return None
     if ready:
         return 0.0
-    if gap < left:
-        return gap if ready is not None else left
-    return None
+    if gap >= left:
+        return None
+    if ready is not None:
+        return gap
+    step = math.floor(left / tick + 1e-9) * tick if tick > 0 else left
+    return step if step > 0 else None
 
 
 @dataclass(slots=True)
@@ -329,10 +333,12 @@ class _LocalQueries:
         # asyncio's queue of ready callbacks (uvloop's is not visible: None)
         queue = getattr(loop, "_ready", None)
         gap = expected_gap(self._gap, now - self._last)
-        step = batch_step(self._wait_s - (now - self._since), None if queue is None else bool(queue), gap)
-        # libuv's timers count whole milliseconds: a shorter one fires at once, and the batch
-        # would be checked at every turn until its wait is over; it runs now instead
-        if step is None or (queue is None and 0 < step < LIBUV_TICK_S):
+        left = self._wait_s - (now - self._since)
+        if queue is None:  # uvloop: its timers count whole milliseconds
+            step = batch_step(left, None, gap, LIBUV_TICK_S)
+        else:
+            step = batch_step(left, bool(queue), gap)
+        if step is None:
             self._run_now()
             return
         self._scheduled = True

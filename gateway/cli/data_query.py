@@ -298,7 +298,7 @@ def _description_json(d: ProviderDescription) -> dict[str, Any]:
                 "dataset": p.dataset,
                 "subject_kind": p.subject_kind.value,
                 "parameters": list(p.parameters),
-                "reads": list(p.fields),
+                "fields": list(p.fields),
                 "absent_means_false": p.absent_means_false,
                 "description": p.description,
             }
@@ -327,10 +327,8 @@ def _describe(args: argparse.Namespace) -> int:
         for p in d.predicates:
             params = ", ".join(p.parameters)
             absent = "absent: false" if p.absent_means_false else "absent: not found"
-            reads = ", ".join(p.fields)
-            lines.append(
-                f"  predicate {p.name}({params}) on {p.dataset} (reads {reads}) [{absent}]: {p.description}"
-            )
+            reads = f" (reads {', '.join(p.fields)})" if p.fields else ""
+            lines.append(f"  predicate {p.name}({params}) on {p.dataset}{reads} [{absent}]: {p.description}")
     emit(args, {"agencies": [_description_json(d) for d in descriptions]}, "\n".join(lines))
     return 0
 

@@ -262,7 +262,7 @@ def test_describe(capsys: pytest.CaptureFixture[str]) -> None:
     ].items()
     pred = next(p for p in hrss["predicates"] if p["name"] == "insured_months_at_least")
     assert pred["parameters"] == ["months"] and pred["absent_means_false"] is True
-    assert pred["reads"] == ["insured_months_24m"]
+    assert pred["fields"] == ["insured_months_24m"]
     code, out, _ = run(capsys, "data", "describe", "--agency", "education")
     assert code == 0 and "predicate degree_at_least(rank) on graduation (reads level)" in out
     assert "hrss" not in out

@@ -17,7 +17,7 @@ def _grant(gw: Gateway, subject: str, fields: list[str]) -> str:
 
 
 def test_a_consent_to_the_fields_a_predicate_reads_is_enough(gateway: Gateway, subjects: Subjects) -> None:
-    subject, record = subjects.graduates[8]
+    subject, _ = subjects.graduates[8]
     _grant(gateway, subject, ["graduation_date"])
     client = gateway.client("hrss")
     answer = client.verify(subject, PURPOSE, "education", "graduated_within_years", {"years": 80})
@@ -27,7 +27,6 @@ def test_a_consent_to_the_fields_a_predicate_reads_is_enough(gateway: Gateway, s
         client.verify(subject, PURPOSE, "education", "degree_at_least", {"rank": 1})
     assert (exc.value.code, exc.value.reason) == ("PERMISSION_DENIED", "CONSENT_FIELD_OUT_OF_SCOPE")
     assert "field level" in exc.value.message
-    assert record["graduation_date"]  # the subject does hold the record the answer came from
 
 
 def test_batch_verify_needs_the_same_fields(gateway: Gateway, subjects: Subjects) -> None:

@@ -387,11 +387,17 @@ class CheckConsentRequest(_message.Message):
     DATASET_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    PREDICATE_FIELD_NUMBER: _builtins.int
     consumer: _common_pb2.AgencyCode.ValueType
     """Empty: the calling agency."""
     provider: _common_pb2.AgencyCode.ValueType
     dataset: _builtins.str
     purpose: _builtins.str
+    predicate: _builtins.str
+    """Instead of fields: would a comparison by this predicate of the provider be allowed? The
+    check is then about the fields the predicate reads (ListCatalogue names them); dataset may
+    be left empty (it is the predicate's).
+    """
     @_builtins.property
     def subject(self) -> _common_pb2.SubjectRef: ...
     @_builtins.property
@@ -405,10 +411,11 @@ class CheckConsentRequest(_message.Message):
         dataset: _builtins.str = ...,
         fields: _abc.Iterable[_builtins.str] | None = ...,
         purpose: _builtins.str = ...,
+        predicate: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "dataset", b"dataset", "fields", b"fields", "provider", b"provider", "purpose", b"purpose", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "dataset", b"dataset", "fields", b"fields", "predicate", b"predicate", "provider", b"provider", "purpose", b"purpose", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

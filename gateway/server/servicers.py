@@ -33,7 +33,15 @@ from gateway.consent.errors import (
 from gateway.consent.model import CONSENT_ID, ConsentRecord
 from gateway.consent.service import GrantRequest, ScopeRequest, parse_subject
 from gateway.errors import DsgwError
-from gateway.exchange import REQUEST_ID, BatchItem, BatchVerifier, CallMeta, DatasetAsk, Exchange
+from gateway.exchange import (
+    REQUEST_ID,
+    BatchItem,
+    BatchVerifier,
+    CallMeta,
+    DatasetAsk,
+    Exchange,
+    consented_fields,
+)
 from gateway.logs import debug_dropped
 from gateway.pipeline import record as record_step
 from gateway.pipeline.authenticate import authenticate
@@ -630,13 +638,28 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
             provider = agency_from_wire(request.provider)
             if provider is None:
                 raise InvalidArgument("UNKNOWN_AGENCY", "provider is required")
+            dataset, fields = request.dataset, list(request.fields)
+            if request.predicate:  # the fields a comparison by it needs consent to
+                pd = self.x.predicates.get((provider, request.predicate))
+                if pd is None:
+                    raise InvalidArgument(
+                        "UNKNOWN_PREDICATE",
+                        f"{provider.value} offers no predicate {echo_name(request.predicate)!r}",
+                    )
+                if fields or dataset not in ("", pd.dataset):
+                    raise InvalidArgument(
+                        "INVALID_REQUEST",
+                        f"name fields or a predicate, not both; {request.predicate!r} reads {pd.dataset}",
+                    )
+                dataset = pd.dataset
+                fields = list(consented_fields(pd, self.x.datasets[(provider, dataset)]))
             # only about a dataset the caller has an agreement for, and only its own consents:
             # another agency's consent (and its id) is not the caller's to learn of
-            if (provider, request.dataset) not in self.x.datasets:
+            if (provider, dataset) not in self.x.datasets:
                 raise InvalidArgument(
-                    "UNKNOWN_DATASET", f"{provider.value} offers no dataset {echo_name(request.dataset)!r}"
+                    "UNKNOWN_DATASET", f"{provider.value} offers no dataset {echo_name(dataset)!r}"
                 )
-            self.x.book.find(caller, provider, request.dataset, self.x.today())
+            self.x.book.find(caller, provider, dataset, self.x.today())
             kind = kind_from_wire(request.subject.kind)
             decision = await self.x._io(
                 lambda: self.service.check(
@@ -644,8 +667,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                     subject_kind=kind.value if kind else None,
                     consumer=consumer.value,
                     provider=provider.value,
-                    dataset=request.dataset,
-                    fields=list(request.fields) or None,
+                    dataset=dataset,
+                    fields=fields or None,
                     purpose=request.purpose,
                     own_only=True,
                 )

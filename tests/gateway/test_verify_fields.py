@@ -1,13 +1,21 @@
 """A comparison (Verify, BatchVerify) under a consent-based agreement needs a consent to the
 fields its predicate reads, not to every field of the dataset: the gateway answers yes or no
-from those fields only. ListCatalogue tells the caller which fields each predicate reads."""
+from those fields only. ListCatalogue tells the caller which fields each predicate reads, and
+ConsentService.Check with a predicate answers what a comparison by it would get."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
 import pytest
 
+from adapters.agencies import Agency
+from dsgw.v1 import consent_pb2
 from gateway.client import GatewayError
-from tests.gateway.conftest import Gateway, Subjects, client_grant
+from gateway.server.wire import agency_to_wire
+from tests.gateway.conftest import Gateway, Subjects, client_grant, consent_stub, subject_ref
 
 PURPOSE = "graduate_employment"
 
@@ -50,3 +58,49 @@ def test_the_catalogue_names_the_fields_each_predicate_reads(gateway: Gateway) -
     (graduation,) = [e for e in entries if e.dataset == "graduation"]
     reads = {p.name: list(p.fields) for p in graduation.predicates}
     assert reads == {"graduated_within_years": ["graduation_date"], "degree_at_least": ["level"]}
+
+
+def _check(gw: Gateway, subject: str, predicate: str, dataset: str = "", fields: Sequence[str] = ()) -> Any:
+    return consent_stub(gw, "hrss").Check(
+        consent_pb2.CheckConsentRequest(
+            subject=subject_ref(subject),
+            provider=agency_to_wire(Agency.EDUCATION),
+            dataset=dataset,
+            fields=list(fields),
+            purpose=PURPOSE,
+            predicate=predicate,
+        ),
+        timeout=5,
+    )
+
+
+def test_check_answers_what_a_comparison_would_get(gateway: Gateway, subjects: Subjects) -> None:
+    subject, _ = subjects.graduates[11]
+    consent_id = _grant(gateway, subject, ["graduation_date"])
+    allowed = _check(gateway, subject, "graduated_within_years")
+    assert allowed.allowed and list(allowed.consent_ids) == [consent_id]
+    assert _check(gateway, subject, "graduated_within_years", dataset="graduation").allowed
+    denied = _check(gateway, subject, "degree_at_least")
+    assert (denied.allowed, denied.reason, denied.field) == (False, "CONSENT_FIELD_OUT_OF_SCOPE", "level")
+    # as Verify answers them
+    client = gateway.client("hrss")
+    assert client.verify(subject, PURPOSE, "education", "graduated_within_years", {"years": 80}).result
+    with pytest.raises(GatewayError):
+        client.verify(subject, PURPOSE, "education", "degree_at_least", {"rank": 1})
+
+
+@pytest.mark.parametrize(
+    ("predicate", "dataset", "fields", "reason"),
+    [
+        ("no_such_predicate", "", (), "UNKNOWN_PREDICATE"),
+        ("degree_at_least", "", ("level",), "INVALID_REQUEST"),  # fields or a predicate
+        ("degree_at_least", "disability", (), "INVALID_REQUEST"),  # not the predicate's dataset
+    ],
+)
+def test_check_with_a_predicate_refuses_a_muddled_request(
+    gateway: Gateway, subjects: Subjects, predicate: str, dataset: str, fields: tuple[str, ...], reason: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as exc:
+        _check(gateway, subjects.graduates[11][0], predicate, dataset=dataset, fields=fields)
+    error = GatewayError.of(exc.value)
+    assert (error.code, error.reason) == ("INVALID_ARGUMENT", reason)

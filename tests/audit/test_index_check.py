@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import sqlite3
 import struct
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,7 @@ from audit.segment import list_segments
 from audit.verify import VerifyReport, verify_log
 from dsgw.v1 import audit_pb2
 from tests.audit.cli_run import dsgw, one_line
+from tests.audit.conftest import auditor
 from tests.audit.crash_writer import consent_entry, entry, make_log, push_entry
 from tests.audit.test_verify import fix_crc, segment_of
 
@@ -297,22 +296,6 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     build(log_dir, home, 0, SIZE)
     assert len(list_segments(log_dir / "segments")) >= 3
     return log_dir, home
-
-
-@pytest.fixture
-def log(pristine: tuple[Path, Path], tmp_path: Path) -> Iterator[Path]:
-    copy = tmp_path / "log"
-    shutil.copytree(pristine[0], copy)
-    yield copy
-
-
-@pytest.fixture
-def home(pristine: tuple[Path, Path]) -> Path:
-    return pristine[1]
-
-
-def auditor(home: Path) -> FileKeyProvider:
-    return FileKeyProvider.from_private_key_file(HomeKeys(home).auditor_key)
 
 
 def verify(log_dir: Path, home: Path | None = None, **kw: Any) -> VerifyReport:

@@ -22,12 +22,12 @@ import pytest
 
 from audit.checkpoint import Checkpoint, Signer, open_note, sign_checkpoint
 from audit.checkpoints import CheckpointPolicy, checkpoint_name
-from audit.keys import FileKeyProvider
-from audit.layout import HomeKeys, LogLayoutError, LogMeta
+from audit.layout import LogLayoutError, LogMeta
 from audit.log import AuditLog
 from audit.reader import Frame, LogReader
 from audit.segment import FRAME_HEAD, list_segments
 from audit.verify import VerifyReport, VerifyUsageError, usable_cpus, verify_log
+from tests.audit.conftest import auditor
 from tests.audit.crash_writer import make_log, proto
 
 EVERY = 10
@@ -74,22 +74,6 @@ def jobs(request: pytest.FixtureRequest) -> Iterator[int]:
     JOBS[0] = request.param
     yield request.param
     JOBS[0] = 1
-
-
-@pytest.fixture
-def log(pristine: tuple[Path, Path], tmp_path: Path) -> Iterator[Path]:
-    copy = tmp_path / "log"
-    shutil.copytree(pristine[0], copy)
-    yield copy
-
-
-@pytest.fixture
-def home(pristine: tuple[Path, Path]) -> Path:
-    return pristine[1]
-
-
-def auditor(home: Path) -> FileKeyProvider:
-    return FileKeyProvider.from_private_key_file(HomeKeys(home).auditor_key)
 
 
 def verify(log_dir: Path, **kw: object) -> VerifyReport:

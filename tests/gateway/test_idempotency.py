@@ -304,7 +304,17 @@ def test_exchange_answers_survive_packing() -> None:
         "r1",
         (
             DatasetAnswer(
-                Agency.EDUCATION, "graduation", True, {"level": "master", "on": dt.date(2025, 6, 30)}, "c"
+                Agency.EDUCATION,
+                "graduation",
+                True,
+                {
+                    "level": "master",
+                    "on": dt.date(2025, 6, 30),  # kept as a day number
+                    "at": dt.datetime(2025, 6, 30, 8, 15, tzinfo=dt.UTC),  # a date too, but not only
+                    "codes": ["a", "b"],
+                    "none": None,
+                },
+                "c",
             ),
             DatasetAnswer(Agency.HRSS, "employment_status", False, {}, ""),
         ),
@@ -314,4 +324,9 @@ def test_exchange_answers_survive_packing() -> None:
         VerifyAnswer("r2", True, "statutory_duty:x"),
         VerifyAnswer("r3", None, "consent:c"),
     ):
-        assert _unpack_answer(_pack_answer(answer)) == answer
+        back = _unpack_answer(_pack_answer(answer))
+        assert back == answer
+        if isinstance(answer, QueryAnswer):
+            assert [{k: type(v) for k, v in r.values.items()} for r in back.results] == [
+                {k: type(v) for k, v in r.values.items()} for r in answer.results
+            ]

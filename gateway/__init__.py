@@ -1,3 +1,3 @@
 """dsgw: the cross-department data-sharing gateway."""
 
-__version__ = "0.2.6"
+__version__ = "0.2.7"

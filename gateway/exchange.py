@@ -609,6 +609,19 @@ class Exchange:
             provider=provider,
         )
 
+    def _comparison_facts(
+        self, meta: CallMeta, subject: Subject | None, pd: PredicateDescriptor, params: Mapping[str, int]
+    ) -> AccessFacts:
+        """The facts of a comparison's access: its dataset, predicate and parameters, and as its
+        fields those the predicate reads (what a consent must cover: the entry says what the
+        yes/no rests on, though none of it is disclosed)."""
+        facts = self._facts(meta, subject, pd.agency)
+        facts.datasets = (pd.dataset,)
+        facts.fields = consented_fields(pd, self.datasets[(pd.agency, pd.dataset)])
+        facts.predicate = pd.name
+        facts.parameters = params
+        return facts
+
     async def _write(self, facts: Sequence[AccessFacts]) -> None:
         """Append the entries (concurrently) and wait until all are on disk; AuditFailed
         otherwise. Nothing is answered before this returns."""
@@ -977,10 +990,7 @@ class Exchange:
     ) -> VerifyAnswer:
         pd, adapter = self._predicate_plan(meta, kind, provider, predicate, params)
         subject = subject_of(kind or pd.subject_kind, subject_id)
-        facts = self._facts(meta, subject, pd.agency)
-        facts.datasets = (pd.dataset,)
-        facts.predicate = predicate
-        facts.parameters = dict(params)
+        facts = self._comparison_facts(meta, subject, pd, dict(params))
         try:
             agreement, descriptor, _ = self._plan(meta, subject, pd.agency, pd.dataset)
             allowed_predicate(agreement, predicate)
@@ -1042,10 +1052,7 @@ class Exchange:
         (without a subject) and end the stream."""
         self._check_meta(meta)
         pd, adapter = self._predicate_plan(meta, None, provider, predicate, params)
-        facts = self._facts(meta, None, pd.agency)
-        facts.datasets = (pd.dataset,)
-        facts.predicate = predicate
-        facts.parameters = dict(params)
+        facts = self._comparison_facts(meta, None, pd, dict(params))
         try:
             agreement = self.book.find(meta.caller, pd.agency, pd.dataset, self.today())
             allowed_predicate(agreement, predicate)
@@ -1080,11 +1087,7 @@ class BatchVerifier:
         self._seen = exchange.batch_answers(meta.caller, meta.request_id, header)
 
     def _facts(self, subject: Subject) -> AccessFacts:
-        f = self.x._facts(self.meta, subject, self.pd.agency)
-        f.datasets = (self.pd.dataset,)
-        f.predicate = self.pd.name
-        f.parameters = self.params
-        return f
+        return self.x._comparison_facts(self.meta, subject, self.pd, self.params)
 
     def _refused(self, items: Sequence[tuple[int, Subject]], reason: str) -> list[audit_pb2.AuditEntry]:
         """The entries of subjects refused before any consent decision (no legal basis found)."""

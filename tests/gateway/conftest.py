@@ -128,7 +128,7 @@ def subjects(dev_home: DevHome) -> Subjects:
     adapters = open_adapters(sqlite_sources(dev_home.data))
     person = SubjectKind.PERSON
     try:
-        graduates = _pick(adapters[Agency.EDUCATION], "graduation", grads, person, 12)
+        graduates = _pick(adapters[Agency.EDUCATION], "graduation", grads, person, 14)
         assisted_found = _pick(adapters[Agency.CIVIL_AFFAIRS], "assistance", assisted, person, 6)
         hard_found = _pick(
             adapters[Agency.HRSS], "employment_status", hard, person, 3, lambda v: v["hard_to_employ"]

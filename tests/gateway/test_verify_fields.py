@@ -15,7 +15,15 @@ from adapters.agencies import Agency
 from dsgw.v1 import consent_pb2
 from gateway.client import GatewayError
 from gateway.server.wire import agency_to_wire
-from tests.gateway.conftest import Gateway, Subjects, client_grant, consent_stub, subject_ref
+from tests.gateway.conftest import (
+    Gateway,
+    Subjects,
+    client_grant,
+    consent_stub,
+    entries_of,
+    read_audit,
+    subject_ref,
+)
 
 PURPOSE = "graduate_employment"
 
@@ -51,6 +59,42 @@ def test_batch_verify_needs_the_same_fields(gateway: Gateway, subjects: Subjects
         ("a", True, ""),
         ("b", None, "CONSENT_FIELD_OUT_OF_SCOPE"),
     ]
+
+
+def _entries(gw: Gateway, request_id: str) -> list[Any]:
+    log = gw.background.worker.audit
+    assert log is not None and log.flush_index(timeout=30)
+    return entries_of(read_audit(gw.home, [gw.audit_dir]), request_id)
+
+
+def test_comparison_entries_name_the_fields_the_predicate_read(gateway: Gateway, subjects: Subjects) -> None:
+    """A comparison's audit entry lists the fields its yes/no rests on (none of them disclosed):
+    allowed, refused, and each BatchVerify item alike."""
+    subject, _ = subjects.graduates[12]
+    other, _ = subjects.graduates[13]
+    _grant(gateway, subject, ["graduation_date"])
+    client = gateway.client("hrss")
+    client.verify(subject, PURPOSE, "education", "graduated_within_years", {"years": 80}, request_id="vf-1")
+    with pytest.raises(GatewayError):
+        client.verify(subject, PURPOSE, "education", "degree_at_least", {"rank": 1}, request_id="vf-2")
+    list(
+        client.batch_verify(
+            [("a", subject), ("b", other)],
+            PURPOSE,
+            "education",
+            "graduated_within_years",
+            {"years": 80},
+            request_id="vf-3",
+        )
+    )
+    (allowed,) = _entries(gateway, "vf-1")
+    assert allowed.body.decision.value == "allowed" and list(allowed.body.fields) == ["graduation_date"]
+    assert allowed.body.predicate is not None and allowed.body.predicate.name == "graduated_within_years"
+    (refused,) = _entries(gateway, "vf-2")
+    assert refused.body.decision.value == "denied" and list(refused.body.fields) == ["level"]
+    items = _entries(gateway, "vf-3")
+    assert len(items) == 2
+    assert [list(e.body.fields) for e in items] == [["graduation_date"], ["graduation_date"]]
 
 
 def test_the_catalogue_names_the_fields_each_predicate_reads(gateway: Gateway) -> None:

@@ -213,7 +213,9 @@ class Predicate(_Model):
 
 
 class Access(_Model):
-    """A read or comparison asked of one provider. ``fields`` are names, never values."""
+    """A read or comparison asked of one provider. ``fields`` are names, never values: of a
+    read, the fields asked (given when allowed and found); of a comparison (``predicate``), the
+    fields its predicate reads (never given: only the yes/no is)."""
 
     kind: Literal["access"] = "access"
     provider: Agency

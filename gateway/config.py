@@ -130,9 +130,9 @@ class ServerSection(_Section):
     #: worker one new call per turn of its event loop, so a batch runs only once nothing else is
     #: ready on the loop and no call is due (by the recent arrival rate) before this is over:
     #: under load it gathers the calls of a few turns; a lone call on an idle worker is not held
-    #: up. 0: only the calls of one turn. A batch has a fixed cost in event loop (its store
-    #: read, provider transaction and queries) whatever its size; a longer wait spreads it over
-    #: more calls, for that much more latency (docs/gateway.md, "How long a batch waits").
+    #: up. 0: only the calls of one turn. Part of a batch's cost in event loop (its store read,
+    #: provider transaction and queries) does not grow with its size; a longer wait spreads it
+    #: over more calls, for that much more latency (docs/gateway.md, "How long a batch waits").
     query_batch_wait_ms: Annotated[float, Field(ge=0, le=20)] = 4.0
     #: Most items a BatchVerify evaluates per adapter query.
     batch_chunk: Annotated[int, Field(ge=1, le=5000)] = 500

@@ -617,7 +617,8 @@ class Exchange:
         yes/no rests on, though none of it is disclosed)."""
         facts = self._facts(meta, subject, pd.agency)
         facts.datasets = (pd.dataset,)
-        facts.fields = consented_fields(pd, self.datasets[(pd.agency, pd.dataset)])
+        descriptor = self.datasets.get((pd.agency, pd.dataset))  # None: refused later, by _plan
+        facts.fields = consented_fields(pd, descriptor) if descriptor is not None else pd.fields
         facts.predicate = pd.name
         facts.parameters = params
         return facts

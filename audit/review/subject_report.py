@@ -213,13 +213,22 @@ def _when(local: datetime, language: Language) -> str:
 
 
 def _data_words(body: Access, language: Language) -> str:
-    if body.predicate is not None:
-        return (
-            f"a check ({body.predicate.name}) on your data"
-            if language == "en"
-            else f"对您的数据进行核验（{body.predicate.name}）"
-        )
     datasets, fields = ", ".join(body.datasets), ", ".join(body.fields)
+    if body.predicate is not None:
+        name = body.predicate.name
+        if fields:  # the fields the check reads (entries since 0.2.7); none of them is given
+            if language == "en":
+                return (
+                    f"a check ({name}) on your {datasets} data ({fields})"
+                    if datasets
+                    else f"a check ({name}) on your data ({fields})"
+                )
+            return (
+                f"对您的数据（{datasets}：{fields}）进行核验（{name}）"
+                if datasets
+                else f"对您的数据（{fields}）进行核验（{name}）"
+            )
+        return f"a check ({name}) on your data" if language == "en" else f"对您的数据进行核验（{name}）"
     if language == "zh":
         if datasets and fields:
             return f"您的数据（{datasets}：{fields}）"

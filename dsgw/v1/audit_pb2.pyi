@@ -328,7 +328,9 @@ class AuditAccess(_message.Message):
 
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Field names asked (disclosed when the decision is ALLOWED and the outcome FOUND). Names only."""
+        """Field names asked (disclosed when the decision is ALLOWED and the outcome FOUND); for a
+        comparison (predicate set), the fields its predicate reads, never disclosed. Names only.
+        """
 
     @_builtins.property
     def predicate(self) -> Global___AuditPredicate:

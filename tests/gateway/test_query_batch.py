@@ -400,7 +400,7 @@ def test_a_call_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subj
 
 
 def test_a_waiting_batch_does_not_spin_the_loop(gw: Gateway, subjects: Subjects) -> None:
-    # calls have been coming every 0.5 ms, so a lone call waits for more (2 ms at most); on
+    # calls have been coming every 0.5 ms, so a lone call waits for more (the default 4 ms at most); on
     # uvloop, whose timers count whole milliseconds, a wait per expected call (0.5 ms: at once)
     # checked the batch again and again until its time was over
     lq = _exchange(gw)._local_queries

@@ -95,6 +95,21 @@ def test_comparison_entries_name_the_fields_the_predicate_read(gateway: Gateway,
     items = _entries(gateway, "vf-3")
     assert len(items) == 2
     assert [list(e.body.fields) for e in items] == [["graduation_date"], ["graduation_date"]]
+    # a stream refused at its header (a purpose outside the agreement): one entry, no subject
+    with pytest.raises(GatewayError) as exc:
+        list(
+            client.batch_verify(
+                [("a", subject)],
+                "hiring_subsidy",
+                "education",
+                "degree_at_least",
+                {"rank": 1},
+                request_id="vf-4",
+            )
+        )
+    assert exc.value.reason == "PURPOSE_NOT_ALLOWED"
+    (header,) = _entries(gateway, "vf-4")
+    assert header.subject is None and list(header.body.fields) == ["level"]
 
 
 def test_the_catalogue_names_the_fields_each_predicate_reads(gateway: Gateway) -> None:

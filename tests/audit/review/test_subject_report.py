@@ -59,6 +59,24 @@ def test_only_the_subjects_own_entries_in_time_order() -> None:
     assert report.to_json()["subject"] == {"kind": "person", "id": PERSON[:4] + "*" * 10 + PERSON[-4:]}
 
 
+def test_a_check_names_the_fields_it_read() -> None:
+    """Since 0.2.7 a comparison's entry lists the fields its predicate reads: the sentence names
+    them (none of them was given); an older entry without them reads as before."""
+    check = access(
+        local(2026, 11, 5, 9, 0),
+        caller="hrss",
+        provider="education",
+        basis=("consent", "consent-3"),
+        datasets=("graduation",),
+        fields=("graduation_date",),
+        predicate={"name": "graduated_within_years", "parameters": {"years": 2}},
+    )
+    (item,) = subject_report(ME, located([check])).items
+    assert "a check (graduated_within_years) on your graduation data (graduation_date)" in item.text["en"]
+    assert "对您的数据（graduation：graduation_date）进行核验（graduated_within_years）" in item.text["zh"]
+    assert item.to_json()["fields"] == ["graduation_date"]
+
+
 def test_plain_language_sentences() -> None:
     report = subject_report(ME, _entries())
     by_ref = {i.reference: i for i in report.items}

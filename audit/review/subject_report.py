@@ -213,22 +213,17 @@ def _when(local: datetime, language: Language) -> str:
 
 
 def _data_words(body: Access, language: Language) -> str:
-    datasets, fields = ", ".join(body.datasets), ", ".join(body.fields)
     if body.predicate is not None:
         name = body.predicate.name
-        if fields:  # the fields the check reads (entries since 0.2.7); none of them is given
-            if language == "en":
-                return (
-                    f"a check ({name}) on your {datasets} data ({fields})"
-                    if datasets
-                    else f"a check ({name}) on your data ({fields})"
-                )
-            return (
-                f"对您的数据（{datasets}：{fields}）进行核验（{name}）"
-                if datasets
-                else f"对您的数据（{fields}）进行核验（{name}）"
-            )
-        return f"a check ({name}) on your data" if language == "en" else f"对您的数据进行核验（{name}）"
+        # entries since 0.2.7 name the fields the check reads (none of them is given)
+        plain = "your data" if language == "en" else "您的数据"
+        data = _read_words(body, language) if body.fields else plain
+        return f"a check ({name}) on {data}" if language == "en" else f"对{data}进行核验（{name}）"
+    return _read_words(body, language)
+
+
+def _read_words(body: Access, language: Language) -> str:
+    datasets, fields = ", ".join(body.datasets), ", ".join(body.fields)
     if language == "zh":
         if datasets and fields:
             return f"您的数据（{datasets}：{fields}）"

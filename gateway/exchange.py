@@ -260,7 +260,9 @@ def expected_gap(average: float, since_last: float) -> float:
     return max(average, since_last)
 
 
-def batch_step(left: float, ready: bool | None, gap: float, tick: float = 0.0) -> float | None:
+def batch_step(
+    left: float, ready: bool | None, gap: float, tick: float = 0.0, *, alone: bool = False
+) -> float | None:
     """When a waiting batch of Queries runs: None now; 0 after the callbacks ready on the loop
     (they may bring more calls); else in this many seconds, when the next call is due.
 
@@ -268,12 +270,16 @@ def batch_step(left: float, ready: bool | None, gap: float, tick: float = 0.0) -
     loop, None if the loop does not tell (uvloop): then a batch that expects more calls waits
     out what is left of its time in one step, in whole ``tick`` (the loop's timer resolution:
     a shorter timer fires at once, a longer one would overrun the wait), and runs now when less
-    than a tick is left; ``gap``: the recent average time between calls."""
+    than a tick is left; ``gap``: the recent average time between calls; ``alone``: the batch
+    holds every Query in progress in the worker. Such a batch does not wait on a timer: a caller
+    that sends its next call once this one is answered cannot add to it, and calls that come
+    this seldom need no batching (under load, calls writing their audit entries are in progress
+    too)."""
     if left <= 0:
         return None
     if ready:
         return 0.0
-    if gap >= left:
+    if gap >= left or alone:
         return None
     if ready is not None:
         return gap
@@ -301,8 +307,8 @@ class _LocalQueries:
     consent step in the same turn. A batch therefore runs once nothing else is ready on the loop
     and no call is due (by the recent arrival rate) before its wait is over
     (:func:`batch_step`): under load it gathers the calls of a few turns, at most ``wait_s``
-    after its first call; when calls come slower than one per ``wait_s``, a call runs at the
-    end of its turn."""
+    after its first call; when calls come slower than one per ``wait_s``, or the batch holds
+    every Query in progress in the worker, its calls run at the end of their turn."""
 
     def __init__(self, exchange: Exchange, most: int, wait_s: float) -> None:
         self._x = exchange
@@ -340,10 +346,11 @@ class _LocalQueries:
         queue = getattr(loop, "_ready", None)
         gap = expected_gap(self._gap, now - self._last)
         left = self._wait_s - (now - self._since)
+        alone = self._x._queries_in_progress <= len(self._waiting)
         if queue is None:  # uvloop: its timers count whole milliseconds
-            step = batch_step(left, None, gap, LIBUV_TICK_S)
+            step = batch_step(left, None, gap, LIBUV_TICK_S, alone=alone)
         else:
-            step = batch_step(left, bool(queue), gap)
+            step = batch_step(left, bool(queue), gap, alone=alone)
         if step is None:
             self._run_now()
             return
@@ -529,6 +536,9 @@ class Exchange:
         most = config.server.query_batch
         wait = config.server.query_batch_wait_ms / 1000
         self._local_queries = _LocalQueries(self, most, wait) if most > 1 else None
+        #: Queries between their start and their answer (a batch holding all of them waits for
+        #: no more: batch_step's ``alone``)
+        self._queries_in_progress = 0
         self._batches: OrderedDict[tuple[str, str], _BatchMemory] = OrderedDict()
         inline = config.server.inline_local_io
         self._inline_store = inline and getattr(consent.store, "backend", "") == "sqlite"
@@ -790,9 +800,13 @@ class Exchange:
             subject_id,
             tuple((a.provider.value if a.provider is not None else None, a.dataset, a.fields) for a in asks),
         )
-        result, replayed = await self.answers.run(
-            meta.caller.value, meta.request_id, fp, lambda: self._query(meta, kind, subject_id, asks)
-        )
+        self._queries_in_progress += 1
+        try:
+            result, replayed = await self.answers.run(
+                meta.caller.value, meta.request_id, fp, lambda: self._query(meta, kind, subject_id, asks)
+            )
+        finally:
+            self._queries_in_progress -= 1
         answer: QueryAnswer = result
         return QueryAnswer(answer.request_id, answer.results, replayed) if replayed else answer
 

@@ -418,9 +418,11 @@ def test_a_waiting_batch_does_not_spin_the_loop(gw: Gateway, subjects: Subjects)
         saved = lq._gap, lq._last
         lq._gap, lq._last = 0.0005, asyncio.get_running_loop().time()
         lq._run = counted  # type: ignore[method-assign]
+        _exchange(gw)._queries_in_progress += 1  # another call in progress: the batch may wait
         try:
             return await _ask(_exchange(gw), _meta("spin"), chosen)
         finally:
+            _exchange(gw)._queries_in_progress -= 1
             del lq._run
             lq._gap, lq._last = saved
 
@@ -428,6 +430,40 @@ def test_a_waiting_batch_does_not_spin_the_loop(gw: Gateway, subjects: Subjects)
     # uvloop: one timer for the wait (and a check or two around it); asyncio checks again after
     # each turn with other callbacks ready, a handful on an idle gateway
     assert 1 <= checks <= (12 if _loop_kind(gw) == "uvloop" else 60), checks
+
+
+def test_a_batch_holding_every_call_in_progress_does_not_wait(gw: Gateway, subjects: Subjects) -> None:
+    """Calls have been coming every 0.5 ms, but no other Query is in progress in the worker (a
+    caller that sends its next call once this one is answered): the lone call runs at the end of
+    its turn instead of waiting out server.query_batch_wait_ms on a timer."""
+    x = _exchange(gw)
+    lq = x._local_queries
+    assert lq is not None
+    (chosen,) = _consenting(gw, subjects, 1, 2)
+    checks = 0
+    run = lq._run
+
+    def counted() -> None:
+        nonlocal checks
+        checks += 1
+        run()
+
+    async def lone() -> Any:
+        saved = lq._gap, lq._last
+        lq._gap, lq._last = 0.0005, asyncio.get_running_loop().time()
+        lq._run = counted  # type: ignore[method-assign]
+        try:
+            return await _ask(x, _meta("alone"), chosen)
+        finally:
+            del lq._run
+            lq._gap, lq._last = saved
+
+    assert x._queries_in_progress == 0
+    assert isinstance(_on_gateway(gw, lone()), QueryAnswer)
+    assert x._queries_in_progress == 0
+    # uvloop: checked once and run (a wait would take a timer and a second check); asyncio: only
+    # the rounds while other callbacks are ready on the loop
+    assert checks == 1 if _loop_kind(gw) == "uvloop" else 1 <= checks <= 12, checks
 
 
 def test_a_full_batch_runs_at_once(
@@ -477,6 +513,14 @@ def test_when_a_batch_runs() -> None:
     assert batch_step(0.002, False, 0.0005) == 0.0005
     # nothing ready, no call due before the wait is over (an idle worker): now
     assert batch_step(0.002, False, 0.5) is None
+
+
+def test_a_batch_alone_in_the_worker_waits_on_no_timer() -> None:
+    assert batch_step(0.004, None, 0.0005, 0.001) == pytest.approx(0.004)
+    assert batch_step(0.004, None, 0.0005, 0.001, alone=True) is None
+    assert batch_step(0.004, False, 0.0005) == 0.0005
+    assert batch_step(0.004, False, 0.0005, alone=True) is None
+    assert batch_step(0.004, True, 0.0005, alone=True) == 0.0  # the turn's other calls still join
 
 
 def test_when_a_batch_runs_on_a_loop_that_does_not_show_its_ready_queue() -> None:

@@ -133,6 +133,7 @@ class ServerSection(_Section):
     #: up. 0: only the calls of one turn. Part of a batch's cost in event loop (its store read,
     #: provider transaction and queries) does not grow with its size; a longer wait spreads it
     #: over more calls, for that much more latency (docs/gateway.md, "How long a batch waits").
+    #: A batch holding every Query in progress in the worker does not wait.
     query_batch_wait_ms: Annotated[float, Field(ge=0, le=20)] = 4.0
     #: Most items a BatchVerify evaluates per adapter query.
     batch_chunk: Annotated[int, Field(ge=1, le=5000)] = 500

@@ -399,13 +399,12 @@ def test_a_call_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subj
     )
 
 
-def test_a_waiting_batch_does_not_spin_the_loop(gw: Gateway, subjects: Subjects) -> None:
-    # calls have been coming every 0.5 ms, so a lone call waits for more (the default 4 ms at most); on
-    # uvloop, whose timers count whole milliseconds, a wait per expected call (0.5 ms: at once)
-    # checked the batch again and again until its time was over
-    lq = _exchange(gw)._local_queries
+def _lone_call(gw: Gateway, chosen: str, label: str, *, others: int) -> tuple[Any, int]:
+    """A call about ``chosen`` after calls have been coming every 0.5 ms, with ``others`` other
+    Queries in progress in the worker: (its answer, how often the batcher checked its batch)."""
+    x = _exchange(gw)
+    lq = x._local_queries
     assert lq is not None
-    (chosen,) = _consenting(gw, subjects, 0, 1)
     checks = 0
     run = lq._run
 
@@ -418,15 +417,25 @@ def test_a_waiting_batch_does_not_spin_the_loop(gw: Gateway, subjects: Subjects)
         saved = lq._gap, lq._last
         lq._gap, lq._last = 0.0005, asyncio.get_running_loop().time()
         lq._run = counted  # type: ignore[method-assign]
-        _exchange(gw)._queries_in_progress += 1  # another call in progress: the batch may wait
+        x._queries_in_progress += others
         try:
-            return await _ask(_exchange(gw), _meta("spin"), chosen)
+            return await _ask(x, _meta(label), chosen)
         finally:
-            _exchange(gw)._queries_in_progress -= 1
+            x._queries_in_progress -= others
             del lq._run
             lq._gap, lq._last = saved
 
-    assert isinstance(_on_gateway(gw, lone()), QueryAnswer)
+    return _on_gateway(gw, lone()), checks
+
+
+def test_a_waiting_batch_does_not_spin_the_loop(gw: Gateway, subjects: Subjects) -> None:
+    # calls have been coming every 0.5 ms and another call is in progress, so a lone call waits
+    # for more (the default 4 ms at most); on uvloop, whose timers count whole milliseconds, a
+    # wait per expected call (0.5 ms: at once) checked the batch again and again until its time
+    # was over
+    (chosen,) = _consenting(gw, subjects, 0, 1)
+    answer, checks = _lone_call(gw, chosen, "spin", others=1)
+    assert isinstance(answer, QueryAnswer)
     # uvloop: one timer for the wait (and a check or two around it); asyncio checks again after
     # each turn with other callbacks ready, a handful on an idle gateway
     assert 1 <= checks <= (12 if _loop_kind(gw) == "uvloop" else 60), checks
@@ -436,31 +445,11 @@ def test_a_batch_holding_every_call_in_progress_does_not_wait(gw: Gateway, subje
     """Calls have been coming every 0.5 ms, but no other Query is in progress in the worker (a
     caller that sends its next call once this one is answered): the lone call runs at the end of
     its turn instead of waiting out server.query_batch_wait_ms on a timer."""
-    x = _exchange(gw)
-    lq = x._local_queries
-    assert lq is not None
     (chosen,) = _consenting(gw, subjects, 1, 2)
-    checks = 0
-    run = lq._run
-
-    def counted() -> None:
-        nonlocal checks
-        checks += 1
-        run()
-
-    async def lone() -> Any:
-        saved = lq._gap, lq._last
-        lq._gap, lq._last = 0.0005, asyncio.get_running_loop().time()
-        lq._run = counted  # type: ignore[method-assign]
-        try:
-            return await _ask(x, _meta("alone"), chosen)
-        finally:
-            del lq._run
-            lq._gap, lq._last = saved
-
-    assert x._queries_in_progress == 0
-    assert isinstance(_on_gateway(gw, lone()), QueryAnswer)
-    assert x._queries_in_progress == 0
+    assert _exchange(gw)._queries_in_progress == 0
+    answer, checks = _lone_call(gw, chosen, "alone", others=0)
+    assert isinstance(answer, QueryAnswer)
+    assert _exchange(gw)._queries_in_progress == 0
     # uvloop: checked once and run (a wait would take a timer and a second check); asyncio: only
     # the rounds while other callbacks are ready on the loop
     assert checks == 1 if _loop_kind(gw) == "uvloop" else 1 <= checks <= 12, checks

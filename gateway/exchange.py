@@ -619,6 +619,12 @@ class Exchange:
             provider=provider,
         )
 
+    def comparison_fields(self, pd: PredicateDescriptor) -> tuple[str, ...]:
+        """:func:`consented_fields` of ``pd`` over its dataset here; for a dataset its adapter
+        does not describe (refused later, UNKNOWN_DATASET), the fields ``pd`` names."""
+        descriptor = self.datasets.get((pd.agency, pd.dataset))
+        return consented_fields(pd, descriptor) if descriptor is not None else pd.fields
+
     def _comparison_facts(
         self, meta: CallMeta, subject: Subject | None, pd: PredicateDescriptor, params: Mapping[str, int]
     ) -> AccessFacts:
@@ -627,8 +633,7 @@ class Exchange:
         yes/no rests on, though none of it is disclosed)."""
         facts = self._facts(meta, subject, pd.agency)
         facts.datasets = (pd.dataset,)
-        descriptor = self.datasets.get((pd.agency, pd.dataset))  # None: refused later, by _plan
-        facts.fields = consented_fields(pd, descriptor) if descriptor is not None else pd.fields
+        facts.fields = self.comparison_fields(pd)
         facts.predicate = pd.name
         facts.parameters = params
         return facts

@@ -40,7 +40,6 @@ from gateway.exchange import (
     CallMeta,
     DatasetAsk,
     Exchange,
-    consented_fields,
 )
 from gateway.logs import debug_dropped
 from gateway.pipeline import record as record_step
@@ -652,7 +651,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer, _Base):
                         f"name fields or a predicate, not both; {request.predicate!r} reads {pd.dataset}",
                     )
                 dataset = pd.dataset
-                fields = list(consented_fields(pd, self.x.datasets[(provider, dataset)]))
+                fields = list(self.x.comparison_fields(pd))
             # only about a dataset the caller has an agreement for, and only its own consents:
             # another agency's consent (and its id) is not the caller's to learn of
             if (provider, dataset) not in self.x.datasets:

@@ -57,6 +57,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -107,28 +108,68 @@ def cpu_seconds(pids: Sequence[int], *, main_thread: bool = False) -> float:
     return total / ticks
 
 
-def batch_totals(ports: Sequence[int]) -> tuple[float, float]:
-    """(Queries, batches) so far of the gateway workers' ``dsgw_query_batch_size`` histogram
-    (their Prometheus endpoints on loopback): one-dataset Queries decided and fetched together."""
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
+_COUNTERS = ("batch_sum", "batch_count", "queries", "queries_within_bound")
+HANDLER_BOUND_S = 0.02
+"""The paced phase's goal (p99 <= 20 ms), also a bucket bound of ``dsgw_call_latency_seconds``."""
+
+
+def gateway_counters(text: str) -> dict[str, float]:
+    """The counters this benchmark reads from one worker's Prometheus text:
+
+    * ``batch_sum`` / ``batch_count``: the ``dsgw_query_batch_size`` histogram (one-dataset
+      Queries decided and fetched together);
+    * ``queries`` / ``queries_within_bound``: answered Queries (``dsgw_call_latency_seconds``,
+      method Query, code OK), all and those whose time in the gateway's handler (from the
+      handler's start to its answer) was at most :data:`HANDLER_BOUND_S`. What a call waits
+      before gRPC hands it to the handler, and the sending of its answer, are not in it."""
+    out = dict.fromkeys(_COUNTERS, 0.0)
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m is None:
+            continue
+        name, labels, value = m.group(1), dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))
+        if name == "dsgw_query_batch_size_sum":
+            out["batch_sum"] += value
+        elif name == "dsgw_query_batch_size_count":
+            out["batch_count"] += value
+        elif labels.get("method") != "Query" or labels.get("code") != "OK":
+            continue
+        elif name == "dsgw_call_latency_seconds_count":
+            out["queries"] += value
+        elif name == "dsgw_call_latency_seconds_bucket" and float(labels["le"]) == HANDLER_BOUND_S:
+            out["queries_within_bound"] += value
+    return out
+
+
+def scrape(ports: Sequence[int]) -> dict[str, float]:
+    """:func:`gateway_counters` summed over the gateway workers' Prometheus endpoints (loopback)."""
     import urllib.request
 
-    total = count = 0.0
+    total = dict.fromkeys(_COUNTERS, 0.0)
     for port in ports:
         with (
             contextlib.suppress(OSError),
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r,
         ):
-            for line in r.read().decode().splitlines():
-                if line.startswith("dsgw_query_batch_size_sum"):
-                    total += float(line.split()[-1])
-                elif line.startswith("dsgw_query_batch_size_count"):
-                    count += float(line.split()[-1])
-    return total, count
+            for key, value in gateway_counters(r.read().decode()).items():
+                total[key] += value
+    return total
 
 
-def batch_mean(before: tuple[float, float], after: tuple[float, float]) -> float | None:
-    calls, batches = after[0] - before[0], after[1] - before[1]
+def batch_mean(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Queries per batch between two scrapes."""
+    calls, batches = after["batch_sum"] - before["batch_sum"], after["batch_count"] - before["batch_count"]
     return round(calls / batches, 2) if batches else None
+
+
+def handler_over_bound(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The share of the Queries answered between two scrapes whose time in the gateway's handler
+    exceeded :data:`HANDLER_BOUND_S`."""
+    calls = after["queries"] - before["queries"]
+    within = after["queries_within_bound"] - before["queries_within_bound"]
+    return round(1 - within / calls, 4) if calls else None
 
 
 def free_port() -> int:
@@ -288,6 +329,8 @@ class LoadGen:
         max_in_flight = 0
         dropped = 0
 
+        answered = [0, 0]  # every answer, warm-up included: all, over HANDLER_BOUND_S
+
         async def one(call: Any, request: bytes, due: float, measured: bool) -> None:
             try:
                 await call(request, timeout=10)
@@ -296,8 +339,11 @@ class LoadGen:
                 key = getattr(name, "name", type(exc).__name__)
                 errors[key] = errors.get(key, 0) + 1
                 return
+            latency = time.perf_counter() - due
+            answered[0] += 1
+            answered[1] += latency > HANDLER_BOUND_S
             if measured:
-                latencies.append(time.perf_counter() - due)
+                latencies.append(latency)
 
         interval = 1.0 / rate
         total = warmup + seconds
@@ -337,6 +383,8 @@ class LoadGen:
             "mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
             "max_in_flight": max_in_flight,
             "dropped": dropped,
+            # the same calls as the gateway's handler_over_20ms (warm-up included)
+            "all_over_20ms": round(answered[1] / answered[0], 4) if answered[0] else None,
             "errors": errors,
         }
 
@@ -579,12 +627,12 @@ def sweep(
     out = []
     for k in levels:
         cpu, loop = cpu_seconds(pids), cpu_seconds(pids, main_thread=True)
-        batches = batch_totals(metrics_ports)
+        batches = scrape(metrics_ports)
         r = gen.call("closed", port=port, concurrency=k, seconds=seconds, warmup=warmup)
         cpu, loop = cpu_seconds(pids) - cpu, cpu_seconds(pids, main_thread=True) - loop
         r["server_cpu_ms_per_call"] = round(1000 * cpu / max(1, r["all_calls"]), 3)
         r["loop_cpu_ms_per_call"] = round(1000 * loop / max(1, r["all_calls"]), 3)
-        r["query_batch_mean"] = batch_mean(batches, batch_totals(metrics_ports))
+        r["query_batch_mean"] = batch_mean(batches, scrape(metrics_ports))
         progress(
             f"  {name} K={k:<4} {r['qps']:>8,.0f} calls/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
             f"  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call"
@@ -759,9 +807,11 @@ def main() -> int:
             f"paced load at {rate:,.0f} calls/s ({rate / peak['qps']:.0%} of the gateway's peak),"
             f" {paced_seconds:g} s"
         )
-        batches = batch_totals(metrics_ports)
+        before = scrape(metrics_ports)
         paced = gen.call("paced", port=port, rate=rate, seconds=paced_seconds, warmup=warmup)
-        paced["query_batch_mean"] = batch_mean(batches, batch_totals(metrics_ports))
+        after = scrape(metrics_ports)
+        paced["query_batch_mean"] = batch_mean(before, after)
+        paced["handler_over_20ms"] = handler_over_bound(before, after)
         progress(
             f"  gateway p50 {paced['p50_ms']:.2f} ms  p90 {paced['p90_ms']:.2f} ms"
             f"  p99 {paced['p99_ms']:.2f} ms"
@@ -769,6 +819,11 @@ def main() -> int:
             + (f", {paced['query_batch_mean']:.2f} calls/batch" if paced["query_batch_mean"] else "")
             + ")"
         )
+        if paced["handler_over_20ms"] is not None and paced["all_over_20ms"] is not None:
+            progress(
+                f"  over 20 ms: {paced['all_over_20ms']:.1%} of the calls at the client,"
+                f" {paced['handler_over_20ms']:.1%} inside the gateway's handler (warm-up included)"
+            )
         noop_paced = gen.call("paced", port=noop_port, rate=rate, seconds=paced_seconds / 2, warmup=warmup)
         progress(f"  no-op   p50 {noop_paced['p50_ms']:.2f} ms  p99 {noop_paced['p99_ms']:.2f} ms")
 
@@ -819,6 +874,8 @@ def main() -> int:
                 "noop_loop_cpu_ms_per_call": noop_peak["loop_cpu_ms_per_call"],
                 "query_batch_mean": peak["query_batch_mean"],
                 "paced_query_batch_mean": paced["query_batch_mean"],
+                "paced_client_over_20ms": paced["all_over_20ms"],
+                "paced_handler_over_20ms": paced["handler_over_20ms"],
                 "query_batch_wait_ms": config.server.query_batch_wait_ms,
                 "event_loop": config.server.event_loop,
                 "peak_p50_ms": peak["p50_ms"],

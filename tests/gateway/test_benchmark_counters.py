@@ -1,0 +1,74 @@
+"""The gateway benchmark's reading of a worker's Prometheus text (benchmarks/gateway.py): Queries
+per batch, and the share of answered Queries whose time in the gateway's handler exceeded the
+paced phase's 20 ms goal. Fed with the text the gateway's own metrics registry writes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from prometheus_client import generate_latest
+
+from gateway.server import metrics as metrics_module
+from gateway.server.metrics import GatewayMetrics
+
+
+def _benchmark() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway.py"
+    spec = importlib.util.spec_from_file_location("dsgw_benchmark_gateway", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _benchmark()
+
+
+def _text(m: GatewayMetrics) -> str:
+    return generate_latest(m.registry).decode()
+
+
+def test_the_bound_is_a_bucket_of_the_latency_histogram() -> None:
+    # otherwise no bucket would hold the Queries within it and every Query would count as over
+    assert bench.HANDLER_BOUND_S in metrics_module._BUCKETS
+
+
+def test_counts_answered_queries_within_the_bound_and_batches() -> None:
+    m = GatewayMetrics(worker=0)
+    before = bench.gateway_counters(_text(m))
+    assert before == dict.fromkeys(bench._COUNTERS, 0.0)
+    for seconds in (0.001, 0.015, 0.02, 0.03, 0.2):
+        m.observe("Query", "OK", seconds)
+    m.observe("Query", "PERMISSION_DENIED", 0.5)  # refusals are not answered Queries
+    m.observe("Verify", "OK", 0.5)  # nor other methods
+    m.query_batch(4)
+    m.query_batch(8)
+    after = bench.gateway_counters(_text(m))
+    assert after == {"batch_sum": 12.0, "batch_count": 2.0, "queries": 5.0, "queries_within_bound": 3.0}
+    assert bench.batch_mean(before, after) == 6.0
+    assert bench.handler_over_bound(before, after) == pytest.approx(0.4)
+
+
+def test_shares_are_between_two_scrapes_and_summed_over_workers() -> None:
+    first, second = GatewayMetrics(worker=0), GatewayMetrics(worker=1)
+    first.observe("Query", "OK", 0.5)  # before the phase: not counted
+    before = bench.gateway_counters(_text(first))
+    first.observe("Query", "OK", 0.001)
+    second.observe("Query", "OK", 0.001)
+    second.observe("Query", "OK", 0.05)
+    second.observe("Query", "OK", 0.06)
+    after = dict.fromkeys(bench._COUNTERS, 0.0)
+    for m in (first, second):
+        for key, value in bench.gateway_counters(_text(m)).items():
+            after[key] += value
+    assert bench.handler_over_bound(before, after) == pytest.approx(0.5)
+    assert bench.batch_mean(before, after) is None  # no batch in the phase
+
+
+def test_nothing_answered_gives_no_share() -> None:
+    zero = dict.fromkeys(bench._COUNTERS, 0.0)
+    assert bench.handler_over_bound(zero, zero) is None
+    assert bench.gateway_counters("# HELP x\nnot a sample line\n") == zero

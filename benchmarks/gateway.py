@@ -28,6 +28,12 @@ Measured, in the same run and with the same client:
   gateway's peak (goal: p99 <= 20 ms). Latency counts from the scheduled send time, so a stalled
   client or server is not hidden (no coordinated omission); the same paced load against the
   no-op server gives ``noop_p50_ms`` / ``noop_p99_ms`` (what the client and loopback add);
+* ``paced_client_over_20ms`` / ``paced_handler_over_20ms``: of the paced phase's calls (its
+  warm-up included, so that both count the same calls), the share answered more than 20 ms after
+  its scheduled send, and the share whose time inside the gateway's handler
+  (``dsgw_call_latency_seconds``: from the handler's start to its answer) was over 20 ms. A
+  tail at the client that the handler does not have is in the wait before gRPC hands a call to
+  the handler (or in sending the answer back);
 * ``batch_verify_per_s``: subjects per second on ONE BatchVerify stream (hrss -> civil_affairs
   receives_subsistence_allowance, a statutory duty: no consent per subject; every item audited),
   50,000 subjects (--quick 10,000) in messages of 500 (goal >= 20,000/s);

@@ -122,7 +122,8 @@ HANDLER_BOUND_S = 0.02
 
 
 def gateway_counters(text: str) -> dict[str, float]:
-    """The counters this benchmark reads from one worker's Prometheus text:
+    """The counters this benchmark reads from Prometheus text (one worker's, or several workers'
+    one after the other: their counts add up):
 
     * ``batch_sum`` / ``batch_count``: the ``dsgw_query_batch_size`` histogram (one-dataset
       Queries decided and fetched together);
@@ -150,18 +151,17 @@ def gateway_counters(text: str) -> dict[str, float]:
 
 
 def scrape(ports: Sequence[int]) -> dict[str, float]:
-    """:func:`gateway_counters` summed over the gateway workers' Prometheus endpoints (loopback)."""
+    """:func:`gateway_counters` of the gateway workers' Prometheus endpoints (loopback) together."""
     import urllib.request
 
-    total = dict.fromkeys(_COUNTERS, 0.0)
+    texts = []
     for port in ports:
         with (
             contextlib.suppress(OSError),
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r,
         ):
-            for key, value in gateway_counters(r.read().decode()).items():
-                total[key] += value
-    return total
+            texts.append(r.read().decode())
+    return gateway_counters("\n".join(texts))
 
 
 def batch_mean(before: dict[str, float], after: dict[str, float]) -> float | None:

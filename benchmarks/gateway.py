@@ -34,6 +34,9 @@ Measured, in the same run and with the same client:
   (``dsgw_call_latency_seconds``: from the handler's start to its answer) was over 20 ms. A
   tail at the client that the handler does not have is in the wait before gRPC hands a call to
   the handler (or in sending the answer back);
+* ``paced_gc_pauses`` / ``paced_gc_pauses_over_5ms``: the gateway's garbage collections during
+  the paced phase (``dsgw_gc_pause_seconds``), all and those that held its event loop over 5 ms
+  (``gc_young_every_ms``: how often a worker collects its young generation itself);
 * ``batch_verify_per_s``: subjects per second on ONE BatchVerify stream (hrss -> civil_affairs
   receives_subsistence_allowance, a statutory duty: no consent per subject; every item audited),
   50,000 subjects (--quick 10,000) in messages of 500 (goal >= 20,000/s);
@@ -50,7 +53,7 @@ Measured, in the same run and with the same client:
 The machine's cores are shared by the gateway, the no-op server and the load generator; figures
 are noisy, the ratio is the figure to compare across machines. ``--py-spy FILE`` records the
 gateway process with py-spy (raw collapsed stacks) during its closed-loop phase, or with
-``--py-spy-phase batch`` during BatchVerify (the figures of
+``--py-spy-phase paced`` during the paced load, ``--py-spy-phase batch`` during BatchVerify (the figures of
 such a run are lowered by the sampling). Progress lines first, then one JSON object as the last
 line.
 """
@@ -116,7 +119,17 @@ def cpu_seconds(pids: Sequence[int], *, main_thread: bool = False) -> float:
 
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 _SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
-_COUNTERS = ("batch_sum", "batch_count", "queries", "queries_within_bound")
+_COUNTERS = (
+    "batch_sum",
+    "batch_count",
+    "queries",
+    "queries_within_bound",
+    "gc_pauses",
+    "gc_pauses_within_bound",
+)
+GC_BOUND_S = 0.005
+"""A garbage collection longer than this counts in ``paced_gc_pauses_over_5ms`` (a bucket bound
+of ``dsgw_gc_pause_seconds``)."""
 HANDLER_BOUND_S = 0.02
 """The paced phase's goal (p99 <= 20 ms), also a bucket bound of ``dsgw_call_latency_seconds``."""
 
@@ -130,14 +143,21 @@ def gateway_counters(text: str) -> dict[str, float]:
     * ``queries`` / ``queries_within_bound``: answered Queries (``dsgw_call_latency_seconds``,
       method Query, code OK), all and those whose time in the gateway's handler (from the
       handler's start to its answer) was at most :data:`HANDLER_BOUND_S`. What a call waits
-      before gRPC hands it to the handler, and the sending of its answer, are not in it."""
+      before gRPC hands it to the handler, and the sending of its answer, are not in it;
+    * ``gc_pauses`` / ``gc_pauses_within_bound``: the worker's garbage collections
+      (``dsgw_gc_pause_seconds``, every generation), all and those that held the event loop at
+      most :data:`GC_BOUND_S`."""
     out = dict.fromkeys(_COUNTERS, 0.0)
     for line in text.splitlines():
         m = _SAMPLE.match(line)
         if m is None:
             continue
         name, labels, value = m.group(1), dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))
-        if name == "dsgw_query_batch_size_sum":
+        if name == "dsgw_gc_pause_seconds_count":
+            out["gc_pauses"] += value
+        elif name == "dsgw_gc_pause_seconds_bucket" and float(labels["le"]) == GC_BOUND_S:
+            out["gc_pauses_within_bound"] += value
+        elif name == "dsgw_query_batch_size_sum":
             out["batch_sum"] += value
         elif name == "dsgw_query_batch_size_count":
             out["batch_count"] += value
@@ -176,6 +196,13 @@ def handler_over_bound(before: dict[str, float], after: dict[str, float]) -> flo
     calls = after["queries"] - before["queries"]
     within = after["queries_within_bound"] - before["queries_within_bound"]
     return round(1 - within / calls, 4) if calls else None
+
+
+def gc_pauses_over_bound(before: dict[str, float], after: dict[str, float]) -> tuple[int, int]:
+    """(garbage collections, those longer than :data:`GC_BOUND_S`) between two scrapes."""
+    pauses = after["gc_pauses"] - before["gc_pauses"]
+    within = after["gc_pauses_within_bound"] - before["gc_pauses_within_bound"]
+    return int(pauses), int(pauses - within)
 
 
 def free_port() -> int:
@@ -713,6 +740,12 @@ def main() -> int:
         help="server.query_batch_wait_ms (default: the product's; 0: batch only the calls of one turn)",
     )
     parser.add_argument(
+        "--gc-young-every-ms",
+        type=float,
+        default=None,
+        help="server.gc_young_every_ms (default: the product's; 0: the interpreter's thresholds only)",
+    )
+    parser.add_argument(
         "--event-loop",
         choices=("uvloop", "asyncio"),
         default=None,
@@ -720,7 +753,7 @@ def main() -> int:
     )
     parser.add_argument("--py-spy", type=Path, default=None, help="record the gateway with py-spy to FILE")
     parser.add_argument(
-        "--py-spy-phase", choices=("closed", "batch"), default="closed", help="what --py-spy records"
+        "--py-spy-phase", choices=("closed", "paced", "batch"), default="closed", help="what --py-spy records"
     )
     parser.add_argument("--keep", type=Path, default=None, help="build the home in DIR and keep it")
     args = parser.parse_args()
@@ -768,6 +801,8 @@ def main() -> int:
         server["metrics_listen"] = f"127.0.0.1:{metrics_port}"
         if args.query_batch_wait_ms is not None:
             server["query_batch_wait_ms"] = args.query_batch_wait_ms
+        if args.gc_young_every_ms is not None:
+            server["gc_young_every_ms"] = args.gc_young_every_ms
         if args.event_loop is not None:
             server["event_loop"] = args.event_loop
         dev = make_dev_home(root / "home", persons=persons, employers=employers, server=server)
@@ -814,10 +849,17 @@ def main() -> int:
             f" {paced_seconds:g} s"
         )
         before = scrape(metrics_ports)
+        if args.py_spy is not None and args.py_spy_phase == "paced":
+            spy = start_spy(args.py_spy, pids[0], int(paced_seconds + warmup))
         paced = gen.call("paced", port=port, rate=rate, seconds=paced_seconds, warmup=warmup)
+        if spy is not None:
+            spy.wait(timeout=120)
+            spy = None
+            progress(f"  py-spy profile in {args.py_spy}")
         after = scrape(metrics_ports)
         paced["query_batch_mean"] = batch_mean(before, after)
         paced["handler_over_20ms"] = handler_over_bound(before, after)
+        paced["gc_pauses"], paced["gc_pauses_over_5ms"] = gc_pauses_over_bound(before, after)
         progress(
             f"  gateway p50 {paced['p50_ms']:.2f} ms  p90 {paced['p90_ms']:.2f} ms"
             f"  p99 {paced['p99_ms']:.2f} ms"
@@ -830,6 +872,10 @@ def main() -> int:
                 f"  over 20 ms: {paced['all_over_20ms']:.1%} of the calls at the client,"
                 f" {paced['handler_over_20ms']:.1%} inside the gateway's handler (warm-up included)"
             )
+        progress(
+            f"  garbage collections in the gateway: {paced['gc_pauses']:,},"
+            f" {paced['gc_pauses_over_5ms']:,} of them over {GC_BOUND_S * 1000:g} ms"
+        )
         noop_paced = gen.call("paced", port=noop_port, rate=rate, seconds=paced_seconds / 2, warmup=warmup)
         progress(f"  no-op   p50 {noop_paced['p50_ms']:.2f} ms  p99 {noop_paced['p99_ms']:.2f} ms")
 
@@ -882,6 +928,9 @@ def main() -> int:
                 "paced_query_batch_mean": paced["query_batch_mean"],
                 "paced_client_over_20ms": paced["all_over_20ms"],
                 "paced_handler_over_20ms": paced["handler_over_20ms"],
+                "paced_gc_pauses": paced["gc_pauses"],
+                "paced_gc_pauses_over_5ms": paced["gc_pauses_over_5ms"],
+                "gc_young_every_ms": config.server.gc_young_every_ms,
                 "query_batch_wait_ms": config.server.query_batch_wait_ms,
                 "event_loop": config.server.event_loop,
                 "peak_p50_ms": peak["p50_ms"],

@@ -54,6 +54,7 @@ from gateway.consent.store import ConsentStore
 from gateway.errors import DsgwError, StartError
 from gateway.exchange import Exchange
 from gateway.pipeline.record import consent_hook
+from gateway.server.gc_pacing import PauseObserver, collect_young
 from gateway.server.metrics import GatewayMetrics
 from gateway.server.servicers import Authenticator, ConsentServicer, DataExchangeServicer
 
@@ -158,6 +159,8 @@ class Worker:
     health: Any = None
     exchange: Exchange | None = None
     _expiry: asyncio.Task[None] | None = None
+    _gc_task: asyncio.Task[None] | None = None
+    _gc_pauses: PauseObserver | None = None
 
     async def start(self, *, bind: str | None = None) -> int:
         c = self.config
@@ -256,6 +259,11 @@ class Worker:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
+        self._gc_pauses = PauseObserver(metrics.gc_pause)
+        if c.server.gc_young_every_ms > 0:  # short collections instead of one long one
+            self._gc_task = asyncio.get_running_loop().create_task(
+                collect_young(c.server.gc_young_every_ms / 1000)
+            )
         _log.info(
             "serve.started", port=self.port, worker=self.worker, metrics_port=self.metrics_port, node=node
         )
@@ -280,6 +288,10 @@ class Worker:
             await self.health.enter_graceful_shutdown()
         if self._expiry is not None:
             self._expiry.cancel()
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+        if self._gc_pauses is not None:
+            self._gc_pauses.close()
         if self.server is not None:
             await self.server.stop(self.config.server.drain_seconds if grace is None else grace)
         if self.executor is not None:

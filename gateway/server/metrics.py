@@ -1,5 +1,6 @@
 """Prometheus metrics (prometheus_client) on a loopback HTTP port: calls by method, caller,
-provider and decision; call latency histograms by method; provider circuit state. With several
+provider and decision; call latency histograms by method; provider circuit state; garbage
+collection pauses by generation. With several
 worker processes each serves its own port (the configured port + worker number)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 __all__ = ["GatewayMetrics"]
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+_GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 _CIRCUIT = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 
 
@@ -51,6 +53,14 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.gc_pauses = Histogram(
+            "dsgw_gc_pause_seconds",
+            "Garbage collections in this worker by generation: how long each held the event loop",
+            ["generation"],
+            buckets=_GC_BUCKETS,
+            registry=self.registry,
+        )
+        self._gc_pauses = [self.gc_pauses.labels(str(g)) for g in range(3)]
         self.info = Gauge("dsgw_worker", "This worker process", list(labels), registry=self.registry)
         self.info.labels(**labels).set(1)
         # label children by label values (a label lookup per call costs more than the update)
@@ -66,6 +76,9 @@ class GatewayMetrics:
 
     def query_batch(self, size: int) -> None:
         self.batches.observe(size)
+
+    def gc_pause(self, generation: int, seconds: float) -> None:
+        self._gc_pauses[min(max(generation, 0), 2)].observe(seconds)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         key = (method, code)

@@ -1,6 +1,7 @@
 """The gateway benchmark's reading of a worker's Prometheus text (benchmarks/gateway.py): Queries
-per batch, and the share of answered Queries whose time in the gateway's handler exceeded the
-paced phase's 20 ms goal. Fed with the text the gateway's own metrics registry writes."""
+per batch, the share of answered Queries whose time in the gateway's handler exceeded the
+paced phase's 20 ms goal, and the garbage collections longer than 5 ms. Fed with the text the
+gateway's own metrics registry writes."""
 
 from __future__ import annotations
 
@@ -47,7 +48,14 @@ def test_counts_answered_queries_within_the_bound_and_batches() -> None:
     m.query_batch(4)
     m.query_batch(8)
     after = bench.gateway_counters(_text(m))
-    assert after == {"batch_sum": 12.0, "batch_count": 2.0, "queries": 5.0, "queries_within_bound": 3.0}
+    assert after == {
+        "batch_sum": 12.0,
+        "batch_count": 2.0,
+        "queries": 5.0,
+        "queries_within_bound": 3.0,
+        "gc_pauses": 0.0,
+        "gc_pauses_within_bound": 0.0,
+    }
     assert bench.batch_mean(before, after) == 6.0
     assert bench.handler_over_bound(before, after) == pytest.approx(0.4)
 
@@ -69,3 +77,21 @@ def test_nothing_answered_gives_no_share() -> None:
     zero = dict.fromkeys(bench._COUNTERS, 0.0)
     assert bench.handler_over_bound(zero, zero) is None
     assert bench.gateway_counters("# HELP x\nnot a sample line\n") == zero
+
+
+def test_the_gc_bound_is_a_bucket_of_the_pause_histogram() -> None:
+    assert bench.GC_BOUND_S in metrics_module._GC_BUCKETS
+
+
+def test_counts_garbage_collections_over_the_bound_of_every_generation_and_worker() -> None:
+    first, second = GatewayMetrics(worker=0), GatewayMetrics(worker=1)
+    first.gc_pause(0, 0.012)  # before the phase: not counted
+    before = bench.gateway_counters(_text(first) + _text(second))
+    first.gc_pause(0, 0.0002)
+    first.gc_pause(0, 0.005)  # at the bound: within
+    first.gc_pause(1, 0.0051)
+    second.gc_pause(0, 0.0004)
+    second.gc_pause(2, 0.04)
+    after = bench.gateway_counters(_text(first) + _text(second))
+    assert bench.gc_pauses_over_bound(before, after) == (5, 2)
+    assert bench.gc_pauses_over_bound(after, after) == (0, 0)

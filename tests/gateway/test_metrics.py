@@ -4,6 +4,7 @@ by caller, provider and decision, circuit state."""
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 from pathlib import Path
 
@@ -88,3 +89,21 @@ def test_a_refusal_is_counted_before_its_status_is_sent() -> None:
         metrics.registry.get_sample_value("dsgw_rpcs_total", {"method": "Query", "code": "PERMISSION_DENIED"})
         == 1
     )
+
+
+def test_a_worker_collects_its_young_generation_and_reports_the_pauses(
+    dev_home: DevHome, tmp_path: Path
+) -> None:
+    gw = start_gateway(dev_home, tmp_path / "home", server={"gc_young_every_ms": 10})
+    try:
+        port = gw.background.worker.metrics_port
+        key = 'dsgw_gc_pause_seconds_count{generation="0"}'
+        deadline = time.monotonic() + 10
+        while _scrape(port).get(key, 0) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        m = _scrape(port)
+    finally:
+        gw.stop()
+    # an idle worker reaches the interpreter's young threshold (20,000) seldom: these are its own
+    assert m[key] >= 20
+    assert m['dsgw_gc_pause_seconds_bucket{generation="0",le="0.005"}'] >= 1

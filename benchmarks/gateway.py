@@ -34,6 +34,8 @@ Measured, in the same run and with the same client:
   (``dsgw_call_latency_seconds``: from the handler's start to its answer) was over 20 ms. A
   tail at the client that the handler does not have is in the wait before gRPC hands a call to
   the handler (or in sending the answer back);
+* ``paced_send_lag_p99_ms``: how late the load generator started its paced calls (p99, from
+  their scheduled time): small, the paced phase's tail is not the client's sending;
 * ``paced_gc_pauses`` / ``paced_gc_pauses_over_5ms``: the gateway's garbage collections during
   the paced phase (``dsgw_gc_pause_seconds``), all and those that held its event loop over 5 ms
   (``gc_young_every_ms``: how often a worker collects its young generation itself);
@@ -363,8 +365,11 @@ class LoadGen:
         dropped = 0
 
         answered = [0, 0]  # every answer, warm-up included: all, over HANDLER_BOUND_S
+        late: list[float] = []  # how long after its scheduled time each measured call was sent
 
         async def one(call: Any, request: bytes, due: float, measured: bool) -> None:
+            if measured:
+                late.append(time.perf_counter() - due)
             try:
                 await call(request, timeout=10)
             except Exception as exc:
@@ -403,6 +408,7 @@ class LoadGen:
         if pending:
             await asyncio.wait(pending, timeout=15)
         latencies.sort()
+        late.sort()
         sent = n - int(warmup * rate)
         return {
             "rate_qps": round(rate, 1),
@@ -415,6 +421,9 @@ class LoadGen:
             "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
             "mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
             "max_in_flight": max_in_flight,
+            # the load generator's own lag: a tail here would be the client's, not the server's
+            "send_lag_p99_ms": round(percentile(late, 0.99) * 1000, 2),
+            "send_lag_max_ms": round(late[-1] * 1000, 2) if late else None,
             "dropped": dropped,
             # the same calls as the gateway's handler_over_20ms (warm-up included)
             "all_over_20ms": round(answered[1] / answered[0], 4) if answered[0] else None,
@@ -863,7 +872,8 @@ def main() -> int:
         progress(
             f"  gateway p50 {paced['p50_ms']:.2f} ms  p90 {paced['p90_ms']:.2f} ms"
             f"  p99 {paced['p99_ms']:.2f} ms"
-            f"  ({paced['answered']:,} answered, max in flight {paced['max_in_flight']}"
+            f"  ({paced['answered']:,} answered, max in flight {paced['max_in_flight']},"
+            f" sent up to {paced['send_lag_p99_ms']:.2f} ms late (p99)"
             + (f", {paced['query_batch_mean']:.2f} calls/batch" if paced["query_batch_mean"] else "")
             + ")"
         )
@@ -928,6 +938,7 @@ def main() -> int:
                 "paced_query_batch_mean": paced["query_batch_mean"],
                 "paced_client_over_20ms": paced["all_over_20ms"],
                 "paced_handler_over_20ms": paced["handler_over_20ms"],
+                "paced_send_lag_p99_ms": paced["send_lag_p99_ms"],
                 "paced_gc_pauses": paced["gc_pauses"],
                 "paced_gc_pauses_over_5ms": paced["gc_pauses_over_5ms"],
                 "gc_young_every_ms": config.server.gc_young_every_ms,

@@ -55,9 +55,9 @@ Measured, in the same run and with the same client:
 The machine's cores are shared by the gateway, the no-op server and the load generator; figures
 are noisy, the ratio is the figure to compare across machines. ``--py-spy FILE`` records the
 gateway process with py-spy (raw collapsed stacks) during its closed-loop phase, or with
-``--py-spy-phase paced`` during the paced load, ``--py-spy-phase batch`` during BatchVerify (the figures of
-such a run are lowered by the sampling). Progress lines first, then one JSON object as the last
-line.
+``--py-spy-phase paced`` during the paced load, ``--py-spy-phase batch`` during BatchVerify
+(the figures of such a run are lowered by the sampling). Progress lines first, then one JSON
+object as the last line.
 """
 
 from __future__ import annotations

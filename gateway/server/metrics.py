@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus_client) on a loopback HTTP port: calls by method, caller,
 provider and decision; call latency histograms by method; provider circuit state; garbage
-collection pauses by generation. With several
-worker processes each serves its own port (the configured port + worker number)."""
+collection pauses by generation. With several worker processes each serves its own port (the
+configured port + worker number)."""
 
 from __future__ import annotations
 

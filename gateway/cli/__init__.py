@@ -63,6 +63,12 @@ def emit(args: argparse.Namespace, payload: Any, human: str | None = None) -> No
         print(human)
 
 
+def reads_label(fields: Sequence[str]) -> str:
+    """What a predicate reads, as the human output of ``dsgw call catalogue`` and ``dsgw data
+    describe`` show it after its name: `` (reads level, school_name)``, or nothing."""
+    return f" (reads {', '.join(fields)})" if fields else ""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the contract's usage error: one line on stderr (no usage dump), exit 2.
     Sub-command parsers are of this class too. Each remembers itself in the namespace it fills,

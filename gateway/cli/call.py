@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli import add_json_flag, emit
+from gateway.cli import add_json_flag, emit, reads_label
 from gateway.errors import CheckFailed, DsgwError, UsageError
 
 if TYPE_CHECKING:
@@ -362,10 +362,7 @@ def _catalogue(args: argparse.Namespace) -> int:
         fields = ", ".join(
             f["name"] + (f" ({f['mask']})" if f.get("mask") else "") for f in e.get("fields", [])
         )
-        preds = ", ".join(
-            p["name"] + (f" (reads {', '.join(p['fields'])})" if p.get("fields") else "")
-            for p in e.get("predicates", [])
-        )
+        preds = ", ".join(p["name"] + reads_label(p.get("fields", [])) for p in e.get("predicates", []))
         lines.append(
             f"{e.get('agreement_id')}: {e.get('provider')} {e.get('dataset')} [{e.get('legal_basis')}] "
             f"purposes {', '.join(e.get('purposes', []))}; fields {fields or '-'}; predicates {preds or '-'}"

@@ -47,7 +47,7 @@ from adapters.sources import (
     server_sources,
     sqlite_sources,
 )
-from gateway.cli import add_json_flag, emit
+from gateway.cli import add_json_flag, emit, reads_label
 from gateway.errors import CheckFailed, DsgwError, UsageError
 
 
@@ -327,8 +327,8 @@ def _describe(args: argparse.Namespace) -> int:
         for p in d.predicates:
             params = ", ".join(p.parameters)
             absent = "absent: false" if p.absent_means_false else "absent: not found"
-            reads = f" (reads {', '.join(p.fields)})" if p.fields else ""
-            lines.append(f"  predicate {p.name}({params}) on {p.dataset}{reads} [{absent}]: {p.description}")
+            on = f"{p.dataset}{reads_label(p.fields)}"
+            lines.append(f"  predicate {p.name}({params}) on {on} [{absent}]: {p.description}")
     emit(args, {"agencies": [_description_json(d) for d in descriptions]}, "\n".join(lines))
     return 0
 

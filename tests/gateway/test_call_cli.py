@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli import main, reads_label
 from tests.gateway.conftest import Gateway, Subjects
 
 
@@ -28,6 +28,13 @@ def test_catalogue_verify_query_and_batch(
     assert {"provider": "education", "dataset": "graduation"}.items() <= next(
         e for e in catalogue["entries"] if e["dataset"] == "graduation"
     ).items()
+    # the human form names what each predicate reads, as `dsgw data describe` does
+    assert main(["call", "catalogue", *hrss]) == 0
+    human = capsys.readouterr().out
+    for e in catalogue["entries"]:
+        for p in e.get("predicates", []):
+            assert p["name"] + reads_label(p.get("fields", [])) in human
+    assert " (reads " in human
 
     subject = subjects.assisted[0]
     args = ["--purpose", "employment_assistance", "--provider", "civil_affairs"]

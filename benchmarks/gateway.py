@@ -39,6 +39,11 @@ Measured, in the same run and with the same client:
 * ``paced_gc_pauses`` / ``paced_gc_pauses_over_5ms``: the gateway's garbage collections during
   the paced phase (``dsgw_gc_pause_seconds``), all and those that held its event loop over 5 ms
   (``gc_young_every_ms``: how often a worker collects its young generation itself);
+* ``paced_query_batch_wait_ms`` / ``paced_loop_busy``: at the end of the paced phase, how long a
+  Query batch waited for more calls and the share of time the event loop's thread was on the
+  CPU (``dsgw_query_batch_wait_seconds``, ``dsgw_event_loop_busy_ratio``; averaged over the
+  workers). The wait follows the load (``server.query_batch_adaptive``) unless
+  ``--query-batch-fixed``; each closed-loop level prints both too;
 * ``batch_verify_per_s``: subjects per second on ONE BatchVerify stream (hrss -> civil_affairs
   receives_subsistence_allowance, a statutory duty: no consent per subject; every item audited),
   50,000 subjects (--quick 10,000) in messages of 500 (goal >= 20,000/s);
@@ -128,6 +133,9 @@ _COUNTERS = (
     "queries_within_bound",
     "gc_pauses",
     "gc_pauses_within_bound",
+    "batch_wait_s",
+    "loop_busy",
+    "load_gauges",
 )
 GC_BOUND_S = 0.005
 """A garbage collection longer than this counts in ``paced_gc_pauses_over_5ms`` (a bucket bound
@@ -148,14 +156,23 @@ def gateway_counters(text: str) -> dict[str, float]:
       before gRPC hands it to the handler, and the sending of its answer, are not in it;
     * ``gc_pauses`` / ``gc_pauses_within_bound``: the worker's garbage collections
       (``dsgw_gc_pause_seconds``, every generation), all and those that held the event loop at
-      most :data:`GC_BOUND_S`."""
+      most :data:`GC_BOUND_S`;
+    * ``batch_wait_s`` / ``loop_busy`` / ``load_gauges``: the Query batches' wait now
+      (``dsgw_query_batch_wait_seconds``) and the event loop's last measured load
+      (``dsgw_event_loop_busy_ratio``), summed over the workers that report them, and how many
+      do (:func:`batch_wait_now` averages them)."""
     out = dict.fromkeys(_COUNTERS, 0.0)
     for line in text.splitlines():
         m = _SAMPLE.match(line)
         if m is None:
             continue
         name, labels, value = m.group(1), dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))
-        if name == "dsgw_gc_pause_seconds_count":
+        if name == "dsgw_query_batch_wait_seconds":
+            out["batch_wait_s"] += value
+            out["load_gauges"] += 1
+        elif name == "dsgw_event_loop_busy_ratio":
+            out["loop_busy"] += value
+        elif name == "dsgw_gc_pause_seconds_count":
             out["gc_pauses"] += value
         elif name == "dsgw_gc_pause_seconds_bucket" and float(labels["le"]) == GC_BOUND_S:
             out["gc_pauses_within_bound"] += value
@@ -190,6 +207,15 @@ def batch_mean(before: dict[str, float], after: dict[str, float]) -> float | Non
     """Queries per batch between two scrapes."""
     calls, batches = after["batch_sum"] - before["batch_sum"], after["batch_count"] - before["batch_count"]
     return round(calls / batches, 2) if batches else None
+
+
+def batch_wait_now(counters: dict[str, float]) -> tuple[float, float] | None:
+    """(the Query batches' wait in milliseconds, the event loop's load) at a scrape, averaged
+    over the workers; None when no worker reports them (a fixed wait)."""
+    n = counters["load_gauges"]
+    if not n:
+        return None
+    return round(1000 * counters["batch_wait_s"] / n, 2), round(counters["loop_busy"] / n, 2)
 
 
 def handler_over_bound(before: dict[str, float], after: dict[str, float]) -> float | None:
@@ -674,12 +700,20 @@ def sweep(
         cpu, loop = cpu_seconds(pids) - cpu, cpu_seconds(pids, main_thread=True) - loop
         r["server_cpu_ms_per_call"] = round(1000 * cpu / max(1, r["all_calls"]), 3)
         r["loop_cpu_ms_per_call"] = round(1000 * loop / max(1, r["all_calls"]), 3)
-        r["query_batch_mean"] = batch_mean(batches, scrape(metrics_ports))
+        at_end = scrape(metrics_ports)
+        r["query_batch_mean"] = batch_mean(batches, at_end)
+        load = batch_wait_now(at_end)
+        r["query_batch_wait_ms"], r["loop_busy"] = load if load is not None else (None, None)
         progress(
             f"  {name} K={k:<4} {r['qps']:>8,.0f} calls/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
             f"  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call"
             f" (event loop {r['loop_cpu_ms_per_call']:.3f})"
             + (f"  {r['query_batch_mean']:.2f} calls/batch" if r["query_batch_mean"] else "")
+            + (
+                f" (wait {r['query_batch_wait_ms']:.1f} ms, loop {r['loop_busy']:.0%} busy)"
+                if r["query_batch_wait_ms"] is not None
+                else ""
+            )
             + (f"  errors {r['errors']}" if r["errors"] else "")
         )
         out.append(r)
@@ -749,6 +783,11 @@ def main() -> int:
         help="server.query_batch_wait_ms (default: the product's; 0: batch only the calls of one turn)",
     )
     parser.add_argument(
+        "--query-batch-fixed",
+        action="store_true",
+        help="server.query_batch_adaptive = false: batches always wait the whole time (A/B)",
+    )
+    parser.add_argument(
         "--gc-young-every-ms",
         type=float,
         default=None,
@@ -810,6 +849,8 @@ def main() -> int:
         server["metrics_listen"] = f"127.0.0.1:{metrics_port}"
         if args.query_batch_wait_ms is not None:
             server["query_batch_wait_ms"] = args.query_batch_wait_ms
+        if args.query_batch_fixed:
+            server["query_batch_adaptive"] = False
         if args.gc_young_every_ms is not None:
             server["gc_young_every_ms"] = args.gc_young_every_ms
         if args.event_loop is not None:
@@ -867,6 +908,8 @@ def main() -> int:
             progress(f"  py-spy profile in {args.py_spy}")
         after = scrape(metrics_ports)
         paced["query_batch_mean"] = batch_mean(before, after)
+        load = batch_wait_now(after)
+        paced["query_batch_wait_ms"], paced["loop_busy"] = load if load is not None else (None, None)
         paced["handler_over_20ms"] = handler_over_bound(before, after)
         paced["gc_pauses"], paced["gc_pauses_over_5ms"] = gc_pauses_over_bound(before, after)
         progress(
@@ -875,6 +918,11 @@ def main() -> int:
             f"  ({paced['answered']:,} answered, max in flight {paced['max_in_flight']},"
             f" sent up to {paced['send_lag_p99_ms']:.2f} ms late (p99)"
             + (f", {paced['query_batch_mean']:.2f} calls/batch" if paced["query_batch_mean"] else "")
+            + (
+                f", wait {paced['query_batch_wait_ms']:.1f} ms, loop {paced['loop_busy']:.0%} busy"
+                if paced["query_batch_wait_ms"] is not None
+                else ""
+            )
             + ")"
         )
         if paced["handler_over_20ms"] is not None and paced["all_over_20ms"] is not None:
@@ -936,6 +984,8 @@ def main() -> int:
                 "noop_loop_cpu_ms_per_call": noop_peak["loop_cpu_ms_per_call"],
                 "query_batch_mean": peak["query_batch_mean"],
                 "paced_query_batch_mean": paced["query_batch_mean"],
+                "paced_query_batch_wait_ms": paced["query_batch_wait_ms"],
+                "paced_loop_busy": paced["loop_busy"],
                 "paced_client_over_20ms": paced["all_over_20ms"],
                 "paced_handler_over_20ms": paced["handler_over_20ms"],
                 "paced_send_lag_p99_ms": paced["send_lag_p99_ms"],
@@ -943,6 +993,7 @@ def main() -> int:
                 "paced_gc_pauses_over_5ms": paced["gc_pauses_over_5ms"],
                 "gc_young_every_ms": config.server.gc_young_every_ms,
                 "query_batch_wait_ms": config.server.query_batch_wait_ms,
+                "query_batch_adaptive": config.server.query_batch_adaptive,
                 "event_loop": config.server.event_loop,
                 "peak_p50_ms": peak["p50_ms"],
                 "peak_p99_ms": peak["p99_ms"],

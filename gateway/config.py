@@ -139,6 +139,12 @@ class ServerSection(_Section):
     #: over more calls, for that much more latency (docs/gateway.md, "How long a batch waits").
     #: A batch holding every Query in progress in the worker does not wait.
     query_batch_wait_ms: Annotated[float, Field(ge=0, le=20)] = 4.0
+    #: The wait follows the event loop's load: none while the worker's loop thread is busy (on a
+    #: CPU or queued for one) at most 45 % of the time, the whole ``query_batch_wait_ms`` from
+    #: 60 % on, a share in between (gateway/batch_wait.py). A quiet worker then answers a few
+    #: concurrent callers at once instead of holding each call for a partner; a busy one
+    #: batches as before. false: always the whole wait.
+    query_batch_adaptive: bool = True
     #: Most items a BatchVerify evaluates per adapter query.
     batch_chunk: Annotated[int, Field(ge=1, le=5000)] = 500
     #: Seconds after which a client connection is asked to reconnect (HTTP/2 GOAWAY: calls in

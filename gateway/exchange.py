@@ -40,6 +40,7 @@ from adapters.contract import (
 from audit.errors import AuditError
 from dsgw.v1 import audit_pb2
 from gateway import localtime
+from gateway.batch_wait import AdaptiveWait
 from gateway.config import Agreement, GatewayConfig
 from gateway.consent.decision import Basis, BasisKind, CheckRequest, Decision
 from gateway.consent.errors import StoreError
@@ -308,12 +309,17 @@ class _LocalQueries:
     and no call is due (by the recent arrival rate) before its wait is over
     (:func:`batch_step`): under load it gathers the calls of a few turns, at most ``wait_s``
     after its first call; when calls come slower than one per ``wait_s``, or the batch holds
-    every Query in progress in the worker, its calls run at the end of their turn."""
+    every Query in progress in the worker, its calls run at the end of their turn. With
+    ``adaptive``, ``wait_s`` is the longest wait: on a quiet loop there is none
+    (:mod:`gateway.batch_wait`)."""
 
-    def __init__(self, exchange: Exchange, most: int, wait_s: float) -> None:
+    def __init__(self, exchange: Exchange, most: int, wait_s: float, *, adaptive: bool = False) -> None:
         self._x = exchange
         self._most = most
         self._wait_s = wait_s
+        #: the loop's load, and with ``adaptive`` (``server.query_batch_adaptive``) the wait that
+        #: follows it: none on a quiet loop, ``wait_s`` on a busy one (gateway/batch_wait.py)
+        self.load = AdaptiveWait(wait_s, follow=adaptive)
         self._waiting: list[_Waiting] = []
         self._since = 0.0  # when the batch's first call arrived (loop time)
         self._last = -math.inf  # when the last call arrived
@@ -323,6 +329,7 @@ class _LocalQueries:
     def submit(self, meta: CallMeta, plan: _Plan, subject: Subject) -> asyncio.Future[_Steps]:
         loop = asyncio.get_running_loop()
         now = loop.time()
+        self._wait_s = self.load.observe(now)
         self._gap = 0.9 * self._gap + 0.1 * min(now - self._last, 1.0)
         self._last = now
         future: asyncio.Future[_Steps] = loop.create_future()
@@ -535,7 +542,9 @@ class Exchange:
         )
         most = config.server.query_batch
         wait = config.server.query_batch_wait_ms / 1000
-        self._local_queries = _LocalQueries(self, most, wait) if most > 1 else None
+        self._local_queries = (
+            _LocalQueries(self, most, wait, adaptive=config.server.query_batch_adaptive) if most > 1 else None
+        )
         #: Queries between their start and their answer (a batch holding all of them waits for
         #: no more: batch_step's ``alone``)
         self._queries_in_progress = 0
@@ -560,6 +569,12 @@ class Exchange:
                 )
             for p in description.predicates:
                 self.predicates[(agency, p.name)] = p
+
+    @property
+    def batch_load(self) -> AdaptiveWait | None:
+        """The Query batches' wait and the loop's load it follows (None: Queries are not
+        batched)."""
+        return self._local_queries.load if self._local_queries is not None else None
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -202,6 +202,9 @@ class Worker:
             executor=self.executor,
             metrics=metrics,
         )
+        load = self.exchange.batch_load
+        if load is not None:
+            metrics.watch_batch_wait(lambda: load.wait, lambda: load.busy)
         dev = c.server.insecure_dev_plaintext
         if dev:
             auth = Authenticator(None, None, dev_plaintext=True)

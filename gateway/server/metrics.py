@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus_client) on a loopback HTTP port: calls by method, caller,
 provider and decision; call latency histograms by method; provider circuit state; garbage
-collection pauses by generation. With several worker processes each serves its own port (the
-configured port + worker number)."""
+collection pauses by generation; the Query batches' wait and the event loop's load. With several
+worker processes each serves its own port (the configured port + worker number)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,22 @@ class GatewayMetrics:
     def watch_circuits(self, states: Mapping[str, Callable[[], str]]) -> None:
         for provider, state in states.items():
             self.circuit.labels(provider).set_function(_circuit_value(state))
+
+    def watch_batch_wait(self, wait: Callable[[], float], busy: Callable[[], float]) -> None:
+        """Report the Query batches' wait and the event loop's load (read when scraped; a worker
+        that does not batch Queries has neither)."""
+        Gauge(
+            "dsgw_query_batch_wait_seconds",
+            "How long a Query batch waits for more calls now (server.query_batch_adaptive: it "
+            "follows the event loop's load)",
+            registry=self.registry,
+        ).set_function(wait)
+        Gauge(
+            "dsgw_event_loop_busy_ratio",
+            "Share of the last measured window (0.1 s or more) the event loop's thread was busy: "
+            "on a CPU or waiting in the run queue for one",
+            registry=self.registry,
+        ).set_function(busy)
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP endpoint (a daemon thread); returns the bound port."""

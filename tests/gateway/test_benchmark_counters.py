@@ -55,6 +55,9 @@ def test_counts_answered_queries_within_the_bound_and_batches() -> None:
         "queries_within_bound": 3.0,
         "gc_pauses": 0.0,
         "gc_pauses_within_bound": 0.0,
+        "batch_wait_s": 0.0,
+        "loop_busy": 0.0,
+        "load_gauges": 0.0,
     }
     assert bench.batch_mean(before, after) == 6.0
     assert bench.handler_over_bound(before, after) == pytest.approx(0.4)
@@ -95,3 +98,13 @@ def test_counts_garbage_collections_over_the_bound_of_every_generation_and_worke
     after = bench.gateway_counters(_text(first) + _text(second))
     assert bench.gc_pauses_over_bound(before, after) == (5, 2)
     assert bench.gc_pauses_over_bound(after, after) == (0, 0)
+
+
+def test_reads_the_batch_wait_and_the_loop_load_averaged_over_workers() -> None:
+    first, second, fixed = GatewayMetrics(worker=0), GatewayMetrics(worker=1), GatewayMetrics(worker=2)
+    assert bench.batch_wait_now(bench.gateway_counters(_text(fixed))) is None  # no batching: no gauges
+    first.watch_batch_wait(lambda: 0.004, lambda: 0.8)
+    second.watch_batch_wait(lambda: 0.001, lambda: 0.5)
+    assert bench.batch_wait_now(bench.gateway_counters(_text(first))) == (4.0, 0.8)
+    both = bench.gateway_counters(_text(first) + _text(second) + _text(fixed))
+    assert bench.batch_wait_now(both) == (2.5, 0.65)

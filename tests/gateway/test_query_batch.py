@@ -11,13 +11,14 @@ import dataclasses
 import datetime as dt
 import itertools
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import pytest
 
 from adapters.agencies import Agency
 from adapters.contract import ProviderUnavailable, SubjectKind
+from gateway.batch_wait import AdaptiveWait
 from gateway.client import GatewayClient
 from gateway.consent.errors import StoreError
 from gateway.devsetup import DevHome
@@ -399,9 +400,19 @@ def test_a_call_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subj
     )
 
 
-def _lone_call(gw: Gateway, chosen: str, label: str, *, others: int) -> tuple[Any, int]:
+def _lone_call(
+    gw: Gateway,
+    chosen: str,
+    label: str,
+    *,
+    others: int,
+    load: AdaptiveWait | None = None,
+    before: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[Any, int]:
     """A call about ``chosen`` after calls have been coming every 0.5 ms, with ``others`` other
-    Queries in progress in the worker: (its answer, how often the batcher checked its batch)."""
+    Queries in progress in the worker: (its answer, how often the batcher checked its batch).
+    The batch waits the whole configured time (4 ms), or follows ``load`` if given (after
+    ``before`` ran on the loop)."""
     x = _exchange(gw)
     lq = x._local_queries
     assert lq is not None
@@ -414,7 +425,11 @@ def _lone_call(gw: Gateway, chosen: str, label: str, *, others: int) -> tuple[An
         run()
 
     async def lone() -> Any:
-        saved = lq._gap, lq._last
+        saved = lq._gap, lq._last, lq.load
+        lq.load = load or AdaptiveWait(x.config.server.query_batch_wait_ms / 1000, follow=False)
+        lq.load.observe(asyncio.get_running_loop().time())
+        if before is not None:
+            await before()
         lq._gap, lq._last = 0.0005, asyncio.get_running_loop().time()
         lq._run = counted  # type: ignore[method-assign]
         x._queries_in_progress += others
@@ -423,7 +438,7 @@ def _lone_call(gw: Gateway, chosen: str, label: str, *, others: int) -> tuple[An
         finally:
             x._queries_in_progress -= others
             del lq._run
-            lq._gap, lq._last = saved
+            lq._gap, lq._last, lq.load = saved
 
     return _on_gateway(gw, lone()), checks
 
@@ -455,6 +470,58 @@ def test_a_batch_holding_every_call_in_progress_does_not_wait(gw: Gateway, subje
     assert checks == 1 if _loop_kind(gw) == "uvloop" else 1 <= checks <= 12, checks
 
 
+async def _quiet() -> None:
+    await asyncio.sleep(0.2)  # the loop idle
+
+
+async def _busy() -> None:
+    """The loop's thread on the CPU for 0.2 s (nothing awaited)."""
+    end = time.thread_time() + 0.2
+    while time.thread_time() < end:
+        pass
+
+
+def test_a_quiet_loop_does_not_hold_a_call_for_more(gw: Gateway, subjects: Subjects) -> None:
+    """Another Query is in progress and calls have been coming every 0.5 ms, but the loop was
+    idle: the batch runs at the end of the call's turn instead of waiting 4 ms for a partner
+    (with a fixed wait, two closed-loop callers got fewer answers per second than one)."""
+    (chosen,) = _consenting(gw, subjects, 5, 6)
+    load = AdaptiveWait(0.004, window=0.01, tau_up=0.01, tau_down=0.01)
+    answer, checks = _lone_call(gw, chosen, "quiet", others=1, load=load, before=_quiet)
+    assert isinstance(answer, QueryAnswer)
+    assert checks == 1, checks  # run at the end of its turn: no timer, no second look
+    assert load.busy < 0.4 and load.wait < 0.0001
+
+
+def test_a_busy_loop_still_waits_for_more(gw: Gateway, subjects: Subjects) -> None:
+    (chosen,) = _consenting(gw, subjects, 6, 7)
+    load = AdaptiveWait(0.004, window=0.01, tau_up=0.01, tau_down=0.01)
+    answer, checks = _lone_call(gw, chosen, "busy", others=1, load=load, before=_busy)
+    assert isinstance(answer, QueryAnswer)
+    assert checks >= 2, checks  # it waited (a timer, or the turns with callbacks ready)
+    assert load.busy > 0.7 and load.wait == pytest.approx(0.004, rel=0.01)
+
+
+def test_the_batch_wait_follows_the_load_by_default(
+    gw: Gateway, dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    lq = _exchange(gw)._local_queries
+    assert lq is not None and lq.load.follow and lq.load.most == 0.004
+    registry = gw.background.worker.exchange.metrics.registry  # type: ignore[union-attr]
+    assert registry.get_sample_value("dsgw_query_batch_wait_seconds") == lq.load.wait
+    assert registry.get_sample_value("dsgw_event_loop_busy_ratio") == lq.load.busy
+    g = start_gateway(
+        dev_home, tmp_path_factory.mktemp("fixedwait") / "home", server={"query_batch_adaptive": False}
+    )
+    try:
+        lq = _exchange(g)._local_queries
+        assert lq is not None and not lq.load.follow
+        _together(g, [(_meta("fixed"), s) for s in dev_unknowns(g)])
+        assert lq._wait_s == lq.load.wait == 0.004  # measured, never moved
+    finally:
+        g.stop()
+
+
 def test_a_full_batch_runs_at_once(
     dev_home: DevHome, subjects: Subjects, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -483,6 +550,8 @@ def test_query_batch_1_turns_batching_off(
         results = _together(g, [(_meta("off"), s) for s in dev_unknowns(g)])
         assert all(_outcome(r) == ("PERMISSION_DENIED", "CONSENT_MISSING") for r in results)
         assert _batches(g) == before
+        registry = g.background.worker.exchange.metrics.registry  # type: ignore[union-attr]
+        assert registry.get_sample_value("dsgw_query_batch_wait_seconds") is None  # no batch, no wait
     finally:
         g.stop()
 

@@ -514,15 +514,23 @@ class SqlAdapter:
         return record
 
     def _records_of(
-        self, conn: Connection, spec: DatasetSpec[Any], subjects: Sequence[Subject], day: dt.date
-    ) -> list[CanonicalRecord | ProviderUnavailable | None]:
+        self,
+        conn: Connection,
+        spec: DatasetSpec[Any],
+        subjects: Sequence[Subject],
+        day: dt.date,
+        *,
+        isolate: bool = False,
+    ) -> list[CanonicalRecord | Exception | None]:
         """Each subject's record (one identity query and one record query for all), in order:
-        None without one, the error a call about it alone gets when its rows are malformed."""
+        None without one, the error a call about it alone gets when its rows are malformed
+        (ProviderUnavailable) or, with ``isolate``, when building its record fails in the
+        adapter's own code (:meth:`_build_each`)."""
         kind = spec.descriptor.subject_kind
         groups: dict[GroupKey, Sequence[str]] = {i: stored_forms(kind, s.id) for i, s in enumerate(subjects)}
         keys = {g: k for g, k in self._resolve(conn, spec.anchor, groups).items() if k}
-        records, malformed = self._build_each(conn, spec, keys, day)
-        return [malformed[i] if i in malformed else records.get(i) for i in range(len(subjects))]
+        records, failed = self._build_each(conn, spec, keys, day, isolate=isolate)
+        return [failed[i] if i in failed else records.get(i) for i in range(len(subjects))]
 
     def _build_each(
         self,
@@ -532,24 +540,32 @@ class SqlAdapter:
         day: dt.date,
         *,
         event: str = "adapter.call.malformed",
-    ) -> tuple[dict[GroupKey, CanonicalRecord], dict[GroupKey, ProviderUnavailable]]:
+        isolate: bool = False,
+    ) -> tuple[dict[GroupKey, CanonicalRecord], dict[GroupKey, Exception]]:
         """The records of many subjects' groups, built at once; if a native value cannot be
         mapped, built one by one: a malformed group gets the error a call about it alone gets
         (ProviderUnavailable, malformed native data), logged as ``event`` by native key only,
-        the others their records."""
+        the others their records. With ``isolate``, an error of the adapter's own code (a bug,
+        not the source's doing: :func:`classify` calls it internal) is treated alike: the
+        group whose record it breaks gets that exception, which a call about it alone raises
+        (logged as ``adapter.call.internal_error``), instead of every group failing with it.
+        Without, it fails them all (a push extract stops rather than skip people)."""
         if not groups:
             return {}, {}
         try:
             return dict(spec.build(conn, groups, day)), {}
         except NativeDataError:
             pass
+        except Exception as exc:
+            if not (isolate and len(groups) > 1 and classify(exc, timeout=0).internal):
+                raise
         records: dict[GroupKey, CanonicalRecord] = {}
-        malformed: dict[GroupKey, ProviderUnavailable] = {}
+        failed: dict[GroupKey, Exception] = {}
         for group, keys in groups.items():
             try:
                 records.update(spec.build(conn, {group: keys}, day))
             except NativeDataError as exc:
-                malformed[group] = ProviderUnavailable(self.agency, classify(exc, timeout=0).cause)
+                failed[group] = ProviderUnavailable(self.agency, classify(exc, timeout=0).cause)
                 log.warning(
                     event,
                     agency=self.agency.value,
@@ -557,7 +573,18 @@ class SqlAdapter:
                     native_keys=[str(k) for k in keys],
                     problem=str(exc),
                 )
-        return records, malformed
+            except Exception as exc:
+                if not (isolate and classify(exc, timeout=0).internal):
+                    raise
+                failed[group] = exc
+                log.error(
+                    "adapter.call.internal_error",
+                    agency=self.agency.value,
+                    dataset=spec.descriptor.name,
+                    native_keys=[str(k) for k in keys],
+                    error=type(exc).__name__,
+                )
+        return records, failed
 
     # ---- fetch / evaluate -----------------------------------------------------------------
 
@@ -593,12 +620,13 @@ class SqlAdapter:
         *,
         as_of: dt.date | None = None,
         timeout: float | None = None,
-    ) -> list[FetchResult | ProviderUnavailable | None]:
+    ) -> list[FetchResult | Exception | None]:
         """:meth:`fetch` for many subjects in one source call (one read transaction, one identity
         query and one record query per batch of keys): one result per subject, in order; None
         where the source holds no record of the subject; for a subject whose own native rows
-        cannot be mapped, the ProviderUnavailable a fetch of it alone raises (the others are
-        answered)."""
+        cannot be mapped, the ProviderUnavailable a fetch of it alone raises; for one whose
+        record breaks the adapter's own code, the exception a fetch of it alone raises (the
+        others are answered in both cases)."""
         spec = self._dataset(dataset)
         kind = spec.descriptor.subject_kind
         for subject in subjects:
@@ -606,10 +634,10 @@ class SqlAdapter:
         names = self._fields(spec.descriptor, fields)
         day = as_of or dt.date.today()
 
-        def work(conn: Connection) -> list[FetchResult | ProviderUnavailable | None]:
-            out: list[FetchResult | ProviderUnavailable | None] = []
-            for record in self._records_of(conn, spec, subjects, day):
-                if record is None or isinstance(record, ProviderUnavailable):
+        def work(conn: Connection) -> list[FetchResult | Exception | None]:
+            out: list[FetchResult | Exception | None] = []
+            for record in self._records_of(conn, spec, subjects, day, isolate=True):
+                if record is None or isinstance(record, Exception):
                     out.append(record)
                 else:
                     dumped = record.model_dump()

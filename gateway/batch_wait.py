@@ -149,7 +149,11 @@ class AdaptiveWait:
             return self.wait
         if self._cpu is None:
             self._cpu = demand_clock()
-        cpu = self._cpu()
+        try:
+            cpu = self._cpu()
+        except (OSError, ValueError):  # the clock failed (/proc gone?): CPU time from now on
+            self._cpu, self._at = time.thread_time, -math.inf
+            cpu = self._cpu()
         if math.isfinite(self._at):
             self.busy = min(1.0, max(0.0, (cpu - self._cpu_at) / elapsed))
             if self.follow:

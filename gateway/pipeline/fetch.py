@@ -97,16 +97,19 @@ def fetch(
 
 def fetch_many(
     adapter: Any, dataset: str, subjects: Sequence[Subject], fields: Sequence[str], timeout: float | None
-) -> list[Mapping[str, Any] | Unavailable | None]:
+) -> list[Mapping[str, Any] | Exception | None]:
     """:func:`fetch` for many subjects in one provider query (:meth:`SqlAdapter.fetch_many`): one
     answer per subject, in order; a subject whose own records the provider cannot map gets the
-    error a fetch of it alone raises (the others are answered)."""
+    error a fetch of it alone raises (Unavailable), one whose record breaks the adapter's own
+    code the exception a fetch of it alone raises (the others are answered)."""
 
-    def call(t: float | None) -> list[Mapping[str, Any] | Unavailable | None]:
+    def call(t: float | None) -> list[Mapping[str, Any] | Exception | None]:
         results = adapter.fetch_many(dataset, subjects, fields, timeout=t)
         return [
             unavailable(adapter, r)
             if isinstance(r, ProviderUnavailable)
+            else r
+            if isinstance(r, Exception)
             else r.values
             if r is not None
             else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -109,6 +111,39 @@ def test_many_subject_calls_fail_only_the_subject_whose_rows_are_malformed(db: N
         "degree_at_least", [person(P1), person(P2), person(P3)], {"rank": 2}, as_of=AS_OF
     )
     assert answers[0] is False and isinstance(answers[1], ProviderUnavailable) and answers[2] is True
+
+
+def test_many_subject_fetches_fail_only_the_subject_whose_record_breaks_the_adapter(
+    db: NativeDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error of the adapter's own code (a bug, here a KeyError while building one subject's
+    record) fails that subject's fetch alone, with the exception a fetch of it alone raises;
+    the others of the same source call are answered (it used to fail them all). A bulk
+    comparison still fails as a whole: BatchVerify answers chunk by chunk."""
+    db.add("graduate_record", record_id=1, cert_no=P1, education_level="41", graduation_date="2025-06-30")
+    db.add("graduate_record", record_id=2, cert_no=P2, education_level="11", graduation_date="2025-06-30")
+    db.add("graduate_record", record_id=3, cert_no=P3, education_level="31", graduation_date="2025-06-30")
+    adapter = db.adapter(Agency.EDUCATION)
+    spec = adapter._datasets["graduation"]
+
+    def breaks_on_doctorates(conn: Any, groups: Any, day: dt.date) -> Any:
+        built = spec.build(conn, groups, day)
+        if any(r.model_dump()["level"] == "doctorate" for r in built.values()):
+            raise KeyError("doctorate")
+        return built
+
+    broken = dataclasses.replace(spec, build=breaks_on_doctorates)
+    monkeypatch.setitem(adapter._datasets, "graduation", broken)
+    with pytest.raises(KeyError):
+        adapter.fetch("graduation", person(P2), as_of=AS_OF)
+    fetched = adapter.fetch_many("graduation", [person(P1), person(P2), person(P3)], ["level"], as_of=AS_OF)
+    assert isinstance(fetched[1], KeyError)
+    assert [r.values for r in (fetched[0], fetched[2]) if isinstance(r, FetchResult)] == [
+        {"level": "associate"},
+        {"level": "bachelor"},
+    ]
+    with pytest.raises(KeyError):
+        adapter.evaluate_many("degree_at_least", [person(P1), person(P2)], {"rank": 2}, as_of=AS_OF)
 
 
 def test_graduation_tie_on_date_takes_larger_record_id(db: NativeDb) -> None:

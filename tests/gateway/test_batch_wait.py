@@ -141,3 +141,12 @@ def test_the_demand_clock_counts_the_threads_time_on_the_cpu() -> None:
 def test_without_schedstat_the_demand_clock_is_the_cpu_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threading, "get_native_id", lambda: 2**31 - 1)  # no such task
     assert demand_clock() is time.thread_time
+
+
+def test_a_clock_that_fails_gives_way_to_the_cpu_clock() -> None:
+    def broken() -> float:
+        raise OSError("no /proc")
+
+    w = AdaptiveWait(0.004, cpu=broken)
+    assert w.observe(0.0) == 0.004  # a new baseline on the thread's CPU clock, no error
+    assert w.observe(0.2) <= 0.004 and 0.0 <= w.busy <= 1.0

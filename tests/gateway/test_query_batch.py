@@ -278,6 +278,43 @@ def test_a_subject_the_provider_cannot_map_fails_alone(
     assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
 
 
+def test_a_subject_whose_record_breaks_the_adapter_fails_alone(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the adapter's own code (a KeyError building one subject's record) fails that
+    call as it fails alone (the exception, INTERNAL over gRPC, no entry: nothing was
+    disclosed); the batch's other calls are answered. It used to fail every call of the batch."""
+    by_subject = dict(subjects.graduates)
+    chosen: list[str] = []
+    for s in _consenting(gw, subjects, 7, 14):
+        if all(by_subject[s]["graduation_date"] != by_subject[c]["graduation_date"] for c in chosen):
+            chosen.append(s)
+    chosen = chosen[:3]
+    assert len(chosen) == 3
+    broken_date = by_subject[chosen[1]]["graduation_date"]
+    adapter = _exchange(gw).adapters[Agency.EDUCATION]
+    spec = adapter._datasets["graduation"]  # type: ignore[attr-defined]
+
+    def breaks_on_one(conn: Any, groups: Any, day: dt.date) -> Any:
+        built = spec.build(conn, groups, day)
+        if any(r.model_dump()["graduation_date"] == broken_date for r in built.values()):
+            raise KeyError("a code the adapter does not know")
+        return built
+
+    monkeypatch.setitem(adapter._datasets, "graduation", dataclasses.replace(spec, build=breaks_on_one))  # type: ignore[attr-defined]
+    alone = _together(gw, [(_meta("broken-alone"), chosen[1])])[0]
+    assert isinstance(alone, KeyError)
+    before = _batches(gw)
+    calls = [(_meta("broken"), s) for s in chosen]
+    results = _together(gw, calls)
+    assert _batches(gw)[1] - before[1] == 1  # one batch of three
+    assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
+    assert isinstance(results[1], KeyError)
+    entries = _audit(gw)
+    assert entries_of(entries, calls[1][0].request_id) == []
+    assert len(entries_of(entries, calls[0][0].request_id)) == 1
+
+
 def test_a_short_deadline_does_not_bound_the_other_calls(
     gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
 ) -> None:

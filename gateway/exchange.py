@@ -316,7 +316,6 @@ class _LocalQueries:
     def __init__(self, exchange: Exchange, most: int, wait_s: float, *, adaptive: bool = False) -> None:
         self._x = exchange
         self._most = most
-        self._wait_s = wait_s
         #: the loop's load, and with ``adaptive`` (``server.query_batch_adaptive``) the wait that
         #: follows it: none on a quiet loop, ``wait_s`` on a busy one (gateway/batch_wait.py)
         self.load = AdaptiveWait(wait_s, follow=adaptive)
@@ -329,7 +328,7 @@ class _LocalQueries:
     def submit(self, meta: CallMeta, plan: _Plan, subject: Subject) -> asyncio.Future[_Steps]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._wait_s = self.load.observe(now)
+        self.load.observe(now)
         self._gap = 0.9 * self._gap + 0.1 * min(now - self._last, 1.0)
         self._last = now
         future: asyncio.Future[_Steps] = loop.create_future()
@@ -352,7 +351,7 @@ class _LocalQueries:
         # asyncio's queue of ready callbacks (uvloop's is not visible: None)
         queue = getattr(loop, "_ready", None)
         gap = expected_gap(self._gap, now - self._last)
-        left = self._wait_s - (now - self._since)
+        left = self.load.wait - (now - self._since)
         alone = self._x._queries_in_progress <= len(self._waiting)
         if queue is None:  # uvloop: its timers count whole milliseconds
             step = batch_step(left, None, gap, LIBUV_TICK_S, alone=alone)

@@ -40,9 +40,9 @@ Measured, in the same run and with the same client:
   the paced phase (``dsgw_gc_pause_seconds``), all and those that held its event loop over 5 ms
   (``gc_young_every_ms``: how often a worker collects its young generation itself);
 * ``paced_query_batch_wait_ms`` / ``paced_loop_busy``: at the end of the paced phase, how long a
-  Query batch waited for more calls and the share of time the event loop's thread was on the
-  CPU (``dsgw_query_batch_wait_seconds``, ``dsgw_event_loop_busy_ratio``; averaged over the
-  workers). The wait follows the load (``server.query_batch_adaptive``) unless
+  Query batch waited for more calls and the share of time the event loop's thread was busy, on
+  a CPU or queued for one (``dsgw_query_batch_wait_seconds``, ``dsgw_event_loop_busy_ratio``;
+  averaged over the workers). The wait follows the load (``server.query_batch_adaptive``) unless
   ``--query-batch-fixed``; each closed-loop level prints both too;
 * ``batch_verify_per_s``: subjects per second on ONE BatchVerify stream (hrss -> civil_affairs
   receives_subsistence_allowance, a statutory duty: no consent per subject; every item audited),
@@ -224,6 +224,11 @@ def handler_over_bound(before: dict[str, float], after: dict[str, float]) -> flo
     calls = after["queries"] - before["queries"]
     within = after["queries_within_bound"] - before["queries_within_bound"]
     return round(1 - within / calls, 4) if calls else None
+
+
+def load_text(phase: dict[str, Any]) -> str:
+    """A phase's batch wait and loop load as its progress line shows them."""
+    return f"wait {phase['query_batch_wait_ms']:.1f} ms, loop {phase['loop_busy']:.0%} busy"
 
 
 def gc_pauses_over_bound(before: dict[str, float], after: dict[str, float]) -> tuple[int, int]:
@@ -709,11 +714,7 @@ def sweep(
             f"  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call"
             f" (event loop {r['loop_cpu_ms_per_call']:.3f})"
             + (f"  {r['query_batch_mean']:.2f} calls/batch" if r["query_batch_mean"] else "")
-            + (
-                f" (wait {r['query_batch_wait_ms']:.1f} ms, loop {r['loop_busy']:.0%} busy)"
-                if r["query_batch_wait_ms"] is not None
-                else ""
-            )
+            + (f" ({load_text(r)})" if r["query_batch_wait_ms"] is not None else "")
             + (f"  errors {r['errors']}" if r["errors"] else "")
         )
         out.append(r)
@@ -918,11 +919,7 @@ def main() -> int:
             f"  ({paced['answered']:,} answered, max in flight {paced['max_in_flight']},"
             f" sent up to {paced['send_lag_p99_ms']:.2f} ms late (p99)"
             + (f", {paced['query_batch_mean']:.2f} calls/batch" if paced["query_batch_mean"] else "")
-            + (
-                f", wait {paced['query_batch_wait_ms']:.1f} ms, loop {paced['loop_busy']:.0%} busy"
-                if paced["query_batch_wait_ms"] is not None
-                else ""
-            )
+            + (f", {load_text(paced)}" if paced["query_batch_wait_ms"] is not None else "")
             + ")"
         )
         if paced["handler_over_20ms"] is not None and paced["all_over_20ms"] is not None:

@@ -1,6 +1,7 @@
 """Benchmark: the gateway end to end over mTLS on loopback (issue 6).
 
-    python benchmarks/gateway.py [--quick] [--workers N] [--event-loop uvloop|asyncio] [--py-spy FILE]
+    python benchmarks/gateway.py [--quick] [--workers N] [--method query|verify]
+                                 [--event-loop uvloop|asyncio] [--py-spy FILE]
 
 Builds a development home in a temporary directory (``gateway.devsetup.make_dev_home``: 20,000
 persons and 2,000 employers; --quick 5,000 / 500), grants hrss a consent to read the graduation
@@ -13,6 +14,7 @@ record (level, school_name, graduation_date) of every subject the education sour
   reference) with the same mTLS server credentials (client certificates required)
   whose DataExchange.Query returns a fixed QueryResponse: a real answer of the gateway, so the
   same size on the wire. It is the limit: what the same client gets from a server doing nothing;
+  with ``--method verify`` its DataExchange.Verify returns a fixed VerifyResponse instead;
 * the load generator: grpc.aio, ``--channels`` channels (separate connections) with the hrss
   client certificate (default 2 with one worker, 4 per worker with several), a closed loop of K
   concurrent callers.
@@ -23,7 +25,10 @@ Measured, in the same run and with the same client:
   bounded in time, after a short warm-up); ``ratio`` = qps / noop_qps (goal >= 0.5). Every
   gateway Query runs the full path: certificate and CRL check, agreement, purpose, a real consent
   check in the consent store, the provider fetch, minimise and mask, and a durable audit append
-  before the answer;
+  before the answer. ``--method verify`` measures Verify instead of Query, through the same
+  phases: hrss asks education's ``graduated_within_years`` (years 3) of the same subjects, with
+  the same purpose and consent (the predicate reads graduation_date); ``method`` in the JSON
+  says which;
 * ``p50_ms`` / ``p99_ms``: latency of an open-loop paced load at ``p99_rate_qps`` = 70 % of the
   gateway's peak (goal: p99 <= 20 ms). Latency counts from the scheduled send time, so a stalled
   client or server is not hidden (no coordinated omission); the same paced load against the
@@ -94,9 +99,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 STARTED = time.perf_counter()
 
 QUERY_METHOD = "/dsgw.v1.DataExchange/Query"
+VERIFY_METHOD = "/dsgw.v1.DataExchange/Verify"
 BATCH_METHOD = "/dsgw.v1.DataExchange/BatchVerify"
 FIELDS = ("level", "school_name", "graduation_date")
 QUERY_PURPOSE = "graduate_employment"
+#: --method verify: a comparison over the same dataset and consent (it reads graduation_date)
+VERIFY_PREDICATE = "graduated_within_years"
+VERIFY_PARAMETERS = {"years": 3}
 BATCH_PURPOSE = "employment_assistance"
 
 
@@ -144,16 +153,17 @@ HANDLER_BOUND_S = 0.02
 """The paced phase's goal (p99 <= 20 ms), also a bucket bound of ``dsgw_call_latency_seconds``."""
 
 
-def gateway_counters(text: str) -> dict[str, float]:
+def gateway_counters(text: str, method: str = "Query") -> dict[str, float]:
     """The counters this benchmark reads from Prometheus text (one worker's, or several workers'
     one after the other: their counts add up):
 
     * ``batch_sum`` / ``batch_count``: the ``dsgw_query_batch_size`` histogram (one-dataset
       Queries decided and fetched together);
-    * ``queries`` / ``queries_within_bound``: answered Queries (``dsgw_call_latency_seconds``,
-      method Query, code OK), all and those whose time in the gateway's handler (from the
-      handler's start to its answer) was at most :data:`HANDLER_BOUND_S`. What a call waits
-      before gRPC hands it to the handler, and the sending of its answer, are not in it;
+    * ``queries`` / ``queries_within_bound``: answered calls of ``method`` (Query, or Verify with
+      ``--method verify``; ``dsgw_call_latency_seconds``, code OK), all and those whose time in
+      the gateway's handler (from the handler's start to its answer) was at most
+      :data:`HANDLER_BOUND_S`. What a call waits before gRPC hands it to the handler, and the
+      sending of its answer, are not in it;
     * ``gc_pauses`` / ``gc_pauses_within_bound``: the worker's garbage collections
       (``dsgw_gc_pause_seconds``, every generation), all and those that held the event loop at
       most :data:`GC_BOUND_S`;
@@ -180,7 +190,7 @@ def gateway_counters(text: str) -> dict[str, float]:
             out["batch_sum"] += value
         elif name == "dsgw_query_batch_size_count":
             out["batch_count"] += value
-        elif labels.get("method") != "Query" or labels.get("code") != "OK":
+        elif labels.get("method") != method or labels.get("code") != "OK":
             continue
         elif name == "dsgw_call_latency_seconds_count":
             out["queries"] += value
@@ -189,7 +199,7 @@ def gateway_counters(text: str) -> dict[str, float]:
     return out
 
 
-def scrape(ports: Sequence[int]) -> dict[str, float]:
+def scrape(ports: Sequence[int], method: str = "Query") -> dict[str, float]:
     """:func:`gateway_counters` of the gateway workers' Prometheus endpoints (loopback) together."""
     import urllib.request
 
@@ -200,7 +210,7 @@ def scrape(ports: Sequence[int]) -> dict[str, float]:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r,
         ):
             texts.append(r.read().decode())
-    return gateway_counters("\n".join(texts))
+    return gateway_counters("\n".join(texts), method)
 
 
 def batch_mean(before: dict[str, float], after: dict[str, float]) -> float | None:
@@ -247,16 +257,20 @@ def free_port() -> int:
 # --- the no-op server (its own process) ----------------------------------------------------------
 
 
-def noop_server_main(pki_dir: str, response: bytes, conn: Connection) -> None:
+def noop_server_main(pki_dir: str, method: str, response: bytes, conn: Connection) -> None:
     import grpc
 
     from dsgw.v1 import exchange_pb2, exchange_pb2_grpc
 
-    fixed = exchange_pb2.QueryResponse.FromString(response)
+    fixed_query = exchange_pb2.QueryResponse.FromString(response) if method == "query" else None
+    fixed_verify = exchange_pb2.VerifyResponse.FromString(response) if method == "verify" else None
 
     class Noop(exchange_pb2_grpc.DataExchangeServicer):
         async def Query(self, request: Any, context: Any) -> Any:
-            return fixed
+            return fixed_query
+
+        async def Verify(self, request: Any, context: Any) -> Any:
+            return fixed_verify
 
     async def run() -> None:
         pki = Path(pki_dir)
@@ -289,12 +303,16 @@ def noop_server_main(pki_dir: str, response: bytes, conn: Connection) -> None:
 
 
 class LoadGen:
-    """Commands from the parent over a pipe: one grpc.aio client per target port."""
+    """Commands from the parent over a pipe: one grpc.aio client per target port, calling Query
+    or (``method`` "verify") Verify."""
 
-    def __init__(self, creds: tuple[bytes, bytes, bytes], subjects: list[str], channels: int) -> None:
+    def __init__(
+        self, creds: tuple[bytes, bytes, bytes], subjects: list[str], channels: int, method: str
+    ) -> None:
         self.creds = creds
         self.subjects = subjects
         self.channels = channels
+        self.method = method
         self._clients: dict[int, list[Any]] = {}
         self._seq = 0
         self._prefix = f"b{os.getpid()}-{int(time.time())}"
@@ -314,7 +332,7 @@ class LoadGen:
                     options=[("grpc.use_local_subchannel_pool", 1)],
                 )
                 # bytes in, bytes out: the client's own cost kept small and equal for both servers
-                calls.append(channel.unary_unary(QUERY_METHOD))
+                calls.append(channel.unary_unary(VERIFY_METHOD if self.method == "verify" else QUERY_METHOD))
             self._clients[port] = calls
         return calls
 
@@ -322,14 +340,22 @@ class LoadGen:
         from dsgw.v1 import common_pb2, exchange_pb2
 
         self._seq += 1
-        req = exchange_pb2.QueryRequest(
-            meta=common_pb2.RequestMeta(
-                request_id=f"{self._prefix}-{self._seq}", purpose=common_pb2.Purpose(code=QUERY_PURPOSE)
-            ),
-            subject=common_pb2.SubjectRef(
-                kind=common_pb2.SUBJECT_KIND_PERSON, id=self.subjects[self._seq % len(self.subjects)]
-            ),
+        meta = common_pb2.RequestMeta(
+            request_id=f"{self._prefix}-{self._seq}", purpose=common_pb2.Purpose(code=QUERY_PURPOSE)
         )
+        subject = common_pb2.SubjectRef(
+            kind=common_pb2.SUBJECT_KIND_PERSON, id=self.subjects[self._seq % len(self.subjects)]
+        )
+        if self.method == "verify":
+            verify = exchange_pb2.VerifyRequest(
+                meta=meta,
+                subject=subject,
+                provider=common_pb2.AGENCY_CODE_EDUCATION,
+                predicate=VERIFY_PREDICATE,
+                parameters=VERIFY_PARAMETERS,
+            )
+            return verify.SerializeToString()
+        req = exchange_pb2.QueryRequest(meta=meta, subject=subject)
         req.datasets.add(provider=common_pb2.AGENCY_CODE_EDUCATION, dataset="graduation", fields=FIELDS)
         return req.SerializeToString()
 
@@ -338,6 +364,13 @@ class LoadGen:
         from dsgw.v1 import exchange_pb2
 
         raw = await self._calls(port)[0](self._request(), timeout=10)
+        if self.method == "verify":
+            answer = exchange_pb2.VerifyResponse.FromString(raw)
+            return {
+                "bytes": len(raw),
+                "found": [answer.result != exchange_pb2.VERIFY_RESULT_SUBJECT_NOT_FOUND],
+                "raw": raw,
+            }
         resp = exchange_pb2.QueryResponse.FromString(raw)
         return {"bytes": len(raw), "found": [r.found for r in resp.results], "raw": raw}
 
@@ -520,10 +553,10 @@ class LoadGen:
 
 
 def loadgen_main(
-    creds: tuple[bytes, bytes, bytes], subjects: list[str], channels: int, conn: Connection
+    creds: tuple[bytes, bytes, bytes], subjects: list[str], channels: int, method: str, conn: Connection
 ) -> None:
     async def run() -> None:
-        gen = LoadGen(creds, subjects, channels)
+        gen = LoadGen(creds, subjects, channels, method)
         loop = asyncio.get_running_loop()
         while True:
             op, kwargs = await loop.run_in_executor(None, conn.recv)
@@ -778,6 +811,12 @@ def main() -> int:
         "--rate", type=float, default=None, help="paced load at this many calls/s instead (A/B at one load)"
     )
     parser.add_argument(
+        "--method",
+        choices=("query", "verify"),
+        default="query",
+        help="the closed-loop and paced calls: Query (default) or Verify",
+    )
+    parser.add_argument(
         "--query-batch-wait-ms",
         type=float,
         default=None,
@@ -827,7 +866,12 @@ def main() -> int:
 
     logs.configure(level="WARNING")
 
-    result: dict[str, Any] = {"benchmark": "gateway", "cpus": os.cpu_count(), "quick": quick}
+    result: dict[str, Any] = {
+        "benchmark": "gateway",
+        "cpus": os.cpu_count(),
+        "quick": quick,
+        "method": args.method,
+    }
     ctx = multiprocessing.get_context("spawn")
     tmp = None
     if args.keep is not None:
@@ -869,18 +913,21 @@ def main() -> int:
         progress(f"gateway: port {port}, {args.workers} worker(s), pid(s) {pids}")
         ca, cert, key = dev.agency_credentials("hrss")
         creds = (ca.read_bytes(), cert.read_bytes(), key.read_bytes())
-        gen = Remote(ctx, loadgen_main, creds, subjects, args.channels)
+        gen = Remote(ctx, loadgen_main, creds, subjects, args.channels, args.method)
         probe = gen.call("check", port=port)
         if probe["found"] != [True]:
-            raise RuntimeError(f"the probe Query found {probe['found']}")
-        progress(f"  a Query answer is {probe['bytes']} bytes on the wire")
+            raise RuntimeError(f"the probe {args.method.title()} found {probe['found']}")
+        progress(f"  a {args.method.title()} answer is {probe['bytes']} bytes on the wire")
 
-        noop = Remote(ctx, noop_server_main, str(dev.pki), probe["raw"])
+        noop = Remote(ctx, noop_server_main, str(dev.pki), args.method, probe["raw"])
         noop_port = noop.conn.recv()
         progress(f"no-op server: port {noop_port}")
         gen.call("check", port=noop_port)
 
-        progress(f"closed loop against the no-op server ({seconds:g} s per level, {args.channels} channels)")
+        progress(
+            f"closed loop of {args.method.title()} calls against the no-op server"
+            f" ({seconds:g} s per level, {args.channels} channels)"
+        )
         noop_levels = sweep(gen, noop_port, levels, seconds, warmup, "noop   ", [noop.proc.pid or 0])
         if args.py_spy is not None and args.py_spy_phase == "closed":
             spy = start_spy(args.py_spy, pids[0], int(len(levels) * (seconds + warmup) + 2))
@@ -899,7 +946,7 @@ def main() -> int:
             f"paced load at {rate:,.0f} calls/s ({rate / peak['qps']:.0%} of the gateway's peak),"
             f" {paced_seconds:g} s"
         )
-        before = scrape(metrics_ports)
+        before = scrape(metrics_ports, args.method.title())
         if args.py_spy is not None and args.py_spy_phase == "paced":
             spy = start_spy(args.py_spy, pids[0], int(paced_seconds + warmup))
         paced = gen.call("paced", port=port, rate=rate, seconds=paced_seconds, warmup=warmup)
@@ -907,7 +954,7 @@ def main() -> int:
             spy.wait(timeout=120)
             spy = None
             progress(f"  py-spy profile in {args.py_spy}")
-        after = scrape(metrics_ports)
+        after = scrape(metrics_ports, args.method.title())
         paced["query_batch_mean"] = batch_mean(before, after)
         load = batch_wait_now(after)
         paced["query_batch_wait_ms"], paced["loop_busy"] = load if load is not None else (None, None)

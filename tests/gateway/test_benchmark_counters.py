@@ -63,6 +63,19 @@ def test_counts_answered_queries_within_the_bound_and_batches() -> None:
     assert bench.handler_over_bound(before, after) == pytest.approx(0.4)
 
 
+def test_with_method_verify_counts_answered_verifies_instead() -> None:
+    m = GatewayMetrics(worker=0)
+    before = bench.gateway_counters(_text(m), "Verify")
+    for seconds in (0.001, 0.03):
+        m.observe("Verify", "OK", seconds)
+    m.observe("Query", "OK", 0.5)  # not the benchmarked method
+    m.observe("Verify", "PERMISSION_DENIED", 0.5)  # a refusal is not an answer
+    after = bench.gateway_counters(_text(m), "Verify")
+    assert (after["queries"], after["queries_within_bound"]) == (2.0, 1.0)
+    assert bench.handler_over_bound(before, after) == pytest.approx(0.5)
+    assert bench.gateway_counters(_text(m))["queries"] == 1.0  # Query by default
+
+
 def test_shares_are_between_two_scrapes_and_summed_over_workers() -> None:
     first, second = GatewayMetrics(worker=0), GatewayMetrics(worker=1)
     first.observe("Query", "OK", 0.5)  # before the phase: not counted

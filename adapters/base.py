@@ -684,11 +684,15 @@ class SqlAdapter:
         *,
         as_of: dt.date | None = None,
         timeout: float | None = None,
-    ) -> list[bool | ProviderUnavailable | None]:
-        """:meth:`evaluate` for many subjects in one source call (bulk comparisons): one answer
-        per subject, in order; None where the subject has no record and absence is not a "no";
-        for a subject whose own native rows cannot be mapped, the ProviderUnavailable an
-        evaluation of it alone raises (the others are answered)."""
+        isolate: bool = False,
+    ) -> list[bool | Exception | None]:
+        """:meth:`evaluate` for many subjects in one source call (bulk comparisons, batched
+        Verify calls): one answer per subject, in order; None where the subject has no record
+        and absence is not a "no"; for a subject whose own native rows cannot be mapped, the
+        ProviderUnavailable an evaluation of it alone raises (the others are answered). With
+        ``isolate``, a subject whose record or answer breaks the adapter's own code (a bug:
+        :func:`classify` calls it internal) gets the exception an evaluation of it alone raises,
+        the others their answers; without, it fails the whole call (a bulk comparison)."""
         pspec = self._predicate(predicate)
         pd = pspec.descriptor
         for subject in subjects:
@@ -698,15 +702,26 @@ class SqlAdapter:
         day = as_of or dt.date.today()
         absent = False if pd.absent_means_false else None
 
-        def work(conn: Connection) -> list[bool | ProviderUnavailable | None]:
-            out: list[bool | ProviderUnavailable | None] = []
-            for record in self._records_of(conn, spec, subjects, day):
+        def work(conn: Connection) -> list[bool | Exception | None]:
+            out: list[bool | Exception | None] = []
+            for record in self._records_of(conn, spec, subjects, day, isolate=isolate):
                 if record is None:
                     out.append(absent)
-                elif isinstance(record, ProviderUnavailable):
+                elif isinstance(record, Exception):
                     out.append(record)
                 else:
-                    out.append(bool(pspec.test(record, clean, day)))
+                    try:
+                        out.append(bool(pspec.test(record, clean, day)))
+                    except Exception as exc:
+                        if not (isolate and classify(exc, timeout=0).internal):
+                            raise
+                        log.error(
+                            "adapter.call.internal_error",
+                            agency=self.agency.value,
+                            predicate=predicate,
+                            error=type(exc).__name__,
+                        )
+                        out.append(exc)
             return out
 
         if not subjects:

@@ -125,10 +125,11 @@ class ServerSection(_Section):
     #: collections to the interpreter's thresholds. Short, frequent collections instead of one
     #: of 6-17 ms every few thousand calls (gateway/server/gc_pacing.py).
     gc_young_every_ms: Annotated[float, Field(ge=0, le=10_000)] = 50.0
-    #: Most one-dataset Queries over embedded (SQLite) sources decided and fetched together:
-    #: waiting calls share one consent-store read and one provider query (each still gets the
-    #: decision, values or error it would get alone, and its own audit entry). 1 turns this
-    #: off. Applies with ``inline_local_io``.
+    #: Most one-dataset Queries and Verifies over embedded (SQLite) sources decided and fetched
+    #: (or evaluated) together: waiting calls share one consent-store read and one provider
+    #: query per dataset and field list, or per predicate and parameters (each still gets the
+    #: decision, values, yes/no or error it would get alone, and its own audit entry). 1 turns
+    #: this off. Applies with ``inline_local_io``.
     query_batch: Annotated[int, Field(ge=1, le=1000)] = 64
     #: How long a batch may wait for more calls after its first, milliseconds. gRPC hands a
     #: worker one new call per turn of its event loop, so a batch runs only once nothing else is
@@ -137,7 +138,7 @@ class ServerSection(_Section):
     #: up. 0: only the calls of one turn. Part of a batch's cost in event loop (its store read,
     #: provider transaction and queries) does not grow with its size; a longer wait spreads it
     #: over more calls, for that much more latency (docs/gateway.md, "How long a batch waits").
-    #: A batch holding every Query in progress in the worker does not wait.
+    #: A batch holding every Query and Verify in progress in the worker does not wait.
     query_batch_wait_ms: Annotated[float, Field(ge=0, le=20)] = 4.0
     #: The wait follows the event loop's load: none while the worker's loop thread is busy (on a
     #: CPU or queued for one) at most 45 % of the time, the whole ``query_batch_wait_ms`` from

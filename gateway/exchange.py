@@ -192,7 +192,9 @@ class _BatchMemory:
 
 @dataclass(slots=True)
 class _Plan:
-    """One provider dataset of a request, as the steps resolve it."""
+    """One provider dataset of a request, as the steps resolve it. A Verify's plan names its
+    predicate and parameters: step 6 evaluates it instead of fetching ``fields`` (then the
+    fields its consent must cover)."""
 
     agreement: Agreement
     descriptor: DatasetDescriptor
@@ -201,6 +203,24 @@ class _Plan:
     facts: AccessFacts
     decision: Decision | None = None
     values: Mapping[str, Any] | None = None
+    predicate: str | None = None
+    params: tuple[tuple[str, int], ...] = ()
+
+    def provider_step(self, subject: Subject, timeout: float | None) -> Any:
+        """Step 6 for one subject: the fields' values, or the predicate's answer (None: no
+        record)."""
+        if self.predicate is not None:
+            return fetch_step.evaluate(self.adapter, self.predicate, subject, dict(self.params), timeout)
+        return fetch_step.fetch(self.adapter, self.descriptor.name, subject, self.fields, timeout)
+
+    def provider_step_many(self, subjects: Sequence[Subject], timeout: float | None) -> Sequence[Any]:
+        """Step 6 for many subjects in one provider query: one answer each, in order; a subject
+        that fails alone gets its exception (:func:`fetch_step.fetch_many`)."""
+        if self.predicate is not None:
+            return fetch_step.evaluate_many(
+                self.adapter, self.predicate, subjects, dict(self.params), timeout, isolate=True
+            )
+        return fetch_step.fetch_many(self.adapter, self.descriptor.name, subjects, self.fields, timeout)
 
 
 def _pack_answer(answer: QueryAnswer | VerifyAnswer) -> tuple[Any, ...]:
@@ -297,12 +317,13 @@ class _Waiting:
 
 
 class _LocalQueries:
-    """The consent and fetch steps of concurrent one-dataset Queries over local sources, run
-    together (they run on the event loop anyway). One consent-store read decides them all
-    (:meth:`ConsentService.decide_many`) and one provider query per dataset and field list
-    fetches the allowed ones (:func:`fetch_step.fetch_many`), instead of one of each per call.
-    Each call gets what :meth:`Exchange._consent_then_fetch` would give it; everything after
-    (audit, answer) stays per call.
+    """The consent and provider steps of concurrent one-dataset Queries and of Verifies over
+    local sources, run together (they run on the event loop anyway). One consent-store read
+    decides them all (:meth:`ConsentService.decide_many`) and one provider query per dataset
+    and field list fetches the allowed Queries (:func:`fetch_step.fetch_many`), one per
+    predicate and parameters evaluates the allowed Verifies (:func:`fetch_step.evaluate_many`),
+    instead of one of each per call. Each call gets what :meth:`Exchange._consent_then_fetch`
+    would give it; everything after (audit, answer) stays per call.
 
     gRPC hands a worker one new call per turn of its event loop, so calls rarely reach the
     consent step in the same turn. A batch therefore runs once nothing else is ready on the loop
@@ -352,7 +373,7 @@ class _LocalQueries:
         queue = getattr(loop, "_ready", None)
         gap = expected_gap(self._gap, now - self._last)
         left = self.load.wait - (now - self._since)
-        alone = self._x._queries_in_progress <= len(self._waiting)
+        alone = self._x._calls_in_progress <= len(self._waiting)
         if queue is None:  # uvloop: its timers count whole milliseconds
             step = batch_step(left, None, gap, LIBUV_TICK_S, alone=alone)
         else:
@@ -416,7 +437,7 @@ class _LocalQueries:
         decided = x.consent.decide_many(
             calls, consume=True, proceed=lambda i: fetch_step.has_time(x._time_left(live[i].meta))
         )
-        fetch: dict[tuple[int, str, tuple[str, ...]], list[tuple[_Waiting, list[Decision]]]] = {}
+        fetch: dict[tuple[Any, ...], list[tuple[_Waiting, list[Decision]]]] = {}
         for w, outcome in zip(live, decided, strict=True):
             if outcome is None:  # not decided: its time ran out
                 _settle(w.future, error=fetch_step.no_time(w.plan.adapter))
@@ -425,13 +446,15 @@ class _LocalQueries:
             elif not outcome[0].allowed:
                 _settle(w.future, result=(outcome, None))
             else:
-                key = (id(w.plan.adapter), w.plan.descriptor.name, w.plan.fields)
+                p = w.plan
+                key = (id(p.adapter), p.descriptor.name, p.fields, p.predicate, p.params)
                 fetch.setdefault(key, []).append((w, outcome))
         for members in fetch.values():
             self._fetch(members)
 
     def _fetch(self, members: list[tuple[_Waiting, list[Decision]]]) -> None:
-        """Step 6 for the allowed calls of one dataset and field list, in one provider query.
+        """Step 6 for the allowed calls of one dataset and field list (or one predicate and its
+        parameters), in one provider query.
         Each call keeps its own deadline: one with no time left now is PROVIDER_TIMEOUT (as a
         fetch of it alone would be), the query runs with the longest time left among the others,
         and a call whose own time ran out before the answer came is PROVIDER_TIMEOUT."""
@@ -453,15 +476,7 @@ class _LocalQueries:
         started = time.monotonic()
         values: list[Any]
         try:
-            values = list(
-                fetch_step.fetch_many(
-                    plan.adapter,
-                    plan.descriptor.name,
-                    [w.subject for w, _, _ in asking],
-                    plan.fields,
-                    timeout,
-                )
-            )
+            values = list(plan.provider_step_many([w.subject for w, _, _ in asking], timeout))
         except Exception as exc:  # the provider failed the query: each call as it would alone
             values = [exc] * len(asking)
         took = time.monotonic() - started
@@ -544,9 +559,9 @@ class Exchange:
         self._local_queries = (
             _LocalQueries(self, most, wait, adaptive=config.server.query_batch_adaptive) if most > 1 else None
         )
-        #: Queries between their start and their answer (a batch holding all of them waits for
-        #: no more: batch_step's ``alone``)
-        self._queries_in_progress = 0
+        #: Queries and Verifies between their start and their answer (a batch holding all of
+        #: them waits for no more: batch_step's ``alone``)
+        self._calls_in_progress = 0
         self._batches: OrderedDict[tuple[str, str], _BatchMemory] = OrderedDict()
         inline = config.server.inline_local_io
         self._inline_store = inline and getattr(consent.store, "backend", "") == "sqlite"
@@ -772,9 +787,10 @@ class Exchange:
     def _consent_then_fetch(
         self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject
     ) -> tuple[list[Decision], list[Any] | None]:
-        """Steps 4 and (with one dataset, when allowed) 6 of a Query, blocking: the decisions,
-        and the one fetch's values (or the exception it raised, handled by the caller as
-        ``gather(return_exceptions=True)`` would be); None when step 6 is left to the caller."""
+        """Steps 4 and (with one dataset, when allowed) 6 of a Query or a Verify, blocking: the
+        decisions, and the one fetch's values or evaluation's answer (or the exception it
+        raised, handled by the caller as ``gather(return_exceptions=True)`` would be); None when
+        step 6 is left to the caller."""
         left = self._time_left(meta)
         for p in plans:  # no time for the providers: no consent use is spent
             fetch_step.require_time(p.adapter, left)
@@ -787,14 +803,23 @@ class Exchange:
         decisions = self.consent.decide_all(checks, consume=True)
         if len(plans) != 1 or not decisions[0].allowed:
             return decisions, None
-        p = plans[0]
         try:
-            fetched: Any = fetch_step.fetch(
-                p.adapter, p.descriptor.name, subject, p.fields, self._time_left(meta)
-            )
+            fetched: Any = plans[0].provider_step(subject, self._time_left(meta))
         except Exception as exc:
             fetched = exc
         return decisions, [fetched]
+
+    async def _steps(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> tuple[_Steps, bool]:
+        """:meth:`_consent_then_fetch`, and whether the caller was cancelled once it had run
+        (:func:`_steps_of`): with one plan over local sources in a batch of concurrent calls
+        (:class:`_LocalQueries`), else on its own (inline or on the I/O threads)."""
+        adapters = [p.adapter for p in plans]
+        if len(plans) == 1 and self._local_queries is not None and self._is_local(adapters):
+            return await _steps_of(self._local_queries.submit(meta, plans[0], subject))
+        steps = await self._blocking(
+            self._consent_then_fetch, meta, plans, subject, adapters=adapters, timeout=self._time_left(meta)
+        )
+        return steps, False
 
     # -- Query -----------------------------------------------------------------------------------
 
@@ -819,13 +844,13 @@ class Exchange:
             subject_id,
             tuple((a.provider.value if a.provider is not None else None, a.dataset, a.fields) for a in asks),
         )
-        self._queries_in_progress += 1
+        self._calls_in_progress += 1
         try:
             result, replayed = await self.answers.run(
                 meta.caller.value, meta.request_id, fp, lambda: self._query(meta, kind, subject_id, asks)
             )
         finally:
-            self._queries_in_progress -= 1
+            self._calls_in_progress -= 1
         answer: QueryAnswer = result
         return QueryAnswer(answer.request_id, answer.results, replayed) if replayed else answer
 
@@ -857,22 +882,8 @@ class Exchange:
         # A one-dataset Query over local sources joins the calls that reach this point in the
         # same turn of the event loop (_LocalQueries: one store read and one provider query for
         # all of them).
-        adapters = [p.adapter for p in plans]
         try:
-            if len(plans) == 1 and self._local_queries is not None and self._is_local(adapters):
-                (decisions, fetched), cancelled = await _steps_of(
-                    self._local_queries.submit(meta, plans[0], subject)
-                )
-            else:
-                cancelled = False
-                decisions, fetched = await self._blocking(
-                    self._consent_then_fetch,
-                    meta,
-                    plans,
-                    subject,
-                    adapters=adapters,
-                    timeout=self._time_left(meta),
-                )
+            (decisions, fetched), cancelled = await self._steps(meta, plans, subject)
         except RequestError as exc:  # the hop timed out: nothing was disclosed
             for p in plans:
                 p.facts.reason, p.facts.outcome, p.facts.allowed = exc.reason, "failed", True
@@ -1000,12 +1011,16 @@ class Exchange:
             predicate,
             sorted(params.items()),
         )
-        result, replayed = await self.answers.run(
-            meta.caller.value,
-            meta.request_id,
-            fp,
-            lambda: self._verify(meta, kind, subject_id, provider, predicate, params),
-        )
+        self._calls_in_progress += 1
+        try:
+            result, replayed = await self.answers.run(
+                meta.caller.value,
+                meta.request_id,
+                fp,
+                lambda: self._verify(meta, kind, subject_id, provider, predicate, params),
+            )
+        finally:
+            self._calls_in_progress -= 1
         answer: VerifyAnswer = result
         return (
             VerifyAnswer(answer.request_id, answer.result, answer.legal_basis, replayed)
@@ -1034,43 +1049,42 @@ class Exchange:
             if exc.code == "INVALID_ARGUMENT":
                 raise
             raise await self._denied("verify", facts, exc) from None
-        timeout = self._time_left(meta)
-
-        def work() -> tuple[Decision, bool | None]:
-            fetch_step.require_time(adapter, self._time_left(meta))  # before a consent use is spent
-            decision = self._decide(
-                *self._check(
-                    meta.caller,
-                    agreement,
-                    descriptor,
-                    consented_fields(pd, descriptor),
-                    subject,
-                    meta.purpose,
-                )
-            )
-            # the basis and its reference (consent ids, duty) also go into the entry of a failed call
-            facts.basis = decision.basis.value
-            facts.basis_reference = decision.legal_basis_reference
-            if not decision.allowed:
-                return decision, None
-            return decision, fetch_step.evaluate(adapter, predicate, subject, params, timeout)
-
+        plan = _Plan(
+            agreement,
+            descriptor,
+            adapter,
+            consented_fields(pd, descriptor),
+            facts,
+            predicate=predicate,
+            params=tuple(sorted(params.items())),
+        )
+        # steps 4 and 6 as a Query's: over local sources in a batch with the concurrent calls
         try:
-            decision, answer = await self._blocking(work, adapters=[adapter], timeout=timeout)
-        except RequestError as exc:  # provider failed: audited as an allowed access that failed
+            (decisions, fetched), cancelled = await self._steps(meta, [plan], subject)
+        except RequestError as exc:  # no time for the provider, or the hop timed out
             raise await self._denied("verify", facts, exc) from None
         except StoreError:  # no consent decision could be made: refused, nothing disclosed
             raise await self._store_down("verify", [facts]) from None
+        (decision,) = decisions
+        # the basis and its reference (consent ids, duty) also go into the entry of a failed call
         facts.basis = decision.basis.value
         facts.basis_reference = decision.legal_basis_reference
         try:
             consent_step.require_basis(decision)
         except RequestError as exc:
             raise await self._denied("verify", facts, exc) from None
+        assert fetched is not None
+        (answer,) = fetched
+        if isinstance(answer, RequestError):  # provider failed: audited as an allowed access that failed
+            raise await self._denied("verify", facts, answer) from None
+        if isinstance(answer, BaseException):  # a bug: INTERNAL, nothing disclosed, no entry
+            raise answer
         facts.allowed = True
         facts.outcome = "not_found" if answer is None else "found"
         await self._write([facts])
         self.metrics.decision("verify", meta.caller.value, pd.agency.value, facts.outcome)
+        if cancelled:  # audited; the caller is gone
+            raise asyncio.CancelledError
         return VerifyAnswer(meta.request_id, answer, consent_step.legal_basis_label(decision))
 
     # -- BatchVerify -----------------------------------------------------------------------------
@@ -1161,7 +1175,7 @@ class BatchVerifier:
             reason = ConsentStoreDown().reason
             return [(pos, reason, None) for pos, _ in items], self._refused(items, reason)
         allowed = [s for (_, s), d in zip(items, decisions, strict=True) if d.allowed]
-        answers: list[bool | Unavailable | None] = []
+        answers: list[bool | Exception | None] = []
         failure: RequestError | None = None
         if allowed:
             try:
@@ -1187,6 +1201,8 @@ class BatchVerifier:
                     verdicts.append(Verdict(subject, basis, ref, True, answer.reason, "failed"))
                     results.append((pos, answer.reason, None))
                     continue
+                if isinstance(answer, Exception):  # not isolated: evaluate_many raised it instead
+                    raise answer
                 verdicts.append(
                     Verdict(subject, basis, ref, True, "", "not_found" if answer is None else "found")
                 )

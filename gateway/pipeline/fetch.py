@@ -140,12 +140,20 @@ def evaluate_many(
     subjects: Sequence[Subject],
     params: Mapping[str, int],
     timeout: float | None,
-) -> list[bool | Unavailable | None]:
+    *,
+    isolate: bool = False,
+) -> list[bool | Exception | None]:
     """One answer per subject in one provider query (:meth:`SqlAdapter.evaluate_many`); a subject
-    whose own records the provider cannot map gets the error an evaluation of it alone raises."""
+    whose own records the provider cannot map gets the error an evaluation of it alone raises
+    (Unavailable). With ``isolate`` (batched Verify calls), so does one whose record or answer
+    breaks the adapter's own code: the exception an evaluation of it alone raises, where a bulk
+    comparison fails as a whole."""
 
-    def call(t: float | None) -> list[bool | Unavailable | None]:
-        answers = adapter.evaluate_many(predicate, subjects, params, timeout=t)
+    def call(t: float | None) -> list[bool | Exception | None]:
+        if isolate:
+            answers = adapter.evaluate_many(predicate, subjects, params, timeout=t, isolate=True)
+        else:
+            answers = adapter.evaluate_many(predicate, subjects, params, timeout=t)
         return [unavailable(adapter, a) if isinstance(a, ProviderUnavailable) else a for a in answers]
 
     return _guard(adapter, timeout, call)

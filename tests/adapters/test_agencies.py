@@ -144,6 +144,47 @@ def test_many_subject_fetches_fail_only_the_subject_whose_record_breaks_the_adap
     ]
     with pytest.raises(KeyError):
         adapter.evaluate_many("degree_at_least", [person(P1), person(P2)], {"rank": 2}, as_of=AS_OF)
+    # batched Verify calls isolate it as fetches do
+    answers = adapter.evaluate_many(
+        "degree_at_least", [person(P1), person(P2), person(P3)], {"rank": 2}, as_of=AS_OF, isolate=True
+    )
+    assert answers[0] is False and isinstance(answers[1], KeyError) and answers[2] is True
+
+
+def test_batched_evaluations_fail_only_the_subject_whose_answer_breaks_the_predicate(
+    db: NativeDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A predicate's own test failing on one subject's record (a bug) fails that subject's
+    answer alone with ``isolate`` (batched Verify calls), as an evaluation of it alone fails;
+    without, the whole call fails (a bulk comparison); a source error is never isolated."""
+    db.add("graduate_record", record_id=1, cert_no=P1, education_level="41", graduation_date="2025-06-30")
+    db.add("graduate_record", record_id=2, cert_no=P2, education_level="11", graduation_date="2025-06-30")
+    db.add("graduate_record", record_id=3, cert_no=P3, education_level="31", graduation_date="2025-06-30")
+    adapter = db.adapter(Agency.EDUCATION)
+    pspec = adapter._predicates["degree_at_least"]
+
+    def breaks_on_doctorates(record: Any, params: Any, day: dt.date) -> bool:
+        if record.level == "doctorate":
+            raise KeyError("doctorate")
+        return bool(pspec.test(record, params, day))
+
+    monkeypatch.setitem(
+        adapter._predicates, "degree_at_least", dataclasses.replace(pspec, test=breaks_on_doctorates)
+    )
+    subjects = [person(P1), person(P2), person(P3)]
+    with pytest.raises(KeyError):
+        adapter.evaluate("degree_at_least", person(P2), {"rank": 2}, as_of=AS_OF)
+    with pytest.raises(KeyError):
+        adapter.evaluate_many("degree_at_least", subjects, {"rank": 2}, as_of=AS_OF)
+    answers = adapter.evaluate_many("degree_at_least", subjects, {"rank": 2}, as_of=AS_OF, isolate=True)
+    assert answers[0] is False and isinstance(answers[1], KeyError) and answers[2] is True
+
+    def source_fails(record: Any, params: Any, day: dt.date) -> bool:
+        raise OSError("the source went away")
+
+    monkeypatch.setitem(adapter._predicates, "degree_at_least", dataclasses.replace(pspec, test=source_fails))
+    with pytest.raises(ProviderUnavailable):
+        adapter.evaluate_many("degree_at_least", subjects, {"rank": 2}, as_of=AS_OF, isolate=True)
 
 
 def test_graduation_tie_on_date_takes_larger_record_id(db: NativeDb) -> None:

@@ -1,7 +1,8 @@
-"""Concurrent one-dataset Queries over local sources are decided and fetched together (one consent
-store read, one provider query): each call still gets exactly the answer, the denial and the audit
-entry it would get alone, and a failure of the store or of the provider fails each call of the
-batch as it would have failed it alone."""
+"""Concurrent one-dataset Queries and Verifies over local sources are decided and fetched (or
+evaluated) together (one consent store read, one provider query per dataset and field list or
+predicate): each call still gets exactly the answer, the denial and the audit entry it would get
+alone, and a failure of the store or of the provider fails each call of the batch as it would have
+failed it alone."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from adapters.agencies import Agency
+from adapters.base import years_before
 from adapters.contract import ProviderUnavailable, SubjectKind
 from gateway.batch_wait import AdaptiveWait
 from gateway.client import GatewayClient
@@ -27,6 +29,7 @@ from gateway.exchange import (
     DatasetAsk,
     Exchange,
     QueryAnswer,
+    VerifyAnswer,
     _settle,
     batch_step,
     expected_gap,
@@ -390,15 +393,18 @@ def test_a_lone_call_after_a_quiet_spell_is_not_held_long() -> None:
     assert batch_step(0.0, False, expected_gap(0.0005, 0.0)) is None
 
 
-def _cancel(gw: Gateway, subject: str, label: str, *, before_the_batch: bool) -> CallMeta:
-    """A call about ``subject`` (one use-limited consent) cancelled while it waits in a batch,
-    before or after the batch runs; returns its meta."""
+def _cancel(
+    gw: Gateway, subject: str, label: str, *, before_the_batch: bool, verify: bool = False
+) -> CallMeta:
+    """A call (a Query, or with ``verify`` a Verify) about ``subject`` (one use-limited consent)
+    cancelled while it waits in a batch, before or after the batch runs; returns its meta."""
     _grant(gw.client("hrss"), subject, uses=1, purpose=REVIEW)
     x = _exchange(gw)
     meta = _meta(label, REVIEW)
 
     async def scenario() -> None:
-        task = asyncio.get_running_loop().create_task(_ask(x, meta, subject))
+        call = _check(x, meta, subject) if verify else _ask(x, meta, subject)
+        task = asyncio.get_running_loop().create_task(call)
         await asyncio.sleep(0)  # the call waits in a batch
         assert x._local_queries is not None
         if before_the_batch:
@@ -469,11 +475,11 @@ def _lone_call(
             await before()
         lq._gap, lq._last = 0.0005, asyncio.get_running_loop().time()
         lq._run = counted  # type: ignore[method-assign]
-        x._queries_in_progress += others
+        x._calls_in_progress += others
         try:
             return await _ask(x, _meta(label), chosen)
         finally:
-            x._queries_in_progress -= others
+            x._calls_in_progress -= others
             del lq._run
             lq._gap, lq._last, lq.load = saved
 
@@ -498,10 +504,10 @@ def test_a_batch_holding_every_call_in_progress_does_not_wait(gw: Gateway, subje
     caller that sends its next call once this one is answered): the lone call runs at the end of
     its turn instead of waiting out server.query_batch_wait_ms on a timer."""
     (chosen,) = _consenting(gw, subjects, 1, 2)
-    assert _exchange(gw)._queries_in_progress == 0
+    assert _exchange(gw)._calls_in_progress == 0
     answer, checks = _lone_call(gw, chosen, "alone", others=0)
     assert isinstance(answer, QueryAnswer)
-    assert _exchange(gw)._queries_in_progress == 0
+    assert _exchange(gw)._calls_in_progress == 0
     # uvloop: checked once and run (a wait would take a timer and a second check); asyncio: only
     # the rounds while other callbacks are ready on the loop
     assert checks == 1 if _loop_kind(gw) == "uvloop" else 1 <= checks <= 12, checks
@@ -588,6 +594,8 @@ def test_query_batch_1_turns_batching_off(
         before = _batches(g)
         results = _together(g, [(_meta("off"), s) for s in dev_unknowns(g)])
         assert all(_outcome(r) == ("PERMISSION_DENIED", "CONSENT_MISSING") for r in results)
+        verdicts = _mixed(g, [(_meta("off"), s, VERIFY) for s in dev_unknowns(g)])
+        assert all(_verdict(r) == ("PERMISSION_DENIED", "CONSENT_MISSING") for r in verdicts)
         assert _batches(g) == before
         registry = g.background.worker.exchange.metrics.registry  # type: ignore[union-attr]
         assert registry.get_sample_value("dsgw_query_batch_wait_seconds") is None  # no batch, no wait
@@ -630,3 +638,176 @@ def test_when_a_batch_runs_on_a_loop_that_does_not_show_its_ready_queue() -> Non
     # no call due before the wait is over, or the wait is over: now
     assert batch_step(0.002, None, 0.5, 0.001) is None
     assert batch_step(0.0, None, 0.0001, 0.001) is None
+
+
+# --- Verify calls join the batches ---------------------------------------------------------------
+
+VERIFY = ("graduated_within_years", {"years": 3})
+Call = tuple[CallMeta, str, tuple[str, dict[str, int]] | None]  # a Verify's predicate, or a Query
+
+
+def _check(
+    x: Exchange, meta: CallMeta, subject: str, ask: tuple[str, dict[str, int]] = VERIFY
+) -> Awaitable[VerifyAnswer]:
+    predicate, params = ask
+    return x.verify(meta, SubjectKind.PERSON, subject, Agency.EDUCATION, predicate, params)
+
+
+def _mixed(gw: Gateway, calls: Sequence[Call]) -> list[Any]:
+    """Queries and Verifies started in one turn of the gateway's loop."""
+    x = _exchange(gw)
+
+    async def run() -> list[Any]:
+        started = [_ask(x, m, s) if ask is None else _check(x, m, s, ask) for m, s, ask in calls]
+        return list(await asyncio.gather(*started, return_exceptions=True))
+
+    return _on_gateway(gw, run())
+
+
+def _verdict(result: Any) -> Any:
+    if isinstance(result, VerifyAnswer):
+        return (result.result, result.legal_basis)
+    if isinstance(result, BaseException) and not isinstance(result, RequestError):
+        return type(result).__name__
+    return _outcome(result)
+
+
+def test_verify_calls_join_a_batch_and_are_answered_as_alone(gw: Gateway, subjects: Subjects) -> None:
+    """Verifies of two predicates and a Query, concurrent: decided in one batch, each answered
+    (and audited) exactly as alone; a Verify never carries the data, only its yes/no."""
+    chosen = _consenting(gw, subjects, 0, 4)
+    unknown = subjects.unknown[1]
+    _grant(gw.client("hrss"), unknown)  # a consent, but no record: the predicate says no
+    (no_consent,) = dev_unknowns(gw)[:1]
+    degree = ("degree_at_least", {"rank": 2})
+    calls: list[Call] = [
+        *((_meta("verify"), s, VERIFY) for s in chosen),
+        (_meta("degree"), chosen[0], degree),
+        (_meta("query"), chosen[1], None),
+        (_meta("verify-unknown"), unknown, VERIFY),
+        (_meta("verify-no-consent"), no_consent, VERIFY),
+    ]
+    before = _batches(gw)
+    together = _mixed(gw, calls)
+    after = _batches(gw)
+    assert after[0] - before[0] == len(calls)  # every call went through a batch
+    assert after[1] - before[1] < len(calls)  # decided and evaluated together
+
+    alone = [_mixed(gw, [(_meta("alone"), s, ask)])[0] for _, s, ask in calls]
+    assert [_verdict(r) for r in together] == [_verdict(r) for r in alone]
+    today = _exchange(gw).today()
+    by_subject = dict(subjects.graduates)
+    for s, r in zip(chosen, together[: len(chosen)], strict=True):
+        assert isinstance(r, VerifyAnswer) and r.legal_basis
+        assert r.result is (by_subject[s]["graduation_date"] >= years_before(today, 3))
+    assert isinstance(together[len(chosen) + 1], QueryAnswer)
+    assert _verdict(together[-2])[0] is False  # no record: no
+    assert _verdict(together[-1]) == ("PERMISSION_DENIED", "CONSENT_MISSING")
+
+    entries = _audit(gw)
+    for meta, subject, ask in calls:
+        (entry,) = entries_of(entries, meta.request_id)
+        assert entry.subject is not None and entry.subject.id == subject
+        if ask is not None:
+            assert entry.body.predicate is not None and entry.body.predicate.name == ask[0]
+    denied = entries_of(entries, calls[-1][0].request_id)[0]
+    assert denied.body.reason == "CONSENT_MISSING"
+
+
+def test_a_verify_the_provider_cannot_map_fails_alone(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = _consenting(gw, subjects, 0, 3)
+    adapter = _exchange(gw).adapters[Agency.EDUCATION]
+    real = adapter.evaluate_many
+
+    def one_malformed(predicate: str, subjects_: Any, params: Any = None, **kwargs: Any) -> Any:
+        out = real(predicate, subjects_, params, **kwargs)
+        return [
+            ProviderUnavailable(Agency.EDUCATION, "malformed native data (graduation_date: not a date)")
+            if s.id == chosen[1]
+            else r
+            for s, r in zip(subjects_, out, strict=True)
+        ]
+
+    monkeypatch.setattr(adapter, "evaluate_many", one_malformed)
+    calls: list[Call] = [(_meta("v-malformed"), s, VERIFY) for s in chosen]
+    results = _mixed(gw, calls)
+    assert isinstance(results[0], VerifyAnswer) and isinstance(results[2], VerifyAnswer)
+    assert _verdict(results[1]) == ("UNAVAILABLE", "PROVIDER_UNAVAILABLE")
+    (entry,) = entries_of(_audit(gw), calls[1][0].request_id)
+    assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
+
+
+def test_a_provider_failure_fails_every_verify_of_the_batch(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = _consenting(gw, subjects, 0, 3)
+    adapter = _exchange(gw).adapters[Agency.EDUCATION]
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ProviderUnavailable(Agency.EDUCATION, "connection refused")
+
+    monkeypatch.setattr(adapter, "evaluate_many", down)
+    monkeypatch.setattr(adapter, "evaluate", down)
+    calls: list[Call] = [(_meta("v-down"), s, VERIFY) for s in chosen]
+    results = _mixed(gw, calls)
+    assert [_verdict(r) for r in results] == [("UNAVAILABLE", "PROVIDER_UNAVAILABLE")] * 3
+    entries = _audit(gw)
+    for meta, _, _ in calls:
+        (entry,) = entries_of(entries, meta.request_id)
+        assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
+
+
+def test_a_verify_whose_answer_breaks_the_adapter_fails_alone(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the predicate's own test for one subject fails that Verify as it fails alone
+    (the exception, INTERNAL over gRPC, no entry); the batch's other Verifies are answered."""
+    by_subject = dict(subjects.graduates)
+    chosen: list[str] = []
+    for s in _consenting(gw, subjects, 7, 14):
+        if all(by_subject[s]["graduation_date"] != by_subject[c]["graduation_date"] for c in chosen):
+            chosen.append(s)
+    chosen = chosen[:3]
+    assert len(chosen) == 3
+    broken_date = by_subject[chosen[1]]["graduation_date"]
+    adapter = _exchange(gw).adapters[Agency.EDUCATION]
+    pspec = adapter._predicates[VERIFY[0]]  # type: ignore[attr-defined]
+
+    def breaks_on_one(record: Any, params: Any, day: dt.date) -> bool:
+        if record.graduation_date == broken_date:
+            raise KeyError("a code the adapter does not know")
+        return bool(pspec.test(record, params, day))
+
+    monkeypatch.setitem(adapter._predicates, VERIFY[0], dataclasses.replace(pspec, test=breaks_on_one))  # type: ignore[attr-defined]
+    assert _verdict(_mixed(gw, [(_meta("v-broken-alone"), chosen[1], VERIFY)])[0]) == "KeyError"
+    before = _batches(gw)
+    calls: list[Call] = [(_meta("v-broken"), s, VERIFY) for s in chosen]
+    results = _mixed(gw, calls)
+    assert _batches(gw)[1] - before[1] == 1  # one batch of three
+    assert isinstance(results[0], VerifyAnswer) and isinstance(results[2], VerifyAnswer)
+    assert _verdict(results[1]) == "KeyError"
+    entries = _audit(gw)
+    assert entries_of(entries, calls[1][0].request_id) == []
+    assert len(entries_of(entries, calls[0][0].request_id)) == 1
+
+
+def test_a_verify_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subjects: Subjects) -> None:
+    """The batch decided (spending the consent's one use) and evaluated for the Verify, then its
+    caller went away: its audit entry is still written, and the use stays spent."""
+    subject = subjects.graduates[12][0]
+    meta = _cancel(gw, subject, "v-cancel-late", before_the_batch=False, verify=True)
+    (entry,) = entries_of(_audit(gw), meta.request_id)
+    assert entry.body.outcome.kind.value == "found"
+    assert _verdict(_mixed(gw, [(_meta("v-after", REVIEW), subject, VERIFY)])[0]) == (
+        "PERMISSION_DENIED",
+        "CONSENT_USE_LIMIT_REACHED",
+    )
+
+
+def test_a_verify_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: Subjects) -> None:
+    subject = subjects.graduates[13][0]
+    meta = _cancel(gw, subject, "v-cancel-early", before_the_batch=True, verify=True)
+    assert entries_of(_audit(gw), meta.request_id) == []
+    assert isinstance(_mixed(gw, [(_meta("v-after", REVIEW), subject, VERIFY)])[0], VerifyAnswer)

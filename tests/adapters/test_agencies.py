@@ -92,12 +92,22 @@ def test_many_subject_calls_answer_a_subject_named_twice_each_time(db: NativeDb)
     assert adapter.fetch_many("graduation", [], as_of=AS_OF) == []
 
 
+def _three_graduates(db: NativeDb, middle: str = "11") -> None:
+    """P1 an associate (41), P2 of level code ``middle`` (11: a doctorate), P3 a bachelor (31)."""
+    for record_id, subject, level in ((1, P1, "41"), (2, P2, middle), (3, P3, "31")):
+        db.add(
+            "graduate_record",
+            record_id=record_id,
+            cert_no=subject,
+            education_level=level,
+            graduation_date="2025-06-30",
+        )
+
+
 def test_many_subject_calls_fail_only_the_subject_whose_rows_are_malformed(db: NativeDb) -> None:
     """One subject's unmappable native value fails that subject alone (the error a call about it
     alone raises); the others of the same source call are answered."""
-    db.add("graduate_record", record_id=1, cert_no=P1, education_level="41", graduation_date="2025-06-30")
-    db.add("graduate_record", record_id=2, cert_no=P2, education_level="99", graduation_date="2025-06-30")
-    db.add("graduate_record", record_id=3, cert_no=P3, education_level="31", graduation_date="2025-06-30")
+    _three_graduates(db, middle="99")  # P2's level code is unknown
     adapter = db.adapter(Agency.EDUCATION)
     with pytest.raises(ProviderUnavailable) as alone:
         adapter.fetch("graduation", person(P2), as_of=AS_OF)
@@ -120,9 +130,7 @@ def test_many_subject_fetches_fail_only_the_subject_whose_record_breaks_the_adap
     record) fails that subject's fetch alone, with the exception a fetch of it alone raises;
     the others of the same source call are answered (it used to fail them all). A bulk
     comparison still fails as a whole: BatchVerify answers chunk by chunk."""
-    db.add("graduate_record", record_id=1, cert_no=P1, education_level="41", graduation_date="2025-06-30")
-    db.add("graduate_record", record_id=2, cert_no=P2, education_level="11", graduation_date="2025-06-30")
-    db.add("graduate_record", record_id=3, cert_no=P3, education_level="31", graduation_date="2025-06-30")
+    _three_graduates(db)
     adapter = db.adapter(Agency.EDUCATION)
     spec = adapter._datasets["graduation"]
 
@@ -157,9 +165,7 @@ def test_batched_evaluations_fail_only_the_subject_whose_answer_breaks_the_predi
     """A predicate's own test failing on one subject's record (a bug) fails that subject's
     answer alone with ``isolate`` (batched Verify calls), as an evaluation of it alone fails;
     without, the whole call fails (a bulk comparison); a source error is never isolated."""
-    db.add("graduate_record", record_id=1, cert_no=P1, education_level="41", graduation_date="2025-06-30")
-    db.add("graduate_record", record_id=2, cert_no=P2, education_level="11", graduation_date="2025-06-30")
-    db.add("graduate_record", record_id=3, cert_no=P3, education_level="31", graduation_date="2025-06-30")
+    _three_graduates(db)
     adapter = db.adapter(Agency.EDUCATION)
     pspec = adapter._predicates["degree_at_least"]
 

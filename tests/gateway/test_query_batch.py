@@ -137,6 +137,36 @@ def _outcome(result: Any) -> Any:
     return [(r.provider, r.dataset, r.found, dict(r.values), r.legal_basis) for r in result.results]
 
 
+VERIFY = ("graduated_within_years", {"years": 3})
+Call = tuple[CallMeta, str, tuple[str, dict[str, int]] | None]  # a Verify's predicate, or a Query
+
+
+def _check(
+    x: Exchange, meta: CallMeta, subject: str, ask: tuple[str, dict[str, int]] = VERIFY
+) -> Awaitable[VerifyAnswer]:
+    predicate, params = ask
+    return x.verify(meta, SubjectKind.PERSON, subject, Agency.EDUCATION, predicate, params)
+
+
+def _mixed(gw: Gateway, calls: Sequence[Call]) -> list[Any]:
+    """Queries and Verifies started in one turn of the gateway's loop."""
+    x = _exchange(gw)
+
+    async def run() -> list[Any]:
+        started = [_ask(x, m, s) if ask is None else _check(x, m, s, ask) for m, s, ask in calls]
+        return list(await asyncio.gather(*started, return_exceptions=True))
+
+    return _on_gateway(gw, run())
+
+
+def _verdict(result: Any) -> Any:
+    if isinstance(result, VerifyAnswer):
+        return (result.result, result.legal_basis)
+    if isinstance(result, BaseException) and not isinstance(result, RequestError):
+        return type(result).__name__
+    return _outcome(result)
+
+
 def test_a_batch_answers_each_call_as_it_would_be_answered_alone(gw: Gateway, subjects: Subjects) -> None:
     client = gw.client("hrss")
     graduates = [s for s, _ in subjects.graduates]
@@ -219,13 +249,18 @@ def test_a_provider_failure_fails_every_allowed_call_of_the_batch(
     def down(*args: Any, **kwargs: Any) -> Any:
         raise ProviderUnavailable(Agency.EDUCATION, "connection refused")
 
-    monkeypatch.setattr(adapter, "fetch_many", down)
-    calls = [(_meta("provider-down"), s) for s in chosen] + [(_meta("no-consent"), subjects.insured[0])]
-    results = _together(gw, calls)
-    assert [_outcome(r)[1] for r in results[:3]] == ["PROVIDER_UNAVAILABLE"] * 3
-    assert _outcome(results[3]) == ("PERMISSION_DENIED", "CONSENT_MISSING")
+    for method in ("fetch_many", "evaluate_many", "evaluate"):
+        monkeypatch.setattr(adapter, method, down)
+    calls: list[Call] = [
+        *((_meta("provider-down"), s, None) for s in chosen),
+        *((_meta("v-provider-down"), s, VERIFY) for s in chosen),
+        (_meta("no-consent"), subjects.insured[0], None),
+    ]
+    results = _mixed(gw, calls)
+    assert [_verdict(r) for r in results[:6]] == [("UNAVAILABLE", "PROVIDER_UNAVAILABLE")] * 6
+    assert _verdict(results[6]) == ("PERMISSION_DENIED", "CONSENT_MISSING")
     entries = _audit(gw)
-    for meta, _ in calls[:3]:
+    for meta, _, _ in calls[:6]:
         (entry,) = entries_of(entries, meta.request_id)
         assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
 
@@ -254,17 +289,19 @@ def test_a_subject_whose_consent_cannot_be_read_fails_alone(
     assert _outcome(results[1]) == ("UNAVAILABLE", "CONSENT_STORE_UNAVAILABLE")
 
 
+@pytest.mark.parametrize("verify", [False, True], ids=["query", "verify"])
 def test_a_subject_the_provider_cannot_map_fails_alone(
-    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch, verify: bool
 ) -> None:
-    """The provider answers a batched query with one subject's records malformed: that call is
-    PROVIDER_UNAVAILABLE (as alone), the others are answered."""
+    """The provider answers a batched query (or evaluation) with one subject's records
+    malformed: that call is PROVIDER_UNAVAILABLE (as alone), the others are answered."""
     chosen = _consenting(gw, subjects, 0, 3)
     adapter = _exchange(gw).adapters[Agency.EDUCATION]
-    real = adapter.fetch_many
+    many = "evaluate_many" if verify else "fetch_many"
+    real = getattr(adapter, many)
 
-    def one_malformed(dataset: str, subjects_: Any, fields: Any = None, **kwargs: Any) -> Any:
-        out = real(dataset, subjects_, fields, **kwargs)
+    def one_malformed(what: str, subjects_: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real(what, subjects_, *args, **kwargs)
         return [
             ProviderUnavailable(Agency.EDUCATION, "malformed native data (education_level: unknown code)")
             if s.id == chosen[1]
@@ -272,13 +309,26 @@ def test_a_subject_the_provider_cannot_map_fails_alone(
             for s, r in zip(subjects_, out, strict=True)
         ]
 
-    monkeypatch.setattr(adapter, "fetch_many", one_malformed)
-    calls = [(_meta("malformed"), s) for s in chosen]
-    results = _together(gw, calls)
-    assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
-    assert _outcome(results[1]) == ("UNAVAILABLE", "PROVIDER_UNAVAILABLE")
+    monkeypatch.setattr(adapter, many, one_malformed)
+    calls: list[Call] = [(_meta("malformed"), s, VERIFY if verify else None) for s in chosen]
+    results = _mixed(gw, calls)
+    answered = VerifyAnswer if verify else QueryAnswer
+    assert isinstance(results[0], answered) and isinstance(results[2], answered)
+    assert _verdict(results[1]) == ("UNAVAILABLE", "PROVIDER_UNAVAILABLE")
     (entry,) = entries_of(_audit(gw), calls[1][0].request_id)
     assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
+
+
+def _three_apart(gw: Gateway, subjects: Subjects) -> list[str]:
+    """Three consenting graduates, each graduated on another day (so a record can be told
+    apart by its date)."""
+    by_subject = dict(subjects.graduates)
+    chosen: list[str] = []
+    for s in _consenting(gw, subjects, 7, 14):
+        if all(by_subject[s]["graduation_date"] != by_subject[c]["graduation_date"] for c in chosen):
+            chosen.append(s)
+    assert len(chosen) >= 3
+    return chosen[:3]
 
 
 def test_a_subject_whose_record_breaks_the_adapter_fails_alone(
@@ -287,14 +337,8 @@ def test_a_subject_whose_record_breaks_the_adapter_fails_alone(
     """A bug in the adapter's own code (a KeyError building one subject's record) fails that
     call as it fails alone (the exception, INTERNAL over gRPC, no entry: nothing was
     disclosed); the batch's other calls are answered. It used to fail every call of the batch."""
-    by_subject = dict(subjects.graduates)
-    chosen: list[str] = []
-    for s in _consenting(gw, subjects, 7, 14):
-        if all(by_subject[s]["graduation_date"] != by_subject[c]["graduation_date"] for c in chosen):
-            chosen.append(s)
-    chosen = chosen[:3]
-    assert len(chosen) == 3
-    broken_date = by_subject[chosen[1]]["graduation_date"]
+    chosen = _three_apart(gw, subjects)
+    broken_date = dict(subjects.graduates)[chosen[1]]["graduation_date"]
     adapter = _exchange(gw).adapters[Agency.EDUCATION]
     spec = adapter._datasets["graduation"]  # type: ignore[attr-defined]
 
@@ -642,35 +686,6 @@ def test_when_a_batch_runs_on_a_loop_that_does_not_show_its_ready_queue() -> Non
 
 # --- Verify calls join the batches ---------------------------------------------------------------
 
-VERIFY = ("graduated_within_years", {"years": 3})
-Call = tuple[CallMeta, str, tuple[str, dict[str, int]] | None]  # a Verify's predicate, or a Query
-
-
-def _check(
-    x: Exchange, meta: CallMeta, subject: str, ask: tuple[str, dict[str, int]] = VERIFY
-) -> Awaitable[VerifyAnswer]:
-    predicate, params = ask
-    return x.verify(meta, SubjectKind.PERSON, subject, Agency.EDUCATION, predicate, params)
-
-
-def _mixed(gw: Gateway, calls: Sequence[Call]) -> list[Any]:
-    """Queries and Verifies started in one turn of the gateway's loop."""
-    x = _exchange(gw)
-
-    async def run() -> list[Any]:
-        started = [_ask(x, m, s) if ask is None else _check(x, m, s, ask) for m, s, ask in calls]
-        return list(await asyncio.gather(*started, return_exceptions=True))
-
-    return _on_gateway(gw, run())
-
-
-def _verdict(result: Any) -> Any:
-    if isinstance(result, VerifyAnswer):
-        return (result.result, result.legal_basis)
-    if isinstance(result, BaseException) and not isinstance(result, RequestError):
-        return type(result).__name__
-    return _outcome(result)
-
 
 def test_verify_calls_join_a_batch_and_are_answered_as_alone(gw: Gateway, subjects: Subjects) -> None:
     """Verifies of two predicates and a Query, concurrent: decided in one batch, each answered
@@ -714,64 +729,13 @@ def test_verify_calls_join_a_batch_and_are_answered_as_alone(gw: Gateway, subjec
     assert denied.body.reason == "CONSENT_MISSING"
 
 
-def test_a_verify_the_provider_cannot_map_fails_alone(
-    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    chosen = _consenting(gw, subjects, 0, 3)
-    adapter = _exchange(gw).adapters[Agency.EDUCATION]
-    real = adapter.evaluate_many
-
-    def one_malformed(predicate: str, subjects_: Any, params: Any = None, **kwargs: Any) -> Any:
-        out = real(predicate, subjects_, params, **kwargs)
-        return [
-            ProviderUnavailable(Agency.EDUCATION, "malformed native data (graduation_date: not a date)")
-            if s.id == chosen[1]
-            else r
-            for s, r in zip(subjects_, out, strict=True)
-        ]
-
-    monkeypatch.setattr(adapter, "evaluate_many", one_malformed)
-    calls: list[Call] = [(_meta("v-malformed"), s, VERIFY) for s in chosen]
-    results = _mixed(gw, calls)
-    assert isinstance(results[0], VerifyAnswer) and isinstance(results[2], VerifyAnswer)
-    assert _verdict(results[1]) == ("UNAVAILABLE", "PROVIDER_UNAVAILABLE")
-    (entry,) = entries_of(_audit(gw), calls[1][0].request_id)
-    assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
-
-
-def test_a_provider_failure_fails_every_verify_of_the_batch(
-    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    chosen = _consenting(gw, subjects, 0, 3)
-    adapter = _exchange(gw).adapters[Agency.EDUCATION]
-
-    def down(*args: Any, **kwargs: Any) -> Any:
-        raise ProviderUnavailable(Agency.EDUCATION, "connection refused")
-
-    monkeypatch.setattr(adapter, "evaluate_many", down)
-    monkeypatch.setattr(adapter, "evaluate", down)
-    calls: list[Call] = [(_meta("v-down"), s, VERIFY) for s in chosen]
-    results = _mixed(gw, calls)
-    assert [_verdict(r) for r in results] == [("UNAVAILABLE", "PROVIDER_UNAVAILABLE")] * 3
-    entries = _audit(gw)
-    for meta, _, _ in calls:
-        (entry,) = entries_of(entries, meta.request_id)
-        assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_UNAVAILABLE")
-
-
 def test_a_verify_whose_answer_breaks_the_adapter_fails_alone(
     gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in the predicate's own test for one subject fails that Verify as it fails alone
     (the exception, INTERNAL over gRPC, no entry); the batch's other Verifies are answered."""
-    by_subject = dict(subjects.graduates)
-    chosen: list[str] = []
-    for s in _consenting(gw, subjects, 7, 14):
-        if all(by_subject[s]["graduation_date"] != by_subject[c]["graduation_date"] for c in chosen):
-            chosen.append(s)
-    chosen = chosen[:3]
-    assert len(chosen) == 3
-    broken_date = by_subject[chosen[1]]["graduation_date"]
+    chosen = _three_apart(gw, subjects)
+    broken_date = dict(subjects.graduates)[chosen[1]]["graduation_date"]
     adapter = _exchange(gw).adapters[Agency.EDUCATION]
     pspec = adapter._predicates[VERIFY[0]]  # type: ignore[attr-defined]
 

@@ -557,7 +557,9 @@ class SqlAdapter:
         except NativeDataError:
             pass
         except Exception as exc:
-            if not (isolate and len(groups) > 1 and classify(exc, timeout=0).internal):
+            # isolated even when only one group has rows: the batch's subjects without a record
+            # are answered too (not found, or no)
+            if not (isolate and classify(exc, timeout=0).internal):
                 raise
         records: dict[GroupKey, CanonicalRecord] = {}
         failed: dict[GroupKey, Exception] = {}

@@ -284,7 +284,7 @@ def expected_gap(average: float, since_last: float) -> float:
 def batch_step(
     left: float, ready: bool | None, gap: float, tick: float = 0.0, *, alone: bool = False
 ) -> float | None:
-    """When a waiting batch of Queries runs: None now; 0 after the callbacks ready on the loop
+    """When a waiting batch of Queries and Verifies runs: None now; 0 after the callbacks ready on the loop
     (they may bring more calls); else in this many seconds, when the next call is due.
 
     ``left``: seconds left of the batch's wait; ``ready``: other callbacks are ready on the
@@ -292,7 +292,7 @@ def batch_step(
     out what is left of its time in one step, in whole ``tick`` (the loop's timer resolution:
     a shorter timer fires at once, a longer one would overrun the wait), and runs now when less
     than a tick is left; ``gap``: the recent average time between calls; ``alone``: the batch
-    holds every Query in progress in the worker. Such a batch does not wait on a timer: a caller
+    holds every Query and Verify in progress in the worker. Such a batch does not wait on a timer: a caller
     that sends its next call once this one is answered cannot add to it, and calls that come
     this seldom need no batching (under load, calls writing their audit entries are in progress
     too)."""
@@ -330,7 +330,7 @@ class _LocalQueries:
     and no call is due (by the recent arrival rate) before its wait is over
     (:func:`batch_step`): under load it gathers the calls of a few turns, at most ``wait_s``
     after its first call; when calls come slower than one per ``wait_s``, or the batch holds
-    every Query in progress in the worker, its calls run at the end of their turn. With
+    every Query and Verify in progress in the worker, its calls run at the end of their turn. With
     ``adaptive``, ``wait_s`` is the longest wait: on a quiet loop there is none
     (:mod:`gateway.batch_wait`)."""
 
@@ -405,7 +405,7 @@ class _LocalQueries:
             self._run_many(waiting)
         except BaseException as exc:  # a bug: every call of the batch fails (none hangs)
             for w in waiting:
-                _settle(w.future, error=copy.copy(exc))  # one instance each: tracebacks apart
+                _settle(w.future, error=_own_copy(exc))  # one instance each: tracebacks apart
             if not isinstance(exc, Exception):
                 raise
 
@@ -505,6 +505,16 @@ async def _steps_of(future: asyncio.Future[_Steps]) -> tuple[_Steps, bool]:
         return future.result(), True  # an error of the steps is raised, and handled, as usual
 
 
+def _own_copy(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` for one more waiting call (tracebacks apart), or ``exc`` itself when it
+    cannot be copied (its constructor wants arguments it does not keep): a copy that fails must
+    not leave the other calls of the batch unsettled."""
+    try:
+        return copy.copy(exc)
+    except Exception:
+        return exc
+
+
 def _settle(
     future: asyncio.Future[_Steps], *, result: _Steps | None = None, error: BaseException | None = None
 ) -> None:
@@ -586,7 +596,7 @@ class Exchange:
 
     @property
     def batch_load(self) -> AdaptiveWait | None:
-        """The Query batches' wait and the loop's load it follows (None: Queries are not
+        """The Query and Verify batches' wait and the loop's load it follows (None: they are not
         batched)."""
         return self._local_queries.load if self._local_queries is not None else None
 

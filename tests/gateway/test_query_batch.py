@@ -13,6 +13,7 @@ import datetime as dt
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -30,7 +31,9 @@ from gateway.exchange import (
     Exchange,
     QueryAnswer,
     VerifyAnswer,
+    _LocalQueries,
     _settle,
+    _Waiting,
     batch_step,
     expected_gap,
 )
@@ -362,11 +365,13 @@ def test_a_subject_whose_record_breaks_the_adapter_fails_alone(
     assert len(entries_of(entries, calls[0][0].request_id)) == 1
 
 
+@pytest.mark.parametrize("verify", [False, True], ids=["query", "verify"])
 def test_a_short_deadline_does_not_bound_the_other_calls(
-    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch, verify: bool
 ) -> None:
-    """A call with almost no time left in a batch: it alone is PROVIDER_TIMEOUT; the others, with
-    their own long deadlines, are answered (the whole group used to get the shortest deadline)."""
+    """A call with almost no time left in a batch: it alone is PROVIDER_TIMEOUT (audited as
+    failed); the others, with their own long deadlines, are answered (the whole group used to
+    get the shortest deadline)."""
     chosen = _consenting(gw, subjects, 0, 3)
     consent = _exchange(gw).consent
     real = consent.decide_many
@@ -380,9 +385,15 @@ def test_a_short_deadline_does_not_bound_the_other_calls(
     short = CallMeta(caller=Agency.HRSS, request_id=f"qb-short-{next(_ids)}", purpose=PURPOSE)
     end = time.monotonic() + 0.075  # 25 ms once the 50 ms answer reserve is kept
     short = dataclasses.replace(short, time_left=lambda: end - time.monotonic())
-    results = _together(gw, [(_meta("long"), chosen[0]), (short, chosen[1]), (_meta("long"), chosen[2])])
-    assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
-    assert _outcome(results[1]) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
+    ask = VERIFY if verify else None
+    results = _mixed(
+        gw, [(_meta("long"), chosen[0], ask), (short, chosen[1], ask), (_meta("long"), chosen[2], ask)]
+    )
+    answered = VerifyAnswer if verify else QueryAnswer
+    assert isinstance(results[0], answered) and isinstance(results[2], answered)
+    assert _verdict(results[1]) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
+    (entry,) = entries_of(_audit(gw), short.request_id)
+    assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_TIMEOUT")
 
 
 def test_each_call_of_a_slow_provider_query_keeps_its_own_deadline(
@@ -424,6 +435,31 @@ def test_a_batch_that_breaks_settles_every_call() -> None:
         assert all(f.done() for f in futures)
         assert isinstance(futures[0].exception(), RuntimeError)
         assert futures[0].exception() is not futures[1].exception()
+    finally:
+        loop.close()
+
+
+class _Uncopyable(Exception):
+    def __init__(self, reason: str, *, detail: str) -> None:  # copy.copy calls cls(*args): fails
+        super().__init__(f"{reason}: {detail}")
+
+
+def test_a_batch_broken_by_an_exception_that_cannot_be_copied_settles_every_call() -> None:
+    """Each waiting call gets its own copy of a bug's exception; one whose class cannot be
+    copied is given as is, and the batch's other calls are still settled (they used to hang)."""
+    exchange: Any = SimpleNamespace(metrics=SimpleNamespace(query_batch=lambda n: None))
+    batches = _LocalQueries(exchange, 64, 0.004)
+    loop = asyncio.new_event_loop()
+    try:
+        futures = [loop.create_future() for _ in range(3)]
+        batches._waiting = [_Waiting(_meta("bug"), None, None, f) for f in futures]  # type: ignore[arg-type]
+
+        def broken(waiting: Any) -> None:
+            raise _Uncopyable("INTERNAL", detail="a bug")
+
+        batches._run_many = broken  # type: ignore[method-assign]
+        batches._run_now()
+        assert all(isinstance(f.exception(), _Uncopyable) for f in futures)
     finally:
         loop.close()
 
@@ -698,6 +734,8 @@ def test_verify_calls_join_a_batch_and_are_answered_as_alone(gw: Gateway, subjec
     calls: list[Call] = [
         *((_meta("verify"), s, VERIFY) for s in chosen),
         (_meta("degree"), chosen[0], degree),
+        (_meta("within-1"), chosen[2], ("graduated_within_years", {"years": 1})),  # other parameters
+        (_meta("within-40"), chosen[3], ("graduated_within_years", {"years": 40})),
         (_meta("query"), chosen[1], None),
         (_meta("verify-unknown"), unknown, VERIFY),
         (_meta("verify-no-consent"), no_consent, VERIFY),
@@ -708,25 +746,48 @@ def test_verify_calls_join_a_batch_and_are_answered_as_alone(gw: Gateway, subjec
     assert after[0] - before[0] == len(calls)  # every call went through a batch
     assert after[1] - before[1] < len(calls)  # decided and evaluated together
 
-    alone = [_mixed(gw, [(_meta("alone"), s, ask)])[0] for _, s, ask in calls]
+    alone_calls: list[Call] = [(_meta("alone"), s, ask) for _, s, ask in calls]
+    alone = [_mixed(gw, [call])[0] for call in alone_calls]
     assert [_verdict(r) for r in together] == [_verdict(r) for r in alone]
     today = _exchange(gw).today()
     by_subject = dict(subjects.graduates)
     for s, r in zip(chosen, together[: len(chosen)], strict=True):
         assert isinstance(r, VerifyAnswer) and r.legal_basis
         assert r.result is (by_subject[s]["graduation_date"] >= years_before(today, 3))
-    assert isinstance(together[len(chosen) + 1], QueryAnswer)
+    assert _verdict(together[len(chosen) + 2])[0] is (
+        by_subject[chosen[3]]["graduation_date"] >= years_before(today, 40)
+    )
+    assert isinstance(together[len(chosen) + 3], QueryAnswer)
     assert _verdict(together[-2])[0] is False  # no record: no
     assert _verdict(together[-1]) == ("PERMISSION_DENIED", "CONSENT_MISSING")
 
+    # one entry per call, about its subject, saying what the call alone's entry says
     entries = _audit(gw)
-    for meta, subject, ask in calls:
+    for (meta, subject, ask), (alone_meta, _, _) in zip(calls, alone_calls, strict=True):
         (entry,) = entries_of(entries, meta.request_id)
+        (alone_entry,) = entries_of(entries, alone_meta.request_id)
         assert entry.subject is not None and entry.subject.id == subject
+        assert _entry_facts(entry) == _entry_facts(alone_entry)
         if ask is not None:
             assert entry.body.predicate is not None and entry.body.predicate.name == ask[0]
+            assert dict(entry.body.predicate.parameters) == ask[1]
     denied = entries_of(entries, calls[-1][0].request_id)[0]
     assert denied.body.reason == "CONSENT_MISSING"
+
+
+def _entry_facts(entry: Any) -> tuple[Any, ...]:
+    """What an access entry says of its call, but its request id and time."""
+    b = entry.body
+    return (
+        b.provider,
+        b.datasets,
+        b.fields,
+        b.predicate,
+        b.legal_basis,
+        b.decision,
+        b.reason,
+        b.outcome.kind,
+    )
 
 
 def test_a_verify_whose_answer_breaks_the_adapter_fails_alone(
@@ -755,6 +816,38 @@ def test_a_verify_whose_answer_breaks_the_adapter_fails_alone(
     entries = _audit(gw)
     assert entries_of(entries, calls[1][0].request_id) == []
     assert len(entries_of(entries, calls[0][0].request_id)) == 1
+
+
+@pytest.mark.parametrize("verify", [False, True], ids=["query", "verify"])
+def test_a_broken_record_alone_with_rows_in_its_batch_fails_alone(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch, verify: bool
+) -> None:
+    """The only subject of a batch with native rows breaks the adapter's own code building its
+    record: that call fails (INTERNAL, no entry); the other, about a subject without a record,
+    is answered and audited as alone (it used to get the same exception)."""
+    broken = _three_apart(gw, subjects)[0]
+    unknown = subjects.unknown[2]
+    _grant(gw.client("hrss"), unknown)
+    ask = VERIFY if verify else None
+    alone = _verdict(_mixed(gw, [(_meta("unknown-alone"), unknown, ask)])[0])
+    adapter = _exchange(gw).adapters[Agency.EDUCATION]
+    spec = adapter._datasets["graduation"]  # type: ignore[attr-defined]
+
+    def breaks(conn: Any, groups: Any, day: dt.date) -> Any:
+        if spec.build(conn, groups, day):  # any record at all: the broken subject's
+            raise KeyError("a code the adapter does not know")
+        return {}
+
+    monkeypatch.setitem(adapter._datasets, "graduation", dataclasses.replace(spec, build=breaks))  # type: ignore[attr-defined]
+    before = _batches(gw)
+    calls: list[Call] = [(_meta("broken-only"), broken, ask), (_meta("unknown"), unknown, ask)]
+    results = _mixed(gw, calls)
+    assert _batches(gw)[1] - before[1] == 1
+    assert _verdict(results[0]) == "KeyError"
+    assert _verdict(results[1]) == alone
+    entries = _audit(gw)
+    assert entries_of(entries, calls[0][0].request_id) == []
+    assert len(entries_of(entries, calls[1][0].request_id)) == 1
 
 
 def test_a_verify_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subjects: Subjects) -> None:

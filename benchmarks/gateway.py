@@ -157,8 +157,8 @@ def gateway_counters(text: str, method: str = "Query") -> dict[str, float]:
     """The counters this benchmark reads from Prometheus text (one worker's, or several workers'
     one after the other: their counts add up):
 
-    * ``batch_sum`` / ``batch_count``: the ``dsgw_query_batch_size`` histogram (one-dataset
-      Queries decided and fetched together);
+    * ``batch_sum`` / ``batch_count``: the ``dsgw_query_batch_size`` histogram (Queries and
+      Verifies decided and fetched together);
     * ``queries`` / ``queries_within_bound``: answered calls of ``method`` (Query, or Verify with
       ``--method verify``; ``dsgw_call_latency_seconds``, code OK), all and those whose time in
       the gateway's handler (from the handler's start to its answer) was at most

@@ -125,7 +125,7 @@ class ServerSection(_Section):
     #: collections to the interpreter's thresholds. Short, frequent collections instead of one
     #: of 6-17 ms every few thousand calls (gateway/server/gc_pacing.py).
     gc_young_every_ms: Annotated[float, Field(ge=0, le=10_000)] = 50.0
-    #: Most one-dataset Queries and Verifies over embedded (SQLite) sources decided and fetched
+    #: Most Queries and Verifies over embedded (SQLite) sources decided and fetched
     #: (or evaluated) together: waiting calls share one consent-store read and one provider
     #: query per dataset and field list, or per predicate and parameters (each still gets the
     #: decision, values, yes/no or error it would get alone, and its own audit entry). 1 turns

@@ -265,7 +265,7 @@ def _fingerprint(*parts: object) -> bytes:
     return hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=16).digest()
 
 
-# --- concurrent one-dataset Queries over local sources, decided and fetched together --------------
+# --- concurrent Queries and Verifies over local sources, decided and fetched together ------------
 
 _Steps = tuple[list[Decision], list[Any] | None]
 
@@ -311,18 +311,19 @@ def batch_step(
 @dataclass(slots=True)
 class _Waiting:
     meta: CallMeta
-    plan: _Plan
+    plans: Sequence[_Plan]  # one per dataset of the call (a Verify: one)
     subject: Subject
     future: asyncio.Future[_Steps]
 
 
 class _LocalQueries:
-    """The consent and provider steps of concurrent one-dataset Queries and of Verifies over
-    local sources, run together (they run on the event loop anyway). One consent-store read
-    decides them all (:meth:`ConsentService.decide_many`) and one provider query per dataset
-    and field list fetches the allowed Queries (:func:`fetch_step.fetch_many`), one per
-    predicate and parameters evaluates the allowed Verifies (:func:`fetch_step.evaluate_many`),
-    instead of one of each per call. Each call gets what :meth:`Exchange._consent_then_fetch`
+    """The consent and provider steps of concurrent Queries and Verifies over local sources,
+    run together (they run on the event loop anyway). One consent-store read decides them all
+    (:meth:`ConsentService.decide_many`; a Query's datasets together, as alone) and one
+    provider query per dataset and field list fetches the allowed Queries' datasets
+    (:func:`fetch_step.fetch_many`), one per predicate and parameters evaluates the allowed
+    Verifies (:func:`fetch_step.evaluate_many`), instead of one of each per call. Each call
+    gets the decisions, values and errors :meth:`Exchange._consent_then_fetch` and its fetches
     would give it; everything after (audit, answer) stays per call.
 
     gRPC hands a worker one new call per turn of its event loop, so calls rarely reach the
@@ -346,7 +347,7 @@ class _LocalQueries:
         self._gap = 1.0  # moving average of the time between arrivals (seconds)
         self._scheduled = False
 
-    def submit(self, meta: CallMeta, plan: _Plan, subject: Subject) -> asyncio.Future[_Steps]:
+    def submit(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> asyncio.Future[_Steps]:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self.load.observe(now)
@@ -355,7 +356,7 @@ class _LocalQueries:
         future: asyncio.Future[_Steps] = loop.create_future()
         if not self._waiting:
             self._since = now
-        self._waiting.append(_Waiting(meta, plan, subject, future))
+        self._waiting.append(_Waiting(meta, plans, subject, future))
         if len(self._waiting) >= self._most:
             self._run_now()
         elif not self._scheduled:
@@ -395,10 +396,10 @@ class _LocalQueries:
             return
         try:
             self._x.metrics.query_batch(len(waiting))
-            if len(waiting) == 1:
+            if len(waiting) == 1 and len(waiting[0].plans) == 1:
                 w = waiting[0]
                 try:
-                    _settle(w.future, result=self._x._consent_then_fetch(w.meta, [w.plan], w.subject))
+                    _settle(w.future, result=self._x._consent_then_fetch(w.meta, w.plans, w.subject))
                 except Exception as exc:  # the caller's to handle, as from _blocking
                     _settle(w.future, error=exc)
                 return
@@ -413,22 +414,18 @@ class _LocalQueries:
         x = self._x
         live: list[_Waiting] = []
         for w in waiting:
-            try:  # no time for the provider: no consent use is spent
-                fetch_step.require_time(w.plan.adapter, x._time_left(w.meta))
+            try:  # no time for the providers: no consent use is spent
+                left = x._time_left(w.meta)
+                for p in w.plans:
+                    fetch_step.require_time(p.adapter, left)
             except RequestError as exc:
                 _settle(w.future, error=exc)
                 continue
             live.append(w)
         calls = [
             [
-                x._check(
-                    w.meta.caller,
-                    w.plan.agreement,
-                    w.plan.descriptor,
-                    w.plan.fields,
-                    w.subject,
-                    w.meta.purpose,
-                )
+                x._check(w.meta.caller, p.agreement, p.descriptor, p.fields, w.subject, w.meta.purpose)
+                for p in w.plans
             ]
             for w in live
         ]
@@ -437,40 +434,50 @@ class _LocalQueries:
         decided = x.consent.decide_many(
             calls, consume=True, proceed=lambda i: fetch_step.has_time(x._time_left(live[i].meta))
         )
-        fetch: dict[tuple[Any, ...], list[tuple[_Waiting, list[Decision]]]] = {}
+        # step 6 for the calls whose every dataset is allowed: each dataset joins the others'
+        # of the same provider dataset and field list (or predicate and parameters)
+        fetch: dict[tuple[Any, ...], list[tuple[_Waiting, int]]] = {}
+        fetched: dict[int, tuple[_Waiting, list[Decision], list[Any]]] = {}
         for w, outcome in zip(live, decided, strict=True):
             if outcome is None:  # not decided: its time ran out
-                _settle(w.future, error=fetch_step.no_time(w.plan.adapter))
+                _settle(w.future, error=fetch_step.no_time(w.plans[0].adapter))
             elif isinstance(outcome, StoreError):
                 _settle(w.future, error=outcome)
-            elif not outcome[0].allowed:
+            elif not all(d.allowed for d in outcome):  # refused: nothing is fetched
                 _settle(w.future, result=(outcome, None))
             else:
-                p = w.plan
-                key = (id(p.adapter), p.descriptor.name, p.fields, p.predicate, p.params)
-                fetch.setdefault(key, []).append((w, outcome))
+                fetched[id(w)] = (w, outcome, [None] * len(w.plans))
+                for i, p in enumerate(w.plans):
+                    key = (id(p.adapter), p.descriptor.name, p.fields, p.predicate, p.params)
+                    fetch.setdefault(key, []).append((w, i))
         for members in fetch.values():
-            self._fetch(members)
+            for w, i, value in self._fetch(members):
+                fetched[id(w)][2][i] = value
+        for w, decisions, values in fetched.values():
+            _settle(w.future, result=(decisions, values))
 
-    def _fetch(self, members: list[tuple[_Waiting, list[Decision]]]) -> None:
+    def _fetch(self, members: list[tuple[_Waiting, int]]) -> list[tuple[_Waiting, int, Any]]:
         """Step 6 for the allowed calls of one dataset and field list (or one predicate and its
-        parameters), in one provider query.
+        parameters), in one provider query: each member (a call and the index of its plan) with
+        its values, answer or error.
         Each call keeps its own deadline: one with no time left now is PROVIDER_TIMEOUT (as a
         fetch of it alone would be), the query runs with the longest time left among the others,
         and a call whose own time ran out before the answer came is PROVIDER_TIMEOUT."""
         x = self._x
-        plan = members[0][0].plan
-        asking: list[tuple[_Waiting, list[Decision], float | None]] = []
-        for w, decisions in members:
+        first, index = members[0]
+        plan = first.plans[index]
+        out: list[tuple[_Waiting, int, Any]] = []
+        asking: list[tuple[_Waiting, int, float | None]] = []
+        for w, i in members:
             left = x._time_left(w.meta)
             try:
                 fetch_step.require_time(plan.adapter, left)
             except RequestError as exc:
-                _settle(w.future, result=(decisions, [exc]))
+                out.append((w, i, exc))
                 continue
-            asking.append((w, decisions, left))
+            asking.append((w, i, left))
         if not asking:
-            return
+            return out
         lefts = [left for _, _, left in asking]
         timeout = None if any(t is None for t in lefts) else max(t for t in lefts if t is not None)
         started = time.monotonic()
@@ -480,7 +487,7 @@ class _LocalQueries:
         except Exception as exc:  # the provider failed the query: each call as it would alone
             values = [exc] * len(asking)
         took = time.monotonic() - started
-        for (w, decisions, left), value in zip(asking, values, strict=True):
+        for (w, i, left), value in zip(asking, values, strict=True):
             if left is not None and took > left and not isinstance(value, BaseException):
                 value = Unavailable(
                     "PROVIDER_TIMEOUT",
@@ -488,7 +495,8 @@ class _LocalQueries:
                     retry_after_s=1.0,
                     provider=plan.adapter.agency.value,
                 )
-            _settle(w.future, result=(decisions, [value]))
+            out.append((w, i, value))
+        return out
 
 
 async def _steps_of(future: asyncio.Future[_Steps]) -> tuple[_Steps, bool]:
@@ -821,11 +829,12 @@ class Exchange:
 
     async def _steps(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> tuple[_Steps, bool]:
         """:meth:`_consent_then_fetch`, and whether the caller was cancelled once it had run
-        (:func:`_steps_of`): with one plan over local sources in a batch of concurrent calls
-        (:class:`_LocalQueries`), else on its own (inline or on the I/O threads)."""
+        (:func:`_steps_of`): over local sources in a batch of concurrent calls
+        (:class:`_LocalQueries`, which also fetches every dataset of an allowed call), else on
+        its own (inline or on the I/O threads)."""
         adapters = [p.adapter for p in plans]
-        if len(plans) == 1 and self._local_queries is not None and self._is_local(adapters):
-            return await _steps_of(self._local_queries.submit(meta, plans[0], subject))
+        if self._local_queries is not None and self._is_local(adapters):
+            return await _steps_of(self._local_queries.submit(meta, plans, subject))
         steps = await self._blocking(
             self._consent_then_fetch, meta, plans, subject, adapters=adapters, timeout=self._time_left(meta)
         )
@@ -889,9 +898,9 @@ class Exchange:
 
         # step 4, consent (one blocking step for every dataset); with one dataset, step 6 rides
         # on the same step when the decision allows it (one thread hand-off less when not inline).
-        # A one-dataset Query over local sources joins the calls that reach this point in the
-        # same turn of the event loop (_LocalQueries: one store read and one provider query for
-        # all of them).
+        # A Query over local sources joins the calls that reach this point within the batch's
+        # wait (_LocalQueries: one store read for all of them, one provider query per dataset
+        # and field list; step 6 of every dataset rides on the batch).
         try:
             (decisions, fetched), cancelled = await self._steps(meta, plans, subject)
         except RequestError as exc:  # the hop timed out: nothing was disclosed

@@ -49,7 +49,7 @@ class GatewayMetrics:
         )
         self.batches = Histogram(
             "dsgw_query_batch_size",
-            "One-dataset Queries and Verifies over local sources decided and fetched together",
+            "Queries and Verifies over local sources decided and fetched together",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )

@@ -451,7 +451,11 @@ class _LocalQueries:
                     key = (id(p.adapter), p.descriptor.name, p.fields, p.predicate, p.params)
                     fetch.setdefault(key, []).append((w, i))
         for members in fetch.values():
-            for w, i, value in self._fetch(members):
+            try:
+                answers = self._fetch(members)
+            except Exception as exc:  # a bug in one group: its members get it, as gather would
+                answers = [(w, i, _own_copy(exc)) for w, i in members]
+            for w, i, value in answers:
                 fetched[id(w)][2][i] = value
         for w, decisions, values in fetched.values():
             _settle(w.future, result=(decisions, values))
@@ -485,7 +489,7 @@ class _LocalQueries:
         try:
             values = list(plan.provider_step_many([w.subject for w, _, _ in asking], timeout))
         except Exception as exc:  # the provider failed the query: each call as it would alone
-            values = [exc] * len(asking)
+            values = [_own_copy(exc) for _ in asking]  # one instance each: tracebacks apart
         took = time.monotonic() - started
         for (w, i, left), value in zip(asking, values, strict=True):
             if left is not None and took > left and not isinstance(value, BaseException):

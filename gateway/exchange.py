@@ -284,18 +284,19 @@ def expected_gap(average: float, since_last: float) -> float:
 def batch_step(
     left: float, ready: bool | None, gap: float, tick: float = 0.0, *, alone: bool = False
 ) -> float | None:
-    """When a waiting batch of Queries and Verifies runs: None now; 0 after the callbacks ready on the loop
-    (they may bring more calls); else in this many seconds, when the next call is due.
+    """When a waiting batch of Queries and Verifies runs: None now; 0 after the callbacks ready
+    on the loop (they may bring more calls); else in this many seconds, when the next call is
+    due.
 
     ``left``: seconds left of the batch's wait; ``ready``: other callbacks are ready on the
     loop, None if the loop does not tell (uvloop): then a batch that expects more calls waits
     out what is left of its time in one step, in whole ``tick`` (the loop's timer resolution:
     a shorter timer fires at once, a longer one would overrun the wait), and runs now when less
     than a tick is left; ``gap``: the recent average time between calls; ``alone``: the batch
-    holds every Query and Verify in progress in the worker. Such a batch does not wait on a timer: a caller
-    that sends its next call once this one is answered cannot add to it, and calls that come
-    this seldom need no batching (under load, calls writing their audit entries are in progress
-    too)."""
+    holds every Query and Verify in progress in the worker. Such a batch does not wait on a
+    timer: a caller that sends its next call once this one is answered cannot add to it, and
+    calls that come this seldom need no batching (under load, calls writing their audit entries
+    are in progress too)."""
     if left <= 0:
         return None
     if ready:
@@ -331,8 +332,8 @@ class _LocalQueries:
     and no call is due (by the recent arrival rate) before its wait is over
     (:func:`batch_step`): under load it gathers the calls of a few turns, at most ``wait_s``
     after its first call; when calls come slower than one per ``wait_s``, or the batch holds
-    every Query and Verify in progress in the worker, its calls run at the end of their turn. With
-    ``adaptive``, ``wait_s`` is the longest wait: on a quiet loop there is none
+    every Query and Verify in progress in the worker, its calls run at the end of their turn.
+    With ``adaptive``, ``wait_s`` is the longest wait: on a quiet loop there is none
     (:mod:`gateway.batch_wait`)."""
 
     def __init__(self, exchange: Exchange, most: int, wait_s: float, *, adaptive: bool = False) -> None:

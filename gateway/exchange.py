@@ -21,7 +21,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -504,18 +504,18 @@ class _LocalQueries:
         return out
 
 
-async def _steps_of(future: asyncio.Future[_Steps]) -> tuple[_Steps, bool]:
-    """A batched call's consent and fetch steps, and whether its caller was cancelled once they
-    had run. A cancellation before they run cancels the call (the batch skips it: nothing
-    decided or spent); one after (a consent use may be spent, the provider was read) lets the
-    call go on to its audit entry, as the unbatched path, which has no pause between them,
-    would."""
+async def _steps_of(future: asyncio.Future[_Steps]) -> _Steps:
+    """A batched call's consent and fetch steps. A cancellation before they run cancels the
+    call (the batch skips it: nothing decided or spent); one after (a consent use may be spent,
+    the provider was read) lets the call go on to its audit entry, as the unbatched path, which
+    has no pause between them, would: the task stays cancelling, and
+    :meth:`Exchange._answer_once` raises the cancellation once the answer is kept."""
     try:
-        return await future, False
+        return await future
     except asyncio.CancelledError:
         if not future.done() or future.cancelled():
             raise
-        return future.result(), True  # an error of the steps is raised, and handled, as usual
+        return future.result()  # an error of the steps is raised, and handled, as usual
 
 
 def _own_copy(exc: BaseException) -> BaseException:
@@ -832,18 +832,35 @@ class Exchange:
             fetched = exc
         return decisions, [fetched]
 
-    async def _steps(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> tuple[_Steps, bool]:
-        """:meth:`_consent_then_fetch`, and whether the caller was cancelled once it had run
-        (:func:`_steps_of`): over local sources in a batch of concurrent calls
-        (:class:`_LocalQueries`, which also fetches every dataset of an allowed call), else on
-        its own (inline or on the I/O threads)."""
+    async def _steps(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> _Steps:
+        """:meth:`_consent_then_fetch`: over local sources in a batch of concurrent calls
+        (:class:`_LocalQueries`, which also fetches every dataset of an allowed call; see
+        :func:`_steps_of` for a caller cancelled meanwhile), else on its own (inline or on the
+        I/O threads)."""
         adapters = [p.adapter for p in plans]
         if self._local_queries is not None and self._is_local(adapters):
             return await _steps_of(self._local_queries.submit(meta, plans, subject))
-        steps = await self._blocking(
+        return await self._blocking(
             self._consent_then_fetch, meta, plans, subject, adapters=adapters, timeout=self._time_left(meta)
         )
-        return steps, False
+
+    async def _answer_once(
+        self, meta: CallMeta, fingerprint: bytes, make: Callable[[], Awaitable[T]]
+    ) -> tuple[T, bool]:
+        """(answer, replayed): the answer kept for the request id (``answers``) or the one
+        ``make`` gives now, the call counted as in progress meanwhile (batch_step's ``alone``).
+        A caller cancelled once a batch had run its steps (:func:`_steps_of`) gets its
+        cancellation only now, its access audited and its answer kept: a retry of the request id
+        replays it instead of deciding (and spending a consent use) again."""
+        self._calls_in_progress += 1
+        try:
+            result, replayed = await self.answers.run(meta.caller.value, meta.request_id, fingerprint, make)
+        finally:
+            self._calls_in_progress -= 1
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        return result, replayed
 
     # -- Query -----------------------------------------------------------------------------------
 
@@ -868,13 +885,9 @@ class Exchange:
             subject_id,
             tuple((a.provider.value if a.provider is not None else None, a.dataset, a.fields) for a in asks),
         )
-        self._calls_in_progress += 1
-        try:
-            result, replayed = await self.answers.run(
-                meta.caller.value, meta.request_id, fp, lambda: self._query(meta, kind, subject_id, asks)
-            )
-        finally:
-            self._calls_in_progress -= 1
+        result, replayed = await self._answer_once(
+            meta, fp, lambda: self._query(meta, kind, subject_id, asks)
+        )
         answer: QueryAnswer = result
         return QueryAnswer(answer.request_id, answer.results, replayed) if replayed else answer
 
@@ -907,7 +920,7 @@ class Exchange:
         # wait (_LocalQueries: one store read for all of them, one provider query per dataset
         # and field list; step 6 of every dataset rides on the batch).
         try:
-            (decisions, fetched), cancelled = await self._steps(meta, plans, subject)
+            decisions, fetched = await self._steps(meta, plans, subject)
         except RequestError as exc:  # the hop timed out: nothing was disclosed
             for p in plans:
                 p.facts.reason, p.facts.outcome, p.facts.allowed = exc.reason, "failed", True
@@ -983,8 +996,6 @@ class Exchange:
             )
             for p in plans
         )
-        if cancelled:  # audited; the caller is gone
-            raise asyncio.CancelledError
         return QueryAnswer(meta.request_id, results)
 
     # -- Verify ----------------------------------------------------------------------------------
@@ -1035,16 +1046,9 @@ class Exchange:
             predicate,
             sorted(params.items()),
         )
-        self._calls_in_progress += 1
-        try:
-            result, replayed = await self.answers.run(
-                meta.caller.value,
-                meta.request_id,
-                fp,
-                lambda: self._verify(meta, kind, subject_id, provider, predicate, params),
-            )
-        finally:
-            self._calls_in_progress -= 1
+        result, replayed = await self._answer_once(
+            meta, fp, lambda: self._verify(meta, kind, subject_id, provider, predicate, params)
+        )
         answer: VerifyAnswer = result
         return (
             VerifyAnswer(answer.request_id, answer.result, answer.legal_basis, replayed)
@@ -1084,7 +1088,7 @@ class Exchange:
         )
         # steps 4 and 6 as a Query's: over local sources in a batch with the concurrent calls
         try:
-            (decisions, fetched), cancelled = await self._steps(meta, [plan], subject)
+            decisions, fetched = await self._steps(meta, [plan], subject)
         except RequestError as exc:  # no time for the provider, or the hop timed out
             raise await self._denied("verify", facts, exc) from None
         except StoreError:  # no consent decision could be made: refused, nothing disclosed
@@ -1107,8 +1111,6 @@ class Exchange:
         facts.outcome = "not_found" if answer is None else "found"
         await self._write([facts])
         self.metrics.decision("verify", meta.caller.value, pd.agency.value, facts.outcome)
-        if cancelled:  # audited; the caller is gone
-            raise asyncio.CancelledError
         return VerifyAnswer(meta.request_id, answer, consent_step.legal_basis_label(decision))
 
     # -- BatchVerify -----------------------------------------------------------------------------

@@ -510,14 +510,23 @@ def test_a_call_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: S
     assert isinstance(_together(gw, [(_meta("after", REVIEW), subject)])[0], QueryAnswer)
 
 
-def test_a_call_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subjects: Subjects) -> None:
-    """The batch decided (spending the consent's one use) and fetched for the call, then its
-    caller went away before the call went on: its audit entry is still written."""
-    subject = subjects.graduates[4][0]
-    meta = _cancel(gw, subject, "cancel-late", before_the_batch=False)
+@pytest.mark.parametrize("verify", [False, True], ids=["query", "verify"])
+def test_a_call_cancelled_after_its_steps_ran_is_still_audited(
+    gw: Gateway, subjects: Subjects, verify: bool
+) -> None:
+    """The batch decided (spending the consent's one use) and fetched (or evaluated) for the
+    call, then its caller went away before the call went on: its audit entry is still written,
+    and its answer kept: a retry of its request id replays it, with no second entry (it used to
+    be decided again, refused for the spent use and audited twice)."""
+    subject = subjects.graduates[12 if verify else 4][0]
+    ask = VERIFY if verify else None
+    meta = _cancel(gw, subject, "cancel-late", before_the_batch=False, verify=verify)
     (entry,) = entries_of(_audit(gw), meta.request_id)
     assert entry.body.outcome.kind.value == "found"
-    assert _outcome(_together(gw, [(_meta("after", REVIEW), subject)])[0]) == (
+    retried = _mixed(gw, [(meta, subject, ask)])[0]
+    assert isinstance(retried, VerifyAnswer if verify else QueryAnswer) and retried.replayed
+    assert len(entries_of(_audit(gw), meta.request_id)) == 1
+    assert _verdict(_mixed(gw, [(_meta("after", REVIEW), subject, ask)])[0]) == (
         "PERMISSION_DENIED",
         "CONSENT_USE_LIMIT_REACHED",
     )
@@ -848,19 +857,6 @@ def test_a_broken_record_alone_with_rows_in_its_batch_fails_alone(
     entries = _audit(gw)
     assert entries_of(entries, calls[0][0].request_id) == []
     assert len(entries_of(entries, calls[1][0].request_id)) == 1
-
-
-def test_a_verify_cancelled_after_its_steps_ran_is_still_audited(gw: Gateway, subjects: Subjects) -> None:
-    """The batch decided (spending the consent's one use) and evaluated for the Verify, then its
-    caller went away: its audit entry is still written, and the use stays spent."""
-    subject = subjects.graduates[12][0]
-    meta = _cancel(gw, subject, "v-cancel-late", before_the_batch=False, verify=True)
-    (entry,) = entries_of(_audit(gw), meta.request_id)
-    assert entry.body.outcome.kind.value == "found"
-    assert _verdict(_mixed(gw, [(_meta("v-after", REVIEW), subject, VERIFY)])[0]) == (
-        "PERMISSION_DENIED",
-        "CONSENT_USE_LIMIT_REACHED",
-    )
 
 
 def test_a_verify_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: Subjects) -> None:

@@ -1,6 +1,6 @@
 """Benchmark: the gateway end to end over mTLS on loopback (issue 6).
 
-    python benchmarks/gateway.py [--quick] [--workers N] [--method query|verify]
+    python benchmarks/gateway.py [--quick] [--workers N] [--method query|query2|verify]
                                  [--event-loop uvloop|asyncio] [--py-spy FILE]
 
 Builds a development home in a temporary directory (``gateway.devsetup.make_dev_home``: 20,000
@@ -27,8 +27,11 @@ Measured, in the same run and with the same client:
   check in the consent store, the provider fetch, minimise and mask, and a durable audit append
   before the answer. ``--method verify`` measures Verify instead of Query, through the same
   phases: hrss asks education's ``graduated_within_years`` (years 3) of the same subjects, with
-  the same purpose and consent (the predicate reads graduation_date); ``method`` in the JSON
-  says which;
+  the same purpose and consent (the predicate reads graduation_date); ``--method query2`` asks
+  two datasets in each Query: the graduation record and, under hrss's statutory duty, the civil
+  affairs assistance record (``household_category``, ``zero_employment_household``), for the
+  purpose ``employment_subsidy_review`` (the consents name it too); ``method`` in the JSON says
+  which;
 * ``p50_ms`` / ``p99_ms``: latency of an open-loop paced load at ``p99_rate_qps`` = 70 % of the
   gateway's peak (goal: p99 <= 20 ms). Latency counts from the scheduled send time, so a stalled
   client or server is not hidden (no coordinated omission); the same paced load against the
@@ -103,6 +106,12 @@ VERIFY_METHOD = "/dsgw.v1.DataExchange/Verify"
 BATCH_METHOD = "/dsgw.v1.DataExchange/BatchVerify"
 FIELDS = ("level", "school_name", "graduation_date")
 QUERY_PURPOSE = "graduate_employment"
+#: --method query2: the graduation record and, under a statutory duty, the civil affairs
+#: assistance record, in one Query (a purpose both agreements allow)
+QUERY2_PURPOSE = "employment_subsidy_review"
+ASSISTANCE_FIELDS = ("household_category", "zero_employment_household")
+METHODS = {"query": "Query", "query2": "Query", "verify": "Verify"}
+"""--method -> the RPC it calls (the method label of the gateway's metrics)."""
 #: --method verify: a comparison over the same dataset and consent (it reads graduation_date)
 VERIFY_PREDICATE = "graduated_within_years"
 VERIFY_PARAMETERS = {"years": 3}
@@ -262,7 +271,7 @@ def noop_server_main(pki_dir: str, method: str, response: bytes, conn: Connectio
 
     from dsgw.v1 import exchange_pb2, exchange_pb2_grpc
 
-    fixed_query = exchange_pb2.QueryResponse.FromString(response) if method == "query" else None
+    fixed_query = exchange_pb2.QueryResponse.FromString(response) if METHODS[method] == "Query" else None
     fixed_verify = exchange_pb2.VerifyResponse.FromString(response) if method == "verify" else None
 
     class Noop(exchange_pb2_grpc.DataExchangeServicer):
@@ -304,7 +313,7 @@ def noop_server_main(pki_dir: str, method: str, response: bytes, conn: Connectio
 
 class LoadGen:
     """Commands from the parent over a pipe: one grpc.aio client per target port, calling Query
-    or (``method`` "verify") Verify."""
+    (``method`` "query", or "query2": two datasets) or Verify ("verify")."""
 
     def __init__(
         self, creds: tuple[bytes, bytes, bytes], subjects: list[str], channels: int, method: str
@@ -340,8 +349,9 @@ class LoadGen:
         from dsgw.v1 import common_pb2, exchange_pb2
 
         self._seq += 1
+        purpose = QUERY2_PURPOSE if self.method == "query2" else QUERY_PURPOSE
         meta = common_pb2.RequestMeta(
-            request_id=f"{self._prefix}-{self._seq}", purpose=common_pb2.Purpose(code=QUERY_PURPOSE)
+            request_id=f"{self._prefix}-{self._seq}", purpose=common_pb2.Purpose(code=purpose)
         )
         subject = common_pb2.SubjectRef(
             kind=common_pb2.SUBJECT_KIND_PERSON, id=self.subjects[self._seq % len(self.subjects)]
@@ -357,6 +367,10 @@ class LoadGen:
             return verify.SerializeToString()
         req = exchange_pb2.QueryRequest(meta=meta, subject=subject)
         req.datasets.add(provider=common_pb2.AGENCY_CODE_EDUCATION, dataset="graduation", fields=FIELDS)
+        if self.method == "query2":
+            req.datasets.add(
+                provider=common_pb2.AGENCY_CODE_CIVIL_AFFAIRS, dataset="assistance", fields=ASSISTANCE_FIELDS
+            )
         return req.SerializeToString()
 
     async def check(self, port: int) -> dict[str, Any]:
@@ -638,7 +652,7 @@ def all_persons(data: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT person_id FROM person ORDER BY substr(person_id, 11)")]
 
 
-def grant_consents(config: Any, subjects: list[str]) -> int:
+def grant_consents(config: Any, subjects: list[str], purposes: Sequence[str] = (QUERY_PURPOSE,)) -> int:
     from gateway.consent.service import ConsentService, GrantRequest, ScopeRequest
     from gateway.consent.store import ConsentStore
 
@@ -652,7 +666,7 @@ def grant_consents(config: Any, subjects: list[str]) -> int:
                 subject=s,
                 consumers=["hrss"],
                 scope=[ScopeRequest("education", "graduation", FIELDS)],
-                purposes=[QUERY_PURPOSE],
+                purposes=list(purposes),
                 valid_from=now - timedelta(days=1),
                 valid_to=now + timedelta(days=365),
                 channel="counter",
@@ -812,9 +826,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--method",
-        choices=("query", "verify"),
+        choices=tuple(METHODS),
         default="query",
-        help="the closed-loop and paced calls: Query (default) or Verify",
+        help="the closed-loop and paced calls: Query of one dataset (default), query2 (two"
+        " datasets: the graduation record and the civil affairs assistance record) or Verify",
     )
     parser.add_argument(
         "--query-batch-wait-ms",
@@ -903,7 +918,8 @@ def main() -> int:
         dev = make_dev_home(root / "home", persons=persons, employers=employers, server=server)
         config = load_config(dev.config)
         subjects = graduates(dev.data, args.subjects)
-        consents = grant_consents(config, subjects)
+        purposes = (QUERY_PURPOSE, QUERY2_PURPOSE) if args.method == "query2" else (QUERY_PURPOSE,)
+        consents = grant_consents(config, subjects, purposes)
         progress(f"  {len(subjects):,} subjects with a graduation record; {consents:,} consents stored")
         if not subjects:
             raise RuntimeError("no subject holds a graduation record")
@@ -915,9 +931,10 @@ def main() -> int:
         creds = (ca.read_bytes(), cert.read_bytes(), key.read_bytes())
         gen = Remote(ctx, loadgen_main, creds, subjects, args.channels, args.method)
         probe = gen.call("check", port=port)
-        if probe["found"] != [True]:
-            raise RuntimeError(f"the probe {args.method.title()} found {probe['found']}")
-        progress(f"  a {args.method.title()} answer is {probe['bytes']} bytes on the wire")
+        rpc = METHODS[args.method]
+        if not probe["found"] or not probe["found"][0]:  # the graduation record, at least
+            raise RuntimeError(f"the probe {rpc} found {probe['found']}")
+        progress(f"  a {rpc} answer is {probe['bytes']} bytes on the wire")
 
         noop = Remote(ctx, noop_server_main, str(dev.pki), args.method, probe["raw"])
         noop_port = noop.conn.recv()
@@ -925,7 +942,7 @@ def main() -> int:
         gen.call("check", port=noop_port)
 
         progress(
-            f"closed loop of {args.method.title()} calls against the no-op server"
+            f"closed loop of {rpc} calls ({args.method}) against the no-op server"
             f" ({seconds:g} s per level, {args.channels} channels)"
         )
         noop_levels = sweep(gen, noop_port, levels, seconds, warmup, "noop   ", [noop.proc.pid or 0])
@@ -946,7 +963,7 @@ def main() -> int:
             f"paced load at {rate:,.0f} calls/s ({rate / peak['qps']:.0%} of the gateway's peak),"
             f" {paced_seconds:g} s"
         )
-        before = scrape(metrics_ports, args.method.title())
+        before = scrape(metrics_ports, rpc)
         if args.py_spy is not None and args.py_spy_phase == "paced":
             spy = start_spy(args.py_spy, pids[0], int(paced_seconds + warmup))
         paced = gen.call("paced", port=port, rate=rate, seconds=paced_seconds, warmup=warmup)
@@ -954,7 +971,7 @@ def main() -> int:
             spy.wait(timeout=120)
             spy = None
             progress(f"  py-spy profile in {args.py_spy}")
-        after = scrape(metrics_ports, args.method.title())
+        after = scrape(metrics_ports, rpc)
         paced["query_batch_mean"] = batch_mean(before, after)
         load = batch_wait_now(after)
         paced["query_batch_wait_ms"], paced["loop_busy"] = load if load is not None else (None, None)

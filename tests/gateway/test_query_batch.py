@@ -334,32 +334,51 @@ def _three_apart(gw: Gateway, subjects: Subjects) -> list[str]:
     return chosen[:3]
 
 
+@pytest.mark.parametrize(
+    ("verify", "where"),
+    [(False, "record"), (True, "record"), (True, "predicate")],
+    ids=["query-record", "verify-record", "verify-predicate"],
+)
 def test_a_subject_whose_record_breaks_the_adapter_fails_alone(
-    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch, verify: bool, where: str
 ) -> None:
-    """A bug in the adapter's own code (a KeyError building one subject's record) fails that
-    call as it fails alone (the exception, INTERNAL over gRPC, no entry: nothing was
-    disclosed); the batch's other calls are answered. It used to fail every call of the batch."""
+    """A bug in the adapter's own code for one subject (a KeyError building its record, or in
+    the predicate's test of it) fails that call as it fails alone (the exception, INTERNAL over
+    gRPC, no entry: nothing was disclosed); the batch's other calls are answered. It used to
+    fail every call of the batch."""
     chosen = _three_apart(gw, subjects)
     broken_date = dict(subjects.graduates)[chosen[1]]["graduation_date"]
     adapter = _exchange(gw).adapters[Agency.EDUCATION]
-    spec = adapter._datasets["graduation"]  # type: ignore[attr-defined]
+    if where == "record":
+        spec = adapter._datasets["graduation"]  # type: ignore[attr-defined]
 
-    def breaks_on_one(conn: Any, groups: Any, day: dt.date) -> Any:
-        built = spec.build(conn, groups, day)
-        if any(r.model_dump()["graduation_date"] == broken_date for r in built.values()):
-            raise KeyError("a code the adapter does not know")
-        return built
+        def breaks_on_one(conn: Any, groups: Any, day: dt.date) -> Any:
+            built = spec.build(conn, groups, day)
+            if any(r.model_dump()["graduation_date"] == broken_date for r in built.values()):
+                raise KeyError("a code the adapter does not know")
+            return built
 
-    monkeypatch.setitem(adapter._datasets, "graduation", dataclasses.replace(spec, build=breaks_on_one))  # type: ignore[attr-defined]
-    alone = _together(gw, [(_meta("broken-alone"), chosen[1])])[0]
-    assert isinstance(alone, KeyError)
+        monkeypatch.setitem(adapter._datasets, "graduation", dataclasses.replace(spec, build=breaks_on_one))  # type: ignore[attr-defined]
+    else:
+        pspec = adapter._predicates[VERIFY[0]]  # type: ignore[attr-defined]
+
+        def test_breaks_on_one(record: Any, params: Any, day: dt.date) -> bool:
+            if record.graduation_date == broken_date:
+                raise KeyError("a code the adapter does not know")
+            return bool(pspec.test(record, params, day))
+
+        monkeypatch.setitem(
+            adapter._predicates, VERIFY[0], dataclasses.replace(pspec, test=test_breaks_on_one)
+        )  # type: ignore[attr-defined]
+    ask = VERIFY if verify else None
+    assert _verdict(_mixed(gw, [(_meta("broken-alone"), chosen[1], ask)])[0]) == "KeyError"
     before = _batches(gw)
-    calls = [(_meta("broken"), s) for s in chosen]
-    results = _together(gw, calls)
+    calls: list[Call] = [(_meta("broken"), s, ask) for s in chosen]
+    results = _mixed(gw, calls)
     assert _batches(gw)[1] - before[1] == 1  # one batch of three
-    assert isinstance(results[0], QueryAnswer) and isinstance(results[2], QueryAnswer)
-    assert isinstance(results[1], KeyError)
+    answered = VerifyAnswer if verify else QueryAnswer
+    assert isinstance(results[0], answered) and isinstance(results[2], answered)
+    assert _verdict(results[1]) == "KeyError"
     entries = _audit(gw)
     assert entries_of(entries, calls[1][0].request_id) == []
     assert len(entries_of(entries, calls[0][0].request_id)) == 1
@@ -797,34 +816,6 @@ def _entry_facts(entry: Any) -> tuple[Any, ...]:
         b.reason,
         b.outcome.kind,
     )
-
-
-def test_a_verify_whose_answer_breaks_the_adapter_fails_alone(
-    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A bug in the predicate's own test for one subject fails that Verify as it fails alone
-    (the exception, INTERNAL over gRPC, no entry); the batch's other Verifies are answered."""
-    chosen = _three_apart(gw, subjects)
-    broken_date = dict(subjects.graduates)[chosen[1]]["graduation_date"]
-    adapter = _exchange(gw).adapters[Agency.EDUCATION]
-    pspec = adapter._predicates[VERIFY[0]]  # type: ignore[attr-defined]
-
-    def breaks_on_one(record: Any, params: Any, day: dt.date) -> bool:
-        if record.graduation_date == broken_date:
-            raise KeyError("a code the adapter does not know")
-        return bool(pspec.test(record, params, day))
-
-    monkeypatch.setitem(adapter._predicates, VERIFY[0], dataclasses.replace(pspec, test=breaks_on_one))  # type: ignore[attr-defined]
-    assert _verdict(_mixed(gw, [(_meta("v-broken-alone"), chosen[1], VERIFY)])[0]) == "KeyError"
-    before = _batches(gw)
-    calls: list[Call] = [(_meta("v-broken"), s, VERIFY) for s in chosen]
-    results = _mixed(gw, calls)
-    assert _batches(gw)[1] - before[1] == 1  # one batch of three
-    assert isinstance(results[0], VerifyAnswer) and isinstance(results[2], VerifyAnswer)
-    assert _verdict(results[1]) == "KeyError"
-    entries = _audit(gw)
-    assert entries_of(entries, calls[1][0].request_id) == []
-    assert len(entries_of(entries, calls[0][0].request_id)) == 1
 
 
 @pytest.mark.parametrize("verify", [False, True], ids=["query", "verify"])

@@ -2,6 +2,7 @@
 
     python benchmarks/gateway.py [--quick] [--workers N] [--method query|query2|verify]
                                  [--event-loop uvloop|asyncio] [--py-spy FILE]
+                                 [--store sqlite|postgresql [--pg-url URL]]
 
 Builds a development home in a temporary directory (``gateway.devsetup.make_dev_home``: 20,000
 persons and 2,000 employers; --quick 5,000 / 500), grants hrss a consent to read the graduation
@@ -18,6 +19,13 @@ record (level, school_name, graduation_date) of every subject the education sour
 * the load generator: grpc.aio, ``--channels`` channels (separate connections) with the hrss
   client certificate (default 2 with one worker, 4 per worker with several), a closed loop of K
   concurrent callers.
+
+``--store postgresql`` puts the providers' sources and the consent store on a PostgreSQL server
+instead of SQLite files (``--pg-url``, default ``$DSGW_TEST_PG_URL`` or
+``postgresql://postgres@127.0.0.1:5432/test``): the same persons and seed, generated into the
+schemas ``bench_<pid>_<random>_<agency>`` (and ``..._truth``, ``..._consent``, unique to the run),
+which are dropped at the end, whatever happens (``--keep DIR`` keeps them and prints their names).
+``store`` in the JSON says which; ``pg_generate_s`` is the time the generation took.
 
 Measured, in the same run and with the same client:
 
@@ -82,6 +90,7 @@ import json
 import multiprocessing
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -95,9 +104,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if TYPE_CHECKING:
+    from gateway.devsetup import DevHome
 
 STARTED = time.perf_counter()
 
@@ -116,6 +128,10 @@ METHODS = {"query": "Query", "query2": "Query", "verify": "Verify"}
 VERIFY_PREDICATE = "graduated_within_years"
 VERIFY_PARAMETERS = {"years": 3}
 BATCH_PURPOSE = "employment_assistance"
+DEV_SEED = 7
+"""The seed of the synthetic data (``make_dev_home``'s default), for both stores."""
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+"""--store postgresql: the server, unless ``--pg-url`` or ``$DSGW_TEST_PG_URL`` says otherwise."""
 
 
 def progress(message: str) -> None:
@@ -613,7 +629,103 @@ class Remote:
 # --- setup -----------------------------------------------------------------------------------------
 
 
-def graduates(data: Path, limit: int) -> list[str]:
+class PgStore:
+    """--store postgresql: the run's schemas on the server, all named ``prefix`` + a name:
+    each agency's source and the truth (as ``dsgw data generate --schema-prefix``) and the
+    consent store (``consent``). (A plain class: the tests load this file without registering
+    it as a module, which a dataclass needs.)"""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+
+    @classmethod
+    def unique(cls, url: str) -> PgStore:
+        """A prefix no other run uses (the process id and random digits)."""
+        return cls(url, f"bench_{os.getpid()}_{secrets.token_hex(4)}_")
+
+    def schema(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def connect(self) -> Any:
+        import psycopg
+
+        from adapters.synthetic.writers import postgres_conninfo
+
+        return psycopg.connect(postgres_conninfo(self.url), autocommit=True, connect_timeout=5)
+
+    def schemas(self) -> list[str]:
+        """The schemas of the run that exist on the server."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE left(nspname, length(%s)) = %s ORDER BY nspname",
+                (self.prefix, self.prefix),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def drop(self) -> list[str]:
+        """Drop the run's schemas (CASCADE); returns their names."""
+        from psycopg import sql
+
+        names = self.schemas()
+        with self.connect() as conn:
+            conn.execute("SET lock_timeout = '30s'")
+            for name in names:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        return names
+
+
+def make_pg_home(
+    home: Path, pg: PgStore, *, persons: int, employers: int, server: dict[str, Any]
+) -> tuple[DevHome, float]:
+    """What ``make_dev_home`` makes, with the sources generated into ``pg``'s schemas (the same
+    persons and seed) and the providers and the consent store configured there; returns the
+    home (a ``DevHome``, whose ``data`` stays empty) and the seconds the generation took."""
+    from adapters.agencies import Agency
+    from adapters.synthetic.generate import GenerateConfig, generate
+    from gateway.devsetup import DevHome, ensure_dev_pki, write_config
+
+    home.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    generate(
+        GenerateConfig(
+            persons=persons, employers=employers, seed=DEV_SEED, url=pg.url, schema_prefix=pg.prefix
+        ),
+        lambda message: progress(f"  {message}"),
+    )
+    seconds = time.perf_counter() - started
+    pki_dir = ensure_dev_pki(home / "pki")
+    config = write_config(
+        home / "gateway.toml",
+        home=home,
+        data=home / "data",
+        server=server,
+        providers={a.value: {"url": pg.url, "db_schema": pg.schema(a.value)} for a in Agency},
+        extra={"consent": {"store": pg.url, "store_schema": pg.schema("consent")}},
+    )
+    return DevHome(home=home, config=config, data=home / "data", pki=pki_dir), seconds
+
+
+def person_ids(data: Path, pg: PgStore | None, *, graduated: bool = False) -> list[str]:
+    """The persons of the truth (with ``graduated``, those with a graduation date), ordered by
+    the end of their identity number: from ``data/truth.sqlite``, or the truth schema of ``pg``."""
+    where = " WHERE graduation_date IS NOT NULL" if graduated else ""
+    if pg is None:
+        with contextlib.closing(sqlite3.connect(f"file:{data / 'truth.sqlite'}?mode=ro", uri=True)) as conn:
+            return [
+                r[0]
+                for r in conn.execute(f"SELECT person_id FROM person{where} ORDER BY substr(person_id, 11)")
+            ]
+    from psycopg import sql
+
+    query = sql.SQL(
+        "SELECT person_id FROM {}.person" + where + ' ORDER BY substr(person_id, 11) COLLATE "C", person_id'
+    ).format(sql.Identifier(pg.schema("truth")))
+    with pg.connect() as conn:
+        return [r[0] for r in conn.execute(query)]
+
+
+def graduates(data: Path, limit: int, pg: PgStore | None = None) -> list[str]:
     """Persons the education source holds a graduation record of (checked through the adapter)."""
     from adapters.agencies import Agency
     from adapters.contract import Subject, SubjectKind, SubjectNotFound
@@ -621,17 +733,13 @@ def graduates(data: Path, limit: int) -> list[str]:
     from adapters.resilience import ResiliencePolicy
     from adapters.sources import SourceConfig
 
-    with contextlib.closing(sqlite3.connect(f"file:{data / 'truth.sqlite'}?mode=ro", uri=True)) as conn:
-        candidates = [
-            r[0]
-            for r in conn.execute(
-                "SELECT person_id FROM person WHERE graduation_date IS NOT NULL"
-                " ORDER BY substr(person_id, 11)"
-            )
-        ]
-    adapter = open_adapter(
-        Agency.EDUCATION, SourceConfig(url=f"sqlite:///{data / 'education.sqlite'}"), ResiliencePolicy()
+    candidates = person_ids(data, pg, graduated=True)
+    source = (
+        SourceConfig(url=f"sqlite:///{data / 'education.sqlite'}")
+        if pg is None
+        else SourceConfig(url=pg.url, db_schema=pg.schema(Agency.EDUCATION.value))
     )
+    adapter = open_adapter(Agency.EDUCATION, source, ResiliencePolicy())
     found = []
     try:
         for pid in candidates:
@@ -647,16 +755,15 @@ def graduates(data: Path, limit: int) -> list[str]:
     return found
 
 
-def all_persons(data: Path) -> list[str]:
-    with contextlib.closing(sqlite3.connect(f"file:{data / 'truth.sqlite'}?mode=ro", uri=True)) as conn:
-        return [r[0] for r in conn.execute("SELECT person_id FROM person ORDER BY substr(person_id, 11)")]
+def all_persons(data: Path, pg: PgStore | None = None) -> list[str]:
+    return person_ids(data, pg)
 
 
 def grant_consents(config: Any, subjects: list[str], purposes: Sequence[str] = (QUERY_PURPOSE,)) -> int:
     from gateway.consent.service import ConsentService, GrantRequest, ScopeRequest
     from gateway.consent.store import ConsentStore
 
-    store = ConsentStore(config.consent_store_url())
+    store = ConsentStore(config.consent_store_url(), schema=config.consent.store_schema)
     try:
         store.create_tables()
         service = ConsentService(store, catalogue=config.catalogue)
@@ -858,8 +965,26 @@ def main() -> int:
     parser.add_argument(
         "--py-spy-phase", choices=("closed", "paced", "batch"), default="closed", help="what --py-spy records"
     )
-    parser.add_argument("--keep", type=Path, default=None, help="build the home in DIR and keep it")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="build the home in DIR and keep it (--store postgresql: and the run's schemas)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="where the providers' sources and the consent store are (default sqlite)",
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("DSGW_TEST_PG_URL") or PG_URL,
+        help="--store postgresql: the server (default $DSGW_TEST_PG_URL or %(default)s)",
+    )
     args = parser.parse_args()
+    if args.store == "postgresql" and not args.pg_url.startswith("postgresql"):
+        parser.error("--pg-url must be a postgresql:// URL")
     if args.rate is not None and not args.rate > 0:
         parser.error("--rate must be more than 0 calls/s")
     if args.py_spy is not None and not (Path(sys.executable).parent / "py-spy").exists():
@@ -886,6 +1011,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "quick": quick,
         "method": args.method,
+        "store": args.store,
     }
     ctx = multiprocessing.get_context("spawn")
     tmp = None
@@ -898,6 +1024,7 @@ def main() -> int:
     noop: Remote | None = None
     gen: Remote | None = None
     spy: subprocess.Popen[bytes] | None = None
+    pg = PgStore.unique(args.pg_url) if args.store == "postgresql" else None
     try:
         progress(f"dev home: {persons:,} persons, {employers:,} employers in {root}")
         server: dict[str, Any] = {"workers": args.workers}
@@ -915,9 +1042,19 @@ def main() -> int:
             server["gc_young_every_ms"] = args.gc_young_every_ms
         if args.event_loop is not None:
             server["event_loop"] = args.event_loop
-        dev = make_dev_home(root / "home", persons=persons, employers=employers, server=server)
+        if pg is None:
+            dev = make_dev_home(
+                root / "home", persons=persons, employers=employers, seed=DEV_SEED, server=server
+            )
+        else:
+            progress(f"  sources and consent store in PostgreSQL, schemas {pg.prefix}*")
+            dev, generated = make_pg_home(
+                root / "home", pg, persons=persons, employers=employers, server=server
+            )
+            result["pg_generate_s"] = round(generated, 1)
+            progress(f"  PostgreSQL sources generated in {generated:.1f} s")
         config = load_config(dev.config)
-        subjects = graduates(dev.data, args.subjects)
+        subjects = graduates(dev.data, args.subjects, pg)
         purposes = (QUERY_PURPOSE, QUERY2_PURPOSE) if args.method == "query2" else (QUERY_PURPOSE,)
         consents = grant_consents(config, subjects, purposes)
         progress(f"  {len(subjects):,} subjects with a graduation record; {consents:,} consents stored")
@@ -999,7 +1136,7 @@ def main() -> int:
         progress(f"  no-op   p50 {noop_paced['p50_ms']:.2f} ms  p99 {noop_paced['p99_ms']:.2f} ms")
 
         progress(f"BatchVerify: {batch_items:,} subjects on one stream, messages of 500")
-        batch_subjects = all_persons(dev.data)
+        batch_subjects = all_persons(dev.data, pg)
         if args.py_spy is not None and args.py_spy_phase == "batch":
             spy = start_spy(args.py_spy, pids[0], 8)
         batch = gen.call("batch", port=port, subjects=batch_subjects, items=batch_items, chunk=500)
@@ -1095,6 +1232,14 @@ def main() -> int:
             stop_gateway(gateway)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        if pg is not None:
+            try:
+                if args.keep is not None:
+                    progress(f"kept the PostgreSQL schemas: {', '.join(pg.schemas())}")
+                else:
+                    progress(f"dropped the run's {len(pg.drop())} PostgreSQL schemas ({pg.prefix}*)")
+            except Exception as exc:  # the run's own error, if any, matters more
+                progress(f"could not drop the PostgreSQL schemas {pg.prefix}*: {exc}")
     result["seconds"] = round(time.perf_counter() - STARTED, 1)
     print(json.dumps(result))
     return 0

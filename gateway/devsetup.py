@@ -23,7 +23,7 @@ from adapters.agencies import Agency
 from adapters.synthetic.generate import GenerateConfig, generate
 from gateway import pki
 
-__all__ = ["DEFAULT_AGREEMENTS", "DevHome", "make_dev_home", "write_config"]
+__all__ = ["DEFAULT_AGREEMENTS", "DevHome", "ensure_dev_pki", "make_dev_home", "write_config"]
 
 _FROM = "2026-01-01"
 
@@ -182,6 +182,17 @@ def write_config(
     return path
 
 
+def ensure_dev_pki(pki_dir: Path) -> Path:
+    """A development CA in ``pki_dir`` (with the gateway's certificate) and a client
+    certificate for each agency, each made unless it is there; returns ``pki_dir``."""
+    if not (pki_dir / "ca.crt").exists():
+        pki.init_pki(pki_dir)
+    for agency in Agency:
+        if not (pki_dir / "agencies" / f"{agency.value}.crt").exists():
+            pki.issue_agency(pki_dir, agency)
+    return pki_dir
+
+
 def make_dev_home(
     home: Path,
     *,
@@ -197,12 +208,7 @@ def make_dev_home(
     data = home / "data"
     if not (data / "truth.sqlite").exists():
         generate(GenerateConfig(persons=persons, employers=employers, seed=seed, out=data, force=True))
-    pki_dir = home / "pki"
-    if not (pki_dir / "ca.crt").exists():
-        pki.init_pki(pki_dir)
-    for agency in Agency:
-        if not (pki_dir / "agencies" / f"{agency.value}.crt").exists():
-            pki.issue_agency(pki_dir, agency)
+    pki_dir = ensure_dev_pki(home / "pki")
     config = write_config(
         home / "gateway.toml",
         home=home,

@@ -125,11 +125,13 @@ class ServerSection(_Section):
     #: collections to the interpreter's thresholds. Short, frequent collections instead of one
     #: of 6-17 ms every few thousand calls (gateway/server/gc_pacing.py).
     gc_young_every_ms: Annotated[float, Field(ge=0, le=10_000)] = 50.0
-    #: Most Queries and Verifies over embedded (SQLite) sources decided and fetched
-    #: (or evaluated) together: waiting calls share one consent-store read and one provider
-    #: query per dataset and field list, or per predicate and parameters (each still gets the
-    #: decision, values, yes/no or error it would get alone, and its own audit entry). 1 turns
-    #: this off. Applies with ``inline_local_io``.
+    #: Most Queries and Verifies decided and fetched (or evaluated) together: waiting calls
+    #: share one consent-store read and one provider query per dataset and field list, or per
+    #: predicate and parameters (each still gets the decision, values, yes/no or error it would
+    #: get alone, and its own audit entry). Over embedded sources (``inline_local_io``) a batch
+    #: runs on the event loop and waits as below; over server databases it runs on the I/O
+    #: threads as a group commit: the calls that come while one batch runs form the next, one
+    #: lane per set of providers (no wait). 1 turns both off.
     query_batch: Annotated[int, Field(ge=1, le=1000)] = 64
     #: How long a batch may wait for more calls after its first, milliseconds. gRPC hands a
     #: worker one new call per turn of its event loop, so a batch runs only once nothing else is

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import functools
 import hashlib
 import math
 import re
@@ -397,111 +398,262 @@ class _LocalQueries:
             return
         try:
             self._x.metrics.query_batch(len(waiting))
-            if len(waiting) == 1 and len(waiting[0].plans) == 1:
-                w = waiting[0]
-                try:
-                    _settle(w.future, result=self._x._consent_then_fetch(w.meta, w.plans, w.subject))
-                except Exception as exc:  # the caller's to handle, as from _blocking
-                    _settle(w.future, error=exc)
-                return
-            self._run_many(waiting)
+            for w, outcome in _batch_steps(self._x, waiting, fetch_groups=None).outcomes():
+                _settle_with(w.future, outcome)
         except BaseException as exc:  # a bug: every call of the batch fails (none hangs)
             for w in waiting:
                 _settle(w.future, error=_own_copy(exc))  # one instance each: tracebacks apart
             if not isinstance(exc, Exception):
                 raise
 
-    def _run_many(self, waiting: list[_Waiting]) -> None:
+
+@dataclass(slots=True)
+class _Lane:
+    """The calls waiting for one set of providers' batch on the I/O threads, and whether one runs."""
+
+    waiting: list[_Waiting] = field(default_factory=list)
+    busy: bool = False
+
+
+class _IoQueries:
+    """The consent and provider steps of concurrent Queries and Verifies that run on the I/O
+    threads (a server database: a PostgreSQL provider or consent store; or any source with
+    ``server.inline_local_io`` off), taken together as :class:`_LocalQueries` takes those over
+    local sources: one consent-store read and one provider query per dataset and field list (or
+    predicate and parameters) for a batch, each call answered as alone.
+
+    Such calls barely load the event loop, so a batch does not wait on a timer: it is a group
+    commit. A call to an idle lane starts a batch at the end of its turn of the loop; the calls
+    that come while it runs on a thread wait, and form the next batch when it is done. Under
+    load the batches grow with the store's and the providers' round trips; on a quiet worker a
+    call runs at once, alone.
+
+    Each set of providers has its own lane, so a slow provider holds up only the calls that ask
+    it (as alone, each call waits for its own providers only). The datasets of a batch's calls
+    are fetched concurrently, one I/O thread per dataset group, when there are several (a Query
+    over several providers fans out, as alone). Each call stays bounded by its own deadline
+    (:meth:`Exchange._within`): one whose time runs out while it waits is PROVIDER_TIMEOUT and
+    spends nothing."""
+
+    def __init__(self, exchange: Exchange, most: int, load: AdaptiveWait) -> None:
+        self._x = exchange
+        self._most = most
+        #: the event loop's load (the busy-ratio metric), observed at each call as _LocalQueries does
+        self._load = load
+        self._lanes: dict[tuple[str, ...], _Lane] = {}
+
+    def submit(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> asyncio.Future[_Steps]:
+        loop = asyncio.get_running_loop()
+        self._load.observe(loop.time())
+        key = tuple(sorted({p.adapter.agency.value for p in plans}))
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        future: asyncio.Future[_Steps] = loop.create_future()
+        lane.waiting.append(_Waiting(meta, plans, subject, future))
+        if not lane.busy:
+            lane.busy = True
+            loop.call_soon(self._start, lane)  # the calls of this turn join it
+        return future
+
+    def _start(self, lane: _Lane) -> None:
+        # the calls whose caller went away (or whose time ran out) while they waited: nothing
+        # is decided or spent for them
+        lane.waiting = [w for w in lane.waiting if not w.future.done()]
+        waiting, lane.waiting = lane.waiting[: self._most], lane.waiting[self._most :]
+        if not waiting:
+            lane.busy = False
+            return
         x = self._x
-        live: list[_Waiting] = []
+        try:
+            x.metrics.query_batch(len(waiting))
+            job = asyncio.get_running_loop().run_in_executor(
+                x.executor, functools.partial(_batch_steps, x, waiting, fetch_groups=1)
+            )
+        except BaseException as exc:  # say, the I/O threads were shut down: none hangs
+            self._failed(lane, waiting, exc)
+            return
+        job.add_done_callback(functools.partial(self._stepped, lane, waiting))
+
+    def _stepped(self, lane: _Lane, waiting: list[_Waiting], job: asyncio.Future[_BatchRound]) -> None:
+        try:
+            batch = job.result()
+        except BaseException as exc:  # a bug: every call of the batch fails (none hangs)
+            self._failed(lane, waiting, exc)
+            return
+        if not batch.groups:
+            self._settled(lane, batch)
+            return
+        # several dataset groups: each on its own I/O thread, concurrently
+        loop = asyncio.get_running_loop()
+        x = self._x
+        try:
+            fetches = [loop.run_in_executor(x.executor, _fetch_group, x, members) for members in batch.groups]
+        except BaseException as exc:
+            self._failed(lane, waiting, exc)
+            return
+        done = asyncio.gather(*fetches, return_exceptions=True)
+        done.add_done_callback(functools.partial(self._fetched, lane, batch))
+
+    def _fetched(self, lane: _Lane, batch: _BatchRound, done: asyncio.Future[list[Any]]) -> None:
+        for members, answers in zip(batch.groups, done.result(), strict=True):
+            if isinstance(answers, BaseException):  # a bug in one group: its members get it
+                answers = [(w, i, _own_copy(answers)) for w, i in members]
+            batch.fill(answers)
+        batch.groups = []
+        self._settled(lane, batch)
+
+    def _settled(self, lane: _Lane, batch: _BatchRound) -> None:
+        try:
+            for w, outcome in batch.outcomes():
+                _settle_with(w.future, outcome)
+        finally:
+            self._next(lane)
+
+    def _failed(self, lane: _Lane, waiting: list[_Waiting], exc: BaseException) -> None:
         for w in waiting:
-            try:  # no time for the providers: no consent use is spent
-                left = x._time_left(w.meta)
-                for p in w.plans:
-                    fetch_step.require_time(p.adapter, left)
-            except RequestError as exc:
-                _settle(w.future, error=exc)
-                continue
-            live.append(w)
-        calls = [
-            [
-                x._check(w.meta.caller, p.agreement, p.descriptor, p.fields, w.subject, w.meta.purpose)
-                for p in w.plans
-            ]
-            for w in live
-        ]
-        # a call whose time ran out meanwhile (others' consent writes) spends no use: as alone,
-        # it is PROVIDER_TIMEOUT before its consent step
-        decided = x.consent.decide_many(
-            calls, consume=True, proceed=lambda i: fetch_step.has_time(x._time_left(live[i].meta))
-        )
-        # step 6 for the calls whose every dataset is allowed: each dataset joins the others'
-        # of the same provider dataset and field list (or predicate and parameters)
-        fetch: dict[tuple[Any, ...], list[tuple[_Waiting, int]]] = {}
-        fetched: dict[int, tuple[_Waiting, list[Decision], list[Any]]] = {}
-        for w, outcome in zip(live, decided, strict=True):
-            if outcome is None:  # not decided: its time ran out
-                _settle(w.future, error=fetch_step.no_time(w.plans[0].adapter))
-            elif isinstance(outcome, StoreError):
-                _settle(w.future, error=outcome)
-            elif not all(d.allowed for d in outcome):  # refused: nothing is fetched
-                _settle(w.future, result=(outcome, None))
-            else:
-                fetched[id(w)] = (w, outcome, [None] * len(w.plans))
-                for i, p in enumerate(w.plans):
-                    key = (id(p.adapter), p.descriptor.name, p.fields, p.predicate, p.params)
-                    fetch.setdefault(key, []).append((w, i))
-        for members in fetch.values():
+            _settle(w.future, error=_own_copy(exc))
+        self._next(lane)
+
+    def _next(self, lane: _Lane) -> None:
+        """The lane's batch is done: the calls that came meanwhile form the next one, now."""
+        lane.busy = False
+        if lane.waiting:
+            lane.busy = True
+            self._start(lane)
+
+
+@dataclass(slots=True)
+class _BatchRound:
+    """Steps 4 and 6 of one batch, as plain data: the calls settled already (refused, failed,
+    or answered by the single-call path) with their outcome, the dataset groups still to
+    fetch (each a list of (call, plan index)), and the allowed calls' decisions and values as
+    their groups come in."""
+
+    settled: list[tuple[_Waiting, _Steps | BaseException]] = field(default_factory=list)
+    groups: list[list[tuple[_Waiting, int]]] = field(default_factory=list)
+    fetched: dict[int, tuple[_Waiting, list[Decision], list[Any]]] = field(default_factory=dict)
+
+    def fill(self, answers: Sequence[tuple[_Waiting, int, Any]]) -> None:
+        for w, i, value in answers:
+            self.fetched[id(w)][2][i] = value
+
+    def outcomes(self) -> list[tuple[_Waiting, _Steps | BaseException]]:
+        """Every call's steps (decisions and values) or error, once its groups are in."""
+        assert not self.groups, "fetch the groups first"
+        return [*self.settled, *((w, (decisions, values)) for w, decisions, values in self.fetched.values())]
+
+
+def _batch_steps(x: Exchange, waiting: list[_Waiting], *, fetch_groups: int | None) -> _BatchRound:
+    """Steps 4 and 6 of a batch of calls (blocking). One call of one dataset goes the way of a
+    call alone (:meth:`Exchange._consent_then_fetch`). Otherwise one consent-store read decides
+    them all and each allowed call's datasets join the batch's dataset groups; the groups are
+    fetched here when there are at most ``fetch_groups`` of them (None: always), else left in
+    the round for the caller to fetch (concurrently)."""
+    if len(waiting) == 1 and len(waiting[0].plans) == 1:
+        w = waiting[0]
+        try:
+            steps: _Steps | BaseException = x._consent_then_fetch(w.meta, w.plans, w.subject)
+        except Exception as exc:  # the caller's to handle, as from _blocking
+            steps = exc
+        return _BatchRound(settled=[(w, steps)])
+    batch = _decide_batch(x, waiting)
+    if fetch_groups is None or len(batch.groups) <= fetch_groups:
+        for members in batch.groups:
             try:
-                answers = self._fetch(members)
+                answers = _fetch_group(x, members)
             except Exception as exc:  # a bug in one group: its members get it, as gather would
                 answers = [(w, i, _own_copy(exc)) for w, i in members]
-            for w, i, value in answers:
-                fetched[id(w)][2][i] = value
-        for w, decisions, values in fetched.values():
-            _settle(w.future, result=(decisions, values))
+            batch.fill(answers)
+        batch.groups = []
+    return batch
 
-    def _fetch(self, members: list[tuple[_Waiting, int]]) -> list[tuple[_Waiting, int, Any]]:
-        """Step 6 for the allowed calls of one dataset and field list (or one predicate and its
-        parameters), in one provider query: each member (a call and the index of its plan) with
-        its values, answer or error.
-        Each call keeps its own deadline: one with no time left now is PROVIDER_TIMEOUT (as a
-        fetch of it alone would be), the query runs with the longest time left among the others,
-        and a call whose own time ran out before the answer came is PROVIDER_TIMEOUT."""
-        x = self._x
-        first, index = members[0]
-        plan = first.plans[index]
-        out: list[tuple[_Waiting, int, Any]] = []
-        asking: list[tuple[_Waiting, int, float | None]] = []
-        for w, i in members:
+
+def _decide_batch(x: Exchange, waiting: list[_Waiting]) -> _BatchRound:
+    """Step 4 for a batch (blocking): the calls refused or failed with their outcome, and for the
+    calls whose every dataset is allowed, their decisions and the dataset groups to fetch (each
+    dataset joins the others' of the same provider dataset and field list, or predicate and
+    parameters)."""
+    batch = _BatchRound()
+    live: list[_Waiting] = []
+    for w in waiting:
+        try:  # no time for the providers: no consent use is spent
             left = x._time_left(w.meta)
-            try:
-                fetch_step.require_time(plan.adapter, left)
-            except RequestError as exc:
-                out.append((w, i, exc))
-                continue
-            asking.append((w, i, left))
-        if not asking:
-            return out
-        lefts = [left for _, _, left in asking]
-        timeout = None if any(t is None for t in lefts) else max(t for t in lefts if t is not None)
-        started = time.monotonic()
-        values: list[Any]
+            for p in w.plans:
+                fetch_step.require_time(p.adapter, left)
+        except RequestError as exc:
+            batch.settled.append((w, exc))
+            continue
+        live.append(w)
+    calls = [
+        [
+            x._check(w.meta.caller, p.agreement, p.descriptor, p.fields, w.subject, w.meta.purpose)
+            for p in w.plans
+        ]
+        for w in live
+    ]
+    # a call whose time ran out meanwhile (others' consent writes) spends no use: as alone,
+    # it is PROVIDER_TIMEOUT before its consent step
+    decided = x.consent.decide_many(
+        calls, consume=True, proceed=lambda i: fetch_step.has_time(x._time_left(live[i].meta))
+    )
+    groups: dict[tuple[Any, ...], list[tuple[_Waiting, int]]] = {}
+    for w, outcome in zip(live, decided, strict=True):
+        if outcome is None:  # not decided: its time ran out
+            batch.settled.append((w, fetch_step.no_time(w.plans[0].adapter)))
+        elif isinstance(outcome, StoreError):
+            batch.settled.append((w, outcome))
+        elif not all(d.allowed for d in outcome):  # refused: nothing is fetched
+            batch.settled.append((w, (outcome, None)))
+        else:
+            batch.fetched[id(w)] = (w, outcome, [None] * len(w.plans))
+            for i, p in enumerate(w.plans):
+                key = (id(p.adapter), p.descriptor.name, p.fields, p.predicate, p.params)
+                groups.setdefault(key, []).append((w, i))
+    batch.groups = list(groups.values())
+    return batch
+
+
+def _fetch_group(x: Exchange, members: list[tuple[_Waiting, int]]) -> list[tuple[_Waiting, int, Any]]:
+    """Step 6 for the allowed calls of one dataset and field list (or one predicate and its
+    parameters), in one provider query: each member (a call and the index of its plan) with
+    its values, answer or error.
+    Each call keeps its own deadline: one with no time left now is PROVIDER_TIMEOUT (as a
+    fetch of it alone would be), the query runs with the longest time left among the others,
+    and a call whose own time ran out before the answer came is PROVIDER_TIMEOUT."""
+    first, index = members[0]
+    plan = first.plans[index]
+    out: list[tuple[_Waiting, int, Any]] = []
+    asking: list[tuple[_Waiting, int, float | None]] = []
+    for w, i in members:
+        left = x._time_left(w.meta)
         try:
-            values = list(plan.provider_step_many([w.subject for w, _, _ in asking], timeout))
-        except Exception as exc:  # the provider failed the query: each call as it would alone
-            values = [_own_copy(exc) for _ in asking]  # one instance each: tracebacks apart
-        took = time.monotonic() - started
-        for (w, i, left), value in zip(asking, values, strict=True):
-            if left is not None and took > left and not isinstance(value, BaseException):
-                value = Unavailable(
-                    "PROVIDER_TIMEOUT",
-                    f"provider {plan.adapter.agency.value} did not answer within the call's deadline",
-                    retry_after_s=1.0,
-                    provider=plan.adapter.agency.value,
-                )
-            out.append((w, i, value))
+            fetch_step.require_time(plan.adapter, left)
+        except RequestError as exc:
+            out.append((w, i, exc))
+            continue
+        asking.append((w, i, left))
+    if not asking:
         return out
+    lefts = [left for _, _, left in asking]
+    timeout = None if any(t is None for t in lefts) else max(t for t in lefts if t is not None)
+    started = time.monotonic()
+    values: list[Any]
+    try:
+        values = list(plan.provider_step_many([w.subject for w, _, _ in asking], timeout))
+    except Exception as exc:  # the provider failed the query: each call as it would alone
+        values = [_own_copy(exc) for _ in asking]  # one instance each: tracebacks apart
+    took = time.monotonic() - started
+    for (w, i, left), value in zip(asking, values, strict=True):
+        if left is not None and took > left and not isinstance(value, BaseException):
+            value = Unavailable(
+                "PROVIDER_TIMEOUT",
+                f"provider {plan.adapter.agency.value} did not answer within the call's deadline",
+                retry_after_s=1.0,
+                provider=plan.adapter.agency.value,
+            )
+        out.append((w, i, value))
+    return out
 
 
 async def _steps_of(future: asyncio.Future[_Steps]) -> _Steps:
@@ -526,6 +678,13 @@ def _own_copy(exc: BaseException) -> BaseException:
         return copy.copy(exc)
     except Exception:
         return exc
+
+
+def _settle_with(future: asyncio.Future[_Steps], outcome: _Steps | BaseException) -> None:
+    if isinstance(outcome, BaseException):
+        _settle(future, error=outcome)
+    else:
+        _settle(future, result=outcome)
 
 
 def _settle(
@@ -582,6 +741,10 @@ class Exchange:
         self._local_queries = (
             _LocalQueries(self, most, wait, adaptive=config.server.query_batch_adaptive) if most > 1 else None
         )
+        #: (its load: the same loop's, measured whichever path the calls take)
+        self._io_queries = (
+            _IoQueries(self, most, self._local_queries.load) if self._local_queries is not None else None
+        )
         #: Queries and Verifies between their start and their answer (a batch holding all of
         #: them waits for no more: batch_step's ``alone``)
         self._calls_in_progress = 0
@@ -628,15 +791,25 @@ class Exchange:
         self, fn: Callable[..., T], *args: Any, adapters: Sequence[Adapter], timeout: float | None
     ) -> T:
         """Run a blocking step (consent store, providers): inline when everything it touches is
-        local, else on the I/O threads, and never past ``timeout`` (the caller's deadline less
-        the time kept to audit and answer): PROVIDER_TIMEOUT then, whatever the thread does."""
+        local, else on the I/O threads, and never past ``timeout`` (:meth:`_within`)."""
         if self._is_local(adapters):
             return fn(*args)
-        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        return await self._within(
+            asyncio.get_running_loop().run_in_executor(self.executor, fn, *args), adapters, timeout
+        )
+
+    @staticmethod
+    async def _within(step: Awaitable[T], adapters: Sequence[Adapter], timeout: float | None) -> T:
+        """Wait for a step on the I/O threads, but never past ``timeout`` (the caller's deadline
+        less the time kept to audit and answer): PROVIDER_TIMEOUT then, whatever the thread
+        does."""
         if timeout is None:
-            return await future
+            return await step
         try:
-            return await asyncio.wait_for(future, max(timeout, fetch_step.MIN_CALL_S))
+            # in this task (no task around ``step``): a batch's answer that came before the
+            # time ran out, or before the caller went away, is kept (_steps_of)
+            async with asyncio.timeout(max(timeout, fetch_step.MIN_CALL_S)):
+                return await step
         except TimeoutError:
             names = ", ".join(sorted({a.agency.value for a in adapters})) or "the consent store"
             raise Unavailable(
@@ -833,13 +1006,18 @@ class Exchange:
         return decisions, [fetched]
 
     async def _steps(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> _Steps:
-        """:meth:`_consent_then_fetch`: over local sources in a batch of concurrent calls
-        (:class:`_LocalQueries`, which also fetches every dataset of an allowed call; see
-        :func:`_steps_of` for a caller cancelled meanwhile), else on its own (inline or on the
-        I/O threads)."""
+        """:meth:`_consent_then_fetch`, in a batch of concurrent calls that also fetches every
+        dataset of an allowed call: on the event loop over local sources (:class:`_LocalQueries`),
+        on the I/O threads otherwise (:class:`_IoQueries`, bounded by the caller's deadline); see
+        :func:`_steps_of` for a caller cancelled meanwhile. With batching off, on its own (inline
+        or on the I/O threads)."""
         adapters = [p.adapter for p in plans]
         if self._local_queries is not None and self._is_local(adapters):
             return await _steps_of(self._local_queries.submit(meta, plans, subject))
+        if self._io_queries is not None:
+            return await self._within(
+                _steps_of(self._io_queries.submit(meta, plans, subject)), adapters, self._time_left(meta)
+            )
         return await self._blocking(
             self._consent_then_fetch, meta, plans, subject, adapters=adapters, timeout=self._time_left(meta)
         )

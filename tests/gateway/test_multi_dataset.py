@@ -14,6 +14,7 @@ import pytest
 
 from adapters.agencies import Agency
 from adapters.contract import ProviderUnavailable, SubjectKind
+from gateway import exchange as exchange_module
 from gateway.client import GatewayClient, GatewayError
 from gateway.devsetup import DEFAULT_AGREEMENTS, DevHome
 from gateway.exchange import CallMeta, DatasetAsk, Exchange, QueryAnswer
@@ -247,17 +248,15 @@ def test_a_bug_in_one_dataset_group_fails_only_the_calls_that_ask_it(
     subject, other = subjects.graduates[10][0], subjects.graduates[11][0]
     _grant(client, subject, BOTH, uses=0)
     _grant(client, other, [("education", "graduation", [])], uses=0)
-    batches = _exchange(gw)._local_queries
-    assert batches is not None
-    real = batches._fetch
+    real = exchange_module._fetch_group
 
-    def broken(members: Any) -> Any:
+    def broken(x: Any, members: Any) -> Any:
         call, index = members[0]
         if call.plans[index].descriptor.name == "income_withholding":
             raise KeyError("a bug")
-        return real(members)
+        return real(x, members)
 
-    monkeypatch.setattr(batches, "_fetch", broken)
+    monkeypatch.setattr(exchange_module, "_fetch_group", broken)
     meta = _meta("bug")
     failed, healthy = _together(gw, [(meta, subject, ASKS), (_meta("beside-bug"), other, ASKS[:1])])
     assert isinstance(failed, KeyError)

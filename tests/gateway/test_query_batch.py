@@ -13,6 +13,7 @@ import datetime as dt
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ import pytest
 from adapters.agencies import Agency
 from adapters.base import years_before
 from adapters.contract import ProviderUnavailable, SubjectKind
+from gateway import exchange as exchange_module
 from gateway.batch_wait import AdaptiveWait
 from gateway.client import GatewayClient
 from gateway.consent.errors import StoreError
@@ -31,6 +33,8 @@ from gateway.exchange import (
     Exchange,
     QueryAnswer,
     VerifyAnswer,
+    _IoQueries,
+    _Lane,
     _LocalQueries,
     _settle,
     _Waiting,
@@ -48,22 +52,32 @@ FIELDS = ("level", "school_name", "graduation_date")
 _ids = itertools.count()
 
 
-@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+@pytest.fixture(scope="module", params=["uvloop", "asyncio", "io"])
 def gw(
     request: pytest.FixtureRequest, dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     """A gateway on each event loop: batches wait differently on each (asyncio's ready queue is
-    visible, uvloop's is not), and every call must get the same answers on both."""
-    if request.param == "uvloop":
+    visible, uvloop's is not), and every call must get the same answers on both. "io": the
+    calls' steps on the I/O threads (``inline_local_io`` off, as over server databases), where
+    batches are group commits (_IoQueries): the same answers again."""
+    loop = "asyncio" if request.param == "io" else request.param
+    if loop == "uvloop":
         pytest.importorskip("uvloop")
-    g = start_gateway(
-        dev_home, tmp_path_factory.mktemp("batch") / "home", server={"event_loop": request.param}
-    )
+    server: dict[str, Any] = {"event_loop": loop}
+    if request.param == "io":
+        server["inline_local_io"] = False
+    g = start_gateway(dev_home, tmp_path_factory.mktemp("batch") / "home", server=server)
     try:
-        assert _loop_kind(g) == request.param
+        assert _loop_kind(g) == loop
         yield g
     finally:
         g.stop()
+
+
+def _on_the_loop(gw: Gateway) -> None:
+    """Skip a test of how batches wait on the event loop (_LocalQueries) for the "io" gateway."""
+    if not _exchange(gw)._is_local([_exchange(gw).adapters[Agency.EDUCATION]]):
+        pytest.skip("batches on the I/O threads do not wait on the loop")
 
 
 def _loop_kind(gw: Gateway) -> str:
@@ -463,24 +477,38 @@ class _Uncopyable(Exception):
         super().__init__(f"{reason}: {detail}")
 
 
-def test_a_batch_broken_by_an_exception_that_cannot_be_copied_settles_every_call() -> None:
+@pytest.mark.parametrize("where", ["loop", "io"])
+def test_a_batch_broken_by_an_exception_that_cannot_be_copied_settles_every_call(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each waiting call gets its own copy of a bug's exception; one whose class cannot be
-    copied is given as is, and the batch's other calls are still settled (they used to hang)."""
-    exchange: Any = SimpleNamespace(metrics=SimpleNamespace(query_batch=lambda n: None))
-    batches = _LocalQueries(exchange, 64, 0.004)
-    loop = asyncio.new_event_loop()
-    try:
+    copied is given as is, and the batch's other calls are still settled (they used to hang),
+    on the loop (_LocalQueries) as on the I/O threads (_IoQueries)."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise _Uncopyable("INTERNAL", detail="a bug")
+
+    monkeypatch.setattr(exchange_module, "_batch_steps", broken)
+
+    async def scenario(pool: ThreadPoolExecutor) -> list[asyncio.Future[Any]]:
+        exchange: Any = SimpleNamespace(metrics=SimpleNamespace(query_batch=lambda n: None), executor=pool)
+        loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(3)]
-        batches._waiting = [_Waiting(_meta("bug"), None, None, f) for f in futures]  # type: ignore[arg-type]
+        waiting = [_Waiting(_meta("bug"), None, None, f) for f in futures]  # type: ignore[arg-type]
+        if where == "loop":
+            batches = _LocalQueries(exchange, 64, 0.004)
+            batches._waiting = waiting
+            batches._run_now()
+        else:
+            lane = _Lane(waiting=waiting, busy=True)
+            _IoQueries(exchange, 64, AdaptiveWait(0.004))._start(lane)
+            await asyncio.wait(futures, timeout=10)
+            assert not lane.busy and not lane.waiting
+        return futures
 
-        def broken(waiting: Any) -> None:
-            raise _Uncopyable("INTERNAL", detail="a bug")
-
-        batches._run_many = broken  # type: ignore[method-assign]
-        batches._run_now()
-        assert all(isinstance(f.exception(), _Uncopyable) for f in futures)
-    finally:
-        loop.close()
+    with ThreadPoolExecutor(1) as pool:
+        futures = asyncio.run(scenario(pool))
+    assert all(isinstance(f.exception(), _Uncopyable) for f in futures)
 
 
 def test_a_lone_call_after_a_quiet_spell_is_not_held_long() -> None:
@@ -493,27 +521,53 @@ def test_a_lone_call_after_a_quiet_spell_is_not_held_long() -> None:
 
 
 def _cancel(
-    gw: Gateway, subject: str, label: str, *, before_the_batch: bool, verify: bool = False
+    gw: Gateway,
+    subject: str,
+    label: str,
+    *,
+    before_the_batch: bool,
+    verify: bool = False,
+    monkeypatch: pytest.MonkeyPatch | None = None,
 ) -> CallMeta:
     """A call (a Query, or with ``verify`` a Verify) about ``subject`` (one use-limited consent)
-    cancelled while it waits in a batch, before or after the batch runs; returns its meta."""
+    cancelled while it waits in a batch, before or after the batch runs; returns its meta. On
+    the I/O threads (the "io" gateway), "after" is once its batch's thread is done and the call
+    is settled, before it resumes (``monkeypatch`` required)."""
     _grant(gw.client("hrss"), subject, uses=1, purpose=REVIEW)
     x = _exchange(gw)
     meta = _meta(label, REVIEW)
+    on_the_loop = x._is_local([x.adapters[Agency.EDUCATION]])
+    task: asyncio.Task[Any] | None = None
+    if not on_the_loop and not before_the_batch:
+        assert monkeypatch is not None
+        settle = exchange_module._settle_with
+
+        def then_cancel(future: Any, outcome: Any) -> None:
+            settle(future, outcome)
+            assert task is not None
+            task.cancel()  # in the same callback: before the call resumes
+
+        monkeypatch.setattr(exchange_module, "_settle_with", then_cancel)
 
     async def scenario() -> None:
+        nonlocal task
         call = _check(x, meta, subject) if verify else _ask(x, meta, subject)
         task = asyncio.get_running_loop().create_task(call)
         await asyncio.sleep(0)  # the call waits in a batch
-        assert x._local_queries is not None
         if before_the_batch:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            x._local_queries._run_now()  # the batch runs without it
+            if on_the_loop:
+                assert x._local_queries is not None
+                x._local_queries._run_now()  # the batch runs without it
+            else:
+                await asyncio.sleep(0.05)  # the I/O threads' lane started without it
             return
-        x._local_queries._run_now()  # its steps run: the use is spent, the provider read
-        task.cancel()  # before the call resumes
+        if on_the_loop:
+            assert x._local_queries is not None
+            x._local_queries._run_now()  # its steps run: the use is spent, the provider read
+            task.cancel()  # before the call resumes
         with pytest.raises(asyncio.CancelledError):
             await task
 
@@ -531,7 +585,7 @@ def test_a_call_cancelled_while_it_waits_spends_nothing(gw: Gateway, subjects: S
 
 @pytest.mark.parametrize("verify", [False, True], ids=["query", "verify"])
 def test_a_call_cancelled_after_its_steps_ran_is_still_audited(
-    gw: Gateway, subjects: Subjects, verify: bool
+    gw: Gateway, subjects: Subjects, verify: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The batch decided (spending the consent's one use) and fetched (or evaluated) for the
     call, then its caller went away before the call went on: its audit entry is still written,
@@ -539,7 +593,7 @@ def test_a_call_cancelled_after_its_steps_ran_is_still_audited(
     be decided again, refused for the spent use and audited twice)."""
     subject = subjects.graduates[12 if verify else 4][0]
     ask = VERIFY if verify else None
-    meta = _cancel(gw, subject, "cancel-late", before_the_batch=False, verify=verify)
+    meta = _cancel(gw, subject, "cancel-late", before_the_batch=False, verify=verify, monkeypatch=monkeypatch)
     (entry,) = entries_of(_audit(gw), meta.request_id)
     assert entry.body.outcome.kind.value == "found"
     retried = _mixed(gw, [(meta, subject, ask)])[0]
@@ -595,6 +649,7 @@ def _lone_call(
 
 
 def test_a_waiting_batch_does_not_spin_the_loop(gw: Gateway, subjects: Subjects) -> None:
+    _on_the_loop(gw)
     # calls have been coming every 0.5 ms and another call is in progress, so a lone call waits
     # for more (the default 4 ms at most); on uvloop, whose timers count whole milliseconds, a
     # wait per expected call (0.5 ms: at once) checked the batch again and again until its time
@@ -611,6 +666,7 @@ def test_a_batch_holding_every_call_in_progress_does_not_wait(gw: Gateway, subje
     """Calls have been coming every 0.5 ms, but no other Query is in progress in the worker (a
     caller that sends its next call once this one is answered): the lone call runs at the end of
     its turn instead of waiting out server.query_batch_wait_ms on a timer."""
+    _on_the_loop(gw)
     (chosen,) = _consenting(gw, subjects, 1, 2)
     assert _exchange(gw)._calls_in_progress == 0
     answer, checks = _lone_call(gw, chosen, "alone", others=0)
@@ -636,6 +692,7 @@ def test_a_quiet_loop_does_not_hold_a_call_for_more(gw: Gateway, subjects: Subje
     """Another Query is in progress and calls have been coming every 0.5 ms, but the loop was
     idle: the batch runs at the end of the call's turn instead of waiting 4 ms for a partner
     (with a fixed wait, two closed-loop callers got fewer answers per second than one)."""
+    _on_the_loop(gw)
     (chosen,) = _consenting(gw, subjects, 5, 6)
     load = AdaptiveWait(0.004, window=0.01, tau_up=0.01, tau_down=0.01)
     answer, checks = _lone_call(gw, chosen, "quiet", others=1, load=load, before=_quiet)
@@ -645,6 +702,7 @@ def test_a_quiet_loop_does_not_hold_a_call_for_more(gw: Gateway, subjects: Subje
 
 
 def test_a_busy_loop_still_waits_for_more(gw: Gateway, subjects: Subjects) -> None:
+    _on_the_loop(gw)
     (chosen,) = _consenting(gw, subjects, 6, 7)
     load = AdaptiveWait(0.004, window=0.01, tau_up=0.01, tau_down=0.01)
     answer, checks = _lone_call(gw, chosen, "busy", others=1, load=load, before=_busy)

@@ -1,0 +1,287 @@
+"""Concurrent Queries and Verifies whose steps run on the I/O threads (server databases; here
+SQLite sources with ``server.inline_local_io`` off, which take the same path) are batched as a
+group commit (:class:`gateway.exchange._IoQueries`): the calls that come while a batch runs on a
+thread form the next one. Each set of providers has its own lane, so a slow provider holds up
+only the calls that ask it; a batch's dataset groups are fetched concurrently; a call that waits
+behind a stuck batch keeps its own deadline and spends nothing. (That such batches answer each
+call as alone is tested with the "io" gateway of test_query_batch.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+
+from adapters.agencies import Agency
+from adapters.contract import SubjectKind
+from gateway.devsetup import DevHome
+from gateway.exchange import DatasetAsk, Exchange, QueryAnswer
+from gateway.pipeline.errors import RequestError
+from tests.gateway.conftest import Gateway, Subjects, entries_of, start_gateway
+from tests.gateway.test_query_batch import (
+    FIELDS,
+    PURPOSE,
+    REVIEW,
+    _ask,
+    _audit,
+    _batches,
+    _exchange,
+    _grant,
+    _meta,
+    _on_gateway,
+    _outcome,
+)
+
+ASSISTANCE = DatasetAsk(Agency.CIVIL_AFFAIRS, "assistance", ("household_category",))
+GRADUATION = DatasetAsk(Agency.EDUCATION, "graduation", FIELDS)
+
+
+@pytest.fixture(scope="module")
+def gw(dev_home: DevHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    g = start_gateway(
+        dev_home, tmp_path_factory.mktemp("iobatch") / "home", server={"inline_local_io": False}
+    )
+    try:
+        x = _exchange(g)
+        assert x._io_queries is not None and not x._is_local([x.adapters[Agency.EDUCATION]])
+        yield g
+    finally:
+        g.stop()
+
+
+def _hold(
+    monkeypatch: pytest.MonkeyPatch, x: Exchange, agency: Agency, until: Callable[[str], None]
+) -> list[tuple[str, int]]:
+    """Make ``agency``'s provider call ``until(operation)`` (on its I/O thread) before each
+    query; returns the (operation, subjects) it was asked, in order."""
+    source = x.adapters[agency].source  # type: ignore[attr-defined]
+    real = source.run
+    asked: list[tuple[str, int]] = []
+
+    def held(operation: str, work: Any, **kwargs: Any) -> Any:
+        asked.append((operation, int((kwargs.get("log_fields") or {}).get("count", "1"))))
+        until(operation)
+        return real(operation, work, **kwargs)
+
+    monkeypatch.setattr(source, "run", held)
+    return asked
+
+
+def test_calls_that_come_while_a_batch_runs_form_the_next_one(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _exchange(gw)
+    client = gw.client("hrss")
+    chosen = [s for s, _ in subjects.graduates][0:7]
+    for s in chosen:
+        _grant(client, s)
+    first_in = threading.Event()
+    release = threading.Event()
+
+    def until(operation: str) -> None:
+        if not first_in.is_set():
+            first_in.set()
+            assert release.wait(10), "the test did not release the first batch"
+
+    asked = _hold(monkeypatch, x, Agency.EDUCATION, until)
+    before = _batches(gw)
+
+    async def scenario() -> list[Any]:
+        first = asyncio.ensure_future(_ask(x, _meta("io-first"), chosen[0]))
+        while not first_in.is_set():  # the first call's batch holds the provider
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(_ask(x, _meta("io-next"), s)) for s in chosen[1:]]
+        await asyncio.sleep(0.02)  # they wait for the lane
+        release.set()
+        return list(await asyncio.gather(first, *rest, return_exceptions=True))
+
+    results = _on_gateway(gw, scenario())
+    after = _batches(gw)
+    by_subject = dict(subjects.graduates)
+    for s, r in zip(chosen, results, strict=True):
+        assert isinstance(r, QueryAnswer), r
+        assert r.results[0].values["graduation_date"] == by_subject[s]["graduation_date"]
+    assert (after[0] - before[0], after[1] - before[1]) == (7, 2)  # a batch of 1, then of 6
+    assert asked == [("fetch", 1), ("fetch_many", 6)]  # one provider query for the six
+
+
+def test_a_slow_provider_holds_up_only_the_calls_that_ask_it(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _exchange(gw)
+    subject = subjects.graduates[7][0]
+    _grant(gw.client("hrss"), subject)
+    held = threading.Event()
+    release = threading.Event()
+
+    def until(operation: str) -> None:
+        held.set()
+        assert release.wait(10), "the test did not release education"
+
+    _hold(monkeypatch, x, Agency.EDUCATION, until)
+
+    async def scenario() -> tuple[Any, Any]:
+        slow = asyncio.ensure_future(_ask(x, _meta("io-slow"), subject))
+        while not held.is_set():
+            await asyncio.sleep(0.001)
+        # civil_affairs' lane is free: its call is answered while education still holds
+        other = x.query(_meta("io-other", REVIEW), SubjectKind.PERSON, subjects.assisted[0], [ASSISTANCE])
+        try:
+            answered = await asyncio.wait_for(other, 5)
+        finally:
+            release.set()
+        return answered, await slow
+
+    answered, slow = _on_gateway(gw, scenario())
+    assert isinstance(answered, QueryAnswer) and answered.results[0].found
+    assert isinstance(slow, QueryAnswer) and slow.results[0].found
+
+
+def test_the_datasets_of_a_batch_are_fetched_concurrently(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Query over two providers fans out on the I/O threads, as alone: each provider's query
+    waits here until the other's has started."""
+    x = _exchange(gw)
+    subject = subjects.assisted[1]
+    graduates = {s for s, _ in subjects.graduates}
+    _grant(gw.client("hrss"), subject, purpose=REVIEW)
+    both = threading.Barrier(2, timeout=5)
+
+    def until(operation: str) -> None:
+        both.wait()  # BrokenBarrierError (the call fails) unless the other provider is asked too
+
+    _hold(monkeypatch, x, Agency.EDUCATION, until)
+    _hold(monkeypatch, x, Agency.CIVIL_AFFAIRS, until)
+    answer = _on_gateway(
+        gw, x.query(_meta("io-fan-out", REVIEW), SubjectKind.PERSON, subject, [GRADUATION, ASSISTANCE])
+    )
+    assert isinstance(answer, QueryAnswer)
+    assert [r.found for r in answer.results] == [subject in graduates, True]
+
+
+def test_a_call_waiting_behind_a_stuck_batch_keeps_its_deadline_and_spends_nothing(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _exchange(gw)
+    client = gw.client("hrss")
+    stuck_subject, subject = subjects.graduates[8][0], subjects.graduates[9][0]
+    _grant(client, stuck_subject)
+    _grant(client, subject, uses=1, purpose=REVIEW)
+    held = threading.Event()
+    release = threading.Event()
+
+    def until(operation: str) -> None:
+        if not held.is_set():
+            held.set()
+            assert release.wait(10), "the test did not release the stuck batch"
+
+    _hold(monkeypatch, x, Agency.EDUCATION, until)
+    end = time.monotonic() + 0.25  # 200 ms once the 50 ms answer reserve is kept
+    short = dataclasses.replace(_meta("io-short", REVIEW), time_left=lambda: end - time.monotonic())
+
+    async def scenario() -> tuple[Any, Any]:
+        stuck = asyncio.ensure_future(_ask(x, _meta("io-stuck"), stuck_subject))
+        while not held.is_set():
+            await asyncio.sleep(0.001)
+        try:
+            waited = await asyncio.gather(_ask(x, short, subject), return_exceptions=True)
+        finally:
+            release.set()
+        return waited[0], await stuck
+
+    waited, stuck = _on_gateway(gw, scenario())
+    assert isinstance(waited, RequestError)
+    assert _outcome(waited) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
+    assert isinstance(stuck, QueryAnswer)
+    (entry,) = entries_of(_audit(gw), short.request_id)
+    assert (entry.body.outcome.kind.value, entry.body.reason) == ("failed", "PROVIDER_TIMEOUT")
+    # its consent's one use was not spent: the next call gets the data
+    again = _on_gateway(gw, _ask(x, _meta("io-after", REVIEW), subject))
+    assert isinstance(again, QueryAnswer) and again.results[0].found
+
+
+@pytest.mark.postgres
+def test_a_batch_over_a_postgresql_consent_store_answers_each_call_as_alone(
+    dev_home: DevHome, subjects: Subjects, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consent store on the PostgreSQL server (a server database: the I/O threads' path,
+    with inline_local_io on): concurrent calls are decided with one store read, a use-limited
+    consent asked twice is spent once, and each call is answered and audited as alone."""
+    schema = f"iobatch_{uuid.uuid4().hex[:10]}"
+    g = start_gateway(
+        dev_home, tmp_path / "home", extra={"consent": {"store": pg_url, "store_schema": schema}}
+    )
+    try:
+        x = _exchange(g)
+        assert x._is_local([x.adapters[Agency.EDUCATION]]) is False
+        client = g.client("hrss")
+        graduates = [s for s, _ in subjects.graduates]
+        consenting, limited, refusing = graduates[:4], graduates[4], graduates[5]
+        for s in consenting:
+            _grant(client, s)
+        _grant(client, limited, uses=1, purpose=REVIEW)
+        store = x.consent.store
+        real = store.records_for_many
+        reads: list[int] = []
+
+        def counted(kind: Any, ids: Any, **kwargs: Any) -> Any:
+            reads.append(len(ids))
+            return real(kind, ids, **kwargs)
+
+        monkeypatch.setattr(store, "records_for_many", counted)
+        calls = [
+            *((_meta("pg"), s, PURPOSE) for s in consenting),
+            (_meta("pg-limited-a", REVIEW), limited, REVIEW),
+            (_meta("pg-limited-b", REVIEW), limited, REVIEW),
+            (_meta("pg-refused"), refusing, PURPOSE),
+        ]
+        before = _batches(g)
+
+        async def together() -> list[Any]:
+            return list(await asyncio.gather(*(_ask(x, m, s) for m, s, _ in calls), return_exceptions=True))
+
+        results = _on_gateway(g, together())
+        after = _batches(g)
+        assert (after[0] - before[0], after[1] - before[1]) == (len(calls), 1)
+        # one read of the store for the whole batch; spending the limited consent's use makes
+        # the calls decided on it decided again on a fresh read (ConsentService.decide_many)
+        assert reads == [len(calls), 5]
+        by_subject = dict(subjects.graduates)
+        for (_, s, _), r in zip(calls[:4], results[:4], strict=True):
+            assert isinstance(r, QueryAnswer)
+            assert r.results[0].values["graduation_date"] == by_subject[s]["graduation_date"]
+        limited_outcomes = sorted(str(_outcome(r)) for r in results[4:6])
+        assert limited_outcomes[0] == str(("PERMISSION_DENIED", "CONSENT_USE_LIMIT_REACHED"))
+        assert isinstance(results[4], QueryAnswer) != isinstance(results[5], QueryAnswer)
+        assert _outcome(results[6]) == ("PERMISSION_DENIED", "CONSENT_MISSING")
+        entries = _audit(g)
+        for meta, _, _ in calls:
+            assert len(entries_of(entries, meta.request_id)) == 1
+    finally:
+        g.stop()
+        engine = sqlalchemy.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def test_the_event_loop_busy_ratio_is_measured_on_the_io_path(gw: Gateway, subjects: Subjects) -> None:
+    """dsgw_event_loop_busy_ratio (and the wait it sets) follows the loop whichever path the
+    calls take: it stayed at 0 when every call went to the I/O threads."""
+    x = _exchange(gw)
+    subject = subjects.graduates[10][0]
+    _grant(gw.client("hrss"), subject)
+    registry = x.metrics.registry  # type: ignore[attr-defined]
+    for _ in range(3):  # the load is measured over windows of 0.1 s
+        assert isinstance(_on_gateway(gw, _ask(x, _meta("io-busy"), subject)), QueryAnswer)
+        time.sleep(0.12)
+    assert (registry.get_sample_value("dsgw_event_loop_busy_ratio") or 0.0) > 0.0

@@ -316,6 +316,14 @@ class _Waiting:
     plans: Sequence[_Plan]  # one per dataset of the call (a Verify: one)
     subject: Subject
     future: asyncio.Future[_Steps]
+    #: once step 4 allowed every dataset: the decisions, and each dataset's values (or answer,
+    #: or error) as its group comes in, _PENDING until then (written on the batch's thread)
+    decisions: list[Decision] | None = None
+    values: list[Any] | None = None
+
+
+_PENDING: Any = object()
+"""A dataset of an allowed call whose group is not fetched yet."""
 
 
 class _LocalQueries:
@@ -398,8 +406,9 @@ class _LocalQueries:
             return
         try:
             self._x.metrics.query_batch(len(waiting))
-            for w, outcome in _batch_steps(self._x, waiting, fetch_groups=None).outcomes():
-                _settle_with(w.future, outcome)
+            batch = _batch_steps(self._x, waiting)
+            _settle_all(batch.settled)
+            _settle_all(batch.outcomes())
         except BaseException as exc:  # a bug: every call of the batch fails (none hangs)
             for w in waiting:
                 _settle(w.future, error=_own_copy(exc))  # one instance each: tracebacks apart
@@ -413,6 +422,7 @@ class _Lane:
 
     waiting: list[_Waiting] = field(default_factory=list)
     busy: bool = False
+    fetching: int = 0  # the running batch's dataset groups still out (fetched concurrently)
 
 
 class _IoQueries:
@@ -424,16 +434,16 @@ class _IoQueries:
 
     Such calls barely load the event loop, so a batch does not wait on a timer: it is a group
     commit. A call to an idle lane starts a batch at the end of its turn of the loop; the calls
-    that come while it runs on a thread wait, and form the next batch when it is done. Under
-    load the batches grow with the store's and the providers' round trips; on a quiet worker a
-    call runs at once, alone.
+    that come while it runs on a thread wait, and form the next batch (at most ``most`` calls)
+    when it is done. Under load the batches grow with the store's and the providers' round
+    trips; on a quiet worker a call runs at once, alone, as unbatched.
 
     Each set of providers has its own lane, so a slow provider holds up only the calls that ask
-    it (as alone, each call waits for its own providers only). The datasets of a batch's calls
-    are fetched concurrently, one I/O thread per dataset group, when there are several (a Query
-    over several providers fans out, as alone). Each call stays bounded by its own deadline
-    (:meth:`Exchange._within`): one whose time runs out while it waits is PROVIDER_TIMEOUT and
-    spends nothing."""
+    it (as alone, each call waits for its own providers only). A call refused by step 4 is
+    answered as soon as the batch's decisions are made, not after the others' fetches; the
+    datasets of a batch are fetched concurrently, one I/O thread per dataset group, when there
+    are several (a Query over several providers fans out, as alone), and a call is answered once
+    its own datasets are in. Each call keeps its own deadline (:meth:`Exchange._io_steps`)."""
 
     def __init__(self, exchange: Exchange, most: int, load: AdaptiveWait) -> None:
         self._x = exchange
@@ -442,19 +452,19 @@ class _IoQueries:
         self._load = load
         self._lanes: dict[tuple[str, ...], _Lane] = {}
 
-    def submit(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> asyncio.Future[_Steps]:
+    def submit(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> _Waiting:
         loop = asyncio.get_running_loop()
         self._load.observe(loop.time())
         key = tuple(sorted({p.adapter.agency.value for p in plans}))
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
-        future: asyncio.Future[_Steps] = loop.create_future()
-        lane.waiting.append(_Waiting(meta, plans, subject, future))
+        waiting = _Waiting(meta, plans, subject, loop.create_future())
+        lane.waiting.append(waiting)
         if not lane.busy:
             lane.busy = True
             loop.call_soon(self._start, lane)  # the calls of this turn join it
-        return future
+        return waiting
 
     def _start(self, lane: _Lane) -> None:
         # the calls whose caller went away (or whose time ran out) while they waited: nothing
@@ -467,48 +477,61 @@ class _IoQueries:
         x = self._x
         try:
             x.metrics.query_batch(len(waiting))
-            job = asyncio.get_running_loop().run_in_executor(
-                x.executor, functools.partial(_batch_steps, x, waiting, fetch_groups=1)
-            )
+            loop = asyncio.get_running_loop()
+            job = loop.run_in_executor(x.executor, _io_batch_steps, x, waiting, self._early(loop))
         except BaseException as exc:  # say, the I/O threads were shut down: none hangs
             self._failed(lane, waiting, exc)
             return
         job.add_done_callback(functools.partial(self._stepped, lane, waiting))
 
+    @staticmethod
+    def _early(loop: asyncio.AbstractEventLoop) -> Callable[[list[tuple[_Waiting, Any]]], None]:
+        """How the batch's thread hands the loop the calls it settled before fetching."""
+
+        def hand(settled: list[tuple[_Waiting, Any]]) -> None:
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+        return hand
+
     def _stepped(self, lane: _Lane, waiting: list[_Waiting], job: asyncio.Future[_BatchRound]) -> None:
         try:
             batch = job.result()
-        except BaseException as exc:  # a bug: every call of the batch fails (none hangs)
+            _settle_all(batch.settled)
+            if not batch.groups:  # fetched on the batch's thread (one group, or none)
+                _settle_all(batch.outcomes())
+                self._next(lane)
+                return
+            # several dataset groups: each on its own I/O thread, concurrently; a call is
+            # answered once its own groups are in, the lane moves on once all are
+            loop = asyncio.get_running_loop()
+            lane.fetching = len(batch.groups)
+            for members in batch.groups:
+                fetch = loop.run_in_executor(self._x.executor, _fetch_group, self._x, members)
+                fetch.add_done_callback(functools.partial(self._fetched, lane, members))
+        except BaseException as exc:  # a bug, or the I/O threads were shut down: none hangs
+            lane.fetching = 0
             self._failed(lane, waiting, exc)
-            return
-        if not batch.groups:
-            self._settled(lane, batch)
-            return
-        # several dataset groups: each on its own I/O thread, concurrently
-        loop = asyncio.get_running_loop()
-        x = self._x
-        try:
-            fetches = [loop.run_in_executor(x.executor, _fetch_group, x, members) for members in batch.groups]
-        except BaseException as exc:
-            self._failed(lane, waiting, exc)
-            return
-        done = asyncio.gather(*fetches, return_exceptions=True)
-        done.add_done_callback(functools.partial(self._fetched, lane, batch))
 
-    def _fetched(self, lane: _Lane, batch: _BatchRound, done: asyncio.Future[list[Any]]) -> None:
-        for members, answers in zip(batch.groups, done.result(), strict=True):
-            if isinstance(answers, BaseException):  # a bug in one group: its members get it
-                answers = [(w, i, _own_copy(answers)) for w, i in members]
-            batch.fill(answers)
-        batch.groups = []
-        self._settled(lane, batch)
-
-    def _settled(self, lane: _Lane, batch: _BatchRound) -> None:
+    def _fetched(
+        self, lane: _Lane, members: list[tuple[_Waiting, int]], fetch: asyncio.Future[list[Any]]
+    ) -> None:
         try:
-            for w, outcome in batch.outcomes():
-                _settle_with(w.future, outcome)
+            try:
+                answers = fetch.result()
+            except BaseException as exc:  # a bug in one group: its members get it, as gather would
+                answers = [(w, i, _own_copy(exc)) for w, i in members]
+            for w, i, value in answers:
+                assert w.values is not None and w.decisions is not None
+                w.values[i] = value
+                if all(v is not _PENDING for v in w.values):
+                    _settle(w.future, result=(w.decisions, w.values))
+        except BaseException as exc:  # a bug here: the group's calls fail, none hangs
+            for w, _ in members:
+                _settle(w.future, error=_own_copy(exc))
         finally:
-            self._next(lane)
+            lane.fetching -= 1
+            if lane.fetching <= 0:
+                self._next(lane)
 
     def _failed(self, lane: _Lane, waiting: list[_Waiting], exc: BaseException) -> None:
         for w in waiting:
@@ -526,57 +549,99 @@ class _IoQueries:
 @dataclass(slots=True)
 class _BatchRound:
     """Steps 4 and 6 of one batch, as plain data: the calls settled already (refused, failed,
-    or answered by the single-call path) with their outcome, the dataset groups still to
-    fetch (each a list of (call, plan index)), and the allowed calls' decisions and values as
-    their groups come in."""
+    or answered by the single-call path) with their outcome, the allowed calls (their
+    decisions, and their values as their groups come in: :attr:`_Waiting.values`), and the
+    dataset groups still to fetch (each a list of (call, plan index))."""
 
     settled: list[tuple[_Waiting, _Steps | BaseException]] = field(default_factory=list)
+    allowed: list[_Waiting] = field(default_factory=list)
     groups: list[list[tuple[_Waiting, int]]] = field(default_factory=list)
-    fetched: dict[int, tuple[_Waiting, list[Decision], list[Any]]] = field(default_factory=dict)
 
     def fill(self, answers: Sequence[tuple[_Waiting, int, Any]]) -> None:
         for w, i, value in answers:
-            self.fetched[id(w)][2][i] = value
+            assert w.values is not None
+            w.values[i] = value
 
-    def outcomes(self) -> list[tuple[_Waiting, _Steps | BaseException]]:
-        """Every call's steps (decisions and values) or error, once its groups are in."""
-        assert not self.groups, "fetch the groups first"
-        return [*self.settled, *((w, (decisions, values)) for w, decisions, values in self.fetched.values())]
-
-
-def _batch_steps(x: Exchange, waiting: list[_Waiting], *, fetch_groups: int | None) -> _BatchRound:
-    """Steps 4 and 6 of a batch of calls (blocking). One call of one dataset goes the way of a
-    call alone (:meth:`Exchange._consent_then_fetch`). Otherwise one consent-store read decides
-    them all and each allowed call's datasets join the batch's dataset groups; the groups are
-    fetched here when there are at most ``fetch_groups`` of them (None: always), else left in
-    the round for the caller to fetch (concurrently)."""
-    if len(waiting) == 1 and len(waiting[0].plans) == 1:
-        w = waiting[0]
-        try:
-            steps: _Steps | BaseException = x._consent_then_fetch(w.meta, w.plans, w.subject)
-        except Exception as exc:  # the caller's to handle, as from _blocking
-            steps = exc
-        return _BatchRound(settled=[(w, steps)])
-    batch = _decide_batch(x, waiting)
-    if fetch_groups is None or len(batch.groups) <= fetch_groups:
-        for members in batch.groups:
+    def fetch_here(self, x: Exchange) -> None:
+        """Fetch every group now, one after another (blocking)."""
+        for members in self.groups:
             try:
                 answers = _fetch_group(x, members)
             except Exception as exc:  # a bug in one group: its members get it, as gather would
                 answers = [(w, i, _own_copy(exc)) for w, i in members]
-            batch.fill(answers)
-        batch.groups = []
+            self.fill(answers)
+        self.groups = []
+
+    def outcomes(self) -> list[tuple[_Waiting, _Steps | BaseException]]:
+        """The allowed calls' steps (decisions and values), once their groups are in."""
+        assert not self.groups, "fetch the groups first"
+        out: list[tuple[_Waiting, _Steps | BaseException]] = []
+        for w in self.allowed:
+            assert w.decisions is not None and w.values is not None
+            out.append((w, (w.decisions, w.values)))
+        return out
+
+
+def _settle_all(outcomes: Sequence[tuple[_Waiting, _Steps | BaseException]]) -> None:
+    for w, outcome in outcomes:
+        _settle_with(w.future, outcome)
+
+
+def _batch_steps(x: Exchange, waiting: list[_Waiting]) -> _BatchRound:
+    """Steps 4 and 6 of a batch of calls (blocking), every group fetched: one call of one
+    dataset goes the way of a call alone (:meth:`Exchange._consent_then_fetch`); otherwise
+    :func:`_decide_batch`, then the groups one after another."""
+    alone = _alone(x, waiting)
+    if alone is not None:
+        return alone
+    batch = _decide_batch(x, waiting)
+    batch.fetch_here(x)
     return batch
+
+
+def _io_batch_steps(
+    x: Exchange, waiting: list[_Waiting], early: Callable[[list[tuple[_Waiting, Any]]], None]
+) -> _BatchRound:
+    """:func:`_batch_steps` on an I/O thread: the calls settled by step 4 are handed to the
+    loop (``early``) before any fetch; one dataset group is fetched here, several are left to
+    the loop (each on its own thread)."""
+    alone = _alone(x, waiting)
+    if alone is not None:
+        return alone
+    batch = _decide_batch(x, waiting)
+    if batch.settled and batch.groups:  # a refusal is not held up by the others' fetch
+        early(batch.settled)
+        batch.settled = []
+    if len(batch.groups) == 1:
+        batch.fetch_here(x)
+    return batch
+
+
+def _alone(x: Exchange, waiting: list[_Waiting]) -> _BatchRound | None:
+    """A batch of one call of one dataset, the way of a call alone; None for any other."""
+    if len(waiting) != 1 or len(waiting[0].plans) != 1:
+        return None
+    w = waiting[0]
+    if w.future.done():  # its caller went away meanwhile: nothing is decided or spent
+        return _BatchRound()
+    try:
+        steps: _Steps | BaseException = x._consent_then_fetch(w.meta, w.plans, w.subject)
+    except Exception as exc:  # the caller's to handle, as from _blocking
+        steps = exc
+    return _BatchRound(settled=[(w, steps)])
 
 
 def _decide_batch(x: Exchange, waiting: list[_Waiting]) -> _BatchRound:
     """Step 4 for a batch (blocking): the calls refused or failed with their outcome, and for the
     calls whose every dataset is allowed, their decisions and the dataset groups to fetch (each
     dataset joins the others' of the same provider dataset and field list, or predicate and
-    parameters)."""
+    parameters). A call whose caller went away meanwhile (its future is done: only its caller
+    cancels it before the batch settles it) is skipped: nothing is decided or spent for it."""
     batch = _BatchRound()
     live: list[_Waiting] = []
     for w in waiting:
+        if w.future.done():
+            continue
         try:  # no time for the providers: no consent use is spent
             left = x._time_left(w.meta)
             for p in w.plans:
@@ -592,11 +657,13 @@ def _decide_batch(x: Exchange, waiting: list[_Waiting]) -> _BatchRound:
         ]
         for w in live
     ]
-    # a call whose time ran out meanwhile (others' consent writes) spends no use: as alone,
-    # it is PROVIDER_TIMEOUT before its consent step
-    decided = x.consent.decide_many(
-        calls, consume=True, proceed=lambda i: fetch_step.has_time(x._time_left(live[i].meta))
-    )
+
+    def proceed(i: int) -> bool:
+        # a call whose time ran out meanwhile (others' consent writes), or whose caller went
+        # away, spends no use: as alone, it is PROVIDER_TIMEOUT before its consent step
+        return not live[i].future.done() and fetch_step.has_time(x._time_left(live[i].meta))
+
+    decided = x.consent.decide_many(calls, consume=True, proceed=proceed)
     groups: dict[tuple[Any, ...], list[tuple[_Waiting, int]]] = {}
     for w, outcome in zip(live, decided, strict=True):
         if outcome is None:  # not decided: its time ran out
@@ -606,12 +673,30 @@ def _decide_batch(x: Exchange, waiting: list[_Waiting]) -> _BatchRound:
         elif not all(d.allowed for d in outcome):  # refused: nothing is fetched
             batch.settled.append((w, (outcome, None)))
         else:
-            batch.fetched[id(w)] = (w, outcome, [None] * len(w.plans))
+            w.values = [_PENDING] * len(w.plans)
+            w.decisions = outcome
+            batch.allowed.append(w)
             for i, p in enumerate(w.plans):
                 key = (id(p.adapter), p.descriptor.name, p.fields, p.predicate, p.params)
                 groups.setdefault(key, []).append((w, i))
     batch.groups = list(groups.values())
     return batch
+
+
+def _timed_out(adapters: Sequence[Adapter]) -> Unavailable:
+    """The PROVIDER_TIMEOUT of a blocking step given up at the caller's deadline."""
+    names = ", ".join(sorted({a.agency.value for a in adapters})) or "the consent store"
+    return Unavailable("PROVIDER_TIMEOUT", f"{names} did not answer before the deadline", retry_after_s=1.0)
+
+
+def _late(adapter: Adapter) -> Unavailable:
+    """The PROVIDER_TIMEOUT of a dataset whose provider did not answer within the call's time."""
+    return Unavailable(
+        "PROVIDER_TIMEOUT",
+        f"provider {adapter.agency.value} did not answer within the call's deadline",
+        retry_after_s=1.0,
+        provider=adapter.agency.value,
+    )
 
 
 def _fetch_group(x: Exchange, members: list[tuple[_Waiting, int]]) -> list[tuple[_Waiting, int, Any]]:
@@ -646,12 +731,7 @@ def _fetch_group(x: Exchange, members: list[tuple[_Waiting, int]]) -> list[tuple
     took = time.monotonic() - started
     for (w, i, left), value in zip(asking, values, strict=True):
         if left is not None and took > left and not isinstance(value, BaseException):
-            value = Unavailable(
-                "PROVIDER_TIMEOUT",
-                f"provider {plan.adapter.agency.value} did not answer within the call's deadline",
-                retry_after_s=1.0,
-                provider=plan.adapter.agency.value,
-            )
+            value = _late(plan.adapter)
         out.append((w, i, value))
     return out
 
@@ -799,22 +879,16 @@ class Exchange:
         )
 
     @staticmethod
-    async def _within(step: Awaitable[T], adapters: Sequence[Adapter], timeout: float | None) -> T:
+    async def _within(step: asyncio.Future[T], adapters: Sequence[Adapter], timeout: float | None) -> T:
         """Wait for a step on the I/O threads, but never past ``timeout`` (the caller's deadline
         less the time kept to audit and answer): PROVIDER_TIMEOUT then, whatever the thread
-        does."""
+        does (an answer that came in the same turn as the deadline is kept)."""
         if timeout is None:
             return await step
         try:
-            # in this task (no task around ``step``): a batch's answer that came before the
-            # time ran out, or before the caller went away, is kept (_steps_of)
-            async with asyncio.timeout(max(timeout, fetch_step.MIN_CALL_S)):
-                return await step
+            return await asyncio.wait_for(step, max(timeout, fetch_step.MIN_CALL_S))
         except TimeoutError:
-            names = ", ".join(sorted({a.agency.value for a in adapters})) or "the consent store"
-            raise Unavailable(
-                "PROVIDER_TIMEOUT", f"{names} did not answer before the deadline", retry_after_s=1.0
-            ) from None
+            raise _timed_out(adapters) from None
 
     def _check_meta(self, meta: CallMeta) -> None:
         if not REQUEST_ID.fullmatch(meta.request_id or ""):
@@ -1015,12 +1089,32 @@ class Exchange:
         if self._local_queries is not None and self._is_local(adapters):
             return await _steps_of(self._local_queries.submit(meta, plans, subject))
         if self._io_queries is not None:
-            return await self._within(
-                _steps_of(self._io_queries.submit(meta, plans, subject)), adapters, self._time_left(meta)
-            )
+            return await self._io_steps(meta, plans, subject)
         return await self._blocking(
             self._consent_then_fetch, meta, plans, subject, adapters=adapters, timeout=self._time_left(meta)
         )
+
+    async def _io_steps(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> _Steps:
+        """:meth:`_steps` in a batch on the I/O threads (:class:`_IoQueries`), never past the
+        caller's deadline. When it passes before step 4 is done: PROVIDER_TIMEOUT, nothing
+        disclosed. After step 4 allowed the call: its decisions, with PROVIDER_TIMEOUT for each
+        dataset not fetched yet (as a fetch of it alone would end), so that its audit entries
+        still name the basis the consent step found."""
+        assert self._io_queries is not None
+        waiting = self._io_queries.submit(meta, plans, subject)
+        timeout = self._time_left(meta)
+        if timeout is None:
+            return await _steps_of(waiting.future)
+        try:
+            async with asyncio.timeout(max(timeout, fetch_step.MIN_CALL_S)):
+                return await _steps_of(waiting.future)
+        except TimeoutError:
+            decisions, values = waiting.decisions, waiting.values
+            if decisions is None or values is None:
+                raise _timed_out([p.adapter for p in plans]) from None
+            return decisions, [
+                v if v is not _PENDING else _late(p.adapter) for v, p in zip(values, plans, strict=True)
+            ]
 
     async def _answer_once(
         self, meta: CallMeta, fingerprint: bytes, make: Callable[[], Awaitable[T]]

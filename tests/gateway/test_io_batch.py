@@ -9,6 +9,7 @@ call as alone is tested with the "io" gateway of test_query_batch.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -22,6 +23,7 @@ import sqlalchemy
 
 from adapters.agencies import Agency
 from adapters.contract import SubjectKind
+from gateway import exchange as exchange_module
 from gateway.devsetup import DevHome
 from gateway.exchange import DatasetAsk, Exchange, QueryAnswer
 from gateway.pipeline.errors import RequestError
@@ -30,6 +32,7 @@ from tests.gateway.test_query_batch import (
     FIELDS,
     PURPOSE,
     REVIEW,
+    VERIFY,
     _ask,
     _audit,
     _batches,
@@ -285,3 +288,205 @@ def test_the_event_loop_busy_ratio_is_measured_on_the_io_path(gw: Gateway, subje
         assert isinstance(_on_gateway(gw, _ask(x, _meta("io-busy"), subject)), QueryAnswer)
         time.sleep(0.12)
     assert (registry.get_sample_value("dsgw_event_loop_busy_ratio") or 0.0) > 0.0
+
+
+def test_a_refused_call_is_not_held_up_by_the_others_fetch(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call step 4 refuses is answered (and audited as refused) once the batch's decisions
+    are made, while the provider still holds the batch's other calls; it used to wait for their
+    fetch, and past its deadline be audited as an allowed access that timed out."""
+    x = _exchange(gw)
+    allowed, refused = subjects.graduates[11][0], subjects.graduates[12][0]
+    _grant(gw.client("hrss"), allowed)  # none for ``refused``
+    held = threading.Event()
+    release = threading.Event()
+
+    def until(operation: str) -> None:
+        held.set()
+        assert release.wait(10), "the test did not release education"
+
+    _hold(monkeypatch, x, Agency.EDUCATION, until)
+    no = _meta("io-refused")
+
+    async def scenario() -> tuple[Any, Any]:
+        calls = [_ask(x, _meta("io-held"), allowed), _ask(x, no, refused)]
+        started = [asyncio.ensure_future(c) for c in calls]  # one batch: the same turn
+        try:
+            refusal = await asyncio.wait_for(asyncio.shield(started[1]), 5)
+        except RequestError as exc:
+            refusal = exc
+        finally:
+            release.set()
+        return refusal, await started[0]
+
+    refusal, answer = _on_gateway(gw, scenario())
+    assert held.is_set()
+    assert _outcome(refusal) == ("PERMISSION_DENIED", "CONSENT_MISSING")
+    assert isinstance(answer, QueryAnswer) and answer.results[0].found
+    (entry,) = entries_of(_audit(gw), no.request_id)
+    assert entry.body.reason == "CONSENT_MISSING"
+
+
+def _facts_of(entries: list[Any], request_id: str) -> list[tuple[Any, ...]]:
+    return sorted(
+        (
+            e.body.provider.value,
+            e.body.outcome.kind.value,
+            e.body.reason,
+            e.body.legal_basis.model_dump_json(),
+        )
+        for e in entries_of(entries, request_id)
+    )
+
+
+def test_a_deadline_after_step_4_is_audited_as_alone(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A two-provider Query whose second provider answers after the deadline: the slow dataset
+    is PROVIDER_TIMEOUT, the other OTHER_PROVIDER_FAILED, each entry with the basis step 4
+    found, as unbatched (where the decisions come back before the fetches)."""
+    x = _exchange(gw)
+    subject = subjects.assisted[2]
+    _grant(gw.client("hrss"), subject, purpose=REVIEW)
+    release = threading.Event()
+    _hold(monkeypatch, x, Agency.CIVIL_AFFAIRS, lambda operation: release.wait(10) and None)
+
+    def one(label: str) -> tuple[Any, str]:
+        end = time.monotonic() + 0.3  # 250 ms once the 50 ms answer reserve is kept
+        meta = dataclasses.replace(_meta(label, REVIEW), time_left=lambda: end - time.monotonic())
+
+        async def ask() -> Any:
+            try:
+                return await x.query(meta, SubjectKind.PERSON, subject, [GRADUATION, ASSISTANCE])
+            except RequestError as exc:
+                return exc
+
+        return _on_gateway(gw, ask()), meta.request_id
+
+    try:
+        batched, batched_id = one("io-late")
+        monkeypatch.setattr(x, "_io_queries", None)  # the unbatched path, for comparison
+        alone, alone_id = one("io-late-alone")
+    finally:
+        release.set()
+    assert _outcome(batched) == _outcome(alone) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
+    entries = _audit(gw)
+    facts = _facts_of(entries, batched_id)
+    assert facts == _facts_of(entries, alone_id)
+    assert [(f[2], bool(f[3])) for f in facts] == [
+        ("PROVIDER_TIMEOUT", True),
+        ("OTHER_PROVIDER_FAILED", True),
+    ]
+
+
+def test_a_lane_takes_at_most_query_batch_calls_per_batch(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _exchange(gw)
+    assert x._io_queries is not None
+    monkeypatch.setattr(x._io_queries, "_most", 3)
+    chosen = [s for s, _ in subjects.graduates][0:8]
+    client = gw.client("hrss")
+    for s in chosen:
+        _grant(client, s)
+    first_in = threading.Event()
+    release = threading.Event()
+
+    def until(operation: str) -> None:
+        if not first_in.is_set():
+            first_in.set()
+            assert release.wait(10), "the test did not release the first batch"
+
+    _hold(monkeypatch, x, Agency.EDUCATION, until)
+    before = _batches(gw)
+
+    async def scenario() -> list[Any]:
+        first = asyncio.ensure_future(_ask(x, _meta("io-cap"), chosen[0]))
+        while not first_in.is_set():
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(_ask(x, _meta("io-cap"), s)) for s in chosen[1:]]
+        await asyncio.sleep(0)
+        release.set()
+        return list(await asyncio.gather(first, *rest, return_exceptions=True))
+
+    results = _on_gateway(gw, scenario())
+    after = _batches(gw)
+    assert all(isinstance(r, QueryAnswer) for r in results), results
+    assert (after[0] - before[0], after[1] - before[1]) == (8, 4)  # 1, then 3 + 3 + 1
+
+
+def test_a_bug_in_one_concurrent_group_fails_only_its_calls(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of one lane with two dataset groups (a Query and a Verify of education), fetched
+    on two threads: a bug in the Verify's group fails the Verify alone."""
+    x = _exchange(gw)
+    subject = subjects.graduates[13][0]
+    _grant(gw.client("hrss"), subject)
+    real = exchange_module._fetch_group
+
+    def broken(x: Any, members: Any) -> Any:
+        call, index = members[0]
+        if call.plans[index].predicate is not None:
+            raise KeyError("a bug")
+        return real(x, members)
+
+    monkeypatch.setattr(exchange_module, "_fetch_group", broken)
+    check = _meta("io-bug-verify")
+
+    async def scenario() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                _ask(x, _meta("io-bug-query"), subject),
+                x.verify(check, SubjectKind.PERSON, subject, Agency.EDUCATION, *VERIFY),
+                return_exceptions=True,
+            )
+        )
+
+    answer, failed = _on_gateway(gw, scenario())
+    assert isinstance(answer, QueryAnswer) and answer.results[0].found
+    assert isinstance(failed, KeyError)
+    assert entries_of(_audit(gw), check.request_id) == []  # nothing disclosed: INTERNAL
+
+
+def test_a_call_cancelled_while_its_batch_decides_spends_nothing(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller goes away while its batch's thread reads the consent store: the batch
+    decides the others, spends nothing for it and writes no entry."""
+    x = _exchange(gw)
+    kept, gone = subjects.graduates[3][0], subjects.graduates[4][0]
+    client = gw.client("hrss")
+    for s in (kept, gone):
+        _grant(client, s, uses=1, purpose=REVIEW)
+    store = x.consent.store
+    real = store.records_for_many
+    reading = threading.Event()
+    release = threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        assert release.wait(10), "the test did not release the store"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "records_for_many", held)
+    cancelled = _meta("io-gone", REVIEW)
+
+    async def scenario() -> Any:
+        first = asyncio.ensure_future(_ask(x, _meta("io-kept", REVIEW), kept))
+        second = asyncio.ensure_future(_ask(x, cancelled, gone))
+        while not reading.is_set():
+            await asyncio.sleep(0.001)
+        second.cancel()
+        release.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await second
+        return await first
+
+    answer = _on_gateway(gw, scenario())
+    assert isinstance(answer, QueryAnswer)
+    monkeypatch.setattr(store, "records_for_many", real)
+    assert entries_of(_audit(gw), cancelled.request_id) == []
+    again = _on_gateway(gw, _ask(x, _meta("io-gone-after", REVIEW), gone))  # its one use is there
+    assert isinstance(again, QueryAnswer), again

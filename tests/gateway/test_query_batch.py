@@ -489,6 +489,7 @@ def test_a_batch_broken_by_an_exception_that_cannot_be_copied_settles_every_call
         raise _Uncopyable("INTERNAL", detail="a bug")
 
     monkeypatch.setattr(exchange_module, "_batch_steps", broken)
+    monkeypatch.setattr(exchange_module, "_io_batch_steps", broken)
 
     async def scenario(pool: ThreadPoolExecutor) -> list[asyncio.Future[Any]]:
         exchange: Any = SimpleNamespace(metrics=SimpleNamespace(query_batch=lambda n: None), executor=pool)

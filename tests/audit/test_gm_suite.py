@@ -37,6 +37,7 @@ from audit.verify import verify_log
 from gateway.cli import main
 from tests.audit.cli_run import dsgw, one_line
 from tests.audit.crash_writer import proto
+from tests.gmssl_tries import gmssl_tries
 
 
 @pytest.fixture(autouse=True)
@@ -99,29 +100,25 @@ def test_sm2_checkpoint_note_signature_is_sm2_with_sm3_over_the_body() -> None:
 
 
 def test_sm2_interoperates_with_the_pure_python_gmssl_package() -> None:
-    """Signatures cross both ways. gmssl itself fails on a few keys and nonces (three of 600
-    calls in one ad-hoc count here: a point addition that gives None, a hex string of odd
-    length; it raises TypeError or binascii.Error; CI once failed so): such a try starts again
-    with a new key, at most eight times. A signature it rejects fails the test at once."""
+    """Signatures cross both ways, each try with a new key (gmssl itself fails on a few:
+    :mod:`tests.gmssl_tries`). A signature it rejects fails the test at once."""
     gmssl_sm2 = pytest.importorskip("gmssl.sm2")
     message = b"dsgw.audit/gw-1/x\n42\nAAAA\n"
-    for _ in range(8):
+
+    def attempt() -> tuple[bytes, bool, str]:
         private = Sm2PrivateKey.generate()
         d, public = private.raw[:32], private.raw[32:]
         other = gmssl_sm2.CryptSM2(private_key=d.hex(), public_key=public.hex())
         r, s = decode_dss_signature(SM2.sign(private.raw, message))
-        try:
-            accepted = other.verify_with_sm3(f"{r:064x}{s:064x}", message)  # ours -> gmssl
-            rs = other.sign_with_sm3(message)  # gmssl -> ours
-        except (TypeError, ValueError):  # gmssl's own failure (binascii.Error is a ValueError)
-            continue
-        assert accepted
-        der = encode_dss_signature(int(rs[:64], 16), int(rs[64:], 16))
-        assert SM2.verify(public, message, der)
-        assert not SM2.verify(public, message + b"x", der)
-        assert len(sm2_z(public)) == 32
-        return
-    pytest.fail("gmssl failed on eight keys in a row")
+        accepted = other.verify_with_sm3(f"{r:064x}{s:064x}", message)  # ours -> gmssl
+        return public, accepted, other.sign_with_sm3(message)  # gmssl -> ours
+
+    public, accepted, rs = gmssl_tries(attempt)
+    assert accepted
+    der = encode_dss_signature(int(rs[:64], 16), int(rs[64:], 16))
+    assert SM2.verify(public, message, der)
+    assert not SM2.verify(public, message + b"x", der)
+    assert len(sm2_z(public)) == 32
 
 
 # --- the key files ----------------------------------------------------------------------------

@@ -78,32 +78,62 @@ def _hold(
     return asked
 
 
-def test_calls_that_come_while_a_batch_runs_form_the_next_one(
-    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+class _Gate:
+    """An ``until`` for :func:`_hold` (or a store read) that holds each query (with
+    ``first_only``, the first) on its thread until the test releases it."""
+
+    def __init__(self, *, first_only: bool = False) -> None:
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.first_only = first_only
+
+    def __call__(self, *args: Any) -> None:
+        if self.first_only and self.entered.is_set():
+            return
+        self.entered.set()
+        assert self.released.wait(10), "the test did not release the gate"
+
+    async def reached(self) -> None:
+        """Once a query is held (polled from the loop)."""
+        while not self.entered.is_set():
+            await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize(
+    ("most", "batches", "asked"),
+    [
+        (64, 2, [("fetch", 1), ("fetch_many", 7)]),  # a batch of 1, then one of 7
+        (3, 4, [("fetch", 1), ("fetch_many", 3), ("fetch_many", 3), ("fetch", 1)]),  # 1, 3, 3, 1
+    ],
+    ids=["group-commit", "query_batch-3"],
+)
+def test_calls_that_come_while_a_batch_runs_form_the_next_ones(
+    gw: Gateway,
+    subjects: Subjects,
+    monkeypatch: pytest.MonkeyPatch,
+    most: int,
+    batches: int,
+    asked: list[tuple[str, int]],
 ) -> None:
+    """The calls that come while the first call's batch holds the provider form the next batch,
+    at most ``server.query_batch`` calls each, in one provider query."""
     x = _exchange(gw)
+    assert x._io_queries is not None
+    monkeypatch.setattr(x._io_queries, "_most", most)
+    chosen = [s for s, _ in subjects.graduates][0:8]
     client = gw.client("hrss")
-    chosen = [s for s, _ in subjects.graduates][0:7]
     for s in chosen:
         _grant(client, s)
-    first_in = threading.Event()
-    release = threading.Event()
-
-    def until(operation: str) -> None:
-        if not first_in.is_set():
-            first_in.set()
-            assert release.wait(10), "the test did not release the first batch"
-
-    asked = _hold(monkeypatch, x, Agency.EDUCATION, until)
+    gate = _Gate(first_only=True)
+    queries = _hold(monkeypatch, x, Agency.EDUCATION, gate)
     before = _batches(gw)
 
     async def scenario() -> list[Any]:
         first = asyncio.ensure_future(_ask(x, _meta("io-first"), chosen[0]))
-        while not first_in.is_set():  # the first call's batch holds the provider
-            await asyncio.sleep(0.001)
+        await gate.reached()
         rest = [asyncio.ensure_future(_ask(x, _meta("io-next"), s)) for s in chosen[1:]]
-        await asyncio.sleep(0.02)  # they wait for the lane
-        release.set()
+        await asyncio.sleep(0)  # they wait for the lane
+        gate.released.set()
         return list(await asyncio.gather(first, *rest, return_exceptions=True))
 
     results = _on_gateway(gw, scenario())
@@ -112,8 +142,8 @@ def test_calls_that_come_while_a_batch_runs_form_the_next_one(
     for s, r in zip(chosen, results, strict=True):
         assert isinstance(r, QueryAnswer), r
         assert r.results[0].values["graduation_date"] == by_subject[s]["graduation_date"]
-    assert (after[0] - before[0], after[1] - before[1]) == (7, 2)  # a batch of 1, then of 6
-    assert asked == [("fetch", 1), ("fetch_many", 6)]  # one provider query for the six
+    assert (after[0] - before[0], after[1] - before[1]) == (8, batches)
+    assert queries == asked
 
 
 def test_a_slow_provider_holds_up_only_the_calls_that_ask_it(
@@ -122,25 +152,18 @@ def test_a_slow_provider_holds_up_only_the_calls_that_ask_it(
     x = _exchange(gw)
     subject = subjects.graduates[7][0]
     _grant(gw.client("hrss"), subject)
-    held = threading.Event()
-    release = threading.Event()
-
-    def until(operation: str) -> None:
-        held.set()
-        assert release.wait(10), "the test did not release education"
-
-    _hold(monkeypatch, x, Agency.EDUCATION, until)
+    gate = _Gate()
+    _hold(monkeypatch, x, Agency.EDUCATION, gate)
 
     async def scenario() -> tuple[Any, Any]:
         slow = asyncio.ensure_future(_ask(x, _meta("io-slow"), subject))
-        while not held.is_set():
-            await asyncio.sleep(0.001)
+        await gate.reached()
         # civil_affairs' lane is free: its call is answered while education still holds
         other = x.query(_meta("io-other", REVIEW), SubjectKind.PERSON, subjects.assisted[0], [ASSISTANCE])
         try:
             answered = await asyncio.wait_for(other, 5)
         finally:
-            release.set()
+            gate.released.set()
         return answered, await slow
 
     answered, slow = _on_gateway(gw, scenario())
@@ -179,26 +202,18 @@ def test_a_call_waiting_behind_a_stuck_batch_keeps_its_deadline_and_spends_nothi
     stuck_subject, subject = subjects.graduates[8][0], subjects.graduates[9][0]
     _grant(client, stuck_subject)
     _grant(client, subject, uses=1, purpose=REVIEW)
-    held = threading.Event()
-    release = threading.Event()
-
-    def until(operation: str) -> None:
-        if not held.is_set():
-            held.set()
-            assert release.wait(10), "the test did not release the stuck batch"
-
-    _hold(monkeypatch, x, Agency.EDUCATION, until)
+    gate = _Gate(first_only=True)
+    _hold(monkeypatch, x, Agency.EDUCATION, gate)
     end = time.monotonic() + 0.25  # 200 ms once the 50 ms answer reserve is kept
     short = dataclasses.replace(_meta("io-short", REVIEW), time_left=lambda: end - time.monotonic())
 
     async def scenario() -> tuple[Any, Any]:
         stuck = asyncio.ensure_future(_ask(x, _meta("io-stuck"), stuck_subject))
-        while not held.is_set():
-            await asyncio.sleep(0.001)
+        await gate.reached()
         try:
             waited = await asyncio.gather(_ask(x, short, subject), return_exceptions=True)
         finally:
-            release.set()
+            gate.released.set()
         return waited[0], await stuck
 
     waited, stuck = _on_gateway(gw, scenario())
@@ -299,14 +314,8 @@ def test_a_refused_call_is_not_held_up_by_the_others_fetch(
     x = _exchange(gw)
     allowed, refused = subjects.graduates[11][0], subjects.graduates[12][0]
     _grant(gw.client("hrss"), allowed)  # none for ``refused``
-    held = threading.Event()
-    release = threading.Event()
-
-    def until(operation: str) -> None:
-        held.set()
-        assert release.wait(10), "the test did not release education"
-
-    _hold(monkeypatch, x, Agency.EDUCATION, until)
+    gate = _Gate()
+    _hold(monkeypatch, x, Agency.EDUCATION, gate)
     no = _meta("io-refused")
 
     async def scenario() -> tuple[Any, Any]:
@@ -317,11 +326,11 @@ def test_a_refused_call_is_not_held_up_by_the_others_fetch(
         except RequestError as exc:
             refusal = exc
         finally:
-            release.set()
+            gate.released.set()
         return refusal, await started[0]
 
     refusal, answer = _on_gateway(gw, scenario())
-    assert held.is_set()
+    assert gate.entered.is_set()
     assert _outcome(refusal) == ("PERMISSION_DENIED", "CONSENT_MISSING")
     assert isinstance(answer, QueryAnswer) and answer.results[0].found
     (entry,) = entries_of(_audit(gw), no.request_id)
@@ -349,11 +358,11 @@ def test_a_deadline_after_step_4_is_audited_as_alone(
     x = _exchange(gw)
     subject = subjects.assisted[2]
     _grant(gw.client("hrss"), subject, purpose=REVIEW)
-    release = threading.Event()
-    _hold(monkeypatch, x, Agency.CIVIL_AFFAIRS, lambda operation: release.wait(10) and None)
+    gate = _Gate()
+    _hold(monkeypatch, x, Agency.CIVIL_AFFAIRS, gate)
 
     def one(label: str) -> tuple[Any, str]:
-        end = time.monotonic() + 0.3  # 250 ms once the 50 ms answer reserve is kept
+        end = time.monotonic() + 1.0  # 950 ms once the answer reserve is kept: time for all but the held
         meta = dataclasses.replace(_meta(label, REVIEW), time_left=lambda: end - time.monotonic())
 
         async def ask() -> Any:
@@ -369,7 +378,7 @@ def test_a_deadline_after_step_4_is_audited_as_alone(
         monkeypatch.setattr(x, "_io_queries", None)  # the unbatched path, for comparison
         alone, alone_id = one("io-late-alone")
     finally:
-        release.set()
+        gate.released.set()
     assert _outcome(batched) == _outcome(alone) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
     entries = _audit(gw)
     facts = _facts_of(entries, batched_id)
@@ -378,42 +387,6 @@ def test_a_deadline_after_step_4_is_audited_as_alone(
         ("PROVIDER_TIMEOUT", True),
         ("OTHER_PROVIDER_FAILED", True),
     ]
-
-
-def test_a_lane_takes_at_most_query_batch_calls_per_batch(
-    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    x = _exchange(gw)
-    assert x._io_queries is not None
-    monkeypatch.setattr(x._io_queries, "_most", 3)
-    chosen = [s for s, _ in subjects.graduates][0:8]
-    client = gw.client("hrss")
-    for s in chosen:
-        _grant(client, s)
-    first_in = threading.Event()
-    release = threading.Event()
-
-    def until(operation: str) -> None:
-        if not first_in.is_set():
-            first_in.set()
-            assert release.wait(10), "the test did not release the first batch"
-
-    _hold(monkeypatch, x, Agency.EDUCATION, until)
-    before = _batches(gw)
-
-    async def scenario() -> list[Any]:
-        first = asyncio.ensure_future(_ask(x, _meta("io-cap"), chosen[0]))
-        while not first_in.is_set():
-            await asyncio.sleep(0.001)
-        rest = [asyncio.ensure_future(_ask(x, _meta("io-cap"), s)) for s in chosen[1:]]
-        await asyncio.sleep(0)
-        release.set()
-        return list(await asyncio.gather(first, *rest, return_exceptions=True))
-
-    results = _on_gateway(gw, scenario())
-    after = _batches(gw)
-    assert all(isinstance(r, QueryAnswer) for r in results), results
-    assert (after[0] - before[0], after[1] - before[1]) == (8, 4)  # 1, then 3 + 3 + 1
 
 
 def test_a_bug_in_one_concurrent_group_fails_only_its_calls(
@@ -462,12 +435,10 @@ def test_a_call_cancelled_while_its_batch_decides_spends_nothing(
         _grant(client, s, uses=1, purpose=REVIEW)
     store = x.consent.store
     real = store.records_for_many
-    reading = threading.Event()
-    release = threading.Event()
+    gate = _Gate()
 
     def held(*args: Any, **kwargs: Any) -> Any:
-        reading.set()
-        assert release.wait(10), "the test did not release the store"
+        gate()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store, "records_for_many", held)
@@ -476,10 +447,9 @@ def test_a_call_cancelled_while_its_batch_decides_spends_nothing(
     async def scenario() -> Any:
         first = asyncio.ensure_future(_ask(x, _meta("io-kept", REVIEW), kept))
         second = asyncio.ensure_future(_ask(x, cancelled, gone))
-        while not reading.is_set():
-            await asyncio.sleep(0.001)
+        await gate.reached()
         second.cancel()
-        release.set()
+        gate.released.set()
         with contextlib.suppress(asyncio.CancelledError):
             await second
         return await first

@@ -649,7 +649,11 @@ class SqlAdapter:
         if not subjects:
             return []
         return self.source.run(
-            "fetch_many", work, timeout=timeout, log_fields={"dataset": dataset, "count": str(len(subjects))}
+            "fetch_many",
+            work,
+            timeout=timeout,
+            log_fields={"dataset": dataset, "count": str(len(subjects))},
+            weight=len(subjects),
         )
 
     def evaluate(
@@ -733,6 +737,7 @@ class SqlAdapter:
             work,
             timeout=timeout,
             log_fields={"predicate": predicate, "count": str(len(subjects))},
+            weight=len(subjects),
         )
 
     # ---- extract --------------------------------------------------------------------------

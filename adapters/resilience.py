@@ -285,8 +285,10 @@ class AgencyCircuit:
             self._trial_in_flight = True
             return True
 
-    def record(self, *, ok: bool, trial: bool, error: BaseException | None = None) -> None:
-        """Feed a call's outcome back: ``ok`` (the source answered) or a failure that counts."""
+    def record(self, *, ok: bool, trial: bool, error: BaseException | None = None, weight: int = 1) -> None:
+        """Feed a call's outcome back: ``ok`` (the source answered) or a failure that counts, as
+        ``weight`` failed calls (one query for many subjects stands for as many calls: at most
+        ``fail_max`` of them count, enough to open the circuit)."""
         if ok and not trial:
             storage = self._storage
             if (
@@ -301,9 +303,12 @@ class AgencyCircuit:
                 if ok:
                     self._breaker.call(_noop)
                 else:
-                    self._breaker.call(_reraise, error or RuntimeError("failed"))
+                    for _ in range(max(1, min(weight, self.fail_max))):
+                        # the replayed failure itself, or "still open" once it opened
+                        with contextlib.suppress(Exception):
+                            self._breaker.call(_reraise, error or RuntimeError("failed"))
             except Exception:
-                pass  # the replayed failure itself, or "still open" for a late outcome
+                pass  # "still open" for a late outcome
             finally:
                 if trial:
                     self._trial_in_flight = False
@@ -637,10 +642,13 @@ class ResilientSource:
         timeout: float | None = None,
         attempts: int | None = None,
         log_fields: Mapping[str, str] | None = None,
+        weight: int = 1,
     ) -> T:
         """Run ``fn`` in a transaction on a connection to the source, within ``timeout`` seconds
         (default ``call_timeout_s``), retrying transient failures. Raises ``ProviderUnavailable``
-        for any failure of the source; ``AdapterError``s raised by ``fn`` pass through.
+        for any failure of the source; ``AdapterError``s raised by ``fn`` pass through. ``weight``:
+        how many calls the query stands for (a query for many subjects: each would have been a
+        call), as which its failure counts for the circuit breaker.
 
         The first attempt is made directly; only a failure enters tenacity's retry loop, which
         sees that failure as its first attempt (same attempts, backoff, deadline and logs as if
@@ -672,7 +680,7 @@ class ResilientSource:
         except BaseException as exc:
             failure = classify(exc, timeout=limit, past_deadline=time.monotonic() >= deadline)
             if failure.counts:
-                self.circuit.record(ok=False, trial=trial, error=exc)
+                self.circuit.record(ok=False, trial=trial, error=exc, weight=weight)
             else:
                 self.circuit.release(trial=trial)
             if failure.internal or not isinstance(exc, Exception):

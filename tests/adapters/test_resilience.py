@@ -415,6 +415,44 @@ def test_circuit_opens_fails_fast_and_closes_when_source_returns(
     assert "circuit_open" in outcomes and outcomes[-1] == "ok"
 
 
+def test_a_failed_query_for_many_subjects_counts_as_that_many_calls(
+    db: NativeDb, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    """A query for several subjects (a gateway batch, a BatchVerify chunk) that fails counts for
+    the circuit breaker as the calls it stands for (at most fail_max): a down source opens the
+    circuit as soon as it would have unbatched (it used to take fail_max failed batches)."""
+    db.add("ac01", aac001=1, aac002=P1.id)
+    db.flush()
+    pg_url = request.getfixturevalue("pg_url") if db.backend == "postgres" else None
+    outage = _Outage(db, tmp_path, pg_url)
+    outage.down()
+    policy = ResiliencePolicy(attempts=1, fail_max=3, reset_timeout_s=30)
+    adapter = open_adapter(Agency.HRSS, outage.source, policy)
+    two = [P1, Subject(SubjectKind.PERSON, person_id(2))]
+    third = Subject(SubjectKind.PERSON, person_id(3))
+    try:
+        with pytest.raises(ProviderUnavailable):
+            adapter.fetch_many("person_category", two, timeout=1.0)
+        assert (adapter.source.circuit.state, adapter.source.circuit.failures) == ("closed", 2)
+        with pytest.raises(ProviderUnavailable):
+            adapter.evaluate_many("currently_insured", [*two, third], timeout=1.0)
+        assert adapter.source.circuit.state == "open"
+    finally:
+        adapter.close()
+        if outage.proxy is not None:
+            outage.proxy.down()
+
+
+def test_a_failure_counts_at_most_fail_max_times() -> None:
+    circuit = AgencyCircuit(Agency.TAX, fail_max=3, reset_timeout_s=30)
+    circuit.record(ok=False, trial=False, error=RuntimeError(), weight=500)
+    assert circuit.state == "open" and circuit.failures == 3
+    fresh = AgencyCircuit(Agency.TAX, fail_max=3, reset_timeout_s=30)
+    fresh.record(ok=False, trial=False, error=RuntimeError(), weight=2)
+    fresh.record(ok=True, trial=False)  # the source answered: the count starts again
+    assert (fresh.state, fresh.failures) == ("closed", 0)
+
+
 def test_health_up_with_latency(db: NativeDb) -> None:
     adapter = db.adapter(Agency.CIVIL_AFFAIRS)
     health = adapter.health()

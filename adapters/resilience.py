@@ -303,12 +303,14 @@ class AgencyCircuit:
                 if ok:
                     self._breaker.call(_noop)
                 else:
-                    for _ in range(max(1, min(weight, self.fail_max))):
-                        # the replayed failure itself, or "still open" once it opened
-                        with contextlib.suppress(Exception):
-                            self._breaker.call(_reraise, error or RuntimeError("failed"))
+                    more = min(weight, self.fail_max) - 1
+                    if more > 0 and self._storage.state == pybreaker.STATE_CLOSED:
+                        for _ in range(more):  # the failures beyond one, straight to the count
+                            self._storage.increment_counter()
+                    # one replay: pybreaker counts it and opens the circuit at fail_max
+                    self._breaker.call(_reraise, error or RuntimeError("failed"))
             except Exception:
-                pass  # "still open" for a late outcome
+                pass  # the replayed failure itself, or "still open" for a late outcome
             finally:
                 if trial:
                     self._trial_in_flight = False
@@ -648,7 +650,7 @@ class ResilientSource:
         (default ``call_timeout_s``), retrying transient failures. Raises ``ProviderUnavailable``
         for any failure of the source; ``AdapterError``s raised by ``fn`` pass through. ``weight``:
         how many calls the query stands for (a query for many subjects: each would have been a
-        call), as which its failure counts for the circuit breaker.
+        call), as which its failure counts for the circuit breaker (a timeout counts once).
 
         The first attempt is made directly; only a failure enters tenacity's retry loop, which
         sees that failure as its first attempt (same attempts, backoff, deadline and logs as if
@@ -680,7 +682,10 @@ class ResilientSource:
         except BaseException as exc:
             failure = classify(exc, timeout=limit, past_deadline=time.monotonic() >= deadline)
             if failure.counts:
-                self.circuit.record(ok=False, trial=trial, error=exc, weight=weight)
+                # a query for many subjects that fails counts as the calls it stands for; one that
+                # timed out, once (the query's size may be why, where single calls would answer)
+                counted = 1 if failure.timed_out else weight
+                self.circuit.record(ok=False, trial=trial, error=exc, weight=counted)
             else:
                 self.circuit.release(trial=trial)
             if failure.internal or not isinstance(exc, Exception):

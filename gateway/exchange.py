@@ -422,7 +422,6 @@ class _Lane:
 
     waiting: list[_Waiting] = field(default_factory=list)
     busy: bool = False
-    fetching: int = 0  # the running batch's dataset groups still out (fetched concurrently)
 
 
 class _IoQueries:
@@ -501,19 +500,32 @@ class _IoQueries:
                 _settle_all(batch.outcomes())
                 self._next(lane)
                 return
-            # several dataset groups: each on its own I/O thread, concurrently; a call is
-            # answered once its own groups are in, the lane moves on once all are
-            loop = asyncio.get_running_loop()
-            lane.fetching = len(batch.groups)
-            for members in batch.groups:
-                fetch = loop.run_in_executor(self._x.executor, _fetch_group, self._x, members)
-                fetch.add_done_callback(functools.partial(self._fetched, lane, members))
-        except BaseException as exc:  # a bug, or the I/O threads were shut down: none hangs
-            lane.fetching = 0
+        except BaseException as exc:  # a bug: every call of the batch fails (none hangs)
             self._failed(lane, waiting, exc)
+            return
+        # several dataset groups: each on its own I/O thread, concurrently; a call is answered
+        # once its own groups are in, the lane moves on once all of this batch's are
+        loop = asyncio.get_running_loop()
+        out = [len(batch.groups)]  # this batch's groups still out
+        for k, members in enumerate(batch.groups):
+            try:
+                fetch = loop.run_in_executor(self._x.executor, _fetch_group, self._x, members)
+            except BaseException as exc:  # the I/O threads were shut down: the rest fail now
+                for rest in batch.groups[k:]:
+                    for w, _ in rest:
+                        _settle(w.future, error=_own_copy(exc))
+                out[0] -= len(batch.groups) - k
+                if out[0] == 0:
+                    self._next(lane)
+                return
+            fetch.add_done_callback(functools.partial(self._fetched, lane, members, out))
 
     def _fetched(
-        self, lane: _Lane, members: list[tuple[_Waiting, int]], fetch: asyncio.Future[list[Any]]
+        self,
+        lane: _Lane,
+        members: list[tuple[_Waiting, int]],
+        out: list[int],
+        fetch: asyncio.Future[list[Any]],
     ) -> None:
         try:
             try:
@@ -529,8 +541,8 @@ class _IoQueries:
             for w, _ in members:
                 _settle(w.future, error=_own_copy(exc))
         finally:
-            lane.fetching -= 1
-            if lane.fetching <= 0:
+            out[0] -= 1
+            if out[0] == 0:
                 self._next(lane)
 
     def _failed(self, lane: _Lane, waiting: list[_Waiting], exc: BaseException) -> None:
@@ -671,6 +683,7 @@ def _decide_batch(x: Exchange, waiting: list[_Waiting]) -> _BatchRound:
         elif isinstance(outcome, StoreError):
             batch.settled.append((w, outcome))
         elif not all(d.allowed for d in outcome):  # refused: nothing is fetched
+            w.decisions = outcome  # (values stay None: at the deadline, still a refusal)
             batch.settled.append((w, (outcome, None)))
         else:
             w.values = [_PENDING] * len(w.plans)
@@ -1097,7 +1110,8 @@ class Exchange:
     async def _io_steps(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> _Steps:
         """:meth:`_steps` in a batch on the I/O threads (:class:`_IoQueries`), never past the
         caller's deadline. When it passes before step 4 is done: PROVIDER_TIMEOUT, nothing
-        disclosed. After step 4 allowed the call: its decisions, with PROVIDER_TIMEOUT for each
+        disclosed; after step 4 refused the call: the refusal. After step 4 allowed the call: its
+        decisions, with PROVIDER_TIMEOUT for each
         dataset not fetched yet (as a fetch of it alone would end), so that its audit entries
         still name the basis the consent step found."""
         assert self._io_queries is not None
@@ -1110,8 +1124,10 @@ class Exchange:
                 return await _steps_of(waiting.future)
         except TimeoutError:
             decisions, values = waiting.decisions, waiting.values
-            if decisions is None or values is None:
+            if decisions is None:
                 raise _timed_out([p.adapter for p in plans]) from None
+            if values is None:  # refused, its answer on its way: the refusal
+                return decisions, None
             return decisions, [
                 v if v is not _PENDING else _late(p.adapter) for v, p in zip(values, plans, strict=True)
             ]

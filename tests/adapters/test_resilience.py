@@ -443,14 +443,34 @@ def test_a_failed_query_for_many_subjects_counts_as_that_many_calls(
             outage.proxy.down()
 
 
-def test_a_failure_counts_at_most_fail_max_times() -> None:
+def test_a_weighted_failure_counts_as_that_many_at_most_fail_max() -> None:
     circuit = AgencyCircuit(Agency.TAX, fail_max=3, reset_timeout_s=30)
     circuit.record(ok=False, trial=False, error=RuntimeError(), weight=500)
     assert circuit.state == "open" and circuit.failures == 3
-    fresh = AgencyCircuit(Agency.TAX, fail_max=3, reset_timeout_s=30)
+    fresh = AgencyCircuit(Agency.TAX, fail_max=3, reset_timeout_s=0)
     fresh.record(ok=False, trial=False, error=RuntimeError(), weight=2)
+    assert (fresh.state, fresh.failures) == ("closed", 2)
     fresh.record(ok=True, trial=False)  # the source answered: the count starts again
     assert (fresh.state, fresh.failures) == ("closed", 0)
+    fresh.record(ok=False, trial=False, error=RuntimeError(), weight=3)
+    assert fresh.state == "open"
+    assert fresh.admit() is True  # half-open: the one trial
+    fresh.record(ok=False, trial=True, error=RuntimeError(), weight=500)  # fails: open again
+    assert fresh.state == "open"
+
+
+def test_a_query_for_many_subjects_that_times_out_counts_once(sqlite_db: NativeDb) -> None:
+    """A timeout may be the query's size (single calls would answer): it counts once, whatever
+    the weight."""
+    adapter = sqlite_db.adapter(Agency.HRSS, ResiliencePolicy(attempts=1, fail_max=3))
+    slow = text(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) "
+        "SELECT sum(x) FROM c"
+    )
+    with pytest.raises(ProviderUnavailable) as info:
+        adapter.source.run("slow_many", lambda conn: conn.execute(slow).scalar(), timeout=0.2, weight=500)
+    assert info.value.timed_out
+    assert (adapter.source.circuit.state, adapter.source.circuit.failures) == ("closed", 1)
 
 
 def test_health_up_with_latency(db: NativeDb) -> None:

@@ -15,7 +15,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,8 +26,9 @@ import sqlalchemy
 from adapters.agencies import Agency
 from adapters.contract import SubjectKind
 from gateway import exchange as exchange_module
+from gateway.batch_wait import AdaptiveWait
 from gateway.devsetup import DevHome
-from gateway.exchange import DatasetAsk, Exchange, QueryAnswer
+from gateway.exchange import DatasetAsk, Exchange, QueryAnswer, _IoQueries, _Lane, _Waiting
 from gateway.pipeline.errors import RequestError
 from tests.gateway.conftest import Gateway, Subjects, entries_of, start_gateway
 from tests.gateway.test_query_batch import (
@@ -94,8 +97,10 @@ class _Gate:
         assert self.released.wait(10), "the test did not release the gate"
 
     async def reached(self) -> None:
-        """Once a query is held (polled from the loop)."""
+        """Once a query is held (polled from the loop; an AssertionError after 10 s)."""
+        give_up = time.monotonic() + 10
         while not self.entered.is_set():
+            assert time.monotonic() < give_up, "no query reached the gate"
             await asyncio.sleep(0.001)
 
 
@@ -460,3 +465,85 @@ def test_a_call_cancelled_while_its_batch_decides_spends_nothing(
     assert entries_of(_audit(gw), cancelled.request_id) == []
     again = _on_gateway(gw, _ask(x, _meta("io-gone-after", REVIEW), gone))  # its one use is there
     assert isinstance(again, QueryAnswer), again
+
+
+def test_at_the_deadline_a_decided_call_keeps_its_decision(
+    gw: Gateway, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline passes after step 4 decided but before the call was answered (here its
+    answer never comes): a refused call is still refused (CONSENT_MISSING, audited so; it used
+    to be PROVIDER_TIMEOUT audited as an allowed access when the deadline won the race with
+    the refusal), an allowed one is PROVIDER_TIMEOUT with the basis step 4 found."""
+    x = _exchange(gw)
+    allowed, refused = subjects.graduates[5][0], subjects.graduates[6][0]
+    _grant(gw.client("hrss"), allowed, purpose=REVIEW)  # none for ``refused`` under REVIEW
+
+    def decided_only(x: Any, waiting: Any, early: Any) -> Any:
+        exchange_module._decide_batch(x, waiting)  # decisions made, answers never given
+        return exchange_module._BatchRound()
+
+    monkeypatch.setattr(exchange_module, "_io_batch_steps", decided_only)
+    end = time.monotonic() + 0.5
+    metas = [
+        dataclasses.replace(_meta(label, REVIEW), time_left=lambda: end - time.monotonic())
+        for label in ("io-deadline-allowed", "io-deadline-refused")
+    ]
+
+    async def scenario() -> list[Any]:
+        calls = [_ask(x, metas[0], allowed), _ask(x, metas[1], refused)]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    timed_out, refusal = _on_gateway(gw, scenario())
+    assert _outcome(timed_out) == ("UNAVAILABLE", "PROVIDER_TIMEOUT")
+    code, reason = _outcome(refusal)
+    assert code == "PERMISSION_DENIED" and reason.startswith("CONSENT_")  # no consent for REVIEW
+    entries = _audit(gw)
+    (late,) = entries_of(entries, metas[0].request_id)
+    assert (late.body.reason, late.body.legal_basis.kind.value) == ("PROVIDER_TIMEOUT", "consent")
+    (no,) = entries_of(entries, metas[1].request_id)
+    assert no.body.reason == reason
+
+
+def test_a_batch_whose_groups_cannot_all_be_dispatched_settles_every_call_and_moves_on_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The I/O threads shut down while a batch's second dataset group is handed to them: that
+    group's calls fail at once, the first group's are answered, and the lane starts its next
+    batch once (it used to count the groups per lane and could start two)."""
+
+    def fetched(x: Any, members: Any) -> Any:
+        return [(w, i, {"ok": True}) for w, i in members]
+
+    monkeypatch.setattr(exchange_module, "_fetch_group", fetched)
+
+    class ShutDownAfterOne(ThreadPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            if getattr(self, "_given", False):
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._given = True
+            return super().submit(*args, **kwargs)
+
+    async def scenario(pool: ThreadPoolExecutor) -> tuple[list[Any], int]:
+        loop = asyncio.get_running_loop()
+        exchange: Any = SimpleNamespace(executor=pool)
+        calls = []
+        for _ in range(2):
+            w = _Waiting(_meta("io-shutdown"), [None], None, loop.create_future())  # type: ignore[list-item, arg-type]
+            w.decisions, w.values = [], [exchange_module._PENDING]
+            calls.append(w)
+        batch = exchange_module._BatchRound(allowed=calls, groups=[[(calls[0], 0)], [(calls[1], 0)]])
+        batches = _IoQueries(exchange, 64, AdaptiveWait(0.004))
+        nexts = []
+        monkeypatch.setattr(batches, "_next", lambda lane: nexts.append(lane))
+        job = loop.create_future()
+        job.set_result(batch)
+        batches._stepped(_Lane(busy=True), calls, job)
+        await asyncio.wait([w.future for w in calls], timeout=10)
+        await asyncio.sleep(0.01)  # the first group's callback has run
+        return [w.future for w in calls], len(nexts)
+
+    with ShutDownAfterOne(1) as pool:
+        futures, nexts = asyncio.run(scenario(pool))
+    assert futures[0].result() == ([], [{"ok": True}])
+    assert isinstance(futures[1].exception(), RuntimeError)
+    assert nexts == 1

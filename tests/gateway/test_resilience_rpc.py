@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,39 @@ def test_hung_provider_fails_cleanly_at_the_deadline(
     assert exc.value.reason == "PROVIDER_TIMEOUT" and exc.value.retry_after_s is not None
 
 
+def test_concurrent_calls_to_a_hung_server_database_each_end_at_their_deadline(
+    gateway: Gateway, subjects: Subjects, request_ids: dict[str, list[str]]
+) -> None:
+    """market_regulation is a server database: its concurrent calls are batched on the I/O
+    threads, behind the batch the hung provider holds. Each still ends UNAVAILABLE at its own
+    deadline, audited as a failed access (or, once the failures opened the breaker, at once)."""
+    client = gateway.client("hrss")
+    employers = subjects.employers[1:7]
+    rids = [f"hung-many-{uuid.uuid4().hex[:12]}" for _ in employers]
+
+    def one(employer: str, rid: str) -> tuple[GatewayError | None, float]:
+        started = time.monotonic()
+        try:
+            client.query(
+                employer,
+                "hiring_subsidy",
+                [("market_regulation", "business_registration", ["name"])],
+                request_id=rid,
+                timeout=1.5,
+            )
+        except GatewayError as exc:
+            return exc, time.monotonic() - started
+        return None, time.monotonic() - started
+
+    with ThreadPoolExecutor(len(employers)) as pool:
+        outcomes = list(pool.map(one, employers, rids))
+    for error, elapsed in outcomes:
+        assert error is not None and error.code == "UNAVAILABLE", error
+        assert error.reason in ("PROVIDER_TIMEOUT", "CIRCUIT_OPEN"), error.reason
+        assert elapsed < 1.5 + 0.5
+    request_ids["hung_many"] = rids
+
+
 def test_other_providers_are_unaffected(gateway: Gateway, subjects: Subjects) -> None:
     subject = subjects.graduates[0][0]
     grant(gateway, "hrss", subject, [("education", "graduation", [])], ["graduate_employment"])
@@ -197,6 +231,10 @@ def test_failed_accesses_are_audited(
         hung = entries_of(audit_entries, rid)
         assert [e.body.reason for e in hung] == ["PROVIDER_TIMEOUT"], rid
         assert hung[0].body.outcome.kind.value == "failed"
+    for rid in request_ids.get("hung_many", []):
+        (entry,) = entries_of(audit_entries, rid)
+        assert entry.body.outcome.kind.value == "failed"
+        assert entry.body.reason in ("PROVIDER_TIMEOUT", "CIRCUIT_OPEN"), rid
 
 
 def test_audit_log_verifies(gateway: Gateway, audit_entries: list[AuditEntry]) -> None:

@@ -135,12 +135,9 @@ def test_provider_down_opens_the_breaker_and_closes_when_back(
     request_ids["ok"].append(request_ids["failed"][0])
 
 
-def test_hung_provider_fails_cleanly_at_the_deadline(
-    gateway: Gateway, subjects: Subjects, request_ids: dict[str, list[str]]
-) -> None:
-    client = gateway.client("hrss")
-    employer = subjects.employers[0]
-    rid = f"hung-{uuid.uuid4().hex[:12]}"
+def _ask_hung(client: GatewayClient, employer: str, rid: str) -> tuple[GatewayError, float]:
+    """A Query of market_regulation (the hung provider) with a 1.5 s deadline: its error and
+    how long it took."""
     started = time.monotonic()
     with pytest.raises(GatewayError) as exc:
         client.query(
@@ -150,13 +147,20 @@ def test_hung_provider_fails_cleanly_at_the_deadline(
             request_id=rid,
             timeout=1.5,
         )
-    elapsed = time.monotonic() - started
+    return exc.value, time.monotonic() - started
+
+
+def test_hung_provider_fails_cleanly_at_the_deadline(
+    gateway: Gateway, subjects: Subjects, request_ids: dict[str, list[str]]
+) -> None:
+    rid = f"hung-{uuid.uuid4().hex[:12]}"
+    error, elapsed = _ask_hung(gateway.client("hrss"), subjects.employers[0], rid)
     request_ids["hung"].append(rid)
     # The gateway stops waiting for the provider at the caller's deadline (less the time kept to
     # audit and answer), whatever the driver does: UNAVAILABLE PROVIDER_TIMEOUT, audited.
-    assert exc.value.code == "UNAVAILABLE", exc.value
+    assert error.code == "UNAVAILABLE", error
     assert elapsed < 1.5 + 0.5
-    assert exc.value.reason == "PROVIDER_TIMEOUT" and exc.value.retry_after_s is not None
+    assert error.reason == "PROVIDER_TIMEOUT" and error.retry_after_s is not None
 
 
 def test_concurrent_calls_to_a_hung_server_database_each_end_at_their_deadline(
@@ -166,27 +170,12 @@ def test_concurrent_calls_to_a_hung_server_database_each_end_at_their_deadline(
     threads, behind the batch the hung provider holds. Each still ends UNAVAILABLE at its own
     deadline, audited as a failed access (or, once the failures opened the breaker, at once)."""
     client = gateway.client("hrss")
-    employers = subjects.employers[1:7]
+    employers = subjects.employers[1:]
     rids = [f"hung-many-{uuid.uuid4().hex[:12]}" for _ in employers]
-
-    def one(employer: str, rid: str) -> tuple[GatewayError | None, float]:
-        started = time.monotonic()
-        try:
-            client.query(
-                employer,
-                "hiring_subsidy",
-                [("market_regulation", "business_registration", ["name"])],
-                request_id=rid,
-                timeout=1.5,
-            )
-        except GatewayError as exc:
-            return exc, time.monotonic() - started
-        return None, time.monotonic() - started
-
     with ThreadPoolExecutor(len(employers)) as pool:
-        outcomes = list(pool.map(one, employers, rids))
+        outcomes = list(pool.map(lambda e, r: _ask_hung(client, e, r), employers, rids))
     for error, elapsed in outcomes:
-        assert error is not None and error.code == "UNAVAILABLE", error
+        assert error.code == "UNAVAILABLE", error
         assert error.reason in ("PROVIDER_TIMEOUT", "CIRCUIT_OPEN"), error.reason
         assert elapsed < 1.5 + 0.5
     request_ids["hung_many"] = rids

@@ -316,8 +316,9 @@ class _Waiting:
     plans: Sequence[_Plan]  # one per dataset of the call (a Verify: one)
     subject: Subject
     future: asyncio.Future[_Steps]
-    #: once step 4 allowed every dataset: the decisions, and each dataset's values (or answer,
-    #: or error) as its group comes in, _PENDING until then (written on the batch's thread)
+    #: once step 4 decided: the decisions; once it allowed every dataset, also each dataset's
+    #: values (or answer, or error) as its group comes in, _PENDING until then (written on the
+    #: batch's thread, or on the loop for groups fetched concurrently; read at the deadline)
     decisions: list[Decision] | None = None
     values: list[Any] | None = None
 
@@ -884,22 +885,15 @@ class Exchange:
         self, fn: Callable[..., T], *args: Any, adapters: Sequence[Adapter], timeout: float | None
     ) -> T:
         """Run a blocking step (consent store, providers): inline when everything it touches is
-        local, else on the I/O threads, and never past ``timeout`` (:meth:`_within`)."""
+        local, else on the I/O threads, and never past ``timeout`` (the caller's deadline less
+        the time kept to audit and answer): PROVIDER_TIMEOUT then, whatever the thread does."""
         if self._is_local(adapters):
             return fn(*args)
-        return await self._within(
-            asyncio.get_running_loop().run_in_executor(self.executor, fn, *args), adapters, timeout
-        )
-
-    @staticmethod
-    async def _within(step: asyncio.Future[T], adapters: Sequence[Adapter], timeout: float | None) -> T:
-        """Wait for a step on the I/O threads, but never past ``timeout`` (the caller's deadline
-        less the time kept to audit and answer): PROVIDER_TIMEOUT then, whatever the thread
-        does (an answer that came in the same turn as the deadline is kept)."""
+        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         if timeout is None:
-            return await step
+            return await future
         try:
-            return await asyncio.wait_for(step, max(timeout, fetch_step.MIN_CALL_S))
+            return await asyncio.wait_for(future, max(timeout, fetch_step.MIN_CALL_S))
         except TimeoutError:
             raise _timed_out(adapters) from None
 

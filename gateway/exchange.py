@@ -835,7 +835,8 @@ class Exchange:
         self._local_queries = (
             _LocalQueries(self, most, wait, adaptive=config.server.query_batch_adaptive) if most > 1 else None
         )
-        #: (its load: the same loop's, measured whichever path the calls take)
+        #: batches on the I/O threads observe the same load as _LocalQueries (one event loop),
+        #: so the busy-ratio metric is measured whichever path the calls take
         self._io_queries = (
             _IoQueries(self, most, self._local_queries.load) if self._local_queries is not None else None
         )
@@ -1104,10 +1105,9 @@ class Exchange:
     async def _io_steps(self, meta: CallMeta, plans: Sequence[_Plan], subject: Subject) -> _Steps:
         """:meth:`_steps` in a batch on the I/O threads (:class:`_IoQueries`), never past the
         caller's deadline. When it passes before step 4 is done: PROVIDER_TIMEOUT, nothing
-        disclosed; after step 4 refused the call: the refusal. After step 4 allowed the call: its
-        decisions, with PROVIDER_TIMEOUT for each
-        dataset not fetched yet (as a fetch of it alone would end), so that its audit entries
-        still name the basis the consent step found."""
+        disclosed; after step 4 refused the call: the refusal; after step 4 allowed it: its
+        decisions, with PROVIDER_TIMEOUT for each dataset not fetched yet (as a fetch of it alone
+        would end), so that its audit entries still name the basis the consent step found."""
         assert self._io_queries is not None
         waiting = self._io_queries.submit(meta, plans, subject)
         timeout = self._time_left(meta)

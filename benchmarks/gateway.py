@@ -67,6 +67,15 @@ Measured, in the same run and with the same client:
   processes' CPU per call at the peak, all threads and the event-loop (main) threads alone
   (summed over the workers), from ``/proc``: an event loop near ``1 / qps`` per call is the
   bottleneck;
+* ``client_cpu_ms_per_call`` (and ``noop_...``): the load generator's CPU per call at the peak;
+  ``machine_busy`` (and ``noop_...``, ``paced_...``): the share of all the machine's CPU time
+  that was busy (``/proc/stat``: all but idle and iowait) during the peak level and the paced
+  phase. Near 1, the machine is the limit: the client and the server share its cores (on two
+  cores the no-op server's peak is usually this), and a paced phase that runs the machine near
+  it has a tail whatever the server does. ``paced_server_cpu_ms_per_call`` is the server's CPU
+  per call in the paced phase (warm-up included). The closed-loop levels alternate between the
+  no-op server and the gateway (each level against both, in turn), so that a change of the
+  machine's pace during the run meets both alike;
 * ``audit_verified``: ``dsgw audit verify`` over the gateway's log(s) after it drained, and
   ``audit_entries`` the entries they hold; ``audit_entries_per_worker`` splits them by worker,
   which shows how the kernel spread the ``--channels`` connections over the ``--workers``
@@ -156,6 +165,32 @@ def cpu_seconds(pids: Sequence[int], *, main_thread: bool = False) -> float:
             fields = Path(path).read_text().rpartition(")")[2].split()
             total += int(fields[11]) + int(fields[12])
     return total / ticks
+
+
+def machine_jiffies(text: str) -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from the text of ``/proc/stat`` (its ``cpu`` line):
+    busy is everything but idle and iowait (user, nice, system, irq, softirq, steal)."""
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            values = [int(v) for v in fields[1:9]]  # guest time is already in user and nice
+            values += [0] * (8 - len(values))
+            idle = values[3] + values[4]
+            return sum(values) - idle, sum(values)
+    raise ValueError("no cpu line in /proc/stat")
+
+
+def machine_busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the machine's CPU time (all cores) that was busy between two readings of
+    :func:`machine_jiffies`; None when no time passed."""
+    total = after[1] - before[1]
+    if total <= 0:
+        return None
+    return round((after[0] - before[0]) / total, 3)
+
+
+def read_machine() -> tuple[int, int]:
+    return machine_jiffies(Path("/proc/stat").read_text())
 
 
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -508,6 +543,7 @@ class LoadGen:
             "rate_qps": round(rate, 1),
             "sent": sent,
             "answered": len(latencies),
+            "all_answered": answered[0],  # warm-up included
             "achieved_qps": round(len(latencies) / seconds, 1),
             "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
             "p90_ms": round(percentile(latencies, 0.9) * 1000, 2),
@@ -852,13 +888,18 @@ def sweep(
     metrics_ports: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     out = []
+    client = [gen.proc.pid or 0]
     for k in levels:
         cpu, loop = cpu_seconds(pids), cpu_seconds(pids, main_thread=True)
+        client_cpu, machine = cpu_seconds(client), read_machine()
         batches = scrape(metrics_ports)
         r = gen.call("closed", port=port, concurrency=k, seconds=seconds, warmup=warmup)
         cpu, loop = cpu_seconds(pids) - cpu, cpu_seconds(pids, main_thread=True) - loop
+        client_cpu = cpu_seconds(client) - client_cpu
+        r["machine_busy"] = machine_busy_share(machine, read_machine())
         r["server_cpu_ms_per_call"] = round(1000 * cpu / max(1, r["all_calls"]), 3)
         r["loop_cpu_ms_per_call"] = round(1000 * loop / max(1, r["all_calls"]), 3)
+        r["client_cpu_ms_per_call"] = round(1000 * client_cpu / max(1, r["all_calls"]), 3)
         at_end = scrape(metrics_ports)
         r["query_batch_mean"] = batch_mean(batches, at_end)
         load = batch_wait_now(at_end)
@@ -867,6 +908,8 @@ def sweep(
             f"  {name} K={k:<4} {r['qps']:>8,.0f} calls/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
             f"  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call"
             f" (event loop {r['loop_cpu_ms_per_call']:.3f})"
+            + f"  client CPU {r['client_cpu_ms_per_call']:.3f} ms/call"
+            + (f"  machine {r['machine_busy']:.0%} busy" if r["machine_busy"] is not None else "")
             + (f"  {r['query_batch_mean']:.2f} calls/batch" if r["query_batch_mean"] else "")
             + (f" ({load_text(r)})" if r["query_batch_wait_ms"] is not None else "")
             + (f"  errors {r['errors']}" if r["errors"] else "")
@@ -1079,15 +1122,17 @@ def main() -> int:
         gen.call("check", port=noop_port)
 
         progress(
-            f"closed loop of {rpc} calls ({args.method}) against the no-op server"
-            f" ({seconds:g} s per level, {args.channels} channels)"
+            f"closed loop of {rpc} calls ({args.method}), each level against the no-op server"
+            f" then the gateway ({seconds:g} s per level, {args.channels} channels)"
         )
-        noop_levels = sweep(gen, noop_port, levels, seconds, warmup, "noop   ", [noop.proc.pid or 0])
         if args.py_spy is not None and args.py_spy_phase == "closed":
-            spy = start_spy(args.py_spy, pids[0], int(len(levels) * (seconds + warmup) + 2))
-        progress("closed loop against the gateway")
+            spy = start_spy(args.py_spy, pids[0], int(2 * len(levels) * (seconds + warmup) + 2))
         metrics_ports = [metrics_port + i for i in range(args.workers)]
-        gw_levels = sweep(gen, port, levels, seconds, warmup, "gateway", pids, metrics_ports)
+        noop_levels: list[dict[str, Any]] = []
+        gw_levels: list[dict[str, Any]] = []
+        for level in levels:  # interleaved: a change of the machine's pace meets both alike
+            noop_levels += sweep(gen, noop_port, [level], seconds, warmup, "noop   ", [noop.proc.pid or 0])
+            gw_levels += sweep(gen, port, [level], seconds, warmup, "gateway", pids, metrics_ports)
         if spy is not None:
             spy.wait(timeout=120)
             spy = None
@@ -1103,7 +1148,12 @@ def main() -> int:
         before = scrape(metrics_ports, rpc)
         if args.py_spy is not None and args.py_spy_phase == "paced":
             spy = start_spy(args.py_spy, pids[0], int(paced_seconds + warmup))
+        machine, cpu = read_machine(), cpu_seconds(pids)
         paced = gen.call("paced", port=port, rate=rate, seconds=paced_seconds, warmup=warmup)
+        paced["machine_busy"] = machine_busy_share(machine, read_machine())
+        paced["server_cpu_ms_per_call"] = round(
+            1000 * (cpu_seconds(pids) - cpu) / max(1, paced["all_answered"]), 3
+        )
         if spy is not None:
             spy.wait(timeout=120)
             spy = None
@@ -1128,6 +1178,10 @@ def main() -> int:
                 f"  over 20 ms: {paced['all_over_20ms']:.1%} of the calls at the client,"
                 f" {paced['handler_over_20ms']:.1%} inside the gateway's handler (warm-up included)"
             )
+        progress(
+            f"  server CPU {paced['server_cpu_ms_per_call']:.3f} ms/call"
+            + (f", machine {paced['machine_busy']:.0%} busy" if paced["machine_busy"] is not None else "")
+        )
         progress(
             f"  garbage collections in the gateway: {paced['gc_pauses']:,},"
             f" {paced['gc_pauses_over_5ms']:,} of them over {GC_BOUND_S * 1000:g} ms"
@@ -1180,6 +1234,12 @@ def main() -> int:
                 "noop_server_cpu_ms_per_call": noop_peak["server_cpu_ms_per_call"],
                 "loop_cpu_ms_per_call": peak["loop_cpu_ms_per_call"],
                 "noop_loop_cpu_ms_per_call": noop_peak["loop_cpu_ms_per_call"],
+                "client_cpu_ms_per_call": peak["client_cpu_ms_per_call"],
+                "noop_client_cpu_ms_per_call": noop_peak["client_cpu_ms_per_call"],
+                "machine_busy": peak["machine_busy"],
+                "noop_machine_busy": noop_peak["machine_busy"],
+                "paced_machine_busy": paced["machine_busy"],
+                "paced_server_cpu_ms_per_call": paced["server_cpu_ms_per_call"],
                 "query_batch_mean": peak["query_batch_mean"],
                 "paced_query_batch_mean": paced["query_batch_mean"],
                 "paced_query_batch_wait_ms": paced["query_batch_wait_ms"],

@@ -121,3 +121,35 @@ def test_reads_the_batch_wait_and_the_loop_load_averaged_over_workers() -> None:
     assert bench.batch_wait_now(bench.gateway_counters(_text(first))) == (4.0, 0.8)
     both = bench.gateway_counters(_text(first) + _text(second) + _text(fixed))
     assert bench.batch_wait_now(both) == (2.5, 0.65)
+
+
+# --- the machine's CPU share (/proc/stat) -------------------------------------------------------
+
+_STAT = """cpu  100 5 50 800 20 3 2 10 0 0
+cpu0 50 2 25 400 10 1 1 5 0 0
+intr 12345
+"""
+
+
+def test_machine_jiffies_counts_all_but_idle_and_iowait() -> None:
+    # user nice system idle iowait irq softirq steal (guest is already in user)
+    assert bench.machine_jiffies(_STAT) == (100 + 5 + 50 + 3 + 2 + 10, 990)
+
+
+def test_machine_jiffies_of_an_older_kernel_with_fewer_columns() -> None:
+    assert bench.machine_jiffies("cpu  10 0 5 80 5\n") == (15, 100)
+
+
+def test_machine_jiffies_without_a_cpu_line_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no cpu line"):
+        bench.machine_jiffies("intr 1\n")
+
+
+def test_machine_busy_share_between_two_readings() -> None:
+    assert bench.machine_busy_share((100, 1000), (250, 1200)) == 0.75
+    assert bench.machine_busy_share((100, 1000), (100, 1000)) is None  # no time passed
+
+
+def test_machine_jiffies_reads_this_machine() -> None:
+    busy, total = bench.read_machine()
+    assert 0 <= busy <= total and total > 0

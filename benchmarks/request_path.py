@@ -17,7 +17,8 @@ graduate_employment, a new request id), and a call context that presents the hrs
 certificate, as gRPC would after the TLS handshake. So every step runs: authentication and
 revocation check, agreement, purpose, rate limit, request id, the consent decision in the store,
 the provider fetch, minimise and mask, the durable audit append, the response message and the
-metrics. The calls of one level join the worker's batches as concurrent calls over gRPC do.
+metrics. The callers of a level call in step, so each batch holds one call of each (K per
+batch; over gRPC, batches form from the calls that arrive within the batch's wait).
 
 For each level K (default 1,4,12,32) it runs ``--calls`` calls (default 24,000; --quick 6,000)
 after a warm-up, ``--repeats`` times (default 3), and reports the median of:
@@ -113,7 +114,7 @@ async def measure(
         checker = pki.RevocationChecker(config.tls_file("crl"), config.tls_file("ca"))
         servicer = DataExchangeServicer(
             x, Authenticator(pki.agency_from_certificate, checker.is_revoked), x.metrics
-        )  # type: ignore[arg-type]
+        )
         context = PeerContext(pem)
         provider = agency_to_wire(Agency.EDUCATION)
         ids = itertools.count()
@@ -126,7 +127,7 @@ async def measure(
             batches[1] += 1
             record(size)
 
-        x.metrics.query_batch = counted  # type: ignore[method-assign]
+        x.metrics.query_batch = counted  # type: ignore[method-assign]  # count the batches too
 
         async def caller(n: int, offset: int) -> None:
             for i in range(n):
@@ -137,7 +138,7 @@ async def measure(
                     subject=common_pb2.SubjectRef(id=subjects[(offset + i * 7919) % len(subjects)]),
                 )
                 request.datasets.add(provider=provider, dataset="graduation", fields=FIELDS)
-                answer = await servicer.Query(request, context)  # type: ignore[arg-type]
+                answer = await servicer.Query(request, context)  # type: ignore[arg-type]  # for gRPC's
                 result = answer.results[0]
                 if not result.found or sorted(result.values) != sorted(FIELDS):
                     raise RuntimeError(

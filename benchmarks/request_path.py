@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{len(subjects):,} subjects, levels {levels}, {calls:,} calls x {args.repeats}", file=sys.stderr
         )
-        pem = (dev.pki / "agencies" / "hrss.crt").read_bytes()
+        pem = dev.agency_credentials("hrss")[1].read_bytes()  # (ca, certificate, key)
         try:
             figures = uvloop.run(measure(bench, config, pem, subjects, levels, calls, args.repeats))
         except RuntimeError as exc:  # a call refused, failed or answered otherwise

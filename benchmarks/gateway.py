@@ -54,7 +54,8 @@ Measured, in the same run and with the same client:
   their scheduled time): small, the paced phase's tail is not the client's sending;
 * ``paced_gc_pauses`` / ``paced_gc_pauses_over_5ms``: the gateway's garbage collections during
   the paced phase (``dsgw_gc_pause_seconds``), all and those that held its event loop over 5 ms
-  (``gc_young_every_ms``: how often a worker collects its young generation itself);
+  (``gc_young_every_ms``: how often a worker collects its young generation itself;
+  ``gil_switch_interval_ms``: the workers' thread switch interval, ``--gil-switch-interval-ms``);
 * ``paced_query_batch_wait_ms`` / ``paced_loop_busy``: at the end of the paced phase, how long a
   Query batch waited for more calls and the share of time the event loop's thread was busy, on
   a CPU or queued for one (``dsgw_query_batch_wait_seconds``, ``dsgw_event_loop_busy_ratio``;
@@ -999,6 +1000,12 @@ def main() -> int:
         help="server.gc_young_every_ms (default: the product's; 0: the interpreter's thresholds only)",
     )
     parser.add_argument(
+        "--gil-switch-interval-ms",
+        type=float,
+        default=None,
+        help="server.gil_switch_interval_ms, the workers' thread switch interval (default: the product's)",
+    )
+    parser.add_argument(
         "--event-loop",
         choices=("uvloop", "asyncio"),
         default=None,
@@ -1083,6 +1090,8 @@ def main() -> int:
             server["query_batch_adaptive"] = False
         if args.gc_young_every_ms is not None:
             server["gc_young_every_ms"] = args.gc_young_every_ms
+        if args.gil_switch_interval_ms is not None:
+            server["gil_switch_interval_ms"] = args.gil_switch_interval_ms
         if args.event_loop is not None:
             server["event_loop"] = args.event_loop
         if pg is None:
@@ -1250,6 +1259,7 @@ def main() -> int:
                 "paced_gc_pauses": paced["gc_pauses"],
                 "paced_gc_pauses_over_5ms": paced["gc_pauses_over_5ms"],
                 "gc_young_every_ms": config.server.gc_young_every_ms,
+                "gil_switch_interval_ms": config.server.gil_switch_interval_ms,
                 "query_batch_wait_ms": config.server.query_batch_wait_ms,
                 "query_batch_adaptive": config.server.query_batch_adaptive,
                 "event_loop": config.server.event_loop,

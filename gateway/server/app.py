@@ -315,9 +315,9 @@ def _circuit_state(adapter: Adapter) -> Callable[[], str]:
 
 
 async def _run_worker(config: GatewayConfig, worker: int, ready: Callable[[int], None] | None = None) -> None:
-    # The event loop shares the interpreter lock with the audit committer and I/O threads; a
-    # shorter switch interval gets it back sooner after a thread's turn (measured: more calls/s
-    # and less CPU per call than the 5 ms default, see docs/gateway.md).
+    # The event loop shares the interpreter lock with the audit committer and I/O threads
+    # (server.gil_switch_interval_ms: how long a thread waits for it before asking the holder
+    # to let go; docs/gateway.md).
     sys.setswitchinterval(config.server.gil_switch_interval_ms / 1000)
     w = Worker(config, worker)
     stop = asyncio.Event()

@@ -1111,10 +1111,15 @@ def certificate_info(
 ) -> CertificateInfo:
     """What a certificate says, with its revocation (from ``crl``) and chain (to ``ca``) status."""
     cert = load_certificate(source)
-    try:
+    # without a SubjectAlternativeName extension (the CA's), no names
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    with contextlib.suppress(x509.ExtensionNotFound):
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = x509.SubjectAlternativeName([])
+        dns_names = tuple(san.get_values_for_type(x509.DNSName))
+        ip_addresses = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+        uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
     try:
         eku = tuple(
             _EKU_NAMES.get(oid, oid.dotted_string)
@@ -1143,9 +1148,9 @@ def certificate_info(
         not_after=cert.not_valid_after_utc,
         fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
         agency=agency,
-        dns_names=tuple(san.get_values_for_type(x509.DNSName)),
-        ip_addresses=tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress)),
-        uris=tuple(san.get_values_for_type(x509.UniformResourceIdentifier)),
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        uris=uris,
         extended_key_usage=eku,
         revoked=revoked,
         issued_by_ca=_issued_by(cert, ca) if ca is not None else None,

@@ -1,7 +1,8 @@
 """Benchmark: the gateway end to end over mTLS on loopback (issue 6).
 
     python benchmarks/gateway.py [--quick] [--workers N] [--method query|query2|verify]
-                                 [--event-loop uvloop|asyncio] [--py-spy FILE]
+                                 [--event-loop uvloop|asyncio] [--noop-event-loop asyncio|uvloop]
+                                 [--py-spy FILE]
                                  [--store sqlite|postgresql [--pg-url URL]]
 
 Builds a development home in a temporary directory (``gateway.devsetup.make_dev_home``: 20,000
@@ -12,7 +13,9 @@ record (level, school_name, graduation_date) of every subject the education sour
 * the gateway (``python -m gateway serve --config ... --ready-file ...``, ``--workers`` worker
   processes, default 1, on ``server.event_loop``: uvloop unless ``--event-loop asyncio``);
 * a no-op grpc.aio server (on asyncio's own loop, whatever the gateway runs on: the fixed
-  reference) with the same mTLS server credentials (client certificates required)
+  reference; ``--noop-event-loop uvloop`` puts it on uvloop, as the gateway; ``noop_event_loop``
+  in the JSON says which it got) with the same mTLS server credentials (client certificates
+  required)
   whose DataExchange.Query returns a fixed QueryResponse: a real answer of the gateway, so the
   same size on the wire. It is the limit: what the same client gets from a server doing nothing;
   with ``--method verify`` its DataExchange.Verify returns a fixed VerifyResponse instead;
@@ -318,10 +321,13 @@ def free_port() -> int:
 # --- the no-op server (its own process) ----------------------------------------------------------
 
 
-def noop_server_main(pki_dir: str, method: str, response: bytes, conn: Connection) -> None:
+def noop_server_main(pki_dir: str, method: str, response: bytes, event_loop: str, conn: Connection) -> None:
+    """The no-op server on ``event_loop`` (asyncio, the fixed reference, or uvloop); sends its port
+    and the loop it got (asyncio where uvloop is not installed) when it listens."""
     import grpc
 
     from dsgw.v1 import exchange_pb2, exchange_pb2_grpc
+    from gateway.server.app import run_loop
 
     fixed_query = exchange_pb2.QueryResponse.FromString(response) if METHODS[method] == "Query" else None
     fixed_verify = exchange_pb2.VerifyResponse.FromString(response) if method == "verify" else None
@@ -353,11 +359,11 @@ def noop_server_main(pki_dir: str, method: str, response: bytes, conn: Connectio
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        conn.send(port)
+        conn.send((port, type(loop).__module__.split(".")[0]))
         await stop.wait()
         await server.stop(1)
 
-    asyncio.run(run())
+    run_loop(run(), event_loop)
 
 
 # --- the load generator (its own process) --------------------------------------------------------
@@ -1011,6 +1017,12 @@ def main() -> int:
         default=None,
         help="the gateway workers' event loop (default: server.event_loop's default, uvloop)",
     )
+    parser.add_argument(
+        "--noop-event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the no-op server's event loop (default asyncio, the fixed reference)",
+    )
     parser.add_argument("--py-spy", type=Path, default=None, help="record the gateway with py-spy to FILE")
     parser.add_argument(
         "--py-spy-phase", choices=("closed", "paced", "batch"), default="closed", help="what --py-spy records"
@@ -1125,9 +1137,9 @@ def main() -> int:
             raise RuntimeError(f"the probe {rpc} found {probe['found']}")
         progress(f"  a {rpc} answer is {probe['bytes']} bytes on the wire")
 
-        noop = Remote(ctx, noop_server_main, str(dev.pki), args.method, probe["raw"])
-        noop_port = noop.conn.recv()
-        progress(f"no-op server: port {noop_port}")
+        noop = Remote(ctx, noop_server_main, str(dev.pki), args.method, probe["raw"], args.noop_event_loop)
+        noop_port, noop_loop = noop.conn.recv()
+        progress(f"no-op server: port {noop_port}, on {noop_loop}")
         gen.call("check", port=noop_port)
 
         progress(
@@ -1263,6 +1275,7 @@ def main() -> int:
                 "query_batch_wait_ms": config.server.query_batch_wait_ms,
                 "query_batch_adaptive": config.server.query_batch_adaptive,
                 "event_loop": config.server.event_loop,
+                "noop_event_loop": noop_loop,
                 "peak_p50_ms": peak["p50_ms"],
                 "peak_p99_ms": peak["p99_ms"],
                 "noop_p50_ms": noop_paced["p50_ms"],

@@ -20,13 +20,13 @@ class _Stop(Exception):
 
 class _FakeWorker:
     def __init__(self, config: Any, worker: int) -> None:
-        self.stopped = False
+        pass
 
     async def start(self) -> int:
         raise _Stop
 
     async def stop(self, grace: float | None = None) -> None:
-        self.stopped = True
+        pass
 
 
 def _interval_set_by_a_worker(monkeypatch: pytest.MonkeyPatch, server: ServerSection) -> float:

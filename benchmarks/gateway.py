@@ -58,7 +58,8 @@ Measured, in the same run and with the same client:
 * ``paced_gc_pauses`` / ``paced_gc_pauses_over_5ms``: the gateway's garbage collections during
   the paced phase (``dsgw_gc_pause_seconds``), all and those that held its event loop over 5 ms
   (``gc_young_every_ms``: how often a worker collects its young generation itself;
-  ``gil_switch_interval_ms``: the workers' thread switch interval, ``--gil-switch-interval-ms``);
+  ``gil_switch_interval_ms``: the workers' thread switch interval, ``--gil-switch-interval-ms``;
+  ``cpu_affinity``: whether each worker was kept on a CPU of its own, ``--cpu-affinity``);
 * ``paced_query_batch_wait_ms`` / ``paced_loop_busy``: at the end of the paced phase, how long a
   Query batch waited for more calls and the share of time the event loop's thread was busy, on
   a CPU or queued for one (``dsgw_query_batch_wait_seconds``, ``dsgw_event_loop_busy_ratio``;
@@ -1012,6 +1013,12 @@ def main() -> int:
         help="server.gil_switch_interval_ms, the workers' thread switch interval (default: the product's)",
     )
     parser.add_argument(
+        "--cpu-affinity",
+        choices=("none", "spread"),
+        default=None,
+        help="server.cpu_affinity: spread keeps each worker on a CPU of its own (default: the product's)",
+    )
+    parser.add_argument(
         "--event-loop",
         choices=("uvloop", "asyncio"),
         default=None,
@@ -1104,6 +1111,8 @@ def main() -> int:
             server["gc_young_every_ms"] = args.gc_young_every_ms
         if args.gil_switch_interval_ms is not None:
             server["gil_switch_interval_ms"] = args.gil_switch_interval_ms
+        if args.cpu_affinity is not None:
+            server["cpu_affinity"] = args.cpu_affinity
         if args.event_loop is not None:
             server["event_loop"] = args.event_loop
         if pg is None:
@@ -1272,6 +1281,7 @@ def main() -> int:
                 "paced_gc_pauses_over_5ms": paced["gc_pauses_over_5ms"],
                 "gc_young_every_ms": config.server.gc_young_every_ms,
                 "gil_switch_interval_ms": config.server.gil_switch_interval_ms,
+                "cpu_affinity": config.server.cpu_affinity,
                 "query_batch_wait_ms": config.server.query_batch_wait_ms,
                 "query_batch_adaptive": config.server.query_batch_adaptive,
                 "event_loop": config.server.event_loop,

@@ -124,6 +124,12 @@ class ServerSection(_Section):
     #: sooner, and more often: at 70 % of the peak, 0.5 ms gave the paced load a longer tail
     #: (docs/gateway.md, "The interpreter's switch interval").
     gil_switch_interval_ms: Annotated[float, Field(ge=0.05, le=100)] = 5.0
+    #: Where a worker's threads run: "spread" keeps each worker process (every thread of it) on
+    #: one CPU, worker i on the i-th CPU the gateway may use, so that the hand-overs between its
+    #: threads on every call do not wake another CPU; "none" leaves them to the kernel. For a
+    #: gateway that has the machine to itself, with ``workers`` as many as its CPUs
+    #: (docs/gateway.md, "Keeping a worker on one CPU"). Linux only.
+    cpu_affinity: Literal["none", "spread"] = "none"
     #: How often a worker collects its young garbage generation itself, milliseconds; 0 leaves
     #: collections to the interpreter's thresholds. Short, frequent collections instead of one
     #: of 6-17 ms every few thousand calls (gateway/server/gc_pacing.py).

@@ -54,6 +54,7 @@ from gateway.consent.store import ConsentStore
 from gateway.errors import DsgwError, StartError
 from gateway.exchange import Exchange
 from gateway.pipeline.record import consent_hook
+from gateway.server import affinity
 from gateway.server.gc_pacing import PauseObserver, collect_young
 from gateway.server.metrics import GatewayMetrics
 from gateway.server.servicers import Authenticator, ConsentServicer, DataExchangeServicer
@@ -319,6 +320,8 @@ async def _run_worker(config: GatewayConfig, worker: int, ready: Callable[[int],
     # (server.gil_switch_interval_ms: how long a thread waits for it before asking the holder
     # to let go; docs/gateway.md).
     sys.setswitchinterval(config.server.gil_switch_interval_ms / 1000)
+    if config.server.cpu_affinity == "spread":  # before gRPC starts its threads: they inherit it
+        _log.info("serve.cpu_affinity", worker=worker, cpu=affinity.pin_worker(worker))
     w = Worker(config, worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -426,6 +429,11 @@ def preflight(config: GatewayConfig) -> None:
     if config.server.workers > 1 and config.server.listen.endswith(":0"):
         raise StartError("server.listen: server.workers > 1 needs a fixed port (the workers share it)")
     _check_listen_host(config.server.listen)
+    if config.server.cpu_affinity != "none" and not affinity.can_pin():
+        raise StartError(
+            f"server.cpu_affinity: {config.server.cpu_affinity} needs a platform where a process "
+            "chooses its CPUs (Linux); set it to none"
+        )
     _check_databases(config)
     if config.server.insecure_dev_plaintext:
         return

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -37,9 +38,10 @@ from audit.entry import AuditEntry
 from dsgw.v1 import common_pb2, consent_pb2, consent_pb2_grpc, exchange_pb2_grpc
 from gateway import pki
 from gateway.client import GatewayClient
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, ServerSection, load_config
 from gateway.devsetup import DEFAULT_AGREEMENTS, DevHome, make_dev_home, write_config
 from gateway.identity.resident_id import make_resident_id
+from gateway.server import app
 from gateway.server.app import BackgroundGateway
 from gateway.server.wire import agency_to_wire, timestamp_to
 
@@ -432,3 +434,28 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+class WorkerStarted(Exception):
+    """Raised by :class:`_StopAtStart`: ``_run_worker`` got as far as starting its worker."""
+
+
+class _StopAtStart:
+    """A stand-in for ``gateway.server.app.Worker`` whose start raises :class:`WorkerStarted`."""
+
+    def __init__(self, config: Any, worker: int) -> None:
+        pass
+
+    async def start(self) -> int:
+        raise WorkerStarted
+
+    async def stop(self, grace: float | None = None) -> None:
+        pass
+
+
+def run_worker_setup(monkeypatch: pytest.MonkeyPatch, server: ServerSection, worker: int = 0) -> None:
+    """Run the real ``_run_worker`` with ``server`` as far as starting worker ``worker``: what it
+    sets up first (switch interval, CPU affinity) and nothing more."""
+    monkeypatch.setattr(app, "Worker", _StopAtStart)
+    with pytest.raises(WorkerStarted):
+        app.run_loop(app._run_worker(SimpleNamespace(server=server), worker), "asyncio")  # type: ignore[arg-type]

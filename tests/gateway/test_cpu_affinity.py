@@ -8,7 +8,6 @@ import os
 import signal
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -18,7 +17,7 @@ from gateway.config import ServerSection
 from gateway.devsetup import DevHome
 from gateway.errors import StartError
 from gateway.server import affinity, app
-from tests.gateway.conftest import serving, write_gateway_config
+from tests.gateway.conftest import run_worker_setup, serving, write_gateway_config
 
 linux_only = pytest.mark.skipif(not affinity.can_pin(), reason="CPU affinity is a Linux feature")
 
@@ -63,25 +62,13 @@ def test_spread_on_a_platform_that_cannot_pin_fails_the_preflight(monkeypatch: p
         app.preflight(config)  # type: ignore[arg-type]
 
 
-class _Stop(Exception):
-    """Raised by the fake worker: the worker function got as far as creating it."""
-
-
-class _FakeWorker:
-    def __init__(self, config: Any, worker: int) -> None:
-        raise _Stop
-
-
 @pytest.mark.parametrize(("setting", "pinned"), [("none", []), ("spread", [3])])
 def test_a_worker_pins_itself_only_when_told(
     monkeypatch: pytest.MonkeyPatch, setting: str, pinned: list[int]
 ) -> None:
     seen: list[int] = []
     monkeypatch.setattr(affinity, "pin_worker", lambda worker: seen.append(worker) or 0)
-    monkeypatch.setattr(app, "Worker", _FakeWorker)
-    server = ServerSection(cpu_affinity=setting)  # type: ignore[arg-type]
-    with pytest.raises(_Stop):
-        app.run_loop(app._run_worker(SimpleNamespace(server=server), 3), "asyncio")  # type: ignore[arg-type]
+    run_worker_setup(monkeypatch, ServerSection(cpu_affinity=setting), worker=3)  # type: ignore[arg-type]
     assert seen == pinned
 
 

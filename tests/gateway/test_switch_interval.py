@@ -5,36 +5,17 @@ docs/gateway.md "The interpreter's switch interval")."""
 from __future__ import annotations
 
 import sys
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from gateway.config import ServerSection
-from gateway.server import app
-
-
-class _Stop(Exception):
-    """Raised by the fake worker's start: the worker function got as far as starting it."""
-
-
-class _FakeWorker:
-    def __init__(self, config: Any, worker: int) -> None:
-        pass
-
-    async def start(self) -> int:
-        raise _Stop
-
-    async def stop(self, grace: float | None = None) -> None:
-        pass
+from tests.gateway.conftest import run_worker_setup
 
 
 def _interval_set_by_a_worker(monkeypatch: pytest.MonkeyPatch, server: ServerSection) -> float:
     seen: list[float] = []
     monkeypatch.setattr(sys, "setswitchinterval", seen.append)
-    monkeypatch.setattr(app, "Worker", _FakeWorker)
-    with pytest.raises(_Stop):
-        app.run_loop(app._run_worker(SimpleNamespace(server=server), 0), "asyncio")  # type: ignore[arg-type]
+    run_worker_setup(monkeypatch, server)
     assert len(seen) == 1
     return seen[0]
 

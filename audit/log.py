@@ -891,13 +891,10 @@ class AuditLog:
         finally:
             with self._scond:
                 self._syncing = False
-                # the syncer: for what was queued meanwhile, and for checkpoints (a count reached,
-                # or the first new entries since the last checkpoint start its timer)
-                if (
-                    self._written
-                    or before <= self._cp_size
-                    or self._size - self._cp_size >= self._policy.every_entries
-                ):
+                # the syncer: for what was queued meanwhile, and for the checkpoint timer (the
+                # first new entries since the last checkpoint start it; a count reached was asked
+                # for in _sync)
+                if self._written or before <= self._cp_size:
                     self._scond.notify()
 
     def _segment_for(self, nbytes: int, first: int) -> int:
@@ -1056,18 +1053,25 @@ class AuditLog:
             if now - self._notified_at >= _FOLLOWER_NOTIFY_EVERY:
                 self._notified_at = now
                 follower.notify(size)
+        if size - self._cp_size >= self._policy.every_entries and self._failed is None:
+            # the count is reached: the checkpoint is of this commit's tree, asked for here (no
+            # other commit is folded in until this returns), not by the syncer whenever it runs
+            self._request_checkpoint(0, time.monotonic())
 
     def _request_checkpoint(self, ticket: int, now: float) -> None:
-        if ticket:
-            self._cp_sent = ticket
+        """Queue a checkpoint of the tree as published now for the worker thread to sign (with a
+        :meth:`checkpoint_now` ticket, or 0). Asked by the syncer (on demand, on time, on close)
+        and by :meth:`_sync` (the count reached), possibly at once: the checkpoint state changes
+        under the worker's lock, and the worker skips a size not above the last it wrote."""
         size, peaks = self._published
         root = CompactRange.from_peaks(size, peaks, self._hash).root()
-        task = _CheckpointTask(size, root, ticket)
-        if size > self._cp_size:
-            self._cp_size = size
-            self._cp_time = now
         with self._wcond:
-            self._wqueue.append(task)
+            if ticket:
+                self._cp_sent = ticket
+            if size > self._cp_size:
+                self._cp_size = size
+                self._cp_time = now
+            self._wqueue.append(_CheckpointTask(size, root, ticket))
             self._wcond.notify()
 
     # -- worker thread: index and checkpoints -----------------------------------------------------

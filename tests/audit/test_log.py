@@ -163,6 +163,28 @@ def test_checkpoint_every_n_entries(made: tuple[Path, Path]) -> None:
         assert sizes == [0, 10, 20, 25]
 
 
+def test_a_count_checkpoint_is_of_the_commit_that_reached_the_count(
+    made: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint due after ``every_entries`` new entries signs the tree of the commit that
+    reached the count, however late the thread that asks for it runs (a syncer that ran late, on a
+    busy machine, used to sign the size of a later commit)."""
+    original = AuditLog._request_checkpoint
+
+    def late(self: AuditLog, *args: object) -> None:
+        time.sleep(0.05)  # meanwhile, more appends are acknowledged
+        original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AuditLog, "_request_checkpoint", late)
+    log_dir, home = made
+    with open_log(log_dir, home, policy=CheckpointPolicy(every_entries=10, every_seconds=3600)) as log:
+        for i in range(25):
+            log.append(entry(i))
+        log.checkpoint_now()
+        assert LogReader(log_dir).checkpoints.sizes() == [0, 10, 20, 25]
+    assert verify_log(LogReader(log_dir)).ok
+
+
 def test_checkpoint_by_time_when_something_is_new(made: tuple[Path, Path]) -> None:
     log_dir, home = made
     store_dir = log_dir / "checkpoints"

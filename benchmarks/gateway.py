@@ -85,7 +85,10 @@ Measured, in the same run and with the same client:
   ``audit_entries`` the entries they hold; ``audit_entries_per_worker`` splits them by worker,
   which shows how the kernel spread the ``--channels`` connections over the ``--workers``
   (SO_REUSEPORT hashes each connection: with two channels and two workers, both would land on
-  the same worker half the time, making the run a one-worker run).
+  the same worker half the time, making the run a one-worker run); those counts include the
+  BatchVerify stream's entries, all on one worker. ``paced_calls_per_worker``: the calls each
+  worker answered in the paced phase (warm-up included, from each worker's metrics), the split
+  its tail met.
 
 The machine's cores are shared by the gateway, the no-op server and the load generator; figures
 are noisy, the ratio is the figure to compare across machines. ``--py-spy FILE`` records the
@@ -276,6 +279,22 @@ def scrape(ports: Sequence[int], method: str = "Query") -> dict[str, float]:
         ):
             texts.append(r.read().decode())
     return gateway_counters("\n".join(texts), method)
+
+
+def scrape_each(ports: Sequence[int], method: str = "Query") -> list[dict[str, float]]:
+    """:func:`gateway_counters` of each gateway worker's Prometheus endpoint apart."""
+    return [scrape([port], method) for port in ports]
+
+
+def joined(each: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The workers' counters together, as :func:`scrape` of all their endpoints reads them."""
+    return {name: sum(c[name] for c in each) for name in _COUNTERS}
+
+
+def calls_per_worker(before: Sequence[dict[str, float]], after: Sequence[dict[str, float]]) -> list[int]:
+    """Calls of the benchmarked method each worker answered between two :func:`scrape_each`:
+    how the kernel's placing of the connections (SO_REUSEPORT) spread the load over them."""
+    return [round(a["queries"] - b["queries"]) for b, a in zip(before, after, strict=True)]
 
 
 def batch_mean(before: dict[str, float], after: dict[str, float]) -> float | None:
@@ -1175,7 +1194,8 @@ def main() -> int:
             f"paced load at {rate:,.0f} calls/s ({rate / peak['qps']:.0%} of the gateway's peak),"
             f" {paced_seconds:g} s"
         )
-        before = scrape(metrics_ports, rpc)
+        before_each = scrape_each(metrics_ports, rpc)
+        before = joined(before_each)
         if args.py_spy is not None and args.py_spy_phase == "paced":
             spy = start_spy(args.py_spy, pids[0], int(paced_seconds + warmup))
         machine, cpu = read_machine(), cpu_seconds(pids)
@@ -1188,7 +1208,9 @@ def main() -> int:
             spy.wait(timeout=120)
             spy = None
             progress(f"  py-spy profile in {args.py_spy}")
-        after = scrape(metrics_ports, rpc)
+        after_each = scrape_each(metrics_ports, rpc)
+        after = joined(after_each)
+        paced["calls_per_worker"] = calls_per_worker(before_each, after_each)
         paced["query_batch_mean"] = batch_mean(before, after)
         load = batch_wait_now(after)
         paced["query_batch_wait_ms"], paced["loop_busy"] = load if load is not None else (None, None)
@@ -1211,6 +1233,7 @@ def main() -> int:
         progress(
             f"  server CPU {paced['server_cpu_ms_per_call']:.3f} ms/call"
             + (f", machine {paced['machine_busy']:.0%} busy" if paced["machine_busy"] is not None else "")
+            + (f", calls per worker {paced['calls_per_worker']}" if args.workers > 1 else "")
         )
         progress(
             f"  garbage collections in the gateway: {paced['gc_pauses']:,},"
@@ -1279,6 +1302,7 @@ def main() -> int:
                 "paced_send_lag_p99_ms": paced["send_lag_p99_ms"],
                 "paced_gc_pauses": paced["gc_pauses"],
                 "paced_gc_pauses_over_5ms": paced["gc_pauses_over_5ms"],
+                "paced_calls_per_worker": paced["calls_per_worker"],
                 "gc_young_every_ms": config.server.gc_young_every_ms,
                 "gil_switch_interval_ms": config.server.gil_switch_interval_ms,
                 "cpu_affinity": config.server.cpu_affinity,

@@ -153,3 +153,19 @@ def test_machine_busy_share_between_two_readings() -> None:
 def test_machine_jiffies_reads_this_machine() -> None:
     busy, total = bench.read_machine()
     assert 0 <= busy <= total and total > 0
+
+
+def test_calls_per_worker_between_two_scrapes_of_each_worker() -> None:
+    first, second = GatewayMetrics(worker=0), GatewayMetrics(worker=1)
+    first.observe("Query", "OK", 0.001)  # before the phase: not counted
+    before = [bench.gateway_counters(_text(first)), bench.gateway_counters(_text(second))]
+    for _ in range(3):
+        first.observe("Query", "OK", 0.001)
+    second.observe("Query", "OK", 0.05)
+    second.observe("Query", "UNAVAILABLE", 0.05)  # not an answered call
+    after = [bench.gateway_counters(_text(first)), bench.gateway_counters(_text(second))]
+    assert bench.calls_per_worker(before, after) == [3, 1]
+    # the workers' counters together read as one scrape of all their endpoints reads them
+    assert bench.joined(after) == bench.gateway_counters(_text(first) + _text(second))
+    with pytest.raises(ValueError):
+        bench.calls_per_worker(before, after[:1])  # a worker's scrape missing

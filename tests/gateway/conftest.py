@@ -459,3 +459,12 @@ def run_worker_setup(monkeypatch: pytest.MonkeyPatch, server: ServerSection, wor
     monkeypatch.setattr(app, "Worker", _StopAtStart)
     with pytest.raises(WorkerStarted):
         app.run_loop(app._run_worker(SimpleNamespace(server=server), worker), "asyncio")  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    """A loopback port free now (for a gateway whose workers need a fixed one)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

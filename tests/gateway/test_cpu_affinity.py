@@ -17,7 +17,7 @@ from gateway.config import ServerSection
 from gateway.devsetup import DevHome
 from gateway.errors import StartError
 from gateway.server import affinity, app
-from tests.gateway.conftest import run_worker_setup, serving, write_gateway_config
+from tests.gateway.conftest import free_port, run_worker_setup, serving, write_gateway_config
 
 linux_only = pytest.mark.skipif(not affinity.can_pin(), reason="CPU affinity is a Linux feature")
 
@@ -92,15 +92,15 @@ def _workers(pid: int) -> list[int]:
 def test_two_spread_workers_keep_every_thread_on_a_cpu_of_their_own(
     dev_home: DevHome, tmp_path: Path
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
     config = write_gateway_config(
         dev_home,
         tmp_path / "pinned",
-        server={"listen": f"127.0.0.1:{port}", "workers": 2, "metrics_listen": "", "cpu_affinity": "spread"},
+        server={
+            "listen": f"127.0.0.1:{free_port()}",
+            "workers": 2,
+            "metrics_listen": "",
+            "cpu_affinity": "spread",
+        },
     )
     cpus = sorted(os.sched_getaffinity(0))
     with serving(config, tmp_path) as (proc, _):  # ready once every worker listens

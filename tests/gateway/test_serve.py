@@ -22,7 +22,15 @@ from gateway.client import GatewayClient, GatewayError
 from gateway.config import load_config
 from gateway.devsetup import DEFAULT_AGREEMENTS, DevHome
 from gateway.server.app import port_taken
-from tests.gateway.conftest import REPO, Subjects, read_audit, serve_env, serving, write_gateway_config
+from tests.gateway.conftest import (
+    REPO,
+    Subjects,
+    free_port,
+    read_audit,
+    serve_env,
+    serving,
+    write_gateway_config,
+)
 
 
 def dsgw(*argv: str) -> list[str]:
@@ -129,14 +137,6 @@ def test_sigterm_under_load_drains_and_exits_zero(
     assert set(answered) <= entries
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _verify_assisted(client: GatewayClient, subjects: Subjects, prefix: str) -> str:
     """One Verify of a subsistence recipient under a new request id; returns the id."""
     rid = f"{prefix}-{uuid.uuid4().hex}"
@@ -156,7 +156,7 @@ def test_two_workers_share_the_port_and_keep_their_own_logs(
     """server.workers = 2: two processes on one port (SO_REUSEPORT), connections spread over
     them, each worker audits into its own log, SIGTERM drains both and the parent exits 0."""
     home = tmp_path / "two"
-    port = _free_port()
+    port = free_port()
     config = write_gateway_config(
         dev_home, home, server={"listen": f"127.0.0.1:{port}", "workers": 2, "metrics_listen": ""}
     )
@@ -196,7 +196,7 @@ def test_one_long_lived_channel_is_spread_over_the_workers_by_connection_age(
     long, so ONE client channel (an agency's long-lived connection) reaches both workers over time
     instead of the one the kernel gave its first connection; no call fails meanwhile."""
     home = tmp_path / "aged"
-    port = _free_port()
+    port = free_port()
     config = write_gateway_config(
         dev_home,
         home,
@@ -455,7 +455,7 @@ def test_tls_files_a_start_cannot_use_fail_it_and_the_check_with_one_line(
     config = write_gateway_config(
         dev_home,
         tmp_path / "home",
-        server={"listen": f"127.0.0.1:{_free_port()}", "workers": 2, "metrics_listen": ""},
+        server={"listen": f"127.0.0.1:{free_port()}", "workers": 2, "metrics_listen": ""},
         extra={"tls": {**tls, **change}},
     )
     _start_fails(config, key)

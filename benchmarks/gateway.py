@@ -59,7 +59,9 @@ Measured, in the same run and with the same client:
   the paced phase (``dsgw_gc_pause_seconds``), all and those that held its event loop over 5 ms
   (``gc_young_every_ms``: how often a worker collects its young generation itself;
   ``gil_switch_interval_ms``: the workers' thread switch interval, ``--gil-switch-interval-ms``;
-  ``cpu_affinity``: whether each worker was kept on a CPU of its own, ``--cpu-affinity``);
+  ``cpu_affinity``: whether each worker was kept on a CPU of its own, ``--cpu-affinity``;
+  ``commit_delay_ms``: how long an audit commit gathered the next calls' entries,
+  ``--commit-delay-ms``);
 * ``paced_query_batch_wait_ms`` / ``paced_loop_busy``: at the end of the paced phase, how long a
   Query batch waited for more calls and the share of time the event loop's thread was busy, on
   a CPU or queued for one (``dsgw_query_batch_wait_seconds``, ``dsgw_event_loop_busy_ratio``;
@@ -739,7 +741,13 @@ class PgStore:
 
 
 def make_pg_home(
-    home: Path, pg: PgStore, *, persons: int, employers: int, server: dict[str, Any]
+    home: Path,
+    pg: PgStore,
+    *,
+    persons: int,
+    employers: int,
+    server: dict[str, Any],
+    audit: dict[str, Any] | None = None,
 ) -> tuple[DevHome, float]:
     """What ``make_dev_home`` makes, with the sources generated into ``pg``'s schemas (the same
     persons and seed) and the providers and the consent store configured there; returns the
@@ -764,7 +772,10 @@ def make_pg_home(
         data=home / "data",
         server=server,
         providers={a.value: {"url": pg.url, "db_schema": pg.schema(a.value)} for a in Agency},
-        extra={"consent": {"store": pg.url, "store_schema": pg.schema("consent")}},
+        extra={
+            "consent": {"store": pg.url, "store_schema": pg.schema("consent")},
+            **({"audit": audit} if audit else {}),
+        },
     )
     return DevHome(home=home, config=config, data=home / "data", pki=pki_dir), seconds
 
@@ -1032,6 +1043,13 @@ def main() -> int:
         help="server.gil_switch_interval_ms, the workers' thread switch interval (default: the product's)",
     )
     parser.add_argument(
+        "--commit-delay-ms",
+        type=float,
+        default=None,
+        help="audit.commit_delay_ms, how long an audit commit gathers the next calls' entries"
+        " (default: the product's)",
+    )
+    parser.add_argument(
         "--cpu-affinity",
         choices=("none", "spread"),
         default=None,
@@ -1089,7 +1107,7 @@ def main() -> int:
     batch_items = args.batch_items or (10_000 if quick else 50_000)
 
     from gateway import logs
-    from gateway.config import load_config
+    from gateway.config import ConfigError, load_config
     from gateway.devsetup import make_dev_home
 
     logs.configure(level="WARNING")
@@ -1134,18 +1152,30 @@ def main() -> int:
             server["cpu_affinity"] = args.cpu_affinity
         if args.event_loop is not None:
             server["event_loop"] = args.event_loop
+        audit: dict[str, Any] = {}
+        if args.commit_delay_ms is not None:
+            audit["commit_delay_ms"] = args.commit_delay_ms
         if pg is None:
             dev = make_dev_home(
-                root / "home", persons=persons, employers=employers, seed=DEV_SEED, server=server
+                root / "home",
+                persons=persons,
+                employers=employers,
+                seed=DEV_SEED,
+                server=server,
+                extra={"audit": audit} if audit else None,
             )
         else:
             progress(f"  sources and consent store in PostgreSQL, schemas {pg.prefix}*")
             dev, generated = make_pg_home(
-                root / "home", pg, persons=persons, employers=employers, server=server
+                root / "home", pg, persons=persons, employers=employers, server=server, audit=audit
             )
             result["pg_generate_s"] = round(generated, 1)
             progress(f"  PostgreSQL sources generated in {generated:.1f} s")
-        config = load_config(dev.config)
+        try:
+            config = load_config(dev.config)
+        except ConfigError as exc:  # a flag's value the gateway refuses: one line, exit 2
+            print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+            return 2
         subjects = graduates(dev.data, args.subjects, pg)
         purposes = (QUERY_PURPOSE, QUERY2_PURPOSE) if args.method == "query2" else (QUERY_PURPOSE,)
         consents = grant_consents(config, subjects, purposes)
@@ -1306,6 +1336,7 @@ def main() -> int:
                 "gc_young_every_ms": config.server.gc_young_every_ms,
                 "gil_switch_interval_ms": config.server.gil_switch_interval_ms,
                 "cpu_affinity": config.server.cpu_affinity,
+                "commit_delay_ms": config.audit.commit_delay_ms,
                 "query_batch_wait_ms": config.server.query_batch_wait_ms,
                 "query_batch_adaptive": config.server.query_batch_adaptive,
                 "event_loop": config.server.event_loop,

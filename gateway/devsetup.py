@@ -202,8 +202,10 @@ def make_dev_home(
     server: Mapping[str, Any] | None = None,
     agreements: Sequence[Mapping[str, Any]] = DEFAULT_AGREEMENTS,
     resilience: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> DevHome:
-    """Create (or complete) a development home: data, PKI, certificates, configuration."""
+    """Create (or complete) a development home: data, PKI, certificates, configuration
+    (``extra``: further top-level keys or sections, as ``write_config``)."""
     home.mkdir(parents=True, exist_ok=True)
     data = home / "data"
     if not (data / "truth.sqlite").exists():
@@ -216,5 +218,6 @@ def make_dev_home(
         agreements=agreements,
         server=server,
         resilience=resilience,
+        extra=extra,
     )
     return DevHome(home=home, config=config, data=data, pki=pki_dir)

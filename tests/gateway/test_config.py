@@ -154,6 +154,20 @@ def test_a_consent_store_schema_needs_a_postgresql_store(tmp_path: Path) -> None
         )
 
 
+def test_a_development_home_takes_further_sections(tmp_path: Path) -> None:
+    """make_dev_home passes ``extra`` to the configuration (the gateway benchmark's
+    ``--commit-delay-ms`` sets ``audit.commit_delay_ms`` this way)."""
+    from gateway.devsetup import make_dev_home
+
+    data = tmp_path / "home" / "data"
+    data.mkdir(parents=True)
+    (data / "truth.sqlite").touch()  # the sources are there: none generated
+    home = make_dev_home(tmp_path / "home", extra={"audit": {"commit_delay_ms": 6.0}})
+    assert load_config(home.config).audit.commit_delay_ms == 6.0
+    plain = make_dev_home(tmp_path / "home")
+    assert load_config(plain.config).audit.commit_delay_ms == 2.0
+
+
 def test_unrelated_environment_variables_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSGW_TEST_PG_URL", "postgresql://x@127.0.0.1/test")
     assert load_config(write(tmp_path)).node == "gw1"

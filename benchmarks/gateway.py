@@ -747,7 +747,7 @@ def make_pg_home(
     persons: int,
     employers: int,
     server: dict[str, Any],
-    audit: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[DevHome, float]:
     """What ``make_dev_home`` makes, with the sources generated into ``pg``'s schemas (the same
     persons and seed) and the providers and the consent store configured there; returns the
@@ -772,10 +772,7 @@ def make_pg_home(
         data=home / "data",
         server=server,
         providers={a.value: {"url": pg.url, "db_schema": pg.schema(a.value)} for a in Agency},
-        extra={
-            "consent": {"store": pg.url, "store_schema": pg.schema("consent")},
-            **({"audit": audit} if audit else {}),
-        },
+        extra={"consent": {"store": pg.url, "store_schema": pg.schema("consent")}, **(extra or {})},
     )
     return DevHome(home=home, config=config, data=home / "data", pki=pki_dir), seconds
 
@@ -1152,9 +1149,9 @@ def main() -> int:
             server["cpu_affinity"] = args.cpu_affinity
         if args.event_loop is not None:
             server["event_loop"] = args.event_loop
-        audit: dict[str, Any] = {}
+        extra: dict[str, Any] = {}  # further sections of the gateway's configuration
         if args.commit_delay_ms is not None:
-            audit["commit_delay_ms"] = args.commit_delay_ms
+            extra["audit"] = {"commit_delay_ms": args.commit_delay_ms}
         if pg is None:
             dev = make_dev_home(
                 root / "home",
@@ -1162,12 +1159,12 @@ def main() -> int:
                 employers=employers,
                 seed=DEV_SEED,
                 server=server,
-                extra={"audit": audit} if audit else None,
+                extra=extra,
             )
         else:
             progress(f"  sources and consent store in PostgreSQL, schemas {pg.prefix}*")
             dev, generated = make_pg_home(
-                root / "home", pg, persons=persons, employers=employers, server=server, audit=audit
+                root / "home", pg, persons=persons, employers=employers, server=server, extra=extra
             )
             result["pg_generate_s"] = round(generated, 1)
             progress(f"  PostgreSQL sources generated in {generated:.1f} s")

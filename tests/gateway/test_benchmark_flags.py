@@ -1,6 +1,6 @@
 """The gateway benchmark's settings flags (benchmarks/gateway.py): a value the gateway's
-configuration refuses ends the run with one line naming the key and exit status 2, before
-anything is started, and leaves no temporary home behind."""
+configuration refuses ends the run with one line naming the key and exit status 2, before any
+server is started, and leaves no temporary home behind."""
 
 from __future__ import annotations
 
